@@ -1,0 +1,60 @@
+"""Argument checks with uniform messages: what was expected and what came."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+__all__ = ["check_bool", "check_int", "check_real", "check_range"]
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None, allow_none: bool = False) -> int | None:
+    """Check that ``value`` is an int (not a bool), at least ``minimum``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} should be an int, got {name}={value!r} of type {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} should be >= {minimum}, got {name}={value!r}")
+    return int(value)
+
+
+def check_real(name: str, value: Any, *, allow_none: bool = False) -> float | None:
+    """Check that ``value`` is a finite real number (not a bool)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} should be a real number, got {name}={value!r} of type {type(value).__name__}")
+    value = float(value)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} should be finite, got {name}={value!r}")
+    return value
+
+
+def check_range(
+    name: str,
+    value: Any,
+    low: float,
+    high: float,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_none: bool = False,
+) -> float | None:
+    """Check that ``value`` is a real number in the interval between ``low`` and ``high``."""
+    if value is None and allow_none:
+        return None
+    v = float(value) if check_real(name, value) is not None else 0.0
+    too_low = v <= low if low_open else v < low
+    too_high = v >= high if high_open else v > high
+    if too_low or too_high:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} should be in {interval}, got {name}={value!r}")
+    return v
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Check that ``value`` is a bool."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} should be a bool, got {name}={value!r} of type {type(value).__name__}")
+    return value

@@ -1,0 +1,188 @@
+"""The per-sample loss table that High-Loss Removal ranks, and the epoch's counters.
+
+Recording is a handful of device kernels and never synchronises with the host:
+per-sample losses are summed into per-index accumulators with ``index_add_``
+(so a sample recorded twice in one epoch, e.g. by distributed padding, keeps
+the mean of its records), and the epoch's accuracy and loss counters stay on the
+device until :meth:`LossTable.finalize_epoch` reads them, once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["EpochStats", "LossTable"]
+
+# Layout of the on-device counter vector.
+_CORRECT, _SEEN, _LOSS_SUM, _LOSS_COUNT, _NONFINITE, _RECORDED = range(6)
+_NUM_STATS = 6
+
+EpochStats = dict[str, float]
+
+
+class LossTable:
+    """Each sample's most recent unmixed loss, plus the running epoch's counters.
+
+    Args:
+        size: Number of samples (``len(dataset)``, or the id space of a stream).
+
+    Note:
+        The table lives on the device the first recorded losses come from. Values
+        recorded during an epoch are averaged per sample and become "the most
+        recent loss" when the epoch is finalised; :meth:`losses` already shows them.
+    """
+
+    def __init__(self, size: int) -> None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size should be a positive int, got size={size!r}")
+        self.size = size
+        self._device = torch.device("cpu")
+        self._last = torch.full((size,), math.nan, dtype=torch.float32)
+        self._sum = torch.zeros(size, dtype=torch.float32)
+        self._count = torch.zeros(size, dtype=torch.float32)
+        self._stats = torch.zeros(_NUM_STATS, dtype=torch.float64)
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def to(self, device: torch.device | str) -> "LossTable":
+        """Move the table and counters to ``device`` (done automatically on first record)."""
+        device = torch.device(device)
+        if device != self._device:
+            self._last, self._sum, self._count, self._stats = (
+                t.to(device) for t in (self._last, self._sum, self._count, self._stats)
+            )
+            self._device = device
+        return self
+
+    def record(
+        self,
+        indices: Tensor,
+        losses: Tensor,
+        *,
+        keep: Tensor | None = None,
+        correct: Tensor | None = None,
+    ) -> None:
+        """Add one batch of per-sample losses. No host synchronisation.
+
+        Args:
+            indices: ``(B,)`` dataset indices of the batch.
+            losses: ``(B,)`` per-sample losses (any float dtype, detached here).
+            keep: ``(B,)`` bool, the samples whose loss enters the table (unmixed ones);
+                all when ``None``. Non-finite losses never enter it and are counted.
+            correct: ``(B,)`` bool, whether each prediction was right (for accuracy).
+        """
+        losses = losses.detach()
+        if losses.device != self._device:
+            self.to(losses.device)
+        indices = indices.to(self._device, non_blocking=True)
+        values = losses.float()
+        finite = torch.isfinite(values)
+        take = finite if keep is None else finite & keep.to(self._device, non_blocking=True)
+        self._sum.index_add_(0, indices, torch.where(take, values, 0.0))
+        self._count.index_add_(0, indices, take.float())
+        # One (B, 6) matrix summed into the counters: correct, seen, loss_sum, loss_count,
+        # nonfinite, recorded (seen and correct stay 0 without ``correct``).
+        cols = torch.stack(
+            [
+                correct.to(values.dtype) if correct is not None else torch.zeros_like(values),
+                torch.ones_like(values) if correct is not None else torch.zeros_like(values),
+                torch.where(finite, values, 0.0),
+                finite.float(),
+                (~finite).float(),
+                take.float(),
+            ],
+            dim=1,
+        )
+        self._stats += cols.sum(0, dtype=torch.float64)
+
+    # ------------------------------------------------------------------ epoch work
+    def pending(self) -> tuple[Tensor, Tensor, Tensor]:
+        """The running epoch's ``(sum, count, stats)`` accumulators (for distributed reduction)."""
+        return self._sum, self._count, self._stats
+
+    def finalize_epoch(self, reduce: Callable[["LossTable"], None] | None = None) -> EpochStats:
+        """Close the running epoch: merge its records into the table and read its counters.
+
+        Args:
+            reduce: Called first with this table, to combine the accumulators across
+                processes in place (see :mod:`enlight_data.distributed`).
+
+        Returns:
+            ``correct``, ``seen``, ``loss_sum``, ``loss_count``, ``nonfinite``,
+            ``recorded`` as floats. This is the one device→host transfer per epoch.
+        """
+        if reduce is not None:
+            reduce(self)
+        recorded = self._count > 0
+        self._last = torch.where(recorded, self._sum / self._count.clamp_min(1.0), self._last)
+        stats = self._stats.tolist()
+        self._sum.zero_()
+        self._count.zero_()
+        self._stats.zero_()
+        names = ("correct", "seen", "loss_sum", "loss_count", "nonfinite", "recorded")
+        return dict(zip(names, stats))
+
+    def discard_epoch(self) -> None:
+        """Drop the running epoch's records (used when a resumed epoch restarts them)."""
+        self._sum.zero_()
+        self._count.zero_()
+        self._stats.zero_()
+
+    # ------------------------------------------------------------------ queries
+    def losses(self) -> Tensor:
+        """Each sample's most recent loss as a CPU float32 tensor, NaN where none is recorded."""
+        current = torch.where(self._count > 0, self._sum / self._count.clamp_min(1.0), self._last)
+        return current.to("cpu", torch.float32)
+
+    def select_high_loss(self, fraction: float) -> Tensor:
+        """Indices of the ``floor(fraction * k)`` highest losses, ``k`` the samples with a loss.
+
+        ``fraction * k`` is computed exactly (0.29 of 100 is 29, not 28). Samples with
+        no recorded loss are never selected. Returns a sorted CPU int64 tensor.
+        """
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"fraction should be in [0, 1), got fraction={fraction!r}")
+        if fraction == 0.0:
+            return torch.empty(0, dtype=torch.int64)
+        known = ~torch.isnan(self._last)
+        k = int(known.sum())
+        n_drop = math.floor(Fraction(repr(float(fraction))) * k)
+        if n_drop == 0:
+            return torch.empty(0, dtype=torch.int64)
+        ranked = torch.where(known, self._last, -math.inf)
+        top = torch.topk(ranked, n_drop, sorted=False).indices
+        return torch.sort(top.cpu()).values
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors only, on the CPU: the table, the running epoch's accumulators and counters."""
+        return {
+            "size": self.size,
+            "last": self._last.cpu().clone(),
+            "sum": self._sum.cpu().clone(),
+            "count": self._count.cpu().clone(),
+            "stats": self._stats.cpu().clone(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        size = int(state["size"])
+        if size != self.size:
+            raise ValueError(
+                f"loss table size mismatch: the checkpoint holds {size} samples, this dataset has {self.size}"
+            )
+        for key, shape in (("last", (size,)), ("sum", (size,)), ("count", (size,)), ("stats", (_NUM_STATS,))):
+            t = state[key]
+            if not isinstance(t, Tensor) or tuple(t.shape) != shape:
+                raise ValueError(f"state[{key!r}] should be a tensor of shape {shape}, got {t!r:.80}")
+        dev = self._device
+        self._last = state["last"].to(dev, torch.float32).clone()
+        self._sum = state["sum"].to(dev, torch.float32).clone()
+        self._count = state["count"].to(dev, torch.float32).clone()
+        self._stats = state["stats"].to(dev, torch.float64).clone()

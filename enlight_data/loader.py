@@ -1,0 +1,486 @@
+"""``enlighten()``: wrap a DataLoader with an enlightenment-period schedule.
+
+This module composes the pieces: the schedule's period tracker, the loss
+table, the sampler (through a *source* of per-epoch batches), device transfer,
+batch augmentation and mixing. It keeps the one epoch counter of the run.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Callable, Iterator, Protocol
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from ._rng import Stream, derive_seed
+from ._validate import check_int
+from .context import SharedClock
+from .feedback import LossTable
+from .mapstyle import MapSource
+from .mixing import apply_mix, draw_mix, to_soft_targets
+from .schedule import Phase, PeriodTracker, Schedule
+from .tracking import TrackedLoss
+from .transfer import Prefetcher
+
+__all__ = ["EnlightLoader", "enlighten"]
+
+STATE_VERSION = 1
+
+
+class Source(Protocol):
+    """Where an :class:`EnlightLoader` gets each epoch's ``(indices, batch)`` pairs."""
+
+    num_samples: int
+
+    def begin(self, epoch: int, excluded: Tensor | None, start_batch: int = 0) -> None:
+        ...
+
+    def batches(self) -> Iterator[tuple[Tensor, Any]]:
+        ...
+
+    def num_batches(self) -> int:
+        ...
+
+    def signature(self) -> dict[str, Any]:
+        ...
+
+
+def _apply_augment(augment: Callable[..., Tensor], x: Tensor, *, generator: torch.Generator, strength: float) -> Tensor:
+    from .augment import apply_augment
+
+    return apply_augment(augment, x, generator=generator, strength=strength)
+
+
+class EnlightLoader:
+    """A DataLoader wrapper that applies a :class:`Schedule` epoch by epoch.
+
+    Each ``iter()`` starts the next epoch (the first is epoch 0); ``set_epoch(n)``
+    makes the next ``iter()`` start epoch ``n``. Batches keep the wrapped loader's
+    structure. Build it with :func:`enlighten` (map-style data) or
+    :func:`enlight_data.stream` (tar shards).
+
+    Note:
+        End-of-epoch work (accuracy, the period decision, warnings, the distributed
+        sync) runs when the epoch's iterator is exhausted, so it is done when the
+        ``for`` loop ends. If a loop is left early, it runs at the next ``iter()``.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        schedule: Schedule,
+        clock: SharedClock,
+        *,
+        num_classes: int | None,
+        device: torch.device | None,
+        seed: int,
+        input_key: Any = None,
+        target_key: Any = None,
+        augment: Callable[..., Tensor] | None = None,
+        reduce: Callable[[LossTable], None] | None = None,
+    ) -> None:
+        self.schedule = schedule
+        self.num_classes = num_classes
+        self.device = device
+        self.seed = seed
+        self.input_key = input_key
+        self.target_key = target_key
+        self.augment = augment
+        self._source = source
+        self._clock = clock
+        self._reduce = reduce
+        self._tracker = PeriodTracker(schedule.period)
+        self._table = LossTable(source.num_samples)
+        self._prefetch = Prefetcher(device) if device is not None else None
+        self._generators: dict[torch.device, torch.Generator] = {}
+        self.history: list[dict[str, Any]] = []
+        self._epoch = -1  # the epoch most recently started
+        self._next_epoch = 0
+        self._position = 0  # batches of the current epoch handed out
+        self._open = False  # the current epoch has not been finalised
+        self._resume = False  # the next iter() continues the current epoch
+        self._excluded = torch.empty(0, dtype=torch.int64)
+        self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
+        self._warned_nonfinite = -1
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def epoch(self) -> int:
+        """The epoch most recently started (-1 before the first ``iter()``)."""
+        return self._epoch
+
+    @property
+    def in_period(self) -> bool:
+        """Whether the current epoch (or the next one, before any) lies in the period."""
+        return self._tracker.in_period(max(self._epoch, 0))
+
+    @property
+    def phase(self) -> Phase:
+        """The :class:`Phase` in force for the current epoch."""
+        return self.schedule.phases[self._tracker.phase_index(max(self._epoch, 0))]
+
+    @property
+    def table(self) -> LossTable:
+        """The per-sample loss table."""
+        return self._table
+
+    def losses(self) -> Tensor:
+        """Each sample's most recent recorded loss: CPU float32, NaN where none is recorded."""
+        return self._table.losses()
+
+    def __len__(self) -> int:
+        """Batches in the current epoch (the full first epoch before any ``iter()``)."""
+        return self._source.num_batches()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next ``iter()`` start ``epoch``."""
+        self._next_epoch = check_int("epoch", epoch, minimum=0)  # type: ignore[assignment]
+        self._resume = False
+
+    # ------------------------------------------------------------------ loss feedback
+    def track(self, criterion: Callable[..., Tensor]) -> TrackedLoss:
+        """Wrap ``criterion``: same reduced loss, and per-sample losses recorded in the table."""
+        return TrackedLoss(criterion, self)
+
+    def record(self, per_sample_loss: Tensor, *, output: Tensor | None = None, target: Tensor | None = None) -> None:
+        """Record per-sample losses of the current batch (no host synchronisation).
+
+        Args:
+            per_sample_loss: ``(B,)`` or ``(B, ...)`` losses (extra dims are averaged).
+            output: The model output, for training accuracy (argmax over dim 1).
+            target: The batch's targets (indices or soft rows; argmax of rows is used).
+        """
+        if self._batch is None:
+            raise RuntimeError("record() needs a current batch: call it inside the loop over the loader")
+        indices, mixed = self._batch
+        if not isinstance(per_sample_loss, Tensor):
+            raise TypeError(
+                f"per_sample_loss should be a Tensor, got per_sample_loss of type {type(per_sample_loss).__name__}"
+            )
+        batch = indices.shape[0]
+        losses = per_sample_loss.detach()
+        if losses.dim() == 0 or losses.shape[0] != batch:
+            raise ValueError(
+                f"per_sample_loss should have the batch size {batch} as its first dimension, "
+                f"got shape {tuple(losses.shape)}"
+            )
+        if losses.dim() > 1:
+            losses = losses.flatten(1).float().mean(1)
+        correct = None
+        if output is not None and target is not None:
+            if output.dim() == 0 or output.shape[0] != batch:
+                raise ValueError(
+                    f"output should have the batch size {batch} as its first dimension, got shape {tuple(output.shape)}"
+                )
+            if target.shape[0] != batch:
+                raise ValueError(
+                    f"target should have the batch size {batch} as its first dimension, got shape {tuple(target.shape)}"
+                )
+            predicted = output.detach().argmax(1) if output.dim() > 1 else (output.detach() > 0).long()
+            truth = target.argmax(1) if target.dim() > 1 else target
+            correct = predicted == truth.to(predicted.device)
+        keep = None if mixed is None else ~mixed
+        self._table.record(indices, losses, keep=keep, correct=correct)
+
+    # ------------------------------------------------------------------ iteration
+    def __iter__(self) -> Iterator[Any]:
+        if self._resume:
+            self._resume = False
+            start = self._position
+        else:
+            self._finish_epoch()
+            start = 0
+            self._begin_epoch(self._next_epoch)
+        self._clock.activate()
+        self._source.begin(self._epoch, self._clock.excluded, start)
+        return self._run(self._epoch, start)
+
+    def _begin_epoch(self, epoch: int) -> None:
+        phase_index = self._tracker.phase_index(epoch)
+        phase = self.schedule.phases[phase_index]
+        self._excluded = self._table.select_high_loss(phase.drop_high_loss)
+        self._clock.set(epoch, phase_index, self._excluded)
+        self._epoch = epoch
+        self._next_epoch = epoch + 1
+        self._position = 0
+        self._open = True
+        self._table.discard_epoch()
+        augment = phase.augment if phase.augment is not None else self.augment
+        self.history.append(
+            {
+                "epoch": epoch,
+                "in_period": phase_index == 0,
+                "mixup_alpha": phase.mixup_alpha,
+                "cutmix_alpha": phase.cutmix_alpha,
+                "drop_high_loss": phase.drop_high_loss,
+                "label_smoothing": phase.label_smoothing,
+                "augment": None if augment is None else type(augment).__name__,
+                "augment_strength": phase.augment_strength,
+                "removed": int(self._excluded.numel()),
+                "seen": None,
+                "accuracy": None,
+                "mean_loss": None,
+                "nonfinite": None,
+                "recorded": None,
+                "batches": None,
+            }
+        )
+
+    def _generator(self, device: torch.device, *keys: int) -> torch.Generator:
+        gen = self._generators.get(device)
+        if gen is None:
+            gen = self._generators[device] = torch.Generator(device=device)
+        gen.manual_seed(derive_seed(self.seed, *keys))
+        return gen
+
+    def _split(self, batch: Any) -> tuple[Tensor, Any]:
+        """Return ``(input, target)`` of a batch."""
+        if isinstance(batch, dict):
+            if self.input_key is None or self.target_key is None:
+                raise ValueError(
+                    "dict batches need input_key and target_key, got "
+                    f"input_key={self.input_key!r}, target_key={self.target_key!r} for keys {list(batch)}"
+                )
+            for name, key in (("input_key", self.input_key), ("target_key", self.target_key)):
+                if key not in batch:
+                    raise ValueError(f"{name}={key!r} is not a key of the batch, whose keys are {list(batch)}")
+            return batch[self.input_key], batch[self.target_key]
+        if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+            return batch[0], batch[1]
+        raise TypeError(
+            "batches should be a tuple/list (input, target, ...) or a dict with input_key/target_key, "
+            f"got {type(batch).__name__}"
+        )
+
+    def _join(self, batch: Any, x: Any, y: Any) -> Any:
+        if isinstance(batch, dict):
+            out = dict(batch) if type(batch) is not dict else batch.copy()
+            out[self.input_key] = x
+            out[self.target_key] = y
+            return out
+        items = list(batch)
+        items[0], items[1] = x, y
+        if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+            return type(batch)(*items)
+        return type(batch)(items)
+
+    def _check(self, pairs: Iterator[tuple[Tensor, Any]]) -> Iterator[tuple[Tensor, Any]]:
+        """Validate targets on the host, before any transfer (so checks never sync a GPU)."""
+        for indices, batch in pairs:
+            _, y = self._split(batch)
+            if self.num_classes is not None and isinstance(y, Tensor) and y.device.type == "cpu":
+                if y.dim() == 1 and not y.is_floating_point() and y.dtype != torch.bool and y.numel():
+                    lo, hi = int(y.min()), int(y.max())
+                    if lo < 0 or hi >= self.num_classes:
+                        bad = indices[(y < 0) | (y >= self.num_classes)][:5].tolist()
+                        raise ValueError(
+                            f"targets should be in [0, {self.num_classes}) (num_classes={self.num_classes}), "
+                            f"got values in [{lo}, {hi}] at dataset indices {bad}"
+                        )
+            yield indices, batch
+
+    def _run(self, epoch: int, start: int) -> Iterator[Any]:
+        phase = self.schedule.phases[self._tracker.phase_index(epoch)]
+        augment = phase.augment if phase.augment is not None else self.augment
+        soft = self.schedule.soft_targets
+        pairs: Iterator[tuple[Tensor, Any]] = self._check(self._source.batches())
+        if self._prefetch is not None:
+            pairs = self._prefetch(pairs)
+        step = start
+        for indices, batch in pairs:
+            x, y = self._split(batch)
+            device = x.device if isinstance(x, Tensor) else torch.device("cpu")
+            if augment is not None:
+                gen = self._generator(device, epoch, step, Stream.AUGMENT)
+                x = _apply_augment(augment, x, generator=gen, strength=phase.augment_strength)
+            mixed = None
+            if soft:
+                y = to_soft_targets(y, self.num_classes, label_smoothing=phase.label_smoothing)  # type: ignore[arg-type]
+                h, w = (x.shape[-2], x.shape[-1]) if x.dim() >= 4 else (1, 1)
+                gen = self._generator(device, epoch, step, Stream.MIX)
+                params = draw_mix(phase, x.shape[0], h, w, generator=gen, device=device)
+                if params is not None:
+                    x, y = apply_mix(x, y, params)
+                    mixed = params.mixed
+            self._batch = (indices, mixed)
+            step += 1
+            self._position = step
+            yield self._join(batch, x, y)
+        self._batch = None
+        if self._open and self._epoch == epoch:
+            self._finish_epoch()
+
+    def _finish_epoch(self) -> None:
+        """Close the current epoch: counters, the period decision, warnings."""
+        if not self._open:
+            return
+        self._open = False
+        self._batch = None
+        stats = self._table.finalize_epoch(self._reduce)
+        entry = self.history[-1]
+        seen = stats["seen"]
+        entry["seen"] = int(seen)
+        entry["accuracy"] = stats["correct"] / seen if seen else None
+        entry["mean_loss"] = stats["loss_sum"] / stats["loss_count"] if stats["loss_count"] else None
+        entry["nonfinite"] = int(stats["nonfinite"])
+        entry["recorded"] = int(stats["recorded"])
+        entry["batches"] = self._position
+        self._tracker.observe(self._epoch, entry["accuracy"])
+        if stats["nonfinite"]:
+            warnings.warn(
+                f"epoch {self._epoch}: {int(stats['nonfinite'])} non-finite per-sample losses were not recorded",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The run's state: plain values and CPU tensors only (``torch.load(weights_only=True)``).
+
+        Taken mid-epoch, it resumes with the next batch of that epoch.
+        """
+        return {
+            "version": STATE_VERSION,
+            "seed": self.seed,
+            "epoch": self._epoch,
+            "next_epoch": self._next_epoch,
+            "position": self._position,
+            "open": self._open,
+            "excluded": self._excluded.clone(),
+            "tracker": self._tracker.state_dict(),
+            "table": self._table.state_dict(),
+            "history": [dict(h) for h in self.history],
+            "signature": {"source": self._source.signature(), "schedule": self.schedule.signature()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the next ``iter()`` continues where it was taken.
+
+        Raises:
+            ValueError: If the state comes from another dataset size, batch size,
+                world size or schedule, or is malformed.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(f"state should be a dict from state_dict(), got {type(state).__name__}")
+        missing = {"version", "seed", "epoch", "next_epoch", "position", "open", "excluded", "tracker", "table",
+                   "history", "signature"} - set(state)
+        if missing:
+            raise ValueError(f"state is missing keys {sorted(missing)}")
+        if state["version"] != STATE_VERSION:
+            raise ValueError(f"state version should be {STATE_VERSION}, got version={state['version']!r}")
+        mine = {"source": self._source.signature(), "schedule": self.schedule.signature()}
+        theirs = state["signature"]
+        for part in ("source", "schedule"):
+            for key, value in mine[part].items():
+                if theirs.get(part, {}).get(key) != value:
+                    raise ValueError(
+                        f"state does not match this loader: {part} {key} is {theirs.get(part, {}).get(key)!r} "
+                        f"in the state and {value!r} here"
+                    )
+        if state["seed"] != self.seed:
+            raise ValueError(f"state does not match this loader: seed is {state['seed']!r} in the state and {self.seed!r} here")
+        self._table.load_state_dict(state["table"])
+        self._tracker.load_state_dict(state["tracker"])
+        self.history = [dict(h) for h in state["history"]]
+        self._epoch = int(state["epoch"])
+        self._next_epoch = int(state["next_epoch"])
+        self._position = int(state["position"])
+        self._open = bool(state["open"])
+        self._excluded = state["excluded"].to(torch.int64).clone()
+        self._resume = False
+        if self._open:
+            phase_index = self._tracker.phase_index(self._epoch)
+            self._clock.set(self._epoch, phase_index, self._excluded)
+            self._source.begin(self._epoch, self._clock.excluded, 0)
+            if self._position >= self._source.num_batches():
+                self._finish_epoch()
+            else:
+                self._resume = True
+
+
+def _resolve_device(device: torch.device | str | None) -> torch.device | None:
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device)):
+        raise TypeError(f"device should be a str, torch.device or None, got device={device!r}")
+    return torch.device(device)
+
+
+def enlighten(
+    loader: DataLoader,
+    schedule: Schedule,
+    *,
+    num_classes: int | None = None,
+    device: torch.device | str | None = None,
+    seed: int = 0,
+    input_key: Any = None,
+    target_key: Any = None,
+    augment: Callable[..., Tensor] | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    pad: bool = True,
+) -> EnlightLoader:
+    """Wrap a map-style DataLoader so that it follows ``schedule``.
+
+    Args:
+        loader: The DataLoader your loop already uses.
+        schedule: A :class:`Schedule` (e.g. :func:`mixup_pause`).
+        num_classes: Needed when any phase mixes or smooths labels.
+        device: Move every tensor of the batch there (non_blocking, pinned, with
+            side-stream prefetch on CUDA) before augmentation and mixing.
+        seed: Base seed of every random stream (shuffle, mixing, augmentation).
+        input_key: For dict batches, the key of the input.
+        target_key: For dict batches, the key of the target.
+        augment: A batch augmentation run on the batch's device before mixing: a
+            Kornia module, :class:`~enlight_data.GpuAugment` or any callable.
+        rank: This process's rank; taken from ``torch.distributed`` when initialised.
+        world_size: Number of ranks; taken from ``torch.distributed`` when initialised.
+        pad: Pad rank shares to equal size by repeating samples (else truncate).
+
+    Returns:
+        An :class:`EnlightLoader`.
+
+    Note:
+        Whenever any phase mixes or smooths labels, targets are soft
+        ``(B, num_classes)`` float32 rows in every epoch (one-hot when unmixed),
+        so the loss sees one target type for the whole run.
+    """
+    from .distributed import resolve_rank, table_reducer
+
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule should be an enlight_data.Schedule, got schedule of type {type(schedule).__name__}")
+    check_int("num_classes", num_classes, minimum=1, allow_none=True)
+    check_int("seed", seed)
+    if schedule.soft_targets and num_classes is None:
+        raise ValueError("num_classes should be an int when the schedule mixes or smooths labels, got num_classes=None")
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment should be callable or None, got augment={augment!r}")
+    dev = _resolve_device(device)
+    rank, world_size = resolve_rank(rank, world_size)
+    if not isinstance(loader, DataLoader):
+        raise TypeError(f"loader should be a torch.utils.data.DataLoader, got loader of type {type(loader).__name__}")
+    clock = SharedClock(schedule, len(loader.dataset))  # type: ignore[arg-type]
+    source = MapSource(
+        loader,
+        clock,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        pad=pad,
+        pin_memory=True if dev is not None and dev.type == "cuda" else None,
+    )
+    return EnlightLoader(
+        source,
+        schedule,
+        clock,
+        num_classes=num_classes,
+        device=dev,
+        seed=seed,
+        input_key=input_key,
+        target_key=target_key,
+        augment=augment,
+        reduce=table_reducer() if world_size > 1 else None,
+    )

@@ -1,0 +1,204 @@
+"""Scheduled Mixup and CutMix, vectorised over the batch, with soft targets.
+
+Random parameters are drawn first (:func:`draw_mix`) as device tensors for the
+whole batch, then applied (:func:`apply_mix`) with a few vectorised kernels: no
+loop over samples, no host synchronisation, and the caller's tensors are never
+written to.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .schedule import Phase
+
+__all__ = ["MixParams", "apply_mix", "draw_mix", "mix_batch", "to_soft_targets"]
+
+
+@dataclass(frozen=True)
+class MixParams:
+    """Per-sample mixing parameters of one batch (all on the batch's device).
+
+    Attributes:
+        lam: ``(B,)`` float32, the weight of each sample's own label (1 = unmixed).
+        weight: ``(B, 1, 1, 1)`` float32 Mixup weight of the partner, or ``(B, 1, H, W)``
+            CutMix/Mixup blend mask when CutMix may apply.
+        shift: Sample ``i`` is mixed with sample ``(i + shift) % B``.
+    """
+
+    lam: Tensor
+    weight: Tensor
+    shift: int
+
+    @property
+    def mixed(self) -> Tensor:
+        """``(B,)`` bool: the samples whose input or label was changed."""
+        return self.lam < 1.0
+
+
+def _beta(alpha: float, n: int, *, generator: torch.Generator, device: torch.device) -> Tensor:
+    # NOTE [ Beta draws with a generator ]
+    # torch.distributions.Beta has no generator argument; _sample_dirichlet does and
+    # stays numerically sound for small alpha (no 0/0 as Gamma ratios can give).
+    conc = torch.full((n, 2), float(alpha), dtype=torch.float32, device=device)
+    return torch._sample_dirichlet(conc, generator=generator)[:, 0]
+
+
+def draw_mix(
+    phase: Phase,
+    batch_size: int,
+    height: int,
+    width: int,
+    *,
+    generator: torch.Generator,
+    device: torch.device | str | None = None,
+) -> MixParams | None:
+    """Draw one batch's Mixup/CutMix parameters on ``device`` (``None`` if the phase does not mix).
+
+    Args:
+        phase: The phase in force; its alphas, ``mix_prob``, ``switch_prob`` and ``mode`` apply.
+        batch_size: B.
+        height: H of the input (CutMix boxes); any value for non-image input.
+        width: W of the input.
+        generator: A generator on ``device``.
+        device: Where to draw; defaults to the generator's device.
+    """
+    if not phase.mixes or batch_size < 1:
+        return None
+    device = torch.device(device) if device is not None else generator.device
+    n = 1 if phase.mode == "batch" else batch_size
+    use_mix, use_cut = phase.mixup_alpha > 0, phase.cutmix_alpha > 0
+
+    applied = torch.rand(n, generator=generator, device=device) < phase.mix_prob
+    lam_mix = _beta(phase.mixup_alpha, n, generator=generator, device=device) if use_mix else None
+    lam_cut = box_mask = None
+    if use_cut:
+        raw = _beta(phase.cutmix_alpha, n, generator=generator, device=device)
+        centre = torch.rand(n, 2, generator=generator, device=device)
+        ratio = torch.sqrt(1.0 - raw)
+        half_h = torch.floor(height * ratio) // 2
+        half_w = torch.floor(width * ratio) // 2
+        cy = torch.floor(centre[:, 0] * height)
+        cx = torch.floor(centre[:, 1] * width)
+        y1, y2 = (cy - half_h).clamp(0, height), (cy + half_h).clamp(0, height)
+        x1, x2 = (cx - half_w).clamp(0, width), (cx + half_w).clamp(0, width)
+        # CutMix's λ corrected to the pasted area.
+        lam_cut = 1.0 - (y2 - y1) * (x2 - x1) / float(height * width)
+        rows = torch.arange(height, device=device, dtype=torch.float32)
+        cols = torch.arange(width, device=device, dtype=torch.float32)
+        in_rows = (rows >= y1[:, None]) & (rows < y2[:, None])
+        in_cols = (cols >= x1[:, None]) & (cols < x2[:, None])
+        box_mask = (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
+    if use_mix and use_cut:
+        # switch_prob picks CutMix or Mixup for the whole batch, drawn on the device.
+        cut = torch.rand(1, generator=generator, device=device) < phase.switch_prob
+        lam = torch.where(cut, lam_cut, lam_mix)
+        weight = torch.where(cut.view(1, 1, 1, 1), box_mask.float(), (1.0 - lam_mix).view(-1, 1, 1, 1))
+    elif use_cut:
+        lam, weight = lam_cut, box_mask.float()
+    else:
+        lam, weight = lam_mix, (1.0 - lam_mix).view(-1, 1, 1, 1)
+    lam = torch.where(applied, lam, 1.0)
+    weight = weight * applied.view(-1, 1, 1, 1)
+    if n != batch_size:
+        lam = lam.expand(batch_size)
+        weight = weight.expand(batch_size, *weight.shape[1:])
+    return MixParams(lam=lam.contiguous(), weight=weight, shift=batch_size // 2)
+
+
+def _blend(x: Tensor, weight: Tensor, shift: int) -> Tensor:
+    """``out[i] = lerp(x[i], x[(i + shift) % B], weight[i])`` on views: no rolled copy."""
+    b = x.shape[0]
+    out = torch.empty_like(x)
+    if shift == 0:
+        out.copy_(x)
+        return out
+    w = weight.reshape(weight.shape[0], *weight.shape[1:], *([1] * (x.dim() - weight.dim())))
+    torch.lerp(x[: b - shift], x[shift:], w[: b - shift], out=out[: b - shift])
+    torch.lerp(x[b - shift :], x[:shift], w[b - shift :], out=out[b - shift :])
+    return out
+
+
+def apply_mix(x: Tensor, soft_targets: Tensor, params: MixParams) -> tuple[Tensor, Tensor]:
+    """Apply drawn parameters. Returns new ``(input, targets)``; the arguments are not modified.
+
+    Integer inputs are converted to float32 on the same scale before mixing.
+    For non-image inputs (fewer than 4 dims) only Mixup weights apply.
+    """
+    if not x.is_floating_point():
+        x = x.float()
+    weight = params.weight
+    if x.dim() < 4 or weight.shape[-2:] != x.shape[-2:]:
+        if weight.shape[-1] != 1 or weight.shape[-2] != 1:
+            raise ValueError(
+                f"CutMix needs (B, C, H, W) input matching the drawn box, got input of shape {tuple(x.shape)}"
+            )
+        weight = weight.reshape(-1)
+        weight = weight.reshape(-1, *([1] * (x.dim() - 1)))
+    mixed_x = _blend(x, weight.to(x.dtype), params.shift)
+    mixed_y = _blend(soft_targets, (1.0 - params.lam).to(soft_targets.dtype).unsqueeze(1), params.shift)
+    return mixed_x, mixed_y
+
+
+def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float = 0.0) -> Tensor:
+    """Turn class indices, one-hot or soft rows into smoothed float32 rows of ``num_classes``.
+
+    Raises:
+        ValueError: For targets out of ``[0, num_classes)`` (checked when they are on the CPU,
+            so the check never synchronises a GPU) or rows of the wrong width.
+        TypeError: For targets that are not a tensor.
+    """
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target should be a Tensor, got target of type {type(target).__name__}")
+    if target.dim() == 1 and not target.is_floating_point() and target.dtype != torch.bool:
+        if target.device.type == "cpu" and target.numel():
+            lo, hi = int(target.min()), int(target.max())
+            if lo < 0 or hi >= num_classes:
+                raise ValueError(
+                    f"target should hold class indices in [0, {num_classes}) (num_classes={num_classes}), "
+                    f"got values in [{lo}, {hi}]"
+                )
+        soft = torch.zeros(target.shape[0], num_classes, dtype=torch.float32, device=target.device)
+        soft.scatter_(1, target.long().unsqueeze(1), 1.0)
+    elif target.dim() == 2:
+        if target.shape[1] != num_classes:
+            raise ValueError(
+                f"target rows should have num_classes={num_classes} columns, got target of shape {tuple(target.shape)}"
+            )
+        soft = target.to(torch.float32)
+    else:
+        raise ValueError(
+            "target should be class indices of shape (B,) or rows of shape (B, num_classes), "
+            f"got shape {tuple(target.shape)} and dtype {target.dtype}"
+        )
+    if label_smoothing > 0:
+        soft = soft * (1.0 - label_smoothing) + label_smoothing / num_classes
+    return soft
+
+
+def mix_batch(
+    x: Tensor, target: Tensor, phase: Phase, *, num_classes: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Mix one batch as ``phase`` says: the standalone form of what the loader does.
+
+    Args:
+        x: ``(B, ...)`` input; CutMix needs ``(B, C, H, W)``.
+        target: Class indices ``(B,)`` or rows ``(B, num_classes)``.
+        phase: The phase (alphas, probabilities, mode, label smoothing).
+        num_classes: Number of classes of the soft targets.
+        generator: A generator on ``x``'s device.
+
+    Returns:
+        ``(mixed_input, soft_targets, mixed)``, ``mixed`` a ``(B,)`` bool mask.
+    """
+    soft = to_soft_targets(target, num_classes, label_smoothing=phase.label_smoothing)
+    h, w = (x.shape[-2], x.shape[-1]) if x.dim() >= 4 else (1, 1)
+    params = draw_mix(phase, x.shape[0], h, w, generator=generator, device=x.device)
+    if params is None:
+        return x, soft, torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    mixed_x, mixed_y = apply_mix(x, soft, params)
+    return mixed_x, mixed_y, params.mixed
