@@ -19,7 +19,7 @@ from torch import Tensor
 __all__ = ["EpochStats", "LossTable"]
 
 # Layout of the on-device counter vector.
-_CORRECT, _SEEN, _LOSS_SUM, _LOSS_COUNT, _NONFINITE, _RECORDED = range(6)
+_CORRECT, _SCORED, _LOSS_SUM, _LOSS_COUNT, _NONFINITE, _RECORDED = range(6)
 _NUM_STATS = 6
 
 EpochStats = dict[str, float]
@@ -87,8 +87,8 @@ class LossTable:
         take = finite if keep is None else finite & keep.to(self._device, non_blocking=True)
         self._sum.index_add_(0, indices, torch.where(take, values, 0.0))
         self._count.index_add_(0, indices, take.float())
-        # One (B, 6) matrix summed into the counters: correct, seen, loss_sum, loss_count,
-        # nonfinite, recorded (seen and correct stay 0 without ``correct``).
+        # One (B, 6) matrix summed into the counters: correct, scored, loss_sum, loss_count,
+        # nonfinite, recorded (scored and correct stay 0 without ``correct``).
         cols = torch.stack(
             [
                 correct.to(values.dtype) if correct is not None else torch.zeros_like(values),
@@ -115,7 +115,7 @@ class LossTable:
                 processes in place (see :mod:`enlight_data.distributed`).
 
         Returns:
-            ``correct``, ``seen``, ``loss_sum``, ``loss_count``, ``nonfinite``,
+            ``correct``, ``scored`` (samples with an accuracy verdict), ``loss_sum``, ``loss_count``, ``nonfinite``,
             ``recorded`` as floats. This is the one device→host transfer per epoch.
         """
         if reduce is not None:
@@ -126,7 +126,7 @@ class LossTable:
         self._sum.zero_()
         self._count.zero_()
         self._stats.zero_()
-        names = ("correct", "seen", "loss_sum", "loss_count", "nonfinite", "recorded")
+        names = ("correct", "scored", "loss_sum", "loss_count", "nonfinite", "recorded")
         return dict(zip(names, stats))
 
     def discard_epoch(self) -> None:

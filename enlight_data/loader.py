@@ -19,8 +19,8 @@ from ._rng import Stream, derive_seed
 from ._validate import check_int
 from .context import SharedClock
 from .feedback import LossTable
-from .mapstyle import MapSource
-from .mixing import apply_mix, draw_mix, to_soft_targets
+from .mapstyle import MapSource, check_loader
+from .mixing import apply_mix, draw_mix, mix_size, to_soft_targets
 from .schedule import Phase, PeriodTracker, Schedule
 from .tracking import TrackedLoss
 from .transfer import Prefetcher
@@ -28,6 +28,11 @@ from .transfer import Prefetcher
 __all__ = ["EnlightLoader", "enlighten"]
 
 STATE_VERSION = 1
+_STATE_KEYS = (
+    "version", "seed", "epoch", "next_epoch", "position", "seen", "open", "excluded", "tracker", "table", "history",
+    "signature",
+)
+_TABLE_KEYS = ("size", "last", "sum", "count", "stats")
 
 
 class Source(Protocol):
@@ -100,6 +105,7 @@ class EnlightLoader:
         self._epoch = -1  # the epoch most recently started
         self._next_epoch = 0
         self._position = 0  # batches of the current epoch handed out
+        self._seen = 0  # samples of the current epoch handed out by this process
         self._open = False  # the current epoch has not been finalised
         self._resume = False  # the next iter() continues the current epoch
         self._excluded = torch.empty(0, dtype=torch.int64)
@@ -171,17 +177,26 @@ class EnlightLoader:
             losses = losses.flatten(1).float().mean(1)
         correct = None
         if output is not None and target is not None:
-            if output.dim() == 0 or output.shape[0] != batch:
-                raise ValueError(
-                    f"output should have the batch size {batch} as its first dimension, got shape {tuple(output.shape)}"
-                )
-            if target.shape[0] != batch:
-                raise ValueError(
-                    f"target should have the batch size {batch} as its first dimension, got shape {tuple(target.shape)}"
-                )
+            for name, value in (("output", output), ("target", target)):
+                if not isinstance(value, Tensor):
+                    raise TypeError(f"{name} should be a Tensor, got {name} of type {type(value).__name__}")
+                if value.dim() == 0 or value.shape[0] != batch:
+                    raise ValueError(
+                        f"{name} should have the batch size {batch} as its first dimension, "
+                        f"got shape {tuple(value.shape)}"
+                    )
             predicted = output.detach().argmax(1) if output.dim() > 1 else (output.detach() > 0).long()
-            truth = target.argmax(1) if target.dim() > 1 else target
+            # Rows shaped like the output (one-hot or soft) give labels by argmax; else labels as given.
+            truth = target.argmax(1) if target.dim() > 1 and target.shape == output.shape else target
+            if predicted.shape != truth.shape:
+                raise ValueError(
+                    f"output and target should give predictions of one shape, got output of shape "
+                    f"{tuple(output.shape)} (predictions {tuple(predicted.shape)}) and target of shape "
+                    f"{tuple(target.shape)} (labels {tuple(truth.shape)})"
+                )
             correct = predicted == truth.to(predicted.device)
+            if correct.dim() > 1:  # dense predictions: the fraction right per sample
+                correct = correct.flatten(1).float().mean(1)
         keep = None if mixed is None else ~mixed
         self._table.record(indices, losses, keep=keep, correct=correct)
 
@@ -206,6 +221,7 @@ class EnlightLoader:
         self._epoch = epoch
         self._next_epoch = epoch + 1
         self._position = 0
+        self._seen = 0
         self._open = True
         self._table.discard_epoch()
         augment = phase.augment if phase.augment is not None else self.augment
@@ -299,13 +315,14 @@ class EnlightLoader:
             mixed = None
             if soft:
                 y = to_soft_targets(y, self.num_classes, label_smoothing=phase.label_smoothing)  # type: ignore[arg-type]
-                h, w = (x.shape[-2], x.shape[-1]) if x.dim() >= 4 else (1, 1)
+                h, w = mix_size(x, phase)
                 gen = self._generator(device, epoch, step, Stream.MIX)
                 params = draw_mix(phase, x.shape[0], h, w, generator=gen, device=device)
                 if params is not None:
                     x, y = apply_mix(x, y, params)
                     mixed = params.mixed
             self._batch = (indices, mixed)
+            self._seen += int(indices.shape[0])
             step += 1
             self._position = step
             yield self._join(batch, x, y)
@@ -321,9 +338,8 @@ class EnlightLoader:
         self._batch = None
         stats = self._table.finalize_epoch(self._reduce)
         entry = self.history[-1]
-        seen = stats["seen"]
-        entry["seen"] = int(seen)
-        entry["accuracy"] = stats["correct"] / seen if seen else None
+        entry["seen"] = self._seen
+        entry["accuracy"] = stats["correct"] / stats["scored"] if stats["scored"] else None
         entry["mean_loss"] = stats["loss_sum"] / stats["loss_count"] if stats["loss_count"] else None
         entry["nonfinite"] = int(stats["nonfinite"])
         entry["recorded"] = int(stats["recorded"])
@@ -348,6 +364,7 @@ class EnlightLoader:
             "epoch": self._epoch,
             "next_epoch": self._next_epoch,
             "position": self._position,
+            "seen": self._seen,
             "open": self._open,
             "excluded": self._excluded.clone(),
             "tracker": self._tracker.state_dict(),
@@ -359,47 +376,101 @@ class EnlightLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the next ``iter()`` continues where it was taken.
 
+        A state taken after k batches of an epoch makes the next ``iter()`` continue
+        that epoch with batch k + 1 (the skipped samples are not loaded); one taken
+        after an epoch's last batch makes it start the next epoch. Nothing is changed
+        when the state is rejected.
+
         Raises:
+            TypeError: If ``state`` is not a dict.
             ValueError: If the state comes from another dataset size, batch size,
-                world size or schedule, or is malformed.
+                world size, rank, seed or schedule, or is malformed.
         """
-        if not isinstance(state, dict):
-            raise TypeError(f"state should be a dict from state_dict(), got {type(state).__name__}")
-        missing = {"version", "seed", "epoch", "next_epoch", "position", "open", "excluded", "tracker", "table",
-                   "history", "signature"} - set(state)
-        if missing:
-            raise ValueError(f"state is missing keys {sorted(missing)}")
-        if state["version"] != STATE_VERSION:
-            raise ValueError(f"state version should be {STATE_VERSION}, got version={state['version']!r}")
-        mine = {"source": self._source.signature(), "schedule": self.schedule.signature()}
-        theirs = state["signature"]
-        for part in ("source", "schedule"):
-            for key, value in mine[part].items():
-                if theirs.get(part, {}).get(key) != value:
-                    raise ValueError(
-                        f"state does not match this loader: {part} {key} is {theirs.get(part, {}).get(key)!r} "
-                        f"in the state and {value!r} here"
-                    )
-        if state["seed"] != self.seed:
-            raise ValueError(f"state does not match this loader: seed is {state['seed']!r} in the state and {self.seed!r} here")
+        epoch, next_epoch, position, is_open, excluded = self._check_state(state)
+        scratch = LossTable(self._table.size)
+        scratch.load_state_dict(state["table"])  # validates before anything changes
+        tracker = PeriodTracker(self.schedule.period)
+        tracker.load_state_dict(state["tracker"])
         self._table.load_state_dict(state["table"])
-        self._tracker.load_state_dict(state["tracker"])
+        self._tracker = tracker
         self.history = [dict(h) for h in state["history"]]
-        self._epoch = int(state["epoch"])
-        self._next_epoch = int(state["next_epoch"])
-        self._position = int(state["position"])
-        self._open = bool(state["open"])
-        self._excluded = state["excluded"].to(torch.int64).clone()
+        self._epoch = epoch
+        self._next_epoch = next_epoch
+        self._position = position
+        self._open = is_open
+        self._excluded = excluded
+        self._batch = None
         self._resume = False
         if self._open:
             phase_index = self._tracker.phase_index(self._epoch)
             self._clock.set(self._epoch, phase_index, self._excluded)
             self._source.begin(self._epoch, self._clock.excluded, 0)
-            if self._position >= self._source.num_batches():
+            total = self._source.num_batches()
+            if self._position > total:
+                raise ValueError(
+                    f"state position should be at most the epoch's {total} batches, got position={self._position}"
+                )
+            if self._position == total:
+                # Taken after the epoch's last batch: close it now, so the next iter()
+                # starts the next epoch instead of an empty pass.
                 self._finish_epoch()
             else:
-                self._resume = True
+                # A set_epoch() before the state was taken wins over continuing.
+                self._resume = self._next_epoch == self._epoch + 1
 
+    def _check_state(self, state: Any) -> tuple[int, int, int, bool, Tensor]:
+        """Validate a state against this loader; returns (epoch, next_epoch, position, open, excluded)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state should be a dict from state_dict(), got state of type {type(state).__name__}")
+        missing = set(_STATE_KEYS) - set(state)
+        if missing:
+            raise ValueError(f"state is missing keys {sorted(missing)}; expected a dict from EnlightLoader.state_dict()")
+        if state["version"] != STATE_VERSION:
+            raise ValueError(f"state version should be {STATE_VERSION}, got version={state['version']!r}")
+        mine = {"source": self._source.signature(), "schedule": self.schedule.signature()}
+        theirs = state["signature"]
+        for part in ("source", "schedule"):
+            given = theirs.get(part) if isinstance(theirs, dict) else None
+            if not isinstance(given, dict):
+                raise ValueError(f"state['signature'][{part!r}] should be a dict, got {given!r:.80}")
+            for key, value in mine[part].items():
+                if given.get(key) != value:
+                    raise ValueError(
+                        f"state does not match this loader: {part} {key} is {given.get(key)!r} "
+                        f"in the state and {value!r} here"
+                    )
+        if state["seed"] != self.seed:
+            raise ValueError(
+                f"state does not match this loader: seed is {state['seed']!r} in the state and {self.seed!r} here"
+            )
+        epoch = check_int("state['epoch']", state["epoch"], minimum=-1)
+        next_epoch = check_int("state['next_epoch']", state["next_epoch"], minimum=0)
+        position = check_int("state['position']", state["position"], minimum=0)
+        is_open = state["open"]
+        if not isinstance(is_open, bool):
+            raise ValueError(f"state['open'] should be a bool, got open={is_open!r}")
+        if is_open and epoch < 0:
+            raise ValueError(f"state['epoch'] should be >= 0 in an open epoch, got epoch={epoch}")
+        excluded = state["excluded"]
+        n = self._table.size
+        if (
+            not isinstance(excluded, Tensor)
+            or excluded.dim() != 1
+            or excluded.dtype != torch.int64
+            or (excluded.numel() and not (0 <= int(excluded.min()) and int(excluded.max()) < n))
+        ):
+            raise ValueError(f"state['excluded'] should be a 1-D int64 tensor of indices in [0, {n}), got {excluded!r:.80}")
+        history = state["history"]
+        if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+            raise ValueError(f"state['history'] should be a list of dicts, got {history!r:.80}")
+        tracker = state["tracker"]
+        if not isinstance(tracker, dict) or isinstance(tracker.get("end_epoch"), bool) or not isinstance(
+            tracker.get("end_epoch"), int
+        ):
+            raise ValueError(f"state['tracker'] should be a dict with an int end_epoch, got {tracker!r:.80}")
+        if not isinstance(state["table"], dict) or not set(_TABLE_KEYS) <= set(state["table"]):
+            raise ValueError(f"state['table'] should be a dict with keys {list(_TABLE_KEYS)}, got {state['table']!r:.80}")
+        return epoch, next_epoch, position, is_open, excluded.clone()  # type: ignore[return-value]
 
 def _resolve_device(device: torch.device | str | None) -> torch.device | None:
     if device is None:
@@ -460,8 +531,7 @@ def enlighten(
         raise TypeError(f"augment should be callable or None, got augment={augment!r}")
     dev = _resolve_device(device)
     rank, world_size = resolve_rank(rank, world_size)
-    if not isinstance(loader, DataLoader):
-        raise TypeError(f"loader should be a torch.utils.data.DataLoader, got loader of type {type(loader).__name__}")
+    check_loader(loader)
     clock = SharedClock(schedule, len(loader.dataset))  # type: ignore[arg-type]
     source = MapSource(
         loader,

@@ -18,7 +18,7 @@ from ._rng import Stream, make_generator
 from .context import SharedClock
 from .sampler import EnlightSampler
 
-__all__ = ["MapSource", "SampleError"]
+__all__ = ["MapSource", "SampleError", "check_loader"]
 
 
 class SampleError(RuntimeError):
@@ -55,6 +55,22 @@ class _IndexCollate:
         return indices, self.collate_fn([s for _, s in items])
 
 
+def check_loader(loader: Any) -> None:
+    """Raise a clear error unless ``loader`` is a batching DataLoader over a map-style dataset."""
+    if not isinstance(loader, DataLoader):
+        raise TypeError(f"loader should be a torch.utils.data.DataLoader, got loader of type {type(loader).__name__}")
+    if isinstance(loader.dataset, IterableDataset):
+        raise TypeError(
+            "loader.dataset should be a map-style Dataset, got an IterableDataset "
+            f"({type(loader.dataset).__name__}); stream tar shards with enlight_data.stream() instead"
+        )
+    if loader.batch_size is None:
+        raise ValueError(
+            "loader.batch_size should be an int, got batch_size=None (a custom batch_sampler or "
+            "disabled automatic batching); build the DataLoader with batch_size=... and an optional sampler"
+        )
+
+
 class MapSource:
     """Per-epoch ``(indices, batch)`` iterators over a map-style dataset.
 
@@ -83,19 +99,8 @@ class MapSource:
         pad: bool = True,
         pin_memory: bool | None = None,
     ) -> None:
-        if not isinstance(loader, DataLoader):
-            raise TypeError(f"loader should be a torch.utils.data.DataLoader, got loader of type {type(loader).__name__}")
+        check_loader(loader)
         dataset = loader.dataset
-        if isinstance(dataset, IterableDataset):
-            raise TypeError(
-                "loader.dataset should be a map-style Dataset, got an IterableDataset "
-                f"({type(dataset).__name__}); stream tar shards with enlight_data.stream() instead"
-            )
-        if loader.batch_size is None:
-            raise ValueError(
-                "loader.batch_size should be an int, got batch_size=None (a custom batch_sampler or "
-                "disabled automatic batching); build the DataLoader with batch_size=... and an optional sampler"
-            )
         sampler = loader.sampler
         plain_shuffle = isinstance(sampler, RandomSampler) and not sampler.replacement and sampler._num_samples is None
         self.sampler = EnlightSampler(

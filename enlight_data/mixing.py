@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .schedule import Phase
 
-__all__ = ["MixParams", "apply_mix", "draw_mix", "mix_batch", "to_soft_targets"]
+__all__ = ["MixParams", "apply_mix", "draw_mix", "mix_batch", "mix_size", "to_soft_targets"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,19 @@ def draw_mix(
     return MixParams(lam=lam.contiguous(), weight=weight, shift=batch_size // 2)
 
 
+def mix_size(x: Tensor, phase: Phase) -> tuple[int, int]:
+    """The ``(H, W)`` that CutMix boxes are drawn for; ``(1, 1)`` for non-image input.
+
+    Raises:
+        ValueError: If the phase uses CutMix and ``x`` is not ``(B, C, H, W)``.
+    """
+    if x.dim() == 4:
+        return int(x.shape[-2]), int(x.shape[-1])
+    if phase.cutmix_alpha > 0:
+        raise ValueError(f"CutMix needs (B, C, H, W) input, got input of shape {tuple(x.shape)}")
+    return 1, 1
+
+
 def _blend(x: Tensor, weight: Tensor, shift: int) -> Tensor:
     """``out[i] = lerp(x[i], x[(i + shift) % B], weight[i])`` on views: no rolled copy."""
     b = x.shape[0]
@@ -196,7 +209,7 @@ def mix_batch(
         ``(mixed_input, soft_targets, mixed)``, ``mixed`` a ``(B,)`` bool mask.
     """
     soft = to_soft_targets(target, num_classes, label_smoothing=phase.label_smoothing)
-    h, w = (x.shape[-2], x.shape[-1]) if x.dim() >= 4 else (1, 1)
+    h, w = mix_size(x, phase)
     params = draw_mix(phase, x.shape[0], h, w, generator=generator, device=x.device)
     if params is None:
         return x, soft, torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)

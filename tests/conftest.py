@@ -1,0 +1,22 @@
+"""Shared fixtures: no test leaks global RNG state, and library code can be checked not to use it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_rng():
+    """Tests may not leak global RNG state into each other (torchvision's habit)."""
+    state = torch.get_rng_state()
+    yield
+    torch.set_rng_state(state)
+
+
+@pytest.fixture
+def forbid_global_rng():
+    """Fail the test if the code under test draws from or reseeds the global torch RNG."""
+    before = torch.get_rng_state()
+    yield
+    assert torch.equal(before, torch.get_rng_state()), "the global torch RNG was used"

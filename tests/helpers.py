@@ -1,0 +1,41 @@
+"""Tiny datasets and loops used across the tests."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import Dataset
+
+
+class Images(Dataset):
+    """``n`` deterministic 3×8×8 float images; sample i's pixels encode i; label i % classes."""
+
+    def __init__(self, n: int = 64, classes: int = 4) -> None:
+        self.n, self.classes = n, classes
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        x = torch.full((3, 8, 8), float(i)) + torch.arange(64, dtype=torch.float32).view(1, 8, 8) / 1000
+        return x, i % self.classes
+
+
+class Counting(Dataset):
+    """Returns ``(tensor([i]), i % classes)`` and counts loads per index (single process)."""
+
+    def __init__(self, n: int = 50, classes: int = 5) -> None:
+        self.n, self.classes = n, classes
+        self.loads = [0] * n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        self.loads[i] += 1
+        return torch.tensor([float(i)]), i % self.classes
+
+
+def ids_of(x: torch.Tensor) -> list[int]:
+    """The sample ids encoded by :class:`Images` / :class:`Counting` inputs (unmixed samples)."""
+    flat = x.reshape(x.shape[0], -1)[:, 0]
+    return [int(round(v)) for v in flat.tolist()]

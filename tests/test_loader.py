@@ -1,0 +1,414 @@
+"""End-to-end behaviour of enlighten(): an unchanged training loop, epoch by epoch."""
+
+import collections
+import io
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset, WeightedRandomSampler
+
+import enlight_data as ed
+from helpers import Counting, Images, ids_of
+
+
+def model_for(classes=4, features=192, seed=0):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Flatten(), nn.Linear(features, classes))
+
+
+def run_epochs(loader, epochs, classes=4, features=192):
+    """The README quickstart loop, unchanged."""
+    model = model_for(classes, features)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    criterion = loader.track(nn.CrossEntropyLoss())
+    for _ in range(epochs):
+        for x, y in loader:
+            loss = criterion(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return loader.history
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [ed.mixup_pause(2, alpha=0.8), ed.alpha_boost(2, alpha=0.2, boost_alpha=1.0), ed.high_loss_removal(2, fraction=0.1)],
+)
+def test_quickstart_loop_runs_all_presets(schedule):
+    train_loader = DataLoader(Images(64), batch_size=16, shuffle=True)
+    loader = ed.enlighten(train_loader, schedule, num_classes=4, device="cpu")
+    history = run_epochs(loader, 4)
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert [h["in_period"] for h in history] == [True, True, False, False]
+    for h in history:
+        assert {"epoch", "in_period", "mixup_alpha", "cutmix_alpha", "removed", "seen", "accuracy", "mean_loss"} <= set(h)
+        assert 0.0 <= h["accuracy"] <= 1.0 and h["mean_loss"] > 0
+    assert history[0]["mixup_alpha"] == schedule.during.mixup_alpha
+    assert history[3]["mixup_alpha"] == schedule.after.mixup_alpha
+    assert loader.epoch == 3 and not loader.in_period and loader.phase == schedule.after
+
+
+def test_epoch_clock_set_epoch_and_len():
+    loader = ed.enlighten(DataLoader(Images(40), batch_size=16), ed.mixup_pause(1, alpha=1.0), num_classes=4)
+    assert loader.epoch == -1 and len(loader) == 3 and loader.in_period
+    list(loader)
+    assert loader.epoch == 0 and loader.in_period  # still the most recently started epoch
+    loader.set_epoch(5)
+    list(loader)
+    assert loader.epoch == 5 and not loader.in_period
+    list(loader)
+    assert [h["epoch"] for h in loader.history] == [0, 5, 6]
+    drop = ed.enlighten(DataLoader(Images(40), batch_size=16, drop_last=True), ed.mixup_pause(1, alpha=1.0), num_classes=4)
+    assert len(drop) == 2 and len(list(drop)) == 2
+    with pytest.raises(ValueError, match="epoch should be >= 0"):
+        loader.set_epoch(-1)
+
+
+def test_shuffle_is_pure_function_of_seed_and_epoch():
+    def order(seed, epochs=2, workers=0):
+        dl = DataLoader(Images(30), batch_size=8, shuffle=True, num_workers=workers)
+        loader = ed.enlighten(dl, ed.high_loss_removal(0, fraction=0.1), seed=seed)
+        return [[i for x, _ in loader for i in ids_of(x)] for _ in range(epochs)]
+
+    a, b = order(1), order(1)
+    assert a == b and a[0] != a[1] and sorted(a[0]) == list(range(30))
+    assert order(2) != a
+    assert order(1, workers=2) == a
+
+
+def test_shuffle_false_keeps_sequential_order():
+    loader = ed.enlighten(DataLoader(Images(20), batch_size=6), ed.high_loss_removal(1, fraction=0.1))
+    assert [i for x, _ in loader for i in ids_of(x)] == list(range(20))
+
+
+def test_custom_sampler_keeps_its_distribution():
+    weights = torch.tensor([1.0] * 5 + [0.0] * 15)
+    dl = DataLoader(Images(20), batch_size=10, sampler=WeightedRandomSampler(weights, 50))
+    loader = ed.enlighten(dl, ed.high_loss_removal(1, fraction=0.1))
+    drawn = [i for x, _ in loader for i in ids_of(x)]
+    assert len(drawn) == 50 and set(drawn) <= set(range(5))
+
+
+def test_rebuilt_loader_keeps_settings():
+    def collate(items):
+        xs, ys = zip(*items)
+        return torch.stack(xs), torch.tensor(ys), "extra"
+
+    dl = DataLoader(Images(20), batch_size=7, drop_last=True, collate_fn=collate, num_workers=2,
+                    persistent_workers=True, prefetch_factor=3, timeout=30)
+    loader = ed.enlighten(dl, ed.high_loss_removal(1, fraction=0.1))
+    inner = loader._source.loader
+    assert (inner.batch_size, inner.drop_last, inner.num_workers, inner.persistent_workers, inner.prefetch_factor,
+            inner.timeout) == (7, True, 2, True, 3, 30)
+    batches = list(loader)
+    assert len(batches) == 2 and all(b[2] == "extra" and len(b) == 3 for b in batches)
+
+
+def test_tuple_list_namedtuple_and_dict_batches_keep_structure():
+    Pair = collections.namedtuple("Pair", "image label meta")
+
+    class Structured(Dataset):
+        def __init__(self, kind):
+            self.kind = kind
+
+        def __len__(self):
+            return 12
+
+        def __getitem__(self, i):
+            x, y = Images(12)[i]
+            if self.kind == "dict":
+                return {"img": x, "lbl": y, "name": f"s{i}"}
+            if self.kind == "namedtuple":
+                return Pair(x, y, i)
+            return [x, y, i]
+
+    for kind in ("dict", "namedtuple", "list"):
+        keys = {"input_key": "img", "target_key": "lbl"} if kind == "dict" else {}
+        loader = ed.enlighten(DataLoader(Structured(kind), batch_size=4), ed.mixup_pause(0, alpha=1.0),
+                              num_classes=4, **keys)
+        for b in loader:
+            if kind == "dict":
+                assert set(b) == {"img", "lbl", "name"} and b["lbl"].shape == (4, 4) and b["name"][0].startswith("s")
+            elif kind == "namedtuple":
+                assert isinstance(b, Pair) and b.label.shape == (4, 4) and b.meta.shape == (4,)
+            else:
+                assert isinstance(b, list) and b[1].shape == (4, 4) and b[2].dtype == torch.int64
+    with pytest.raises(ValueError, match="dict batches need input_key and target_key"):
+        list(ed.enlighten(DataLoader(Structured("dict"), batch_size=4), ed.mixup_pause(0, alpha=1.0), num_classes=4))
+    with pytest.raises(ValueError, match="target_key='y' is not a key of the batch"):
+        list(ed.enlighten(DataLoader(Structured("dict"), batch_size=4), ed.mixup_pause(0, alpha=1.0), num_classes=4,
+                          input_key="img", target_key="y"))
+
+
+def test_targets_soft_in_every_epoch_when_any_phase_mixes():
+    loader = ed.enlighten(DataLoader(Images(16, classes=3), batch_size=8), ed.mixup_pause(1, alpha=1.0), num_classes=3)
+    pause = list(loader)
+    for x, y in pause:  # the pause: one-hot rows, inputs untouched
+        assert y.dtype == torch.float32 and y.shape == (8, 3)
+        assert torch.equal(y, F.one_hot(torch.tensor(ids_of(x)) % 3, 3).float())
+    mixing = list(loader)
+    assert any(not torch.equal(y, y.round()) for _, y in mixing)
+    smooth = ed.enlighten(DataLoader(Images(16), batch_size=8), ed.Schedule(1, ed.Phase(label_smoothing=0.2), ed.Phase()),
+                          num_classes=4)
+    for _ in range(2):
+        for _, y in smooth:  # smoothing only in the period; soft rows in both epochs
+            assert y.shape == (8, 4)
+    assert torch.allclose(y.max(1).values, torch.ones(8))
+
+
+def test_schedule_without_mixing_leaves_targets_alone():
+    loader = ed.enlighten(DataLoader(Images(16), batch_size=8), ed.high_loss_removal(1, fraction=0.1))
+    for x, y in loader:
+        assert y.dtype == torch.int64 and y.shape == (8,)
+        assert y.tolist() == [i % 4 for i in ids_of(x)]
+
+
+def test_track_returns_the_criterions_loss_and_records_per_sample():
+    loader = ed.enlighten(DataLoader(Images(16), batch_size=8), ed.high_loss_removal(1, fraction=0.1))
+    model = model_for()
+    cases = [
+        nn.CrossEntropyLoss(),
+        nn.CrossEntropyLoss(reduction="sum"),
+        nn.CrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 3.0, 4.0])),
+        nn.CrossEntropyLoss(label_smoothing=0.1),
+        F.cross_entropy,
+    ]
+    for crit in cases:
+        tracked = loader.track(crit)
+        for x, y in loader:
+            out = model(x)
+            torch.testing.assert_close(tracked(out, y), crit(out, y))
+            per = F.cross_entropy(out, y, reduction="none")
+        torch.testing.assert_close(loader.losses()[torch.tensor(ids_of(x))], per.detach() if crit is F.cross_entropy else loader.losses()[torch.tensor(ids_of(x))])
+    losses = loader.losses()
+    assert not torch.isnan(losses).any() and losses.dtype == torch.float32
+
+
+def test_track_soft_targets_and_bce():
+    mixing = ed.enlighten(DataLoader(Images(16), batch_size=8), ed.mixup_pause(0, alpha=1.0), num_classes=4)
+    model = model_for()
+    for crit in (nn.CrossEntropyLoss(), nn.BCEWithLogitsLoss()):
+        tracked = mixing.track(crit)
+        for x, y in mixing:
+            out = model(x)
+            torch.testing.assert_close(tracked(out, y), crit(out, y))
+    assert mixing.history[-1]["seen"] == 16
+
+
+def test_track_rejects_criterion_without_reduction():
+    loader = ed.enlighten(DataLoader(Images(8), batch_size=8), ed.high_loss_removal(1, fraction=0.1))
+    with pytest.raises(TypeError, match=r"loader.record\(per_sample_loss"):
+        loader.track(lambda out, y: (out - y).pow(2).mean())
+
+
+def test_record_checks_batch_size_and_needs_a_batch():
+    loader = ed.enlighten(DataLoader(Images(8), batch_size=4), ed.high_loss_removal(1, fraction=0.1))
+    with pytest.raises(RuntimeError, match="current batch"):
+        loader.record(torch.zeros(4))
+    crit = loader.track(nn.CrossEntropyLoss())
+    for x, y in loader:
+        with pytest.raises(ValueError, match=r"batch size 4 as its first dimension, got shape \(3,\)"):
+            loader.record(torch.zeros(3))
+        with pytest.raises(ValueError, match="batch size 4"):
+            crit(torch.zeros(3, 4), y[:3])
+        with pytest.raises(TypeError, match="per_sample_loss should be a Tensor"):
+            loader.record([0.0] * 4)
+
+
+def test_only_unmixed_losses_recorded_but_accuracy_counts_all():
+    loader = ed.enlighten(DataLoader(Images(64), batch_size=16), ed.mixup_pause(1, alpha=1.0), num_classes=4)
+    run_epochs(loader, 2)
+    pause, mixing = loader.history
+    assert pause["recorded"] == 64 and pause["seen"] == 64
+    assert mixing["seen"] == 64 and mixing["recorded"] < 64
+
+
+def test_accuracy_uses_argmax_of_output_and_target_rows():
+    loader = ed.enlighten(DataLoader(Images(8), batch_size=8), ed.mixup_pause(1, alpha=1.0), num_classes=4)
+    for x, y in loader:
+        out = y.clone()
+        out[:2] = out[:2].roll(1, dims=1)  # two wrong predictions
+        loader.record(torch.ones(8), output=out, target=y)
+    assert loader.history[-1]["accuracy"] == 6 / 8
+
+
+def test_nonfinite_losses_counted_warned_once_and_not_recorded():
+    loader = ed.enlighten(DataLoader(Images(8), batch_size=4), ed.high_loss_removal(1, fraction=0.5))
+    with pytest.warns(RuntimeWarning, match="2 non-finite") as caught:
+        for x, _ in loader:
+            loader.record(torch.tensor([float("nan"), 1.0, 2.0, 3.0]))
+    assert len([w for w in caught if "non-finite" in str(w.message)]) == 1
+    assert loader.history[-1]["nonfinite"] == 2
+    assert torch.isnan(loader.losses()).sum() == 2
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_high_loss_removal_drops_exactly_the_highest_and_restores(workers):
+    n, fraction = 100, 0.29
+    loader = ed.enlighten(DataLoader(Counting(n), batch_size=16, shuffle=True, num_workers=workers),
+                          ed.high_loss_removal(2, fraction=fraction), seed=4)
+    seen_per_epoch = []
+    for _ in range(3):
+        seen = []
+        for x, _ in loader:
+            ids = x[:, 0].long()
+            loader.record(ids.float())  # loss = sample id: the highest ids are the highest losses
+            seen += ids.tolist()
+        seen_per_epoch.append(seen)
+    assert sorted(seen_per_epoch[0]) == list(range(n))  # epoch 0 trains on everything
+    assert sorted(seen_per_epoch[1]) == list(range(n - 29))  # 0.29 x 100 = 29 exactly
+    assert sorted(seen_per_epoch[2]) == list(range(n))  # restored after the period
+    assert [h["removed"] for h in loader.history] == [0, 29, 0]
+    assert [h["seen"] for h in loader.history] == [100, 71, 100]
+    assert len(loader) == -(-100 // 16)
+
+
+def test_unrecorded_samples_are_kept():
+    loader = ed.enlighten(DataLoader(Counting(40), batch_size=10), ed.high_loss_removal(3, fraction=0.5))
+    for x, _ in loader:
+        ids = x[:, 0].long()
+        loss = torch.where(ids < 20, ids.float(), float("nan"))  # only ids < 20 get a finite loss
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loader.record(loss)
+    kept = sorted(int(i) for x, _ in loader for i in x[:, 0])
+    assert kept == list(range(10)) + list(range(20, 40))
+
+
+def test_accuracy_trigger_ends_the_period():
+    schedule = ed.mixup_pause(ed.Period(until_accuracy=0.5, max_epochs=10), alpha=1.0)
+    loader = ed.enlighten(DataLoader(Images(8), batch_size=8), schedule, num_classes=4)
+    accuracies = [0.25, 0.5, 0.875, 0.125]
+    for acc in accuracies:
+        for x, y in loader:
+            out = y.clone()
+            wrong = 8 - int(acc * 8)
+            out[:wrong] = out[:wrong].roll(1, dims=1)
+            loader.record(torch.ones(8), output=out, target=y)
+    assert [h["in_period"] for h in loader.history] == [True, True, False, False]
+    assert [h["accuracy"] for h in loader.history] == accuracies
+
+
+def test_accuracy_period_capped_by_max_epochs():
+    schedule = ed.mixup_pause(ed.Period(until_accuracy=0.99, max_epochs=2), alpha=1.0)
+    loader = ed.enlighten(DataLoader(Images(8), batch_size=8), schedule, num_classes=4)
+    for _ in range(3):
+        list(loader)
+    assert [h["in_period"] for h in loader.history] == [True, True, False]
+
+
+def test_current_epoch_and_phase_inside_persistent_workers():
+    class Probe(Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            phase = ed.current_phase()
+            return torch.tensor([ed.current_epoch(), int(phase.drop_high_loss > 0)]), 0
+
+    dl = DataLoader(Probe(), batch_size=4, num_workers=2, persistent_workers=True)
+    loader = ed.enlighten(dl, ed.high_loss_removal(2, fraction=0.25))
+    for epoch in range(4):
+        rows = torch.cat([x for x, _ in loader])
+        assert (rows[:, 0] == epoch).all()
+        assert (rows[:, 1] == int(epoch < 2)).all()
+    assert ed.current_epoch() == 3 and ed.current_phase() == loader.schedule.after
+
+
+def test_state_dict_is_weights_only_and_resume_at_boundary_reproduces():
+    def make():
+        dl = DataLoader(Images(48), batch_size=16, shuffle=True)
+        return ed.enlighten(dl, ed.Schedule(2, ed.Phase(cutmix_alpha=1.0, drop_high_loss=0.25),
+                                            ed.Phase(mixup_alpha=0.5)), num_classes=4, seed=9)
+
+    def epoch(loader):
+        out = []
+        for x, y in loader:
+            loader.record(x.flatten(1).mean(1))
+            out.append((x, y))
+        return out
+
+    ref = make()
+    epoch(ref)
+    buf = io.BytesIO()
+    torch.save(ref.state_dict(), buf)
+    expected = [epoch(ref) for _ in range(2)]
+    buf.seek(0)
+    resumed = make()
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    got = [epoch(resumed) for _ in range(2)]
+    for e, g in zip(expected, got):
+        assert len(e) == len(g)
+        for (x1, y1), (x2, y2) in zip(e, g):
+            assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    assert resumed.history == ref.history
+    assert torch.equal(resumed.losses().nan_to_num(-1), ref.losses().nan_to_num(-1))
+
+
+def test_bad_input_errors_name_the_argument():
+    dl = DataLoader(Images(8), batch_size=4)
+    with pytest.raises(ValueError, match="num_classes should be an int when the schedule mixes"):
+        ed.enlighten(dl, ed.mixup_pause(1, alpha=1.0))
+    with pytest.raises(TypeError, match="schedule should be an enlight_data.Schedule"):
+        ed.enlighten(dl, "pause")
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter([])
+
+    with pytest.raises(TypeError, match="IterableDataset.*enlight_data.stream"):
+        ed.enlighten(DataLoader(Stream(), batch_size=2), ed.high_loss_removal(1, fraction=0.1))
+    with pytest.raises(ValueError, match="batch_size should be an int, got batch_size=None"):
+        ed.enlighten(DataLoader(Images(8), batch_size=None), ed.high_loss_removal(1, fraction=0.1))
+    with pytest.raises(TypeError, match="loader should be a torch.utils.data.DataLoader"):
+        ed.enlighten([1, 2], ed.high_loss_removal(1, fraction=0.1))
+    with pytest.raises(TypeError, match="num_classes should be an int"):
+        ed.enlighten(dl, ed.mixup_pause(1, alpha=1.0), num_classes=2.5)
+    bad_targets = DataLoader(TensorDataset(torch.zeros(6, 2), torch.tensor([0, 1, 2, 7, 1, 0])), batch_size=6)
+    with pytest.raises(ValueError, match=r"targets should be in \[0, 3\) \(num_classes=3\), got values in \[0, 7\] at dataset indices \[3\]"):
+        list(ed.enlighten(bad_targets, ed.mixup_pause(0, alpha=1.0), num_classes=3))
+    with pytest.raises(ValueError, match="rank should be in"):
+        ed.enlighten(dl, ed.high_loss_removal(1, fraction=0.1), rank=2, world_size=2)
+
+
+def test_break_early_finishes_epoch_at_next_iter():
+    loader = ed.enlighten(DataLoader(Images(32), batch_size=8), ed.high_loss_removal(2, fraction=0.5))
+    for x, _ in loader:
+        loader.record(torch.ones(8))
+        break
+    assert loader.history[-1]["seen"] is None
+    list(loader)
+    assert loader.history[0]["recorded"] == 8 and loader.history[0]["batches"] == 1
+    assert loader.history[1]["removed"] == 4
+
+
+def test_library_never_uses_global_rng(forbid_global_rng):
+    dl = DataLoader(Images(32), batch_size=8, shuffle=True, num_workers=0)
+    loader = ed.enlighten(dl, ed.Schedule(1, ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, drop_high_loss=0.2),
+                                          ed.Phase(mixup_alpha=0.3, mode="batch")), num_classes=4)
+    for _ in range(3):
+        for x, y in loader:
+            loader.record(x.flatten(1).mean(1), output=y, target=y)
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_device_moves_every_tensor_and_records_on_device():
+    dl = DataLoader(Images(32), batch_size=8)
+    loader = ed.enlighten(dl, ed.mixup_pause(1, alpha=1.0), num_classes=4, device="cuda")
+    history = run_epochs_cuda(loader)
+    assert loader.table.device.type == "cuda" and history[-1]["seen"] == 32
+
+
+def run_epochs_cuda(loader):
+    model = model_for().cuda()
+    criterion = loader.track(nn.CrossEntropyLoss())
+    for _ in range(2):
+        for x, y in loader:
+            assert x.is_cuda and y.is_cuda
+            criterion(model(x), y).backward()
+    return loader.history

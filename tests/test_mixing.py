@@ -1,0 +1,134 @@
+import pytest
+import torch
+
+import enlight_data as ed
+from enlight_data.mixing import draw_mix, mix_batch, to_soft_targets
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def batch(b=64, c=3, h=16, w=16, classes=10):
+    g = gen(123)
+    return torch.rand(b, c, h, w, generator=g), torch.randint(0, classes, (b,), generator=g)
+
+
+@pytest.mark.parametrize(
+    "phase",
+    [
+        ed.Phase(mixup_alpha=0.8),
+        ed.Phase(cutmix_alpha=1.0),
+        ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0),
+        ed.Phase(mixup_alpha=0.4, mode="batch"),
+        ed.Phase(cutmix_alpha=1.0, mode="batch"),
+        ed.Phase(mixup_alpha=1.0, mix_prob=0.5, label_smoothing=0.1),
+    ],
+)
+def test_soft_targets_are_distributions_and_inputs_untouched(phase):
+    x, y = batch()
+    x0, y0 = x.clone(), y.clone()
+    xm, ym, mixed = mix_batch(x, y, phase, num_classes=10, generator=gen())
+    assert torch.equal(x, x0) and torch.equal(y, y0)  # never in place
+    assert xm.shape == x.shape and ym.shape == (64, 10) and ym.dtype == torch.float32
+    torch.testing.assert_close(ym.sum(1), torch.ones(64))
+    assert (ym >= 0).all() and mixed.dtype == torch.bool and mixed.shape == (64,)
+
+
+def test_mixup_is_lerp_with_partner_and_label_weight():
+    x, y = batch(b=8)
+    xm, ym, _ = mix_batch(x, y, ed.Phase(mixup_alpha=1.0), num_classes=10, generator=gen(1))
+    params = draw_mix(ed.Phase(mixup_alpha=1.0), 8, 16, 16, generator=gen(1))
+    partner = (torch.arange(8) + params.shift) % 8
+    lam = params.lam.view(-1, 1, 1, 1)
+    torch.testing.assert_close(xm, lam * x + (1 - lam) * x[partner])
+    onehot = torch.nn.functional.one_hot(y, 10).float()
+    torch.testing.assert_close(ym, params.lam[:, None] * onehot + (1 - params.lam[:, None]) * onehot[partner])
+
+
+def test_elem_lambda_follows_beta():
+    alpha = 0.5
+    params = draw_mix(ed.Phase(mixup_alpha=alpha), 20000, 1, 1, generator=gen(2))
+    lam = params.lam
+    assert abs(lam.mean().item() - 0.5) < 0.01
+    expected_var = 1.0 / (4 * (2 * alpha + 1))  # Beta(a, a) variance
+    assert abs(lam.var().item() - expected_var) < 0.01
+    # U-shaped for alpha < 1: more mass near the ends than in the middle
+    assert ((lam < 0.1) | (lam > 0.9)).float().mean() > ((lam > 0.4) & (lam < 0.6)).float().mean()
+
+
+def test_batch_mode_shares_one_lambda():
+    params = draw_mix(ed.Phase(mixup_alpha=1.0, mode="batch"), 32, 4, 4, generator=gen(3))
+    assert torch.unique(params.lam).numel() == 1
+
+
+def test_mix_prob_applies_per_sample():
+    params = draw_mix(ed.Phase(mixup_alpha=1.0, mix_prob=0.3), 10000, 1, 1, generator=gen(4))
+    assert abs(params.mixed.float().mean().item() - 0.3) < 0.03
+    none = draw_mix(ed.Phase(mixup_alpha=1.0, mix_prob=0.0), 100, 1, 1, generator=gen(4))
+    assert none is None
+
+
+def test_cutmix_lambda_is_the_kept_area():
+    b, h, w = 256, 16, 20
+    own = torch.zeros(b, 1, h, w)
+    own += torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1)
+    y = torch.arange(b) % 10
+    phase = ed.Phase(cutmix_alpha=1.0)
+    xm, ym, mixed = mix_batch(own, y, phase, num_classes=10, generator=gen(5))
+    params = draw_mix(phase, b, h, w, generator=gen(5))
+    kept = (xm == own).float().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(kept, params.lam)
+    # pasted pixels come from the partner only, in one rectangle
+    partner = (torch.arange(b) + params.shift) % b
+    pasted = xm != own
+    assert torch.equal(xm[pasted], own[partner][pasted])
+    assert (params.lam <= 1).all() and (params.lam >= 0).all() and mixed.any()
+
+
+def test_switch_prob_chooses_per_batch():
+    x, y = batch(b=32)
+    always_cut = ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, switch_prob=1.0)
+    xm, _, _ = mix_batch(x, y, always_cut, num_classes=10, generator=gen(6))
+    partner = x[(torch.arange(32) + 16) % 32]
+    assert ((xm == x) | (xm == partner)).all()  # pure pastes, no blending
+    never_cut = ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, switch_prob=0.0)
+    xm, _, _ = mix_batch(x, y, never_cut, num_classes=10, generator=gen(6))
+    assert not ((xm == x) | (xm == partner)).all()
+
+
+def test_same_generator_seed_same_result_and_different_seed_differs():
+    x, y = batch()
+    phase = ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0)
+    a = mix_batch(x, y, phase, num_classes=10, generator=gen(7))
+    b = mix_batch(x, y, phase, num_classes=10, generator=gen(7))
+    c = mix_batch(x, y, phase, num_classes=10, generator=gen(8))
+    assert all(torch.equal(u, v) for u, v in zip(a, b))
+    assert not torch.equal(a[1], c[1])
+
+
+def test_non_image_input_and_uint8():
+    x = torch.arange(40, dtype=torch.float32).view(8, 5)
+    xm, ym, _ = mix_batch(x, torch.arange(8) % 3, ed.Phase(mixup_alpha=1.0), num_classes=3, generator=gen())
+    assert xm.shape == (8, 5)
+    u8 = torch.full((4, 3, 4, 4), 200, dtype=torch.uint8)
+    xm, _, _ = mix_batch(u8, torch.zeros(4, dtype=torch.long), ed.Phase(mixup_alpha=1.0), num_classes=2, generator=gen())
+    assert xm.dtype == torch.float32 and torch.allclose(xm, torch.full_like(xm, 200.0))
+    with pytest.raises(ValueError, match="CutMix needs"):
+        mix_batch(x, torch.arange(8) % 3, ed.Phase(cutmix_alpha=1.0), num_classes=3, generator=gen())
+
+
+def test_to_soft_targets_forms_and_errors():
+    idx = torch.tensor([0, 2])
+    soft = to_soft_targets(idx, 3, label_smoothing=0.3)
+    torch.testing.assert_close(soft, torch.tensor([[0.8, 0.1, 0.1], [0.1, 0.1, 0.8]]))
+    rows = torch.tensor([[0.2, 0.8, 0.0]])
+    assert torch.equal(to_soft_targets(rows, 3), rows)
+    with pytest.raises(ValueError, match=r"class indices in \[0, 3\).*got values in \[0, 3\]"):
+        to_soft_targets(torch.tensor([0, 3]), 3)
+    with pytest.raises(ValueError, match="num_classes=3 columns"):
+        to_soft_targets(torch.zeros(2, 4), 3)
+    with pytest.raises(ValueError, match="shape"):
+        to_soft_targets(torch.zeros(2, 3, 1), 3)
+    with pytest.raises(TypeError, match="target should be a Tensor"):
+        to_soft_targets([0, 1], 3)  # type: ignore[arg-type]
