@@ -21,6 +21,7 @@ __all__ = ["EpochStats", "LossTable"]
 # Layout of the on-device counter vector.
 _CORRECT, _SCORED, _LOSS_SUM, _LOSS_COUNT, _NONFINITE, _RECORDED = range(6)
 _NUM_STATS = 6
+_FOLD_EVERY = 64
 
 EpochStats = dict[str, float]
 
@@ -46,6 +47,7 @@ class LossTable:
         self._sum = torch.zeros(size, dtype=torch.float32)
         self._count = torch.zeros(size, dtype=torch.float32)
         self._stats = torch.zeros(_NUM_STATS, dtype=torch.float64)
+        self._log: list[tuple[Tensor, Tensor, Tensor | None]] = []
 
     @property
     def device(self) -> torch.device:
@@ -55,6 +57,7 @@ class LossTable:
         """Move the table and counters to ``device`` (done automatically on first record)."""
         device = torch.device(device)
         if device != self._device:
+            self._fold()
             self._last, self._sum, self._count, self._stats = (
                 t.to(device) for t in (self._last, self._sum, self._count, self._stats)
             )
@@ -83,28 +86,43 @@ class LossTable:
             self.to(losses.device)
         indices = indices.to(self._device, non_blocking=True)
         values = losses.float()
-        finite = torch.isfinite(values)
-        take = finite if keep is None else finite & keep.to(self._device, non_blocking=True)
+        take = torch.isfinite(values)
+        if keep is not None:
+            take &= keep.to(self._device, non_blocking=True)
         self._sum.index_add_(0, indices, torch.where(take, values, 0.0))
         self._count.index_add_(0, indices, take.float())
-        # One (B, 6) matrix summed into the counters: correct, scored, loss_sum, loss_count,
-        # nonfinite, recorded (scored and correct stay 0 without ``correct``).
-        cols = torch.stack(
+        # The counters are folded from these references every _FOLD_EVERY steps:
+        # appending costs nothing on the step, the fold a few kernels per many steps.
+        self._log.append((values, take, correct))
+        if len(self._log) >= _FOLD_EVERY:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Add the logged batches to the on-device counters (no host synchronisation)."""
+        if not self._log:
+            return
+        values = torch.cat([v for v, _, _ in self._log])
+        take = torch.cat([t for _, t, _ in self._log])
+        scored = [c for _, _, c in self._log if c is not None]
+        self._log.clear()
+        finite = torch.isfinite(values)
+        correct = torch.cat(scored).to(self._device) if scored else None
+        zero = values.new_zeros((), dtype=torch.float64)
+        self._stats += torch.stack(
             [
-                correct.to(values.dtype) if correct is not None else torch.zeros_like(values),
-                torch.ones_like(values) if correct is not None else torch.zeros_like(values),
-                torch.where(finite, values, 0.0),
-                finite.float(),
-                (~finite).float(),
-                take.float(),
-            ],
-            dim=1,
+                correct.sum(dtype=torch.float64) if correct is not None else zero,
+                zero + (correct.numel() if correct is not None else 0),
+                torch.where(finite, values, 0.0).sum(dtype=torch.float64),
+                finite.sum(dtype=torch.float64),
+                (~finite).sum(dtype=torch.float64),
+                take.sum(dtype=torch.float64),
+            ]
         )
-        self._stats += cols.sum(0, dtype=torch.float64)
 
     # ------------------------------------------------------------------ epoch work
     def pending(self) -> tuple[Tensor, Tensor, Tensor]:
         """The running epoch's ``(sum, count, stats)`` accumulators (for distributed reduction)."""
+        self._fold()
         return self._sum, self._count, self._stats
 
     def finalize_epoch(self, reduce: Callable[["LossTable"], None] | None = None) -> EpochStats:
@@ -118,6 +136,7 @@ class LossTable:
             ``correct``, ``scored`` (samples with an accuracy verdict), ``loss_sum``, ``loss_count``, ``nonfinite``,
             ``recorded`` as floats. This is the one device→host transfer per epoch.
         """
+        self._fold()
         if reduce is not None:
             reduce(self)
         recorded = self._count > 0
@@ -131,6 +150,7 @@ class LossTable:
 
     def discard_epoch(self) -> None:
         """Drop the running epoch's records (used when a resumed epoch restarts them)."""
+        self._log.clear()
         self._sum.zero_()
         self._count.zero_()
         self._stats.zero_()
@@ -145,7 +165,7 @@ class LossTable:
         """Indices of the ``floor(fraction * k)`` highest losses, ``k`` the samples with a loss.
 
         ``fraction * k`` is computed exactly (0.29 of 100 is 29, not 28). Samples with
-        no recorded loss are never selected. Returns a sorted CPU int64 tensor.
+        no recorded loss are never selected. Returns a CPU int64 tensor (in no particular order).
         """
         if not 0.0 <= fraction < 1.0:
             raise ValueError(f"fraction should be in [0, 1), got fraction={fraction!r}")
@@ -157,12 +177,12 @@ class LossTable:
         if n_drop == 0:
             return torch.empty(0, dtype=torch.int64)
         ranked = torch.where(known, self._last, -math.inf)
-        top = torch.topk(ranked, n_drop, sorted=False).indices
-        return torch.sort(top.cpu()).values
+        return torch.topk(ranked, n_drop, sorted=False).indices.cpu()
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """Tensors only, on the CPU: the table, the running epoch's accumulators and counters."""
+        self._fold()
         return {
             "size": self.size,
             "last": self._last.cpu().clone(),
@@ -182,6 +202,7 @@ class LossTable:
             if not isinstance(t, Tensor) or tuple(t.shape) != shape:
                 raise ValueError(f"state[{key!r}] should be a tensor of shape {shape}, got {t!r:.80}")
         dev = self._device
+        self._log.clear()
         self._last = state["last"].to(dev, torch.float32).clone()
         self._sum = state["sum"].to(dev, torch.float32).clone()
         self._count = state["count"].to(dev, torch.float32).clone()

@@ -2,17 +2,17 @@
 
 The wrapped loader keeps the user's batch_size, drop_last, num_workers,
 collate_fn, pin_memory, worker_init_fn, persistent_workers, prefetch_factor,
-timeout and multiprocessing_context; the dataset is wrapped so that every batch
-carries its dataset indices and workers see the loader's clock.
+timeout and multiprocessing_context; the dataset is wrapped so that workers see
+the loader's clock, and each batch's dataset indices are taken from the sampler.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
 
 from ._rng import Stream, make_generator
 from .context import SharedClock
@@ -25,8 +25,13 @@ class SampleError(RuntimeError):
     """Loading one sample failed; the message names its dataset index."""
 
 
-class _IndexedDataset(Dataset):
-    """Returns ``(index, sample)`` and makes the loader's clock visible to the dataset."""
+class _ClockedDataset(Dataset):
+    """Makes the loader's clock visible to the dataset and names the index of a failing sample.
+
+    Whole batches are fetched through ``__getitems__`` (one call per batch, as
+    DataLoader's fetcher does when it is defined), so the wrapper adds no Python
+    call per sample.
+    """
 
     def __init__(self, dataset: Dataset, clock: SharedClock) -> None:
         self.dataset = dataset
@@ -35,24 +40,26 @@ class _IndexedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> tuple[int, Any]:
+    def __getitem__(self, index: int) -> Any:
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
         self.clock.activate()
+        dataset = self.dataset
+        getitems = getattr(dataset, "__getitems__", None)
+        if getitems is not None:
+            try:
+                return getitems(indices)
+            except Exception as exc:
+                raise SampleError(f"dataset.__getitems__({indices[:8]}...) raised {type(exc).__name__}: {exc}") from exc
+        samples = []
+        index = -1
         try:
-            sample = self.dataset[index]
+            for index in indices:
+                samples.append(dataset[index])
         except Exception as exc:
             raise SampleError(f"dataset[{index}] raised {type(exc).__name__}: {exc}") from exc
-        return index, sample
-
-
-class _IndexCollate:
-    """Collates ``(index, sample)`` pairs into ``(indices, collate_fn(samples))``."""
-
-    def __init__(self, collate_fn: Callable[[list[Any]], Any]) -> None:
-        self.collate_fn = collate_fn
-
-    def __call__(self, items: Sequence[tuple[int, Any]]) -> tuple[Tensor, Any]:
-        indices = torch.tensor([i for i, _ in items], dtype=torch.int64)
-        return indices, self.collate_fn([s for _, s in items])
+        return samples
 
 
 def check_loader(loader: Any) -> None:
@@ -103,6 +110,17 @@ class MapSource:
         dataset = loader.dataset
         sampler = loader.sampler
         plain_shuffle = isinstance(sampler, RandomSampler) and not sampler.replacement and sampler._num_samples is None
+        if isinstance(sampler, DistributedSampler):
+            # The loader shards itself: a DistributedSampler from an existing DDP script
+            # stands for "all samples, shuffled or not", not for a second sharding.
+            if (sampler.num_replicas, sampler.rank) != (world_size, rank):
+                raise ValueError(
+                    f"loader.sampler is a DistributedSampler with num_replicas={sampler.num_replicas}, "
+                    f"rank={sampler.rank}, but the loader shards for world_size={world_size}, rank={rank}; "
+                    "pass the same rank and world size, or a plain shuffle=True loader"
+                )
+            plain_shuffle = sampler.shuffle
+            sampler = SequentialSampler(dataset)  # type: ignore[arg-type]
         self.sampler = EnlightSampler(
             dataset,  # type: ignore[arg-type]
             shuffle=plain_shuffle,
@@ -116,12 +134,12 @@ class MapSource:
         self.num_samples = len(dataset)  # type: ignore[arg-type]
         self.batch_size: int = loader.batch_size
         self.drop_last: bool = loader.drop_last
-        self.dataset = _IndexedDataset(dataset, clock)
+        self.dataset = _ClockedDataset(dataset, clock)
         kwargs: dict[str, Any] = dict(
             batch_size=loader.batch_size,
             sampler=self.sampler,
             num_workers=loader.num_workers,
-            collate_fn=_IndexCollate(loader.collate_fn),
+            collate_fn=loader.collate_fn,
             pin_memory=loader.pin_memory if pin_memory is None else pin_memory,
             drop_last=loader.drop_last,
             timeout=loader.timeout,
@@ -131,7 +149,11 @@ class MapSource:
             persistent_workers=loader.persistent_workers,
         )
         if hasattr(loader, "in_order"):
-            kwargs["in_order"] = loader.in_order
+            # NOTE [ Batch indices come from the sampler ]
+            # Batches arrive in sampler order (in_order=True), so batch b holds the
+            # sampler's indices [b * batch_size, (b + 1) * batch_size): nothing per
+            # sample has to travel back from the workers.
+            kwargs["in_order"] = True
         self.loader = DataLoader(self.dataset, **kwargs)
 
     def begin(self, epoch: int, excluded: Tensor | None, start_batch: int = 0) -> None:
@@ -141,7 +163,10 @@ class MapSource:
 
     def batches(self) -> Iterator[tuple[Tensor, Any]]:
         """The prepared epoch's ``(indices, batch)`` pairs."""
-        return iter(self.loader)
+        order = self.sampler.remaining()
+        size = self.batch_size
+        for b, batch in enumerate(self.loader):
+            yield order[b * size : (b + 1) * size], batch
 
     def num_batches(self) -> int:
         """Batches in the current epoch, counted from its first batch."""
@@ -153,6 +178,7 @@ class MapSource:
         return {
             "num_samples": self.num_samples,
             "batch_size": self.batch_size,
+            "drop_last": self.drop_last,
             "world_size": self.sampler.world_size,
             "rank": self.sampler.rank,
         }

@@ -108,6 +108,10 @@ class EnlightSampler(Sampler[int]):
         """Samples of this rank's share in the current epoch, from its start."""
         return int(self._indices.numel())
 
+    def remaining(self) -> Tensor:
+        """This rank's indices of the current epoch from the start position, as a tensor."""
+        return self._indices[self._start :]
+
     def __iter__(self) -> Iterator[int]:
         return iter(self._indices[self._start :].tolist())
 

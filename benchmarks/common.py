@@ -1,0 +1,71 @@
+"""Shared benchmark plumbing: timing with warm-up, medians and spread, environment, JSON."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["environment", "summarize_times", "sync", "time_calls", "write_json"]
+
+
+def sync(device: torch.device | str) -> None:
+    """Wait for the device's queued work (inside timed regions)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def summarize_times(times: list[float]) -> dict[str, float]:
+    """Median, min, max and relative spread ((max - min) / median) of a list of seconds."""
+    med = statistics.median(times)
+    return {
+        "median_s": med,
+        "min_s": min(times),
+        "max_s": max(times),
+        "spread": (max(times) - min(times)) / med if med else 0.0,
+        "repeats": len(times),
+    }
+
+
+def time_calls(fn: Callable[[], Any], *, repeats: int, warmup: int = 2, device: torch.device | str = "cpu") -> dict[str, float]:
+    """Time ``fn`` ``repeats`` times after ``warmup`` calls, syncing ``device`` inside the timed region."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return summarize_times(times)
+
+
+def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Device name and library versions for the results JSON."""
+    dev = torch.device(device)
+    env: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({platform.processor() or platform.machine()})",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
+    for name in ("torchvision", "kornia", "webdataset", "timm", "numpy"):
+        try:
+            env[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - absent or broken peers are simply not reported
+            env[name] = None
+    return env
+
+
+def write_json(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as indented JSON, creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,145 @@
+"""Loader overhead: a plain DataLoader against ``enlighten()`` under High-Loss Removal.
+
+Same in-memory dataset (50,000 × 3×32×32 uint8, batch 256), num_workers 0 and 2,
+measured in one run, alternating plain and wrapped epochs. The wrapped loop records
+per-sample losses on every step (the table update) and chooses a removal set at
+every epoch start. Throughput is compared per sample (a removal epoch is shorter).
+Also: the per-step cost of recording losses and the epoch-start cost of choosing
+the removed set for an ImageNet-sized table (N = 1,281,167).
+
+Run: ``python -m benchmarks.loader_overhead [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import enlight_data as ed
+from benchmarks.common import environment, summarize_times, time_calls, write_json
+
+__all__ = ["main"]
+
+IMAGENET = 1_281_167
+
+
+class _InMemory(Dataset):
+    """uint8 images held in one tensor (what the plain loader and ours both read)."""
+
+    def __init__(self, n: int) -> None:
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=g)
+        self.y = torch.randint(0, 100, (n,), generator=g)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.y[i]
+
+
+def _epoch_plain(loader: DataLoader) -> int:
+    n = 0
+    for x, _ in loader:
+        n += x.shape[0]
+    return n
+
+
+def _epoch_wrapped(loader: ed.EnlightLoader) -> int:
+    n = 0
+    for x, _ in loader:
+        loader.record(x[:, 0, 0, 0].float())  # a per-sample "loss" every step
+        n += x.shape[0]
+    return n
+
+
+def _throughput(args: argparse.Namespace, workers: int) -> dict[str, Any]:
+    data = _InMemory(args.samples)
+    kw = dict(batch_size=256, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+    plain = DataLoader(data, **kw)
+    schedule = ed.Schedule(10_000, during=ed.Phase(drop_high_loss=0.1), after=ed.Phase())
+    wrapped = ed.enlighten(DataLoader(data, **kw), schedule, seed=0)
+    _epoch_plain(plain)  # warm-up (workers start, caches)
+    _epoch_wrapped(wrapped)
+    plain_rates, wrapped_rates = [], []
+    for _ in range(args.epochs):  # alternate, so drift hits both alike
+        start = time.perf_counter()
+        n = _epoch_plain(plain)
+        plain_rates.append(n / (time.perf_counter() - start))
+        start = time.perf_counter()
+        n = _epoch_wrapped(wrapped)
+        wrapped_rates.append(n / (time.perf_counter() - start))
+    ratios = [p / w for p, w in zip(plain_rates, wrapped_rates)]
+    return {
+        "num_workers": workers,
+        "plain_img_per_s": statistics.median(plain_rates),
+        "enlighten_img_per_s": statistics.median(wrapped_rates),
+        "time_ratio_median": statistics.median(ratios),
+        "time_ratio_min": min(ratios),
+        "time_ratio_max": max(ratios),
+        "epochs": args.epochs,
+        "removed_per_epoch": wrapped.history[-1]["removed"],
+    }
+
+
+def _table_costs(repeats: int) -> dict[str, Any]:
+    table = ed.LossTable(IMAGENET)
+    g = torch.Generator().manual_seed(1)
+    idx = torch.randint(0, IMAGENET, (256,), generator=g)
+    losses = torch.rand(256, generator=g)
+    keep = torch.rand(256, generator=g) > 0.5
+    correct = torch.rand(256, generator=g) > 0.5
+    step = time_calls(lambda: table.record(idx, losses, keep=keep, correct=correct), repeats=repeats * 50, warmup=20)
+    table.load_state_dict({**table.state_dict(), "last": torch.rand(IMAGENET, generator=g)})
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        table.select_high_loss(0.1)
+        times.append(time.perf_counter() - start)
+    return {
+        "record_step_us": step["median_s"] * 1e6,
+        "record_step_spread": step["spread"],
+        "select_10pct_ms": statistics.median(times) * 1e3,
+        "select_10pct": summarize_times(times),
+        "finalize_epoch_ms": time_calls(table.finalize_epoch, repeats=repeats, warmup=1)["median_s"] * 1e3,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10k samples, 5 epochs (under a minute)")
+    parser.add_argument("--epochs", type=int, default=None, help="measured epochs per loader (>= 5)")
+    parser.add_argument("--samples", type=int, default=None)
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--out", default="benchmarks/results/loader_overhead.json")
+    args = parser.parse_args(argv)
+    args.samples = args.samples or (10_000 if args.quick else 50_000)
+    args.epochs = max(5, args.epochs or 5)
+    rows = [_throughput(args, w) for w in args.workers]
+    costs = _table_costs(repeats=7 if args.quick else 15)
+    result = {
+        "benchmark": "loader_overhead",
+        "env": environment("cpu"),
+        "samples": args.samples,
+        "batch_size": 256,
+        "throughput": rows,
+        "table": costs,
+        "goals": {"time_ratio": 1.03, "record_step_us": 50, "select_ms": 20},
+    }
+    print(f"{'workers':>7} {'plain img/s':>12} {'enlighten img/s':>16} {'ratio (median)':>15} {'min..max':>12}")
+    for r in rows:
+        print(f"{r['num_workers']:>7} {r['plain_img_per_s']:>12.0f} {r['enlighten_img_per_s']:>16.0f} "
+              f"{r['time_ratio_median']:>15.3f} {r['time_ratio_min']:>5.3f}..{r['time_ratio_max']:.3f}")
+    print(f"record per step (B=256, N={IMAGENET:,}): {costs['record_step_us']:.1f} us; "
+          f"choose 10% removed set: {costs['select_10pct_ms']:.1f} ms; finalize epoch: {costs['finalize_epoch_ms']:.1f} ms")
+    write_json(args.out, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
