@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
-__all__ = ["check_bool", "check_int", "check_real", "check_range"]
+__all__ = ["check_bool", "check_int", "check_range", "check_real"]
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, allow_none: bool = False) -> int | None:
