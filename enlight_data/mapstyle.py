@@ -164,9 +164,24 @@ class MapSource:
     def batches(self) -> Iterator[tuple[Tensor, Any]]:
         """The prepared epoch's ``(indices, batch)`` pairs."""
         order = self.sampler.remaining()
+        if self.loader.pin_memory and torch.cuda.is_available():
+            order = order.pin_memory()  # index slices then travel to the GPU non_blocking
         size = self.batch_size
-        for b, batch in enumerate(self.loader):
-            yield order[b * size : (b + 1) * size], batch
+        try:
+            for b, batch in enumerate(self.loader):
+                yield order[b * size : (b + 1) * size], batch
+        except Exception as exc:
+            # A failed epoch (a sample raising, a killed worker) leaves persistent workers in an
+            # unknown state: drop them, so the next epoch starts fresh ones instead of failing.
+            if self.loader.persistent_workers:
+                self.loader._iterator = None
+            if self.loader.num_workers > 0 and isinstance(exc, (ConnectionError, EOFError)):
+                # A worker that dies while a batch's shared memory is handed over shows up as a
+                # broken connection rather than DataLoader's own "worker ... killed" error.
+                raise RuntimeError(
+                    f"DataLoader worker exited unexpectedly while handing over a batch ({type(exc).__name__}: {exc})"
+                ) from exc
+            raise
 
     def num_batches(self) -> int:
         """Batches in the current epoch, counted from its first batch."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -25,13 +26,16 @@ class MixParams:
 
     Attributes:
         lam: ``(B,)`` float32, the weight of each sample's own label (1 = unmixed).
-        weight: ``(B, 1, 1, 1)`` float32 Mixup weight of the partner, or ``(B, 1, H, W)``
-            CutMix/Mixup blend mask when CutMix may apply.
+        weight: ``(B, 1, 1, 1)`` float32 Mixup weight of the partner's input, or
+            ``(B, 1, H, W)`` when CutMix and Mixup were blended on the device; ``None``
+            for pure CutMix.
+        mask: ``(B, 1, H, W)`` bool CutMix box (``True`` = pasted from the partner), or ``None``.
         shift: Sample ``i`` is mixed with sample ``(i + shift) % B``.
     """
 
     lam: Tensor
-    weight: Tensor
+    weight: Tensor | None
+    mask: Tensor | None
     shift: int
 
     @property
@@ -48,6 +52,27 @@ def _beta(alpha: float, n: int, *, generator: torch.Generator, device: torch.dev
     return torch._sample_dirichlet(conc, generator=generator)[:, 0]
 
 
+def _cut_boxes(
+    alpha: float, n: int, height: int, width: int, *, generator: torch.Generator, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """CutMix boxes as a ``(n, 1, H, W)`` bool mask and λ corrected to the pasted area."""
+    raw = _beta(alpha, n, generator=generator, device=device)
+    centre = torch.rand(n, 2, generator=generator, device=device)
+    ratio = torch.sqrt(1.0 - raw)
+    half_h = torch.floor(height * ratio) // 2
+    half_w = torch.floor(width * ratio) // 2
+    cy = torch.floor(centre[:, 0] * height)
+    cx = torch.floor(centre[:, 1] * width)
+    y1, y2 = (cy - half_h).clamp(0, height), (cy + half_h).clamp(0, height)
+    x1, x2 = (cx - half_w).clamp(0, width), (cx + half_w).clamp(0, width)
+    lam = 1.0 - (y2 - y1) * (x2 - x1) / float(height * width)
+    rows = torch.arange(height, device=device, dtype=torch.float32)
+    cols = torch.arange(width, device=device, dtype=torch.float32)
+    in_rows = (rows >= y1[:, None]) & (rows < y2[:, None])
+    in_cols = (cols >= x1[:, None]) & (cols < x2[:, None])
+    return (in_rows[:, None, :, None] & in_cols[:, None, None, :]), lam
+
+
 def draw_mix(
     phase: Phase,
     batch_size: int,
@@ -56,6 +81,7 @@ def draw_mix(
     *,
     generator: torch.Generator,
     device: torch.device | str | None = None,
+    host_generator: torch.Generator | None = None,
 ) -> MixParams | None:
     """Draw one batch's Mixup/CutMix parameters on ``device`` (``None`` if the phase does not mix).
 
@@ -64,50 +90,47 @@ def draw_mix(
         batch_size: B.
         height: H of the input (CutMix boxes); any value for non-image input.
         width: W of the input.
-        generator: A generator on ``device``.
+        generator: A generator on ``device`` for the per-sample draws.
         device: Where to draw; defaults to the generator's device.
+        host_generator: A CPU generator for the per-batch Mixup-or-CutMix choice (when
+            both alphas are > 0). Without one, a CPU ``generator`` is used; a CUDA one
+            draws the choice on the device and blends both, which costs more.
+
+    Note:
+        CutMix λ is the kept area: ``1 - box_area / (H * W)``.
     """
     if not phase.mixes or batch_size < 1:
         return None
     device = torch.device(device) if device is not None else generator.device
     n = 1 if phase.mode == "batch" else batch_size
     use_mix, use_cut = phase.mixup_alpha > 0, phase.cutmix_alpha > 0
-
-    applied = torch.rand(n, generator=generator, device=device) < phase.mix_prob
-    lam_mix = _beta(phase.mixup_alpha, n, generator=generator, device=device) if use_mix else None
-    lam_cut = box_mask = None
-    if use_cut:
-        raw = _beta(phase.cutmix_alpha, n, generator=generator, device=device)
-        centre = torch.rand(n, 2, generator=generator, device=device)
-        ratio = torch.sqrt(1.0 - raw)
-        half_h = torch.floor(height * ratio) // 2
-        half_w = torch.floor(width * ratio) // 2
-        cy = torch.floor(centre[:, 0] * height)
-        cx = torch.floor(centre[:, 1] * width)
-        y1, y2 = (cy - half_h).clamp(0, height), (cy + half_h).clamp(0, height)
-        x1, x2 = (cx - half_w).clamp(0, width), (cx + half_w).clamp(0, width)
-        # CutMix's λ corrected to the pasted area.
-        lam_cut = 1.0 - (y2 - y1) * (x2 - x1) / float(height * width)
-        rows = torch.arange(height, device=device, dtype=torch.float32)
-        cols = torch.arange(width, device=device, dtype=torch.float32)
-        in_rows = (rows >= y1[:, None]) & (rows < y2[:, None])
-        in_cols = (cols >= x1[:, None]) & (cols < x2[:, None])
-        box_mask = (in_rows[:, :, None] & in_cols[:, None, :]).unsqueeze(1)
     if use_mix and use_cut:
-        # switch_prob picks CutMix or Mixup for the whole batch, drawn on the device.
+        host = host_generator if host_generator is not None else (generator if generator.device.type == "cpu" else None)
+        if host is not None:
+            # switch_prob picks CutMix or Mixup for the whole batch: a host-side draw, no sync.
+            cut_batch = bool(torch.rand((), generator=host) < phase.switch_prob)
+            use_mix, use_cut = not cut_batch, cut_batch
+    applied = torch.rand(n, generator=generator, device=device) < phase.mix_prob
+    weight = mask = None
+    if use_mix and use_cut:
+        lam_mix = _beta(phase.mixup_alpha, n, generator=generator, device=device)
+        box, lam_cut = _cut_boxes(phase.cutmix_alpha, n, height, width, generator=generator, device=device)
         cut = torch.rand(1, generator=generator, device=device) < phase.switch_prob
         lam = torch.where(cut, lam_cut, lam_mix)
-        weight = torch.where(cut.view(1, 1, 1, 1), box_mask.float(), (1.0 - lam_mix).view(-1, 1, 1, 1))
+        weight = torch.where(cut.view(1, 1, 1, 1), box.float(), (1.0 - lam_mix).view(-1, 1, 1, 1))
+        weight = weight * applied.view(-1, 1, 1, 1)
     elif use_cut:
-        lam, weight = lam_cut, box_mask.float()
+        mask, lam = _cut_boxes(phase.cutmix_alpha, n, height, width, generator=generator, device=device)
+        mask = mask & applied.view(-1, 1, 1, 1)
     else:
-        lam, weight = lam_mix, (1.0 - lam_mix).view(-1, 1, 1, 1)
+        lam = _beta(phase.mixup_alpha, n, generator=generator, device=device)
+        weight = ((1.0 - lam) * applied).view(-1, 1, 1, 1)
     lam = torch.where(applied, lam, 1.0)
-    weight = weight * applied.view(-1, 1, 1, 1)
     if n != batch_size:
         lam = lam.expand(batch_size)
-        weight = weight.expand(batch_size, *weight.shape[1:])
-    return MixParams(lam=lam.contiguous(), weight=weight, shift=batch_size // 2)
+        weight = None if weight is None else weight.expand(batch_size, *weight.shape[1:])
+        mask = None if mask is None else mask.expand(batch_size, *mask.shape[1:])
+    return MixParams(lam=lam.contiguous(), weight=weight, mask=mask, shift=batch_size // 2)
 
 
 def mix_size(x: Tensor, phase: Phase) -> tuple[int, int]:
@@ -123,16 +146,25 @@ def mix_size(x: Tensor, phase: Phase) -> tuple[int, int]:
     return 1, 1
 
 
-def _blend(x: Tensor, weight: Tensor, shift: int) -> Tensor:
-    """``out[i] = lerp(x[i], x[(i + shift) % B], weight[i])`` on views: no rolled copy."""
+def _blend(x: Tensor, shift: int, *, weight: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+    """``out[i] = x[i]`` blended with ``x[(i + shift) % B]`` on views: no rolled copy.
+
+    With ``weight``: ``lerp(x[i], partner, weight[i])``; with ``mask``: ``where(mask[i], partner, x[i])``.
+    """
     b = x.shape[0]
     out = torch.empty_like(x)
     if shift == 0:
         out.copy_(x)
         return out
-    w = weight.reshape(weight.shape[0], *weight.shape[1:], *([1] * (x.dim() - weight.dim())))
-    torch.lerp(x[: b - shift], x[shift:], w[: b - shift], out=out[: b - shift])
-    torch.lerp(x[b - shift :], x[:shift], w[b - shift :], out=out[b - shift :])
+    k = b - shift
+    if mask is not None:
+        torch.where(mask[:k], x[shift:], x[:k], out=out[:k])
+        torch.where(mask[k:], x[:shift], x[k:], out=out[k:])
+    else:
+        w = cast(Tensor, weight)
+        w = w.reshape(w.shape[0], *w.shape[1:], *([1] * (x.dim() - w.dim())))
+        torch.lerp(x[:k], x[shift:], w[:k], out=out[:k])
+        torch.lerp(x[k:], x[:shift], w[k:], out=out[k:])
     return out
 
 
@@ -144,16 +176,15 @@ def apply_mix(x: Tensor, soft_targets: Tensor, params: MixParams) -> tuple[Tenso
     """
     if not x.is_floating_point():
         x = x.float()
-    weight = params.weight
-    if x.dim() < 4 or weight.shape[-2:] != x.shape[-2:]:
-        if weight.shape[-1] != 1 or weight.shape[-2] != 1:
-            raise ValueError(
-                f"CutMix needs (B, C, H, W) input matching the drawn box, got input of shape {tuple(x.shape)}"
-            )
-        weight = weight.reshape(-1)
+    weight, mask = params.weight, params.mask
+    spatial = weight if weight is not None else mask
+    if spatial is not None and spatial.shape[-2:] != (1, 1) and (x.dim() != 4 or spatial.shape[-2:] != x.shape[-2:]):
+        raise ValueError(f"CutMix needs (B, C, H, W) input matching the drawn box, got input of shape {tuple(x.shape)}")
+    if weight is not None and x.dim() != 4:
         weight = weight.reshape(-1, *([1] * (x.dim() - 1)))
-    mixed_x = _blend(x, weight.to(x.dtype), params.shift)
-    mixed_y = _blend(soft_targets, (1.0 - params.lam).to(soft_targets.dtype).unsqueeze(1), params.shift)
+    mixed_x = _blend(x, params.shift, weight=None if weight is None else weight.to(x.dtype), mask=mask)
+    label_weight = (1.0 - params.lam).to(soft_targets.dtype).unsqueeze(1)
+    mixed_y = _blend(soft_targets, params.shift, weight=label_weight)
     return mixed_x, mixed_y
 
 
@@ -194,7 +225,13 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
 
 
 def mix_batch(
-    x: Tensor, target: Tensor, phase: Phase, *, num_classes: int, generator: torch.Generator
+    x: Tensor,
+    target: Tensor,
+    phase: Phase,
+    *,
+    num_classes: int,
+    generator: torch.Generator,
+    host_generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Mix one batch as ``phase`` says: the standalone form of what the loader does.
 
@@ -204,13 +241,14 @@ def mix_batch(
         phase: The phase (alphas, probabilities, mode, label smoothing).
         num_classes: Number of classes of the soft targets.
         generator: A generator on ``x``'s device.
+        host_generator: A CPU generator for per-batch choices (see :func:`draw_mix`).
 
     Returns:
         ``(mixed_input, soft_targets, mixed)``, ``mixed`` a ``(B,)`` bool mask.
     """
     soft = to_soft_targets(target, num_classes, label_smoothing=phase.label_smoothing)
     h, w = mix_size(x, phase)
-    params = draw_mix(phase, x.shape[0], h, w, generator=generator, device=x.device)
+    params = draw_mix(phase, x.shape[0], h, w, generator=generator, device=x.device, host_generator=host_generator)
     if params is None:
         return x, soft, torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     mixed_x, mixed_y = apply_mix(x, soft, params)

@@ -1,0 +1,560 @@
+"""Behaviour contracts of enlight_data.augment: GpuAugment (draw, then apply) and apply_augment."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2.functional as TF
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from enlight_data import augment as augment_module
+from enlight_data.augment import AugmentParams, GpuAugment, apply_augment
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+
+
+def gen(seed: int = 0, device: str = "cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def images(n: int = 4, c: int = 3, h: int = 32, w: int = 40, *, seed: int = 0, dtype=torch.uint8) -> torch.Tensor:
+    x = torch.randint(0, 256, (n, c, h, w), generator=gen(seed), dtype=torch.uint8)
+    return x if dtype == torch.uint8 else x.to(dtype) / 255
+
+
+def params(n: int, h: int, w: int, **kw) -> AugmentParams:
+    """Whole-image crop, no flip, identity jitter; override fields with ``kw``."""
+    fields = dict(
+        boxes=torch.tensor([[0.0, 0.0, float(w), float(h)]]).expand(n, 4).contiguous(),
+        flip=torch.zeros(n, dtype=torch.bool),
+        jitter=torch.ones(n, dtype=torch.bool),
+        brightness=torch.ones(n),
+        contrast=torch.ones(n),
+        saturation=torch.ones(n),
+        hue=torch.zeros(n),
+    )
+    fields.update(kw)
+    return AugmentParams(**fields)
+
+
+def reference_crop(x: torch.Tensor, p: AugmentParams, size: tuple[int, int]) -> torch.Tensor:
+    """Per-sample loop: slice the box, bilinear resize (align_corners=False, no antialias), flip."""
+    out = []
+    for i in range(x.shape[0]):
+        x1, y1, x2, y2 = (int(v) for v in p.boxes[i].tolist())
+        r = F.interpolate(x[i : i + 1, :, y1:y2, x1:x2].float(), size=size, mode="bilinear", align_corners=False)
+        out.append(r.flip(-1) if bool(p.flip[i]) else r)
+    return torch.cat(out)
+
+
+def torchvision_crop_stats(h: int, w: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Area fractions and aspect ratios of ``n`` torchvision RandomResizedCrop draws (global RNG, forked)."""
+    from torchvision.transforms import RandomResizedCrop
+
+    img = torch.zeros(1, h, w)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        boxes = torch.tensor([RandomResizedCrop.get_params(img, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(n)])
+    ch, cw = boxes[:, 2].float(), boxes[:, 3].float()
+    return cw * ch / (h * w), cw / ch
+
+
+def test_all_is_sorted_and_exported():
+    assert augment_module.__all__ == sorted(augment_module.__all__) == ["GpuAugment", "apply_augment"]
+
+
+# ------------------------------------------------------------------------------------------------ random resized crop
+
+
+@pytest.mark.parametrize(("h", "w"), [(256, 256), (200, 320)])
+def test_crop_area_and_ratio_follow_the_requested_ranges(h, w):
+    aug = GpuAugment(224, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
+    p = aug.draw(2000, h, w, generator=gen(1))
+    x1, y1, x2, y2 = p.boxes.unbind(1)
+    cw, ch = x2 - x1, y2 - y1
+    assert torch.equal(p.boxes, p.boxes.round())
+    assert (x1 >= 0).all() and (y1 >= 0).all() and (x2 <= w).all() and (y2 <= h).all()
+    assert (cw >= 1).all() and (ch >= 1).all()
+    area = cw * ch / (h * w)
+    ratio = cw / ch
+    # Rounding to whole pixels moves area and ratio a little outside the continuous ranges.
+    assert area.min() >= 0.08 * 0.9 and area.max() <= 1.0
+    assert ratio.min() >= 3 / 4 * 0.9 and ratio.max() <= 4 / 3 * 1.1
+    # Distribution: the area fraction covers its range; log-ratio is symmetric around 0 on a square image.
+    assert area.min() < 0.12
+    assert area.max() > (0.95 if h == w else 0.8)  # a 200x320 image holds at most a 200x266 crop: 83% of it
+    if h == w:
+        assert abs(ratio.log().mean().item()) < 0.03
+    # Same distribution as torchvision's sampler (large crops fail to fit more often, which skews both).
+    tv_area, tv_ratio = torchvision_crop_stats(h, w, 2000)
+    for ours, theirs in ((area, tv_area), (ratio, tv_ratio)):
+        q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
+        torch.testing.assert_close(ours.quantile(q), theirs.quantile(q), atol=0.04, rtol=0.0)
+    # Offsets spread over the free room (not always centred).
+    free_x = (w - cw).clamp(min=1)
+    assert 0.4 < (x1 / free_x).mean().item() < 0.6
+
+
+def test_crop_falls_back_to_a_centred_crop_with_clamped_ratio():
+    # A 10x100 strip cannot hold a square of 90% of its area: torchvision's fallback takes h=H, w=round(H*max ratio).
+    aug = GpuAugment(8, scale=(0.9, 1.0), ratio=(1.0, 1.0))
+    p = aug.draw(5, 10, 100, generator=gen())
+    assert torch.equal(p.boxes, torch.tensor([[45.0, 0.0, 55.0, 10.0]]).expand(5, 4))
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    h=st.integers(1, 300),
+    w=st.integers(1, 300),
+    lo=st.floats(0.01, 1.0),
+    span=st.floats(0.0, 1.0),
+    r_lo=st.floats(0.2, 3.0),
+    r_span=st.floats(1.0, 3.0),
+    strength=st.floats(0.0, 1.0),
+)
+def test_crop_boxes_always_lie_inside_the_image(h, w, lo, span, r_lo, r_span, strength):
+    aug = GpuAugment(16, scale=(lo, lo + span * (1 - lo)), ratio=(r_lo, r_lo * r_span))
+    p = aug.draw(64, h, w, generator=gen(), strength=strength)
+    x1, y1, x2, y2 = p.boxes.unbind(1)
+    assert (x1 >= 0).all() and (y1 >= 0).all() and (x2 <= w).all() and (y2 <= h).all()
+    assert (x2 - x1 >= 1).all() and (y2 - y1 >= 1).all()
+
+
+def test_crop_resize_flip_equals_slice_then_interpolate_then_flip():
+    aug = GpuAugment((20, 28))
+    x = images(16, h=30, w=44, dtype=torch.float32)
+    p = aug.draw(16, 30, 44, generator=gen(3))
+    assert p.flip.any() and not p.flip.all()
+    torch.testing.assert_close(aug.apply(x, p), reference_crop(x, p, (20, 28)), atol=1e-5, rtol=0)
+
+
+def test_roi_align_variant_agrees_inside_the_crop():
+    x = images(8, h=32, w=32, dtype=torch.float32)
+    p = GpuAugment(16).draw(8, 32, 32, generator=gen(4))
+    grid = augment_module._crop_resize_flip_grid(x, p, (16, 16))
+    roi = augment_module._crop_resize_flip_roi(x, p, (16, 16))
+    # They differ only at the crop's border, where roi_align also reads the pixels around the crop.
+    torch.testing.assert_close(grid[..., 1:-1, 1:-1], roi[..., 1:-1, 1:-1], atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------------------ flip
+
+
+def test_flip_frequency_matches_the_probability():
+    p = GpuAugment(8, flip=0.3).draw(4000, 16, 16, generator=gen(5))
+    assert p.flip.dtype == torch.bool
+    assert abs(p.flip.float().mean().item() - 0.3) < 0.03
+
+
+def test_flipped_output_is_the_mirror_of_the_unflipped_replay():
+    aug = GpuAugment((12, 18), flip=0.5, **JITTER, jitter_prob=1.0, mean=MEAN, std=STD)
+    x = images(8, h=24, w=30)
+    p = dataclasses.replace(aug.draw(8, 24, 30, generator=gen(6)), flip=torch.ones(8, dtype=torch.bool))
+    unflipped = dataclasses.replace(p, flip=torch.zeros(8, dtype=torch.bool))
+    torch.testing.assert_close(aug.apply(x, p), aug.apply(x, unflipped).flip(-1), atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------------------- jitter
+
+
+def test_jitter_factors_lie_in_torchvision_ranges_and_apply_with_jitter_prob():
+    aug = GpuAugment(8, brightness=0.4, contrast=1.5, saturation=0.2, hue=0.1, jitter_prob=0.7)
+    p = aug.draw(4000, 16, 16, generator=gen(7))
+    on = p.jitter
+    assert abs(on.float().mean().item() - 0.7) < 0.03
+    for values, lo, hi in ((p.brightness, 0.6, 1.4), (p.contrast, 0.0, 2.5), (p.saturation, 0.8, 1.2)):
+        assert values[on].min() >= lo and values[on].max() <= hi
+        assert values[on].min() < lo + 0.05 and values[on].max() > hi - 0.05
+        assert (values[~on] == 1).all()
+    assert p.hue[on].abs().max() <= 0.1 and p.hue[on].abs().max() > 0.095
+    assert (p.hue[~on] == 0).all()
+
+
+def test_no_jitter_configured_means_no_sample_flagged():
+    p = GpuAugment(8).draw(100, 16, 16, generator=gen())
+    assert not p.jitter.any() and (p.brightness == 1).all() and (p.hue == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("field", "fn"),
+    [("brightness", TF.adjust_brightness), ("contrast", TF.adjust_contrast), ("saturation", TF.adjust_saturation)],
+)
+def test_brightness_contrast_saturation_match_torchvision_when_nothing_clips(field, fn):
+    x = 0.25 + 0.5 * images(4, h=8, w=8, dtype=torch.float32)
+    factors = torch.tensor([0.7, 0.9, 1.1, 1.3])
+    out = GpuAugment(8, **JITTER).apply(x, params(4, 8, 8, **{field: factors}))
+    expected = torch.stack([fn(x[i], float(factors[i])) for i in range(4)])
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_hue_is_a_rotation_about_the_gray_axis():
+    aug = GpuAugment(8, hue=0.5)
+    x = images(4, h=8, w=8, dtype=torch.float32)
+    # Exactly torchvision's HSV shift at 1/3 turn: a cyclic permutation of the channels (red -> green).
+    third = torch.tensor([1 / 3, -1 / 3, 1 / 3, 0.0])
+    expected = torch.stack([TF.adjust_hue(x[i], float(third[i])) for i in range(4)])
+    torch.testing.assert_close(aug.apply(x, params(4, 8, 8, hue=third)), expected, atol=1e-5, rtol=0)
+    # Gray stays gray; the channel mean is kept where nothing clips.
+    gray = torch.full((2, 3, 8, 8), 0.4)
+    torch.testing.assert_close(aug.apply(gray, params(2, 8, 8, hue=torch.tensor([0.1, -0.3]))), gray)
+    mid = 0.4 + 0.2 * x
+    shifted = aug.apply(mid, params(4, 8, 8, hue=torch.tensor([0.05, -0.05, 0.1, 0.0])))
+    torch.testing.assert_close(shifted.mean(1), mid.mean(1), atol=1e-5, rtol=0)
+
+
+def test_jitter_is_skipped_for_samples_not_flagged():
+    aug = GpuAugment(8, **JITTER, jitter_prob=0.5)
+    x = images(64, h=8, w=8, dtype=torch.float32)
+    p = aug.draw(64, 8, 8, generator=gen(8))
+    # Whole image, no flip: the output should equal the input where jitter is off.
+    p = dataclasses.replace(p, boxes=params(64, 8, 8).boxes, flip=params(64, 8, 8).flip)
+    out = aug.apply(x, p)
+    off = ~p.jitter
+    assert off.any() and p.jitter.any()
+    torch.testing.assert_close(out[off], x[off], atol=1e-6, rtol=0)
+    assert (out[p.jitter] - x[p.jitter]).abs().amax(dim=(1, 2, 3)).min() > 1e-3
+
+
+def test_grayscale_input_ignores_saturation_and_hue():
+    x = images(6, c=1, h=16, w=16)
+    p = GpuAugment(8, **JITTER, jitter_prob=1.0).draw(6, 16, 16, generator=gen(9))
+    with_sat_hue = GpuAugment(8, **JITTER).apply(x, p)
+    without = GpuAugment(8, brightness=0.4, contrast=0.4).apply(x, p)
+    assert with_sat_hue.shape == (6, 1, 8, 8)
+    torch.testing.assert_close(with_sat_hue, without)
+
+
+def test_jitter_on_other_channel_counts_raises():
+    aug = GpuAugment(8, brightness=0.2)
+    with pytest.raises(ValueError, match=r"colour jitter needs 1 or 3 channels, got x.shape=\(2, 4, 16, 16\)"):
+        aug(images(2, c=4, h=16, w=16), generator=gen())
+    assert GpuAugment(8)(images(2, c=4, h=16, w=16), generator=gen()).shape == (2, 4, 8, 8)
+
+
+def test_output_is_clamped_to_the_unit_range_before_normalising():
+    aug = GpuAugment(8, brightness=5.0, contrast=5.0, saturation=5.0, jitter_prob=1.0, mean=MEAN, std=STD)
+    out = aug(images(32, h=16, w=16), generator=gen(10))
+    lo = torch.tensor([-m / s for m, s in zip(MEAN, STD)]).view(1, 3, 1, 1)
+    hi = torch.tensor([(1 - m) / s for m, s in zip(MEAN, STD)]).view(1, 3, 1, 1)
+    assert (out >= lo - 1e-5).all() and (out <= hi + 1e-5).all()
+
+
+# -------------------------------------------------------------------------------------- normalisation, dtype, format
+
+
+def test_normalisation_uses_mean_and_std_in_unit_range():
+    x = images(4, h=16, w=16)
+    plain = GpuAugment(16)(x, generator=gen(), strength=0.0)
+    normed = GpuAugment(16, mean=MEAN, std=STD, **JITTER)(x, generator=gen(), strength=0.0)
+    torch.testing.assert_close(plain, x.float() / 255, atol=1e-6, rtol=0)
+    expected = (plain - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(normed, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("out_dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("jitter", [False, True])
+def test_shape_dtype_and_memory_format(out_dtype, channels_last, jitter):
+    kw = JITTER if jitter else {}
+    aug = GpuAugment((12, 20), out_dtype=out_dtype, channels_last=channels_last, mean=MEAN, std=STD, **kw)
+    out = aug(images(3, h=24, w=24), generator=gen())
+    assert out.shape == (3, 3, 12, 20) and out.dtype == out_dtype
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    ref = GpuAugment((12, 20), mean=MEAN, std=STD, **kw)(images(3, h=24, w=24), generator=gen())
+    torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.01)
+
+
+def test_float64_input_is_computed_in_float64():
+    x = images(2, h=16, w=16, dtype=torch.float64)
+    out = GpuAugment(8, out_dtype=torch.float64)(x, generator=gen())
+    assert out.dtype == torch.float64
+
+
+# ------------------------------------------------------------------------------------------- determinism and state
+
+
+def test_same_seed_same_output_different_seed_different(forbid_global_rng):
+    aug = GpuAugment(16, **JITTER, mean=MEAN, std=STD)
+    x = images(8, h=32, w=32)
+    a, b, c = aug(x, generator=gen(1)), aug(x, generator=gen(1)), aug(x, generator=gen(2))
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_own_generator_is_seeded_kept_and_restored_from_state_dict(tmp_path, forbid_global_rng):
+    x = images(4, h=32, w=32)
+    aug = GpuAugment(16, **JITTER, seed=7)
+    assert aug.state_dict()["generator_state"] is None
+    first = aug(x)
+    assert torch.equal(first, GpuAugment(16, **JITTER, seed=7)(x))
+    torch.save(aug.state_dict(), tmp_path / "aug.pt")
+    second = aug(x)
+    assert not torch.equal(first, second)  # the generator advances across calls
+    fresh = GpuAugment(16, **JITTER, seed=0)
+    fresh.load_state_dict(torch.load(tmp_path / "aug.pt", weights_only=True))
+    assert fresh.seed == 7
+    assert torch.equal(fresh(x), second)
+
+
+def test_pickle_keeps_the_generator_state():
+    aug = GpuAugment(16, **JITTER)
+    x = images(4, h=32, w=32)
+    aug(x)
+    clone = pickle.loads(pickle.dumps(aug))
+    assert torch.equal(clone(x), aug(x))
+
+
+def test_strength_zero_is_a_deterministic_resize_of_the_whole_image():
+    x = images(6, h=30, w=50)
+    aug = GpuAugment((20, 24), flip=1.0, **JITTER, jitter_prob=1.0)
+    outs = [aug(x, generator=gen(s), strength=0.0) for s in range(3)]
+    expected = F.interpolate(x.float() / 255, size=(20, 24), mode="bilinear", align_corners=False)
+    for out in outs:
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+    p = aug.draw(6, 30, 50, generator=gen(), strength=0.0)
+    assert not p.flip.any() and not p.jitter.any()
+    assert torch.equal(p.boxes, torch.tensor([[0.0, 0.0, 50.0, 30.0]]).expand(6, 4))
+
+
+def test_strength_scales_probabilities_magnitudes_and_crop_ranges():
+    aug = GpuAugment(8, scale=(0.2, 1.0), ratio=(0.5, 2.0), flip=1.0, brightness=0.8, jitter_prob=1.0)
+    p = aug.draw(4000, 64, 64, generator=gen(11), strength=0.5)
+    assert abs(p.flip.float().mean().item() - 0.5) < 0.03
+    assert abs(p.jitter.float().mean().item() - 0.5) < 0.03
+    b = p.brightness[p.jitter]
+    assert b.min() >= 0.6 and b.max() <= 1.4 and b.max() > 1.38
+    cw, ch = p.boxes[:, 2] - p.boxes[:, 0], p.boxes[:, 3] - p.boxes[:, 1]
+    area = cw * ch / 64**2
+    assert area.min() >= 0.6 * 0.95  # 1 - 0.5 * (1 - 0.2)
+    ratio = cw / ch
+    assert ratio.min() >= 2**-0.5 * 0.95 and ratio.max() <= 2**0.5 * 1.05
+
+
+def test_uint8_and_float_input_agree():
+    aug = GpuAugment(16, **JITTER, mean=MEAN, std=STD)
+    x = images(8, h=32, w=32)
+    torch.testing.assert_close(aug(x, generator=gen(3)), aug(x.float() / 255, generator=gen(3)), atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------ variable-size image lists
+
+
+def test_list_of_variable_size_images_crops_each_inside_its_own_image():
+    sizes = [(20, 30), (41, 17), (8, 8), (33, 50)]
+    xs = [images(1, h=h, w=w, seed=i)[0] for i, (h, w) in enumerate(sizes)]
+    aug = GpuAugment(12, **JITTER, mean=MEAN, std=STD)
+    out = aug(xs, generator=gen(12))
+    assert out.shape == (4, 3, 12, 12)
+    p = aug.draw(
+        4,
+        torch.tensor([h for h, _ in sizes], dtype=torch.float32),
+        torch.tensor([w for _, w in sizes], dtype=torch.float32),
+        generator=gen(12),
+    )
+    for i, (h, w) in enumerate(sizes):
+        x1, y1, x2, y2 = p.boxes[i].tolist()
+        assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+        # Padding never leaks in: each sample equals the same params applied to its image alone.
+        alone = aug.apply(xs[i][None], AugmentParams(**{f: getattr(p, f)[i : i + 1] for f in p.__dataclass_fields__}))
+        torch.testing.assert_close(out[i : i + 1], alone, atol=1e-4, rtol=0)
+
+
+def test_list_strength_zero_resizes_each_whole_image():
+    xs = [images(1, h=h, w=w, seed=h)[0] for h, w in [(10, 30), (25, 12)]]
+    out = GpuAugment(8)(xs, generator=gen(), strength=0.0)
+    for i, x in enumerate(xs):
+        expected = F.interpolate(x[None].float() / 255, size=(8, 8), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(out[i : i + 1], expected, atol=1e-5, rtol=0)
+
+
+def test_list_with_mixed_channels_raises():
+    with pytest.raises(ValueError, match=r"same C, dtype and device, got x\[1\]"):
+        GpuAugment(8)([torch.zeros(3, 8, 8, dtype=torch.uint8), torch.zeros(1, 8, 8, dtype=torch.uint8)])
+
+
+# ------------------------------------------------------------------------------------------------------ validation
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(size=0), ValueError, r"size should be positive, got size=\(0, 0\)"),
+        (dict(size=(8, 8, 8)), TypeError, r"size should be an int or a pair of ints"),
+        (dict(size=8.0), TypeError, r"size should be an int or a pair of ints \(height, width\), got size=8.0"),
+        (dict(scale=(0.5, 0.1)), ValueError, r"scale should satisfy 0 < lo <= hi <= 1, got scale=\(0.5, 0.1\)"),
+        (dict(scale=(0.0, 1.0)), ValueError, r"scale should satisfy 0 < lo"),
+        (dict(scale=0.5), TypeError, r"scale should be a pair of real numbers \(lo, hi\), got scale=0.5"),
+        (dict(ratio=(2.0, 1.0)), ValueError, r"ratio should satisfy 0 < lo <= hi, got ratio=\(2.0, 1.0\)"),
+        (dict(flip=1.5), ValueError, r"flip should be in \[0, 1\], got flip=1.5"),
+        (dict(flip="0.5"), TypeError, r"flip should be a real number in \[0, 1\], got flip='0.5'"),
+        (dict(brightness=-0.1), ValueError, r"brightness should be in \[0, inf\), got brightness=-0.1"),
+        (dict(contrast=True), TypeError, r"contrast should be a real number, got contrast=True"),
+        (dict(saturation=-1), ValueError, r"saturation should be in \[0, inf\), got saturation=-1"),
+        (dict(hue=0.6), ValueError, r"hue should be in \[0, 0.5\], got hue=0.6"),
+        (dict(jitter_prob=-0.1), ValueError, r"jitter_prob should be in \[0, 1\], got jitter_prob=-0.1"),
+        (dict(mean=MEAN), ValueError, r"mean and std should be given together"),
+        (dict(mean=MEAN, std=(0.2, 0.2)), ValueError, r"same length, got len\(mean\)=3, len\(std\)=2"),
+        (dict(mean=MEAN, std=(0.2, 0.0, 0.2)), ValueError, r"std should be positive, got std=\(0.2, 0.0, 0.2\)"),
+        (dict(mean="abc", std=STD), TypeError, r"mean should be None or a non-empty sequence of real numbers"),
+        (dict(out_dtype=torch.uint8), ValueError, r"floating point dtype, got out_dtype=torch.uint8"),
+        (dict(out_dtype="float32"), TypeError, r"out_dtype should be a torch.dtype, got out_dtype='float32'"),
+        (dict(channels_last=1), TypeError, r"channels_last should be a bool, got channels_last=1"),
+        (dict(seed=-1), ValueError, r"seed should be in \[0, 2\*\*64\), got seed=-1"),
+        (dict(seed=1.0), TypeError, r"seed should be an int, got seed=1.0"),
+    ],
+)
+def test_bad_parameters_raise(kwargs, error, match):
+    kwargs = {"size": 8, **kwargs}
+    size = kwargs.pop("size")
+    with pytest.raises(error, match=match):
+        GpuAugment(size, **kwargs)
+
+
+def test_hyper_parameters_are_keyword_only():
+    with pytest.raises(TypeError):
+        GpuAugment(8, (0.5, 1.0))  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("strength", "error", "match"),
+    [
+        (1.5, ValueError, r"strength should be in \[0, 1\], got strength=1.5"),
+        (-0.1, ValueError, r"strength should be in \[0, 1\], got strength=-0.1"),
+        (torch.tensor(0.5), TypeError, r"strength should be a real number in \[0, 1\]"),
+    ],
+)
+def test_bad_strength_raises(strength, error, match):
+    aug = GpuAugment(8)
+    with pytest.raises(error, match=match):
+        aug(images(2), generator=gen(), strength=strength)
+    with pytest.raises(error, match=match):
+        apply_augment(aug, images(2), generator=gen(), strength=strength)
+
+
+def test_bad_inputs_raise():
+    aug = GpuAugment(8)
+    with pytest.raises(ValueError, match=r"x should be a \(B, C, H, W\) tensor, got x.shape=\(3, 8, 8\)"):
+        aug(torch.zeros(3, 8, 8), generator=gen())
+    with pytest.raises(TypeError, match=r"x should be uint8 or floating point, got x.dtype=torch.int64"):
+        aug(torch.zeros(1, 3, 8, 8, dtype=torch.long), generator=gen())
+    with pytest.raises(TypeError, match=r"x should be a tensor or a non-empty list"):
+        aug([], generator=gen())
+    p = aug.draw(3, 8, 8, generator=gen())
+    with pytest.raises(ValueError, match=r"params should be drawn for the batch size 2, got len\(params\)=3"):
+        aug.apply(images(2, h=8, w=8), p)
+    with pytest.raises(TypeError, match=r"generator should be a torch.Generator, got generator=0"):
+        aug.draw(2, 8, 8, generator=0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"heights should have shape \(2,\), got heights.shape=\(3,\)"):
+        aug.draw(2, torch.ones(3), 8, generator=gen())
+
+
+# ---------------------------------------------------------------------------------------------------- apply_augment
+
+
+def test_apply_augment_passes_generator_and_strength_to_gpu_augment(forbid_global_rng):
+    aug = GpuAugment(16, **JITTER)
+    x = images(4, h=32, w=32)
+    expected = aug(x, generator=gen(5), strength=0.3)
+    torch.testing.assert_close(apply_augment(aug, x, generator=gen(5), strength=0.3), expected)
+
+
+def kornia_pipeline():
+    import kornia.augmentation as K
+
+    return K.AugmentationSequential(
+        K.RandomResizedCrop((16, 16)),
+        K.RandomHorizontalFlip(),
+        K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+        K.Normalize(mean=torch.tensor(MEAN), std=torch.tensor(STD)),
+    )
+
+
+def test_apply_augment_runs_kornia_reproducibly_on_uint8(forbid_global_rng):
+    pipe = kornia_pipeline()
+    x = images(8, h=32, w=32)
+    a = apply_augment(pipe, x, generator=gen(1))
+    b = apply_augment(pipe, x, generator=gen(1))
+    c = apply_augment(pipe, x, generator=gen(2))
+    assert a.shape == (8, 3, 16, 16) and a.dtype == torch.float32
+    assert torch.equal(a, b)
+    assert not torch.allclose(a, c)
+
+
+def test_apply_augment_accepts_a_single_kornia_augmentation():
+    import kornia.augmentation as K
+
+    x = images(4, h=16, w=16)
+    out = apply_augment(K.RandomHorizontalFlip(p=1.0), x, generator=gen())
+    torch.testing.assert_close(out, x.flip(-1).float() / 255)
+
+
+def test_apply_augment_calls_other_callables_with_x_only():
+    seen = []
+    out = apply_augment(lambda x: seen.append(x) or x + 1, torch.zeros(2, 3), generator=gen(), strength=0.5)
+    assert torch.equal(out, torch.ones(2, 3)) and len(seen) == 1
+
+
+def test_apply_augment_rejects_non_callables_and_bad_generators():
+    with pytest.raises(TypeError, match=r"augment should be a GpuAugment, a Kornia augmentation or a callable"):
+        apply_augment(42, images(2), generator=gen())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"generator should be a torch.Generator, got generator=None"):
+        apply_augment(GpuAugment(8), images(2), generator=None)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------------------------------- CUDA
+
+
+@needs_cuda
+@pytest.mark.parametrize("jitter", [False, True])
+def test_cpu_and_cuda_agree_for_the_same_params(jitter):
+    kw = JITTER if jitter else {}
+    aug = GpuAugment((20, 24), mean=MEAN, std=STD, **kw)
+    x = images(16, h=40, w=48)
+    p = aug.draw(16, 40, 48, generator=gen(13))
+    cpu = aug.apply(x, p)
+    cuda = aug.apply(x.cuda(), p.to("cuda"))
+    torch.testing.assert_close(cuda.cpu(), cpu, atol=1e-4, rtol=1e-4)
+
+
+@needs_cuda
+def test_draw_and_apply_never_synchronise_on_cuda():
+    aug = GpuAugment(16, **JITTER, mean=MEAN, std=STD, out_dtype=torch.float16, channels_last=True)
+    x = images(8, h=32, w=32).cuda()
+    xs = [images(1, h=h, w=w, seed=h)[0].cuda() for h, w in [(20, 30), (33, 17)]]
+    g = gen(0, "cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = aug(x, generator=g, strength=0.7)
+        out_list = aug(xs, generator=g)
+        own = GpuAugment(16, **JITTER)(x)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert out.shape == (8, 3, 16, 16) and out_list.shape == (2, 3, 16, 16) and own.is_cuda
+
+
+@needs_cuda
+def test_kornia_on_cuda_is_reproducible():
+    pipe = kornia_pipeline().cuda()
+    x = images(4, h=32, w=32).cuda()
+    a = apply_augment(pipe, x, generator=gen(1, "cuda"))
+    b = apply_augment(pipe, x, generator=gen(1, "cuda"))
+    assert torch.equal(a, b)
+
+
+def test_hue_bases_form_a_rotation():
+    bases = [torch.tensor(b, dtype=torch.float64) for b in augment_module._HUE_BASES]
+    for theta in (0.3, 1.7, -2.2):
+        r = bases[0] + math.cos(theta) * bases[1] + math.sin(theta) * bases[2]
+        torch.testing.assert_close(r @ r.T, torch.eye(3, dtype=torch.float64))
+        torch.testing.assert_close(torch.linalg.det(r), torch.tensor(1.0, dtype=torch.float64))

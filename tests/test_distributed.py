@@ -1,0 +1,493 @@
+"""Distributed training with gloo: the same schedule, removal sets and epoch sizes on every rank.
+
+Spawning a process costs a few seconds (``import torch``), so each world size
+runs once per module (fixtures ``run2`` and ``run3``): every rank runs all the
+checks in ``_CHECKS`` and saves plain results, and the tests compare the ranks.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import socket
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+import enlight_data as ed
+from enlight_data.distributed import resolve_rank, sync_table
+from enlight_data.feedback import LossTable
+
+SPAWN_TIMEOUT_S = 120.0
+EPOCHS = 5
+FRACTION = 0.2
+SIZES = {2: 101, 3: 100}  # neither divisible by its world size
+
+
+# ---------------------------------------------------------------------- helpers run on every rank
+def _data(n: int, classes: int = 4) -> TensorDataset:
+    ids = torch.arange(n)
+    return TensorDataset(ids.float().unsqueeze(1), ids % classes)
+
+
+def _loss_value(ids: torch.Tensor, epoch: int, rank: int) -> torch.Tensor:
+    """A deterministic per-sample loss; the rank term makes a padded duplicate's mean visible."""
+    return ((ids * 7919 + epoch * 104729) % 1009).float() / 1009 + 0.5 * rank
+
+
+def _hlr_run(n: int, *, pad: bool, batch_size: int, drop_last: bool, stop: tuple[int, int] | None = None,
+             state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """High-Loss Removal until epoch EPOCHS; ``stop=(epoch, batches)`` breaks off there and returns the state."""
+    rank = dist.get_rank()
+    loader = DataLoader(_data(n), batch_size=batch_size, shuffle=True, drop_last=drop_last)
+    wrapped = ed.enlighten(loader, ed.high_loss_removal(3, fraction=FRACTION), seed=5, pad=pad)
+    if state is not None:
+        wrapped.load_state_dict(state)
+    out: dict[str, Any] = {"served": {}, "excluded": {}, "losses": {}, "batches": {}, "lengths": {}}
+    while (wrapped.epoch if wrapped.state_dict()["open"] else wrapped.epoch + 1) < EPOCHS:
+        iterator = iter(wrapped)  # the next epoch, or the rest of a resumed one
+        epoch = wrapped.epoch
+        out["excluded"][epoch] = sorted(wrapped.state_dict()["excluded"].tolist())
+        out["lengths"][epoch] = len(wrapped)
+        served = out["served"].setdefault(epoch, [])
+        done = 0
+        for x, _ in iterator:
+            ids = x[:, 0].long()
+            served.extend(ids.tolist())
+            wrapped.record(_loss_value(ids, epoch, rank))
+            done += 1
+            if stop is not None and (epoch, done) == stop:
+                buffer = io.BytesIO()
+                torch.save(wrapped.state_dict(), buffer)
+                out["state"] = torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+                return out
+        out["batches"][epoch] = done
+        out["losses"][epoch] = wrapped.losses()
+    out["history"] = wrapped.history
+    return out
+
+
+def _check_shares(world_size: int) -> dict[str, Any]:
+    n = SIZES[world_size]
+    out: dict[str, Any] = {"resolved": resolve_rank(None, None)}
+    for pad in (True, False):
+        wrapped = ed.enlighten(DataLoader(_data(n), batch_size=4, shuffle=True), ed.Schedule(0), seed=1, pad=pad)
+        served = [i for x, _ in wrapped for i in x[:, 0].long().tolist()]
+        out[f"pad={pad}"] = {"served": served, "len": len(wrapped), "batches": wrapped.history[-1]["batches"]}
+    return out
+
+
+def _check_hlr(world_size: int) -> dict[str, Any]:
+    n = SIZES[world_size]
+    return {
+        "pad": _hlr_run(n, pad=True, batch_size=8, drop_last=False),
+        "truncate": _hlr_run(n, pad=False, batch_size=5, drop_last=True),
+    }
+
+
+def _check_resume(world_size: int) -> dict[str, Any]:
+    n = SIZES[world_size]
+    full = _hlr_run(n, pad=True, batch_size=8, drop_last=False)
+    first = _hlr_run(n, pad=True, batch_size=8, drop_last=False, stop=(2, 3))
+    rest = _hlr_run(n, pad=True, batch_size=8, drop_last=False, state=first.pop("state"))
+    return {"full": full, "first": first, "rest": rest}
+
+
+def _check_mixup_pause(world_size: int) -> dict[str, Any]:
+    """Rank 0 predicts right from the start, the others from epoch 2: only the global accuracy
+    (about 1 / world_size, then 1.0) ends the period, after epoch 2."""
+    rank = dist.get_rank()
+    schedule = ed.mixup_pause(ed.Period(until_accuracy=0.9, max_epochs=4), alpha=0.4)
+    wrapped = ed.enlighten(DataLoader(_data(SIZES[world_size]), batch_size=8, shuffle=True), schedule,
+                           num_classes=4, seed=2)
+    criterion = wrapped.track(nn.CrossEntropyLoss())
+    flags = []
+    for epoch in range(EPOCHS):
+        for _, y in wrapped:
+            label = y.argmax(1)
+            predicted = label if rank == 0 or epoch >= 2 else (label + 1) % 4
+            criterion(nn.functional.one_hot(predicted, 4).float() * 4, y)
+        flags.append(wrapped.history[-1]["in_period"])
+    return {"flags": flags, "history": wrapped.history, "losses": wrapped.losses()}
+
+
+def _check_sync(world_size: int) -> dict[str, Any]:
+    """Dense, sparse and auto syncs of the same records; a size mismatch raises on every rank."""
+    rank = dist.get_rank()
+    g = torch.Generator().manual_seed(100 + rank)
+    ids = torch.randint(0, 400, (300,), generator=g)  # duplicates within and across ranks
+    losses = torch.randint(0, 64, (300,), generator=g).float() / 8  # dyadic: every sum is exact
+    correct = torch.rand(300, generator=g) < 0.5
+    out: dict[str, Any] = {}
+    for mode in ("dense", "sparse", "auto"):
+        table = LossTable(400)
+        table.record(ids[:200], losses[:200], correct=correct[:200])
+        table.record(ids[200:], losses[200:], correct=correct[200:])
+        used = sync_table(table, mode=mode, sparse_min_size=0)  # type: ignore[arg-type]
+        total, count, stats = table.pending()
+        out[mode] = {"used": used, "sum": total.clone(), "count": count.clone(), "stats": stats.clone(),
+                     "local_ids": ids, "local_losses": losses}
+        table.finalize_epoch()
+        out[mode]["losses"] = table.losses()
+    from enlight_data import distributed
+
+    narrow = distributed._row_width
+    distributed._row_width = lambda size: 4  # int64 indices, as for tables of 2**31 samples or more
+    try:
+        wide = LossTable(400)
+        wide.record(ids, losses, correct=correct)
+        out["sparse_int64"] = (sync_table(wide, mode="sparse"), wide.pending()[0].clone(), wide.pending()[1].clone())
+    finally:
+        distributed._row_width = narrow
+    empty = LossTable(400)
+    out["sparse_empty"] = (sync_table(empty, mode="sparse"), int(empty.pending()[1].sum()))
+    sparse_few = LossTable(100_000)  # few records in a big table: auto goes sparse
+    sparse_few.record(ids, losses)
+    out["auto_big"] = sync_table(sparse_few, sparse_min_size=0)
+    try:
+        sync_table(LossTable(10 + rank))
+        out["mismatch"] = None
+    except ValueError as exc:
+        out["mismatch"] = str(exc)
+    return out
+
+
+def _check_stream(world_size: int) -> dict[str, Any]:
+    """High-Loss Removal over tar shards (written by the parent) with stream()."""
+    rank = dist.get_rank()
+    index = _CONTEXT.get("shards")
+    if index is None:
+        return {"skipped": "no shards were written for this run"}
+    wrapped = ed.stream(index, ed.high_loss_removal(3, fraction=FRACTION), batch_size=8, num_workers=0,
+                        shuffle_buffer=16, seed=4)
+    out: dict[str, Any] = {"served": {}, "excluded": {}, "losses": {}, "batches": {}, "lengths": {}}
+    for epoch in range(4):
+        iterator = iter(wrapped)
+        out["excluded"][epoch] = sorted(wrapped.state_dict()["excluded"].tolist())
+        out["lengths"][epoch] = len(wrapped)
+        served = out["served"][epoch] = []
+        for x, _ in iterator:
+            ids = x.reshape(x.shape[0], -1)[:, 0].round().long()
+            served.extend(ids.tolist())
+            wrapped.record(_loss_value(ids, epoch, rank))
+        out["batches"][epoch] = wrapped.history[-1]["batches"]
+        out["losses"][epoch] = wrapped.losses()
+    out["resolved"] = (wrapped._source.signature().get("rank"), wrapped._source.signature().get("world_size"))
+    return out
+
+
+def _check_nccl(world_size: int) -> dict[str, Any]:
+    """A CPU table synced over NCCL goes through the rank's CUDA device and comes back."""
+    out: dict[str, Any] = {}
+    for mode in ("dense", "sparse"):
+        table = LossTable(50)
+        table.record(torch.tensor([1, 2, 2, 7]), torch.tensor([1.0, 2.0, 4.0, 0.5]), correct=torch.tensor([True] * 4))
+        out[mode] = {"used": sync_table(table, mode=mode), "device": str(table.device),  # type: ignore[arg-type]
+                     "losses": (table.finalize_epoch(), table.losses())}
+    return out
+
+
+_CONTEXT: dict[str, Any] = {}
+_CHECKS: dict[str, Callable[[int], dict[str, Any]]] = {
+    "shares": _check_shares,
+    "hlr": _check_hlr,
+    "mixup_pause": _check_mixup_pause,
+    "sync": _check_sync,
+    "resume": _check_resume,
+    "stream": _check_stream,
+    "nccl": _check_nccl,
+}
+
+
+def _rank_main(rank: int, world_size: int, port: int, out_dir: str, names: list[str], context: dict[str, Any]
+               ) -> None:
+    torch.set_num_threads(1)
+    _CONTEXT.update(context)
+    backend = context.get("backend", "gloo")
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    results: dict[str, Any] = {}
+    try:
+        for name in names:
+            results[name] = _CHECKS[name](world_size)
+    except BaseException:
+        Path(out_dir, f"error{rank}.txt").write_text(traceback.format_exc())
+        raise
+    finally:
+        torch.save(results, Path(out_dir, f"rank{rank}.pt"))
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn(world_size: int, names: list[str], context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Run the named checks on ``world_size`` gloo ranks; kill them all after SPAWN_TIMEOUT_S."""
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = mp.get_context("spawn")
+        port = _free_port()
+        procs = [
+            ctx.Process(target=_rank_main, args=(r, world_size, port, tmp, names, context or {}))
+            for r in range(world_size)
+        ]
+        for p in procs:
+            p.start()
+        deadline = time.monotonic() + SPAWN_TIMEOUT_S
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        hung = [r for r, p in enumerate(procs) if p.is_alive()]
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+        errors = "\n".join(f.read_text() for f in sorted(Path(tmp).glob("error*.txt")))
+        if hung:
+            pytest.fail(f"ranks {hung} of {world_size} did not finish within {SPAWN_TIMEOUT_S} s (deadlock?)\n{errors}")
+        if any(p.exitcode for p in procs):
+            pytest.fail(f"ranks exited with {[p.exitcode for p in procs]}\n{errors}")
+        return [torch.load(Path(tmp, f"rank{r}.pt"), weights_only=False) for r in range(world_size)]
+
+
+@pytest.fixture(scope="module")
+def run2(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    samples = [(torch.tensor([float(i)]), i % 4) for i in range(SIZES[2])]
+    index = ed.write_shards(samples, str(tmp_path_factory.mktemp("shards") / "train-%06d.tar"), maxcount=13,
+                            image_format="npy", progress=False)
+    return _spawn(2, [name for name in _CHECKS if name != "nccl"], {"shards": index})
+
+
+@pytest.fixture(scope="module")
+def run3() -> list[dict[str, Any]]:
+    return _spawn(3, ["shares", "hlr", "mixup_pause", "sync"])
+
+
+@pytest.fixture(params=[2, 3])
+def runs(request: pytest.FixtureRequest) -> tuple[int, list[dict[str, Any]]]:
+    return request.param, request.getfixturevalue(f"run{request.param}")
+
+
+# ---------------------------------------------------------------------- the tests
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equal, NaN where the other is NaN (samples without a loss)."""
+    return torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))
+
+
+@pytest.mark.slow  # spawns gloo ranks
+def test_rank_and_world_size_come_from_the_group(runs):
+    world_size, ranks = runs
+    assert [r["shares"]["resolved"] for r in ranks] == [(rank, world_size) for rank in range(world_size)]
+
+
+@pytest.mark.slow  # spawns gloo ranks
+def test_shares_are_disjoint_cover_the_data_and_have_equal_batches(runs):
+    world_size, ranks = runs
+    n = SIZES[world_size]
+    padded = [r["shares"]["pad=True"] for r in ranks]
+    served = [i for share in padded for i in share["served"]]
+    assert set(served) == set(range(n))
+    assert len(served) == math.ceil(n / world_size) * world_size  # only the padding repeats
+    truncated = [r["shares"]["pad=False"] for r in ranks]
+    served = [i for share in truncated for i in share["served"]]
+    assert len(served) == len(set(served)) == (n // world_size) * world_size
+    for shares in (padded, truncated):
+        assert len({(s["len"], s["batches"], len(s["served"])) for s in shares}) == 1
+
+
+@pytest.mark.parametrize("variant", ["pad", "truncate"])
+@pytest.mark.slow  # spawns gloo ranks
+def test_high_loss_removal_is_identical_on_every_rank(runs, variant):
+    world_size, ranks = runs
+    n = SIZES[world_size]
+    runs_ = [r["hlr"][variant] for r in ranks]
+    first = runs_[0]
+    for other in runs_[1:]:
+        assert other["excluded"] == first["excluded"]
+        for epoch in range(EPOCHS):  # bitwise: the tables are equal after each sync
+            assert _same(other["losses"][epoch], first["losses"][epoch]), f"epoch {epoch}"
+        assert other["history"] == first["history"]
+    for epoch in range(EPOCHS):
+        excluded = set(first["excluded"][epoch])
+        lengths = {r["lengths"][epoch] for r in runs_} | {r["batches"][epoch] for r in runs_}
+        assert len(lengths) == 1, f"epoch {epoch}: batch counts differ across ranks: {lengths}"
+        served = [i for r in runs_ for i in r["served"][epoch]]
+        assert not excluded & set(served)
+        if variant == "pad":
+            assert set(served) == set(range(n)) - excluded
+        if 1 <= epoch < 3:  # in the period: the top FRACTION of the previous epoch's synced table
+            previous = first["losses"][epoch - 1]
+            known = int((~previous.isnan()).sum())
+            top = torch.topk(torch.nan_to_num(previous, nan=-1.0), math.floor(FRACTION * known)).indices
+            assert excluded == set(top.tolist())
+        elif epoch == 0 or epoch >= 3:
+            assert excluded == set()
+    assert [h["in_period"] for h in first["history"]] == [True, True, True, False, False]
+
+
+@pytest.mark.slow  # spawns gloo ranks
+def test_padded_duplicates_keep_the_mean_of_their_records(run2):
+    run = [r["hlr"]["pad"] for r in run2]
+    for epoch in range(EPOCHS):
+        records: dict[int, list[float]] = {}
+        for rank, r in enumerate(run):
+            for i in r["served"][epoch]:
+                records.setdefault(i, []).append(float(_loss_value(torch.tensor(i), epoch, rank)))
+        assert any(len(v) > 1 for v in records.values())  # 101 samples over 2 ranks: one repeat
+        table = run[0]["losses"][epoch]
+        for i, values in records.items():
+            assert float(table[i]) == pytest.approx(sum(values) / len(values), abs=1e-6)
+
+
+@pytest.mark.slow  # spawns gloo ranks
+def test_accuracy_triggered_mixup_pause_ends_on_every_rank_at_once(runs):
+    world_size, ranks = runs
+    first = ranks[0]["mixup_pause"]
+    for other in ranks[1:]:
+        assert other["mixup_pause"]["history"] == first["history"]
+        assert _same(other["mixup_pause"]["losses"], first["losses"])
+    assert first["flags"] == [True, True, True, False, False]
+    accuracy = [h["accuracy"] for h in first["history"]]
+    assert accuracy[0] < 0.9 and accuracy[1] < 0.9 and accuracy[2] == 1.0
+
+
+@pytest.mark.slow  # spawns gloo ranks
+def test_sparse_sync_equals_dense_and_tables_agree(runs):
+    world_size, ranks = runs
+    syncs = [r["sync"] for r in ranks]
+    for s in syncs:
+        assert (s["dense"]["used"], s["sparse"]["used"], s["auto"]["used"], s["auto_big"]) == (
+            "dense", "sparse", "dense", "sparse")
+        for mode in ("sparse", "auto"):
+            for key in ("sum", "count", "stats", "losses"):
+                assert _same(s[mode][key], s["dense"][key]), (mode, key)
+        for key in ("sum", "count", "stats", "losses"):
+            assert _same(s["dense"][key], syncs[0]["dense"][key])
+        used, total, count = s["sparse_int64"]
+        assert used == "sparse" and _same(total, s["dense"]["sum"]) and _same(count, s["dense"]["count"])
+        assert s["sparse_empty"] == ("sparse", 0)
+    # The synced table is the sum of every rank's records.
+    expected_sum = torch.zeros(400)
+    expected_count = torch.zeros(400)
+    for s in syncs:
+        expected_sum.index_add_(0, s["dense"]["local_ids"], s["dense"]["local_losses"])
+        expected_count.index_add_(0, s["dense"]["local_ids"], torch.ones(300))
+    assert torch.equal(syncs[0]["dense"]["sum"], expected_sum)
+    assert torch.equal(syncs[0]["dense"]["count"], expected_count)
+    assert syncs[0]["dense"]["stats"][1] == 300 * world_size  # seen
+
+
+@pytest.mark.slow  # spawns gloo ranks
+def test_table_size_mismatch_raises_on_every_rank(runs):
+    _, ranks = runs
+    for r in ranks:
+        assert r["sync"]["mismatch"] is not None
+        assert "same size on every rank" in r["sync"]["mismatch"]
+
+
+@pytest.mark.slow  # spawns gloo ranks
+def test_two_ranks_resume_mid_epoch_and_reproduce_the_run(run2):
+    for r in run2:
+        full, first, rest = r["resume"]["full"], r["resume"]["first"], r["resume"]["rest"]
+        for epoch in range(EPOCHS):
+            served = first["served"].get(epoch, []) + rest["served"].get(epoch, [])
+            assert served == full["served"][epoch], f"epoch {epoch}"
+            if epoch >= 2:  # the epochs the resumed loader finished
+                assert _same(rest["losses"][epoch], full["losses"][epoch]), f"epoch {epoch}"
+        assert rest["history"] == full["history"]
+    assert run2[0]["resume"]["rest"]["history"] == run2[1]["resume"]["rest"]["history"]
+
+
+@pytest.mark.slow  # spawns gloo ranks
+def test_stream_over_shards_with_two_ranks(run2):
+    results = [r["stream"] for r in run2]
+    if "skipped" in results[0]:
+        pytest.skip(results[0]["skipped"])
+    first = results[0]
+    assert [r["resolved"] for r in results] == [(0, 2), (1, 2)]
+    for other in results[1:]:
+        assert other["excluded"] == first["excluded"]
+        assert other["lengths"] == first["lengths"] and other["batches"] == first["batches"]
+        for epoch in first["losses"]:
+            assert _same(other["losses"][epoch], first["losses"][epoch]), f"epoch {epoch}"
+    for epoch in first["losses"]:
+        excluded = set(first["excluded"][epoch])
+        served = [i for r in results for i in r["served"][epoch]]
+        assert len(first["served"][epoch]) == len(results[1]["served"][epoch])
+        assert not excluded & set(served)
+        known = 0 if epoch in (0, 3) else int((~first["losses"][epoch - 1].isnan()).sum())
+        assert len(excluded) == math.floor(FRACTION * known)
+        assert len(served) == math.ceil((SIZES[2] - len(excluded)) / 2) * 2
+
+
+@pytest.mark.slow
+@pytest.mark.needs_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_nccl_sync_moves_a_cpu_table_through_the_gpu():
+    (result,) = _spawn(1, ["nccl"], {"backend": "nccl"})  # one rank: NCCL needs a GPU per rank
+    for mode in ("dense", "sparse"):
+        r = result["nccl"][mode]
+        stats, losses = r["losses"]
+        assert r["used"] == mode and r["device"] == "cpu"
+        assert stats["correct"] == 4 and stats["recorded"] == 4
+        assert losses[[1, 2, 7]].tolist() == [1.0, 3.0, 0.5] and losses.isnan().sum() == 47
+
+
+# ---------------------------------------------------------------------- in-process checks
+def test_distributed_sampler_in_the_loader_is_replaced_not_sharded_twice():
+    data = _data(23)
+    served = []
+    for rank in range(2):
+        loader = DataLoader(data, batch_size=4, sampler=DistributedSampler(data, num_replicas=2, rank=rank))
+        wrapped = ed.enlighten(loader, ed.Schedule(0), seed=3, rank=rank, world_size=2)
+        with pytest.warns(RuntimeWarning, match="torch.distributed is not initialised"):
+            served.append([i for x, _ in wrapped for i in x[:, 0].long().tolist()])
+    assert len(served[0]) == len(served[1]) == 12
+    assert set(served[0]) | set(served[1]) == set(range(23))
+
+
+def test_distributed_sampler_must_match_the_rank():
+    data = _data(10)
+    loader = DataLoader(data, batch_size=2, sampler=DistributedSampler(data, num_replicas=2, rank=1))
+    with pytest.raises(ValueError, match="DistributedSampler.*num_replicas=2, rank=1.*world_size=3, rank=0"):
+        ed.enlighten(loader, ed.Schedule(0), rank=0, world_size=3)
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="rank should be in \\[0, world_size=2\\), got rank=2"):
+        resolve_rank(2, 2)
+    with pytest.raises(ValueError, match="world_size should be >= 1, got world_size=0"):
+        resolve_rank(0, 0)
+    with pytest.raises(TypeError, match="rank should be an int"):
+        resolve_rank(0.5, 2)
+    with pytest.raises(ValueError, match="mode should be 'auto', 'dense' or 'sparse', got mode='ring'"):
+        sync_table(LossTable(4), mode="ring")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("backend", "table_device", "expected"),
+    [
+        ("gloo", "cpu", "cpu"),
+        ("cpu:gloo,cuda:nccl", "cpu", "cpu"),
+        ("nccl", "cpu", "cuda:3"),
+        ("nccl", "cuda:1", "cuda:1"),
+    ],
+)
+def test_nccl_groups_get_the_ranks_cuda_device(monkeypatch, backend, table_device, expected):
+    from enlight_data import distributed
+
+    monkeypatch.setattr(distributed.dist, "get_backend", lambda group=None: backend)
+    monkeypatch.setattr(distributed.torch.cuda, "current_device", lambda: 3)  # torch.cuda.set_device(3) was called
+    assert distributed._comm_device(None, torch.device(table_device)) == torch.device(expected)
