@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from ._rng import Stream, derive_seed
-from ._validate import check_int
+from ._validate import check_bool, check_int
 from .context import SharedClock
 from .feedback import LossTable
 from .mapstyle import MapSource, check_loader
@@ -101,6 +101,7 @@ class EnlightLoader:
         self._table = LossTable(source.num_samples)
         self._prefetch = Prefetcher(device) if device is not None else None
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._host_generator = torch.Generator()  # per-batch host-side choices (never the device's)
         self.history: list[dict[str, Any]] = []
         self._epoch = -1  # the epoch most recently started
         self._next_epoch = 0
@@ -185,6 +186,8 @@ class EnlightLoader:
                         f"{name} should have the batch size {batch} as its first dimension, "
                         f"got shape {tuple(value.shape)}"
                     )
+            if output.dim() > 1 and output.shape[1] == 0:
+                raise ValueError(f"output should have classes along dim 1, got shape {tuple(output.shape)}")
             predicted = output.detach().argmax(1) if output.dim() > 1 else (output.detach() > 0).long()
             # Rows shaped like the output (one-hot or soft) give labels by argmax; else labels as given.
             truth = target.argmax(1) if target.dim() > 1 and target.shape == output.shape else target
@@ -296,7 +299,35 @@ class EnlightLoader:
                             f"targets should be in [0, {self.num_classes}) (num_classes={self.num_classes}), "
                             f"got values in [{lo}, {hi}] at dataset indices {bad}"
                         )
+            if self.schedule.soft_targets:
+                self._check_mixable(indices, batch)
             yield indices, batch
+
+    def _check_mixable(self, indices: Tensor, batch: Any) -> None:
+        """Host-side checks of a batch whose targets become soft rows (mixing needs aligned tensors)."""
+        x, y = self._split(batch)
+        n = indices.shape[0]
+        for name, value in (("input", x), ("target", y)):
+            if name == "input" and isinstance(value, list) and len(value) == n and value and all(
+                isinstance(v, Tensor) for v in value
+            ):
+                continue  # per-sample images (GPU-decoded JPEGs) that augment makes one batch
+            if not isinstance(value, Tensor):
+                raise TypeError(
+                    f"{name} should be a Tensor when the schedule mixes or smooths labels, "
+                    f"got {name} of type {type(value).__name__}"
+                )
+            if value.dim() == 0 or value.shape[0] != n:
+                raise ValueError(f"{name} should have the batch size {n} as its first dimension, got shape {tuple(value.shape)}")
+        if y.dim() == 2 and y.device.type == "cpu" and y.numel():
+            # Rows are mixed linearly: they must be finite and non-negative. Multi-hot rows
+            # (multi-label with BCE) are fine, so the sum is not checked.
+            bad = ~torch.isfinite(y).all(1) | (y < 0).any(1)
+            if bool(bad.any()):
+                raise ValueError(
+                    "target rows should be finite and non-negative, "
+                    f"got rows {y[bad][:2].tolist()} at dataset indices {indices[bad][:5].tolist()}"
+                )
 
     def _run(self, epoch: int, start: int) -> Iterator[Any]:
         phase = self.schedule.phases[self._tracker.phase_index(epoch)]
@@ -308,16 +339,22 @@ class EnlightLoader:
         step = start
         for indices, batch in pairs:
             x, y = self._split(batch)
-            device = x.device if isinstance(x, Tensor) else torch.device("cpu")
+            device = x.device if isinstance(x, Tensor) else _list_device(x)
             if augment is not None:
                 gen = self._generator(device, epoch, step, Stream.AUGMENT)
                 x = _apply_augment(augment, x, generator=gen, strength=phase.augment_strength)
             mixed = None
+            if soft and not isinstance(x, Tensor):
+                raise TypeError(
+                    "input should be a Tensor (or become one through augment) when the schedule mixes or smooths "
+                    f"labels, got input of type {type(x).__name__}"
+                )
             if soft:
                 y = to_soft_targets(y, self.num_classes, label_smoothing=phase.label_smoothing)  # type: ignore[arg-type]
                 h, w = mix_size(x, phase)
                 gen = self._generator(device, epoch, step, Stream.MIX)
-                params = draw_mix(phase, x.shape[0], h, w, generator=gen, device=device)
+                host = self._host_generator.manual_seed(derive_seed(self.seed, epoch, step, Stream.HOST))
+                params = draw_mix(phase, x.shape[0], h, w, generator=gen, device=device, host_generator=host)
                 if params is not None:
                     x, y = apply_mix(x, y, params)
                     mixed = params.mixed
@@ -344,6 +381,9 @@ class EnlightLoader:
         entry["nonfinite"] = int(stats["nonfinite"])
         entry["recorded"] = int(stats["recorded"])
         entry["batches"] = self._position
+        end_epoch = getattr(self._source, "end_epoch", None)
+        if end_epoch is not None:  # optional Source hook: extra history fields (e.g. skipped samples)
+            entry.update(end_epoch(self._epoch))
         self._tracker.observe(self._epoch, entry["accuracy"])
         if stats["nonfinite"]:
             warnings.warn(
@@ -387,16 +427,27 @@ class EnlightLoader:
                 world size, rank, seed or schedule, or is malformed.
         """
         epoch, next_epoch, position, is_open, excluded = self._check_state(state)
+        seen = check_int("state['seen']", state["seen"], minimum=0)
         scratch = LossTable(self._table.size)
         scratch.load_state_dict(state["table"])  # validates before anything changes
         tracker = PeriodTracker(self.schedule.period)
         tracker.load_state_dict(state["tracker"])
+        if is_open:
+            mask = torch.zeros(self._table.size, dtype=torch.bool)
+            mask[excluded] = True
+            self._source.begin(epoch, mask, 0)  # every iter() begins its epoch again: no lasting change
+            total = self._source.num_batches()
+            if position > total:
+                raise ValueError(
+                    f"state['position'] should be at most the {total} batches of epoch {epoch}, got position={position}"
+                )
         self._table.load_state_dict(state["table"])
         self._tracker = tracker
         self.history = [dict(h) for h in state["history"]]
         self._epoch = epoch
         self._next_epoch = next_epoch
         self._position = position
+        self._seen = seen
         self._open = is_open
         self._excluded = excluded
         self._batch = None
@@ -405,12 +456,7 @@ class EnlightLoader:
             phase_index = self._tracker.phase_index(self._epoch)
             self._clock.set(self._epoch, phase_index, self._excluded)
             self._source.begin(self._epoch, self._clock.excluded, 0)
-            total = self._source.num_batches()
-            if self._position > total:
-                raise ValueError(
-                    f"state position should be at most the epoch's {total} batches, got position={self._position}"
-                )
-            if self._position == total:
+            if self._position == self._source.num_batches():
                 # Taken after the epoch's last batch: close it now, so the next iter()
                 # starts the next epoch instead of an empty pass.
                 self._finish_epoch()
@@ -472,12 +518,23 @@ class EnlightLoader:
             raise ValueError(f"state['table'] should be a dict with keys {list(_TABLE_KEYS)}, got {state['table']!r:.80}")
         return epoch, next_epoch, position, is_open, excluded.clone()  # type: ignore[return-value]
 
+
+def _list_device(x: Any) -> torch.device:
+    """The device of a list of per-sample tensors (CPU for anything else)."""
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], Tensor):
+        return x[0].device
+    return torch.device("cpu")
+
+
 def _resolve_device(device: torch.device | str | None) -> torch.device | None:
     if device is None:
         return None
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device should be a str, torch.device or None, got device={device!r}")
-    return torch.device(device)
+    try:
+        return torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(f"device should name a torch device such as 'cuda:0', got device={device!r}") from exc
 
 
 def enlighten(
@@ -525,6 +582,7 @@ def enlighten(
         raise TypeError(f"schedule should be an enlight_data.Schedule, got schedule of type {type(schedule).__name__}")
     check_int("num_classes", num_classes, minimum=1, allow_none=True)
     check_int("seed", seed)
+    check_bool("pad", pad)
     if schedule.soft_targets and num_classes is None:
         raise ValueError("num_classes should be an int when the schedule mixes or smooths labels, got num_classes=None")
     if augment is not None and not callable(augment):
@@ -532,7 +590,11 @@ def enlighten(
     dev = _resolve_device(device)
     rank, world_size = resolve_rank(rank, world_size)
     check_loader(loader)
-    clock = SharedClock(schedule, len(loader.dataset))  # type: ignore[arg-type]
+    dataset = loader.dataset
+    streaming = isinstance(dataset, IterableDataset)  # MapSource rejects it with a pointer to stream()
+    if not streaming and len(dataset) < 1:  # type: ignore[arg-type]
+        raise ValueError(f"loader.dataset should hold at least one sample, got len(loader.dataset)={len(dataset)}")  # type: ignore[arg-type]
+    clock = SharedClock(schedule, 1 if streaming else len(dataset))  # type: ignore[arg-type]
     source = MapSource(
         loader,
         clock,

@@ -1,0 +1,317 @@
+"""Keeps README.md's "Failure behaviour" table true: one check per row, keyed by the row's id.
+
+The table lives in README.md under ``## Failure behaviour``; its first column is a short id in
+backticks. A row without a check here, or a check without a row there, fails. The tests skip
+while README.md has no such heading.
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import math
+import re
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+import enlight_data as ed
+from fault_helpers import BAD, N, make
+from resume_helpers import one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+HEADING = "## Failure behaviour"
+
+
+def table_ids(text: str) -> list[str] | None:
+    """The ids in the first column of the table under ``HEADING``; None without the heading."""
+    lines = text.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == HEADING)
+    except StopIteration:
+        return None
+    ids = []
+    for line in lines[start + 1 :]:
+        if line.startswith("#") and not line.startswith("###"):
+            break  # the next section
+        if not line.lstrip().startswith("|"):
+            continue
+        first = line.strip().strip("|").split("|")[0].strip().strip("`").strip()
+        if first and first != "id" and not set(first) <= set("-: "):
+            ids.append(first)
+    return ids
+
+
+def _readme_ids() -> list[str] | None:
+    return table_ids(README.read_text(encoding="utf-8")) if README.exists() else None
+
+
+# ---------------------------------------------------------------------- the checks
+CHECKS: dict[str, Callable[[], None]] = {}
+
+
+def check(row_id: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    def register(fn: Callable[[], None]) -> Callable[[], None]:
+        CHECKS[row_id] = fn
+        return fn
+
+    return register
+
+
+def _loader(dataset, schedule=None, *, batch_size=4, **kw) -> ed.EnlightLoader:
+    schedule = schedule if schedule is not None else ed.mixup_pause(1, alpha=0.2)
+    kw.setdefault("num_classes", 3)
+    return ed.enlighten(DataLoader(dataset, batch_size=batch_size), schedule, **kw)
+
+
+def _tensors(x, y) -> TensorDataset:
+    return TensorDataset(x, y)
+
+
+def _error_of(loader: ed.EnlightLoader) -> tuple[type, str] | None:
+    try:
+        list(loader)
+    except Exception as exc:  # noqa: BLE001 - the type is what is checked
+        return type(exc), str(exc)
+    return None
+
+
+@check("sample-error")
+def _sample_error():
+    for workers in (0, 2):
+        loader = make("raise", workers)
+        with pytest.raises(ed.SampleError, match=rf"dataset\[{BAD}\] raised ValueError"):
+            list(loader)
+        assert len([b for b in loader]) > 0 and loader.epoch == 1
+
+
+@check("worker-killed")
+def _worker_killed():
+    loader = make("kill", 2, persistent=True, timeout=20)
+    error = _error_of(loader)
+    assert error is not None and error[0] is RuntimeError
+    assert re.search(r"DataLoader worker .*(is killed by signal|exited unexpectedly)", error[1]), error
+    assert sum(x.shape[0] for x, _ in loader) == N and loader.epoch == 1
+    del loader
+    gc.collect()
+
+
+@check("worker-hang")
+def _worker_hang():
+    with pytest.raises(RuntimeError, match=r"DataLoader timed out after 1 seconds"):
+        list(make("hang", 2, timeout=1))
+
+
+@check("label-range")
+def _label_range():
+    loader = _loader(_tensors(torch.zeros(8, 2), torch.tensor([0, 1, 2, 3, 0, 1, 2, 0])))
+    with pytest.raises(ValueError, match=r"num_classes=3.*dataset indices \[3\]"):
+        list(loader)
+
+
+@check("soft-rows")
+def _soft_rows():
+    rows = torch.full((8, 3), 1 / 3)
+    rows[5] = torch.tensor([0.5, -0.5, 1.0])
+    with pytest.raises(ValueError, match=r"target rows should be finite and non-negative.*\[5\]"):
+        list(_loader(_tensors(torch.zeros(8, 2), rows)))
+
+
+@check("target-type")
+def _target_type():
+    with pytest.raises(ValueError, match="target should be class indices"):
+        list(_loader(_tensors(torch.zeros(8, 2), torch.zeros(8))))
+    with pytest.raises(ValueError, match="target rows should have num_classes=3 columns"):
+        list(_loader(_tensors(torch.zeros(8, 2), torch.eye(4)[[0] * 8])))
+    strings = [(torch.zeros(2), "cat")] * 8
+    with pytest.raises(TypeError, match="target should be a Tensor"):
+        list(_loader(strings))
+
+
+@check("input-type")
+def _input_type():
+    samples = [("text", 0)] * 8
+    with pytest.raises(TypeError, match="input should be a Tensor"):
+        list(_loader(samples))
+
+
+@check("cutmix-shape")
+def _cutmix_shape():
+    loader = _loader(_tensors(torch.zeros(8, 5), torch.zeros(8, dtype=torch.long)), ed.mixup_pause(0, alpha=0.2,
+                                                                                                 cutmix_alpha=1.0))
+    with pytest.raises(ValueError, match=r"CutMix needs \(B, C, H, W\) input"):
+        list(loader)
+
+
+@check("batch-structure")
+def _batch_structure():
+    with pytest.raises(TypeError, match="batches should be a tuple/list"):
+        list(_loader([torch.zeros(2)] * 8))
+    with pytest.raises(ValueError, match="input_key"):
+        list(_loader([{"x": torch.zeros(2), "y": 0}] * 8))
+    with pytest.raises(ValueError, match=r"input_key='img' is not a key"):
+        list(_loader([{"x": torch.zeros(2), "y": 0}] * 8, input_key="img", target_key="y"))
+
+
+@check("loss-shape")
+def _loss_shape():
+    loader = _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)))
+    for x, y in loader:
+        with pytest.raises(ValueError, match=r"per_sample_loss should have the batch size 4.*\(3,\)"):
+            loader.record(torch.zeros(3))
+        with pytest.raises(TypeError, match="per-sample losses"):
+            loader.track(lambda out, tgt, reduction="mean": torch.tensor(1.0))(torch.zeros(4, 3), y)
+        break
+
+
+@check("accuracy-shape")
+def _accuracy_shape():
+    loader = _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)))
+    for x, y in loader:
+        with pytest.raises(ValueError, match=r"output and target should give predictions of one shape"):
+            loader.record(torch.zeros(4), output=torch.zeros(4, 3, 2), target=y)
+        break
+
+
+@check("loss-nonfinite")
+def _loss_nonfinite():
+    loader = _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for x, y in loader:
+            loader.record(torch.tensor([0.5, math.nan, math.inf, 1.0]))
+    assert loader.history[-1]["nonfinite"] == 4
+    assert sum("non-finite" in str(w.message) for w in caught) == 1
+    assert torch.isfinite(loader.losses()).sum() == 4  # only the finite ones entered the table
+
+
+@check("record-outside")
+def _record_outside():
+    loader = _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)))
+    with pytest.raises(RuntimeError, match="record\\(\\) needs a current batch"):
+        loader.record(torch.zeros(4))
+
+
+@check("bad-config")
+def _bad_config():
+    with pytest.raises(ValueError, match=r"fraction should be in \(0, 1\], got fraction=1.5"):
+        ed.Period(fraction=1.5, total_epochs=10)
+    with pytest.raises(ValueError, match="mixup_alpha should be >= 0"):
+        ed.Phase(mixup_alpha=-1.0)
+    with pytest.raises(TypeError, match="period should be an int or a Period"):
+        ed.Schedule("5")
+    with pytest.raises(TypeError, match="pad should be a bool"):
+        _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)), pad="yes")
+
+
+@check("no-num-classes")
+def _no_num_classes():
+    with pytest.raises(ValueError, match="num_classes should be an int"):
+        _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)), num_classes=None)
+
+
+@check("device")
+def _device():
+    with pytest.raises(ValueError, match="device should name a torch device"):
+        _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)), device="gpu0")
+
+
+@check("empty-dataset")
+def _empty_dataset():
+    with pytest.raises(ValueError, match=r"loader.dataset should hold at least one sample"):
+        _loader(_tensors(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)))
+
+
+class _Stream(IterableDataset):
+    def __iter__(self):
+        return iter([])
+
+
+@check("iterable-dataset")
+def _iterable_dataset():
+    with pytest.raises(TypeError, match=r"enlight_data.stream\(\)"):
+        ed.enlighten(DataLoader(_Stream(), batch_size=2), ed.mixup_pause(1, alpha=0.2), num_classes=3)
+
+
+def _save(loader) -> dict:
+    buf = io.BytesIO()
+    torch.save(loader.state_dict(), buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+def _mid_epoch_state() -> dict:
+    loader = _loader(_tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long)))
+    for _ in loader:
+        break
+    return _save(loader)
+
+
+@check("state-mismatch")
+def _state_mismatch():
+    state = _mid_epoch_state()
+    other = _loader(_tensors(torch.zeros(13, 2), torch.zeros(13, dtype=torch.long)))
+    with pytest.raises(ValueError, match="state does not match this loader: source num_samples is 12"):
+        other.load_state_dict(state)
+    assert other.epoch == -1
+    other = _loader(_tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long)), world_size=2, rank=0)
+    with pytest.raises(ValueError, match="world_size"):
+        other.load_state_dict(state)
+
+
+@check("state-malformed")
+def _state_malformed():
+    state = _mid_epoch_state()
+    loader = _loader(_tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long)))
+    with pytest.raises(ValueError, match=r"state\['position'\] should be at most the 3 batches"):
+        loader.load_state_dict(dict(state, position=4))
+    with pytest.raises(ValueError, match=r"state\['excluded'\]"):
+        loader.load_state_dict(dict(state, excluded=torch.tensor([99])))
+    with pytest.raises(ValueError, match="state is missing keys"):
+        loader.load_state_dict({"version": 1})
+    with pytest.raises(TypeError, match="state should be a dict"):
+        loader.load_state_dict(None)
+    assert loader.epoch == -1
+
+
+@check("state-end-of-epoch")
+def _state_end_of_epoch():
+    loader = _loader(_tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long)))
+    it = iter(loader)
+    for _ in range(3):
+        next(it)  # the last batch, the loop not yet ended
+    state = _save(loader)
+    resumed = _loader(_tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long)))
+    resumed.load_state_dict(state)
+    assert len(list(resumed)) == 3 and resumed.epoch == 1
+
+
+# ---------------------------------------------------------------------- the tests
+def test_table_parser():
+    text = "# T\n## Failure behaviour\n\n| id | a | b |\n| --- | --- | --- |\n| `x-1` | p | q |\n|y|p|q|\n## Next\n| z | 1 | 2 |\n"
+    assert table_ids(text) == ["x-1", "y"]
+    assert table_ids("# T\n") is None
+
+
+@pytest.mark.parametrize("row_id", sorted(CHECKS))
+def test_failure_row(row_id):
+    ids = _readme_ids()
+    if ids is None:
+        pytest.skip(f"README.md has no '{HEADING}' section yet")
+    assert row_id in ids, f"check {row_id!r} has no row in README.md's failure table"
+    CHECKS[row_id]()
+
+
+def test_every_row_has_a_check():
+    ids = _readme_ids()
+    if ids is None:
+        pytest.skip(f"README.md has no '{HEADING}' section yet")
+    assert len(ids) == len(set(ids)), f"duplicate ids in the failure table: {ids}"
+    missing = sorted(set(ids) - set(CHECKS))
+    assert not missing, f"rows without a check in tests/test_failure_table.py: {missing}"
