@@ -412,3 +412,25 @@ def run_epochs_cuda(loader):
             assert x.is_cuda and y.is_cuda
             criterion(model(x), y).backward()
     return loader.history
+
+
+def test_epoch_boundary_state_loads_on_another_rank_but_mid_epoch_does_not():
+    def make(rank):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # world_size > 1 without a process group: no sync, warned
+            return ed.enlighten(DataLoader(Images(24), batch_size=4, shuffle=True), ed.high_loss_removal(2, fraction=0.25),
+                                rank=rank, world_size=2)
+
+    zero = make(0)
+    for x, _ in zero:
+        zero.record(x.flatten(1).mean(1))
+    boundary = zero.state_dict()
+    it = iter(zero)
+    next(it)
+    middle = zero.state_dict()
+    one = make(1)
+    one.load_state_dict(boundary)
+    assert one.epoch == 0 and one.history == zero.history[:1]
+    assert torch.equal(one.losses(), boundary["table"]["last"])  # rank 0's synced table, no NaN left
+    with pytest.raises(ValueError, match="source rank is 0 in the state and 1 here"):
+        make(1).load_state_dict(middle)
