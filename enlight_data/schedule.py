@@ -9,6 +9,7 @@ reaches about 50%. A :class:`Schedule` pairs a :class:`Period` with the
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Literal
@@ -250,5 +251,19 @@ def alpha_boost(period: int | Period, *, alpha: float, boost_alpha: float) -> Sc
 
 
 def high_loss_removal(period: int | Period, *, fraction: float) -> Schedule:
-    """High-Loss Removal: leave out the ``fraction`` of highest-loss samples during the period."""
-    return Schedule(_period(period), during=Phase(drop_high_loss=fraction), after=Phase())
+    """High-Loss Removal: leave out the ``fraction`` of highest-loss samples during the period.
+
+    Note:
+        Removal ranks the losses recorded so far, and epoch 0 has none: it trains on
+        every sample, and removal starts at epoch 1. A one-epoch period removes
+        nothing (a warning says so).
+    """
+    schedule = Schedule(_period(period), during=Phase(drop_high_loss=fraction), after=Phase())
+    if schedule.period.length == 1 and fraction > 0:
+        warnings.warn(
+            "high_loss_removal with a 1-epoch period removes nothing: epoch 0 has no recorded losses "
+            "to rank; use a period of at least 2 epochs",
+            UserWarning,
+            stacklevel=2,
+        )
+    return schedule

@@ -116,3 +116,10 @@ def test_accuracy_period_latches_and_caps():
     restored = PeriodTracker(ed.Period(until_accuracy=0.5))
     restored.load_state_dict(t.state_dict())
     assert restored.end_epoch == 2
+
+
+def test_one_epoch_high_loss_removal_warns():
+    with pytest.warns(UserWarning, match="1-epoch period removes nothing"):
+        ed.high_loss_removal(1, fraction=0.1)
+    with pytest.warns(UserWarning, match="removes nothing"):
+        ed.high_loss_removal(ed.Period(fraction=0.01, total_epochs=20), fraction=0.1)
