@@ -1,0 +1,120 @@
+"""Run every benchmark on the device present and write one results JSON with charts.
+
+``python -m benchmarks`` (or ``python benchmarks/run_all.py``) runs, in order: loader
+overhead, GPU augmentation and mixing, streaming, distributed sync; ``--reproduce``
+adds ``benchmarks/reproduce.py``. Each benchmark also writes its own JSON; this
+script gathers them into ``benchmarks/results/all.json`` (device and versions
+included) and draws ``benchmarks/results/summary.png`` (each measured ratio against
+its goal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `enlight_data` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+
+from benchmarks.common import environment, write_json
+
+__all__ = ["main"]
+
+BENCHMARKS = ("loader_overhead", "gpu_augment", "streaming", "distributed_sync")
+
+
+def _ratios(name: str, result: dict[str, Any]) -> list[tuple[str, float, float, str]]:
+    """(label, measured, goal, direction) pairs; direction '<=' or '>='."""
+    out: list[tuple[str, float, float, str]] = []
+    if name == "loader_overhead":
+        for row in result.get("throughput", []):
+            out.append((f"loader time ratio, {row['num_workers']} workers", row["time_ratio_median"], 1.03, "<="))
+    elif name == "gpu_augment":
+        ratios = result.get("ratios", {})
+        if ratios.get("gpu_augment_over_kornia") is not None:
+            out.append(("GpuAugment / Kornia", ratios["gpu_augment_over_kornia"], ratios["gpu_augment_over_kornia_goal"], ">="))
+        for label, value in (ratios.get("mix_over_lerp") or {}).items():
+            out.append((f"{label.replace('enlight mix_batch ', 'mix ')} / lerp", value, ratios["mix_over_lerp_goal"], ">="))
+    elif name == "streaming":
+        out.append(("stream / plain webdataset", result["ratio_stream_vs_webdataset"], 1.05, "<="))
+        out.append(("20% removed / full epoch", result["ratio_removed_vs_full"], 0.85, "<="))
+    return out
+
+
+def _chart(rows: list[tuple[str, float, float, str]], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    if not rows:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(rows) + 1.2))
+    labels = [r[0] for r in rows]
+    values = [r[1] for r in rows]
+    colours = ["tab:green" if (v <= g if d == "<=" else v >= g) else "tab:red" for _, v, g, d in rows]
+    ax.barh(labels, values, color=colours)
+    for i, (_, v, g, d) in enumerate(rows):
+        ax.plot([g, g], [i - 0.4, i + 0.4], color="black", lw=1.5)
+        ax.text(v, i, f" {v:.2f} (goal {d} {g:g})", va="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_title("enlight_data benchmarks: measured ratio (bar) against goal (black line)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="every benchmark in its quick mode (minutes on a CPU)")
+    parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--reproduce", action="store_true", help="also run benchmarks/reproduce.py")
+    parser.add_argument("--out", default="benchmarks/results/all.json")
+    args = parser.parse_args(argv)
+    names = list(args.only) + (["reproduce"] if args.reproduce else [])
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress bars are optional
+        tqdm = None
+    results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    bar = tqdm(names, desc="benchmarks", unit="bench") if tqdm else names
+    for name in bar:
+        if tqdm:
+            bar.set_postfix_str(name)
+        module = importlib.import_module(f"benchmarks.{name}")
+        start = time.perf_counter()
+        print(f"\n=== {name} ===", flush=True)
+        results[name] = module.main(["--quick"] if args.quick else [])
+        seconds[name] = time.perf_counter() - start
+    rows = [r for name in names for r in _ratios(name, results[name])]
+    out = Path(args.out)
+    chart = _chart(rows, out.with_name("summary.png"))
+    summary = {
+        "env": environment("cuda" if torch.cuda.is_available() else "cpu"),
+        "quick": args.quick,
+        "seconds": seconds,
+        "ratios": [{"label": l, "measured": v, "goal": g, "direction": d, "met": v <= g if d == "<=" else v >= g}
+                   for l, v, g, d in rows],
+        "results": results,
+    }
+    write_json(out, summary)
+    print("\nratio                                      measured   goal")
+    for l, v, g, d in rows:
+        print(f"{l:42s} {v:8.3f}   {d} {g:g}")
+    print(f"wrote {out}" + (f" and {chart}" if chart else ""))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,412 @@
+"""The shard format: writing a dataset as webdataset tar shards, and reading shard catalogues.
+
+:func:`write_shards` turns any map-style ``(input, label)`` dataset into webdataset tar shards plus an index JSON.
+Every sample's ``__key__`` is its global integer id, zero-padded, so a stream of the shards can record losses and
+exclude samples by id. :func:`load_catalog` reads what :func:`enlight_data.stream` needs to plan an epoch (the shard
+URLs, each shard's sample ids) from an index, or by scanning the tar headers of foreign shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import numbers
+import os
+import re
+import tarfile
+import warnings
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._validate import check_int
+
+__all__ = ["INDEX_FORMAT", "ShardCatalog", "ShardError", "hash_id", "load_catalog", "write_shards"]
+
+INDEX_FORMAT = "enlight_data.shards"
+INDEX_VERSION = 1
+_KEY_WIDTH = 9
+_IMAGE_FORMATS = ("jpg", "png", "npy")
+# Index JSON keys.
+_FORMAT, _VERSION, _TOTAL, _NUM_CLASSES, _SHARDS = "format", "version", "total", "num_classes", "shards"
+_URL, _COUNT, _OFFSET = "url", "count", "offset"
+
+
+class ShardError(RuntimeError):
+    """Reading or decoding a shard failed; the message names the shard and, where known, the sample key."""
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+
+
+def _to_uint8_image(x: Any, index: int, image_format: str) -> Tensor | None:
+    """``x`` as a uint8 ``(C, H, W)`` tensor if it is an image to store as jpg/png, else None."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow comes with torchvision
+        Image = None  # type: ignore[assignment]
+    if Image is not None and isinstance(x, Image.Image):
+        if x.mode not in ("L", "RGB"):
+            x = x.convert("RGB")
+        arr = np.asarray(x)
+        t = torch.from_numpy(arr.copy())
+        return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+    if image_format == "npy":
+        return None
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[0] not in (1, 3) or min(x.shape[1:]) < 1:
+        return None
+    x = x.detach().cpu()
+    if x.dtype == torch.uint8:
+        return x.contiguous()
+    if not x.is_floating_point():
+        return None
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ValueError(
+            f"float images should have values in [0, 1] to be stored as {image_format}, got values in "
+            f"[{lo:g}, {hi:g}] at dataset[{index}]; pass image_format='npy' to store tensors unchanged"
+        )
+    return (x * 255.0).round_().to(torch.uint8).contiguous()
+
+
+def _encode_input(x: Any, index: int, image_format: str, quality: int) -> tuple[str, bytes]:
+    from torchvision.io import encode_jpeg, encode_png
+
+    image = _to_uint8_image(x, index, image_format)
+    if image is not None:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs, warning on every call
+            warnings.simplefilter("ignore", DeprecationWarning)
+            if image_format == "png" or image_format == "npy":  # npy only reaches here for PIL images
+                return "png", encode_png(image).numpy().tobytes()
+            return "jpg", encode_jpeg(image, quality=quality).numpy().tobytes()
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    if isinstance(x, (numbers.Number, np.generic)):
+        x = np.asarray(x)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"inputs should be tensors, numpy arrays, numbers or PIL images, got dataset[{index}][0] of type "
+            f"{type(x).__name__}"
+        )
+    buf = io.BytesIO()
+    np.save(buf, x, allow_pickle=False)
+    return "npy", buf.getvalue()
+
+
+def _label(y: Any, index: int) -> int:
+    if isinstance(y, Tensor) and y.numel() == 1 and not y.is_floating_point() and y.dtype != torch.bool:
+        return int(y)
+    if isinstance(y, (numbers.Integral, np.integer)) and not isinstance(y, (bool, np.bool_)):
+        return int(y)
+    raise TypeError(f"labels should be integers, got dataset[{index}][1]={y!r} of type {type(y).__name__}")
+
+
+def _index_path(pattern: str) -> str:
+    folder, name = os.path.split(pattern)
+    stem = name.split("%", 1)[0]
+    return os.path.join(folder, f"{stem}index.json")
+
+
+def write_shards(
+    dataset: Any,
+    pattern: str | os.PathLike[str],
+    *,
+    maxcount: int = 10_000,
+    image_format: str = "jpg",
+    quality: int = 95,
+    progress: bool = True,
+) -> str:
+    """Write a map-style ``(input, label)`` dataset as webdataset tar shards and an index JSON.
+
+    Images (uint8 or float ``(C, H, W)`` tensors/arrays with 1 or 3 channels, float ones in ``[0, 1]``, and PIL
+    images) are stored as ``jpg`` or ``png``; any other tensor, array or number as ``npy``; labels as ``cls``. Sample
+    ``i`` gets ``__key__`` ``f"{i:09d}"``, its global id. The index, ``<prefix>index.json`` next to the shards (e.g.
+    ``train-index.json`` for ``train-%06d.tar``), lists each shard's URL (relative to the index), sample count and
+    first id, the total, and ``num_classes`` (``len(dataset.classes)`` when the dataset has ``classes``, else the
+    largest label + 1).
+
+    Args:
+        dataset: Any object with ``__len__`` and ``__getitem__`` returning ``(input, label, ...)``.
+        pattern: Shard file names, a ``%``-format taking the shard number, e.g. ``"out/train-%06d.tar"``.
+        maxcount: Samples per shard.
+        image_format: ``"jpg"`` (lossy), ``"png"`` (lossless) or ``"npy"`` (store tensors unchanged).
+        quality: JPEG quality in ``[1, 100]``.
+        progress: Show a tqdm progress bar (when tqdm is installed).
+
+    Returns:
+        The path of the index JSON.
+
+    Raises:
+        ValueError: For an empty dataset, a pattern without a shard number, or float images outside ``[0, 1]``.
+        TypeError: For samples that are not ``(input, label)`` pairs with integer labels.
+    """
+    import webdataset as wds
+
+    check_int("maxcount", maxcount, minimum=1)
+    check_int("quality", quality, minimum=1)
+    if quality > 100:
+        raise ValueError(f"quality should be in [1, 100], got quality={quality}")
+    if image_format not in _IMAGE_FORMATS:
+        raise ValueError(f"image_format should be one of {_IMAGE_FORMATS}, got image_format={image_format!r}")
+    if not isinstance(pattern, (str, os.PathLike)):
+        raise TypeError(f"pattern should be a str or path, got pattern of type {type(pattern).__name__}")
+    pattern = os.fspath(pattern)
+    try:
+        names = (pattern % 0, pattern % 1)
+    except (TypeError, ValueError):
+        names = (pattern, pattern)
+    if names[0] == names[1]:
+        raise ValueError(f"pattern should contain a %-format for the shard number like %06d, got pattern={pattern!r}")
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise TypeError(f"dataset should have __len__ and __getitem__, got {type(dataset).__name__}") from None
+    if n == 0:
+        raise ValueError("dataset should not be empty, got len(dataset)=0")
+    folder = os.path.dirname(pattern)
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+    index_path = _index_path(pattern)
+    width = max(_KEY_WIDTH, len(str(n - 1)))
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=n, desc="write_shards", unit="sample")
+        except ImportError:  # tqdm is optional
+            bar = None
+    shards: list[dict[str, Any]] = []
+    writer = None
+    max_label = -1
+    try:
+        for i in range(n):
+            if writer is None or shards[-1][_COUNT] == maxcount:
+                if writer is not None:
+                    writer.close()
+                path = pattern % len(shards)
+                # An integer mtime: a float one makes tarfile add a PAX header to every member (slower to read).
+                writer = wds.TarWriter(path, encoder=False, mtime=0)
+                shards.append({_URL: os.path.relpath(path, os.path.dirname(index_path) or "."), _COUNT: 0, _OFFSET: i})
+            sample = dataset[i]
+            if not isinstance(sample, (tuple, list)) or len(sample) < 2:
+                raise TypeError(
+                    f"samples should be (input, label) pairs, got dataset[{i}] of type {type(sample).__name__}"
+                )
+            ext, data = _encode_input(sample[0], i, image_format, quality)
+            label = _label(sample[1], i)
+            max_label = max(max_label, label)
+            writer.write({"__key__": f"{i:0{width}d}", ext: data, "cls": str(label).encode("ascii")})
+            shards[-1][_COUNT] += 1
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if writer is not None:
+            writer.close()
+        if bar is not None:
+            bar.close()
+    classes = getattr(dataset, "classes", None)
+    num_classes = len(classes) if isinstance(classes, Sequence) and len(classes) > max_label else max_label + 1
+    index = {
+        _FORMAT: INDEX_FORMAT,
+        _VERSION: INDEX_VERSION,
+        _TOTAL: n,
+        _NUM_CLASSES: num_classes,
+        _SHARDS: shards,
+    }
+    with open(index_path, "w") as f:
+        json.dump(index, f, indent=1)
+    return index_path
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class ShardCatalog:
+    """What a stream needs to plan epochs: shard URLs and the sample ids each shard holds.
+
+    Attributes:
+        urls: The shard URLs.
+        counts: ``(S,)`` int64 samples per shard.
+        ids: ``(sum(counts),)`` int64 sample ids, shard after shard, in each shard's order.
+        starts: ``(S + 1,)`` int64 offsets of each shard's ids in ``ids``.
+        num_ids: Size of the id space (the loss table's size).
+        hashed: Ids are hashes of (shard basename, key) (foreign keys) rather than integer keys.
+        num_classes: From the index, when it says.
+        collisions: Samples whose hashed id is shared with another sample.
+    """
+
+    urls: list[str]
+    counts: Tensor
+    ids: Tensor
+    starts: Tensor
+    num_ids: int
+    hashed: bool = False
+    num_classes: int | None = None
+    collisions: int = 0
+
+    @property
+    def total(self) -> int:
+        return int(self.ids.numel())
+
+    def kept(self, excluded: Tensor | None) -> Tensor:
+        """``(S,)`` samples per shard whose id is not set in the bool mask ``excluded``."""
+        if excluded is None:
+            return self.counts.clone()
+        gone = excluded[self.ids].to(torch.int64).cumsum(0)
+        gone = torch.cat([torch.zeros(1, dtype=torch.int64), gone])
+        return self.counts - (gone[self.starts[1:]] - gone[self.starts[:-1]])
+
+
+def hash_id(url: str, key: str, num_ids: int) -> int:
+    """A stable id in ``[0, num_ids)`` for a foreign key: blake2b-64 of ``"<shard basename>/<key>"``, modulo."""
+    base = url.rstrip("/").rsplit("/", 1)[-1]
+    digest = hashlib.blake2b(f"{base}/{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") % num_ids
+
+
+def _is_local(url: str) -> bool:
+    return url.startswith("file:") or "://" not in url and not url.startswith("pipe:")
+
+
+def _check_exists(urls: Sequence[str]) -> None:
+    for url in urls:
+        if _is_local(url) and not os.path.isfile(re.sub(r"^file://?", "", url)):
+            raise FileNotFoundError(f"shard {url!r} does not exist")
+
+
+def _scan(url: str, handler: str) -> list[str]:
+    """The sample keys of one shard, read from its tar headers (grouped as webdataset groups files)."""
+    import webdataset as wds
+    from webdataset.tariterators import base_plus_ext, meta_prefix, meta_suffix
+
+    keys: list[str] = []
+    try:
+        stream = wds.gopen(url, "rb")
+        try:
+            with tarfile.open(fileobj=stream, mode="r|*") as tar:
+                for info in tar:
+                    name = info.name
+                    meta = "/" not in name and name.startswith(meta_prefix) and name.endswith(meta_suffix)
+                    if not info.isreg() or meta:
+                        continue
+                    prefix, _ = base_plus_ext(name)
+                    if prefix is not None and (not keys or keys[-1] != prefix):
+                        keys.append(prefix)
+        finally:
+            stream.close()
+    except Exception as exc:
+        where = f"after key {keys[-1]!r}" if keys else "at its start"
+        err = ShardError(f"shard {url!r} is unreadable {where}: {type(exc).__name__}: {exc}")
+        if handler == "raise":
+            raise err from exc
+        warnings.warn(f"{err}; using the {len(keys)} samples before it", RuntimeWarning, stacklevel=3)
+    return keys
+
+
+def _from_index(path: str) -> ShardCatalog:
+    try:
+        with open(path) as f:
+            index = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"index {path!r} is not valid JSON: {exc}") from exc
+    if not isinstance(index, dict) or index.get(_FORMAT) != INDEX_FORMAT or _SHARDS not in index:
+        raise ValueError(f"index {path!r} should be an {INDEX_FORMAT} index written by write_shards()")
+    if index.get(_VERSION) != INDEX_VERSION:
+        raise ValueError(f"index {path!r} should have version {INDEX_VERSION}, got version={index.get(_VERSION)!r}")
+    folder = os.path.dirname(path)
+    urls, counts, ids = [], [], []
+    for shard in index[_SHARDS]:
+        url = shard[_URL]
+        urls.append(url if not _is_local(url) or os.path.isabs(url) else os.path.join(folder, url))
+        counts.append(int(shard[_COUNT]))
+        ids.append(torch.arange(int(shard[_OFFSET]), int(shard[_OFFSET]) + int(shard[_COUNT])))
+    if not urls or sum(counts) == 0:
+        raise ValueError(f"source should hold samples, got an index {path!r} with {len(urls)} shards and no samples")
+    flat = torch.cat(ids)
+    total = int(index.get(_TOTAL, sum(counts)))
+    num_ids = max(total, int(flat.max()) + 1)
+    return ShardCatalog(
+        urls=urls,
+        counts=torch.tensor(counts, dtype=torch.int64),
+        ids=flat,
+        starts=torch.tensor([0, *np.cumsum(counts).tolist()], dtype=torch.int64),
+        num_ids=num_ids,
+        num_classes=index.get(_NUM_CLASSES),
+    )
+
+
+def _from_urls(urls: list[str], *, num_ids: int | None, handler: str) -> ShardCatalog:
+    keys = [_scan(url, handler) for url in urls]
+    counts = [len(k) for k in keys]
+    if sum(counts) == 0:
+        raise ValueError(f"source should hold samples, got {len(urls)} shards with none: {urls[:3]}")
+    flat = [k for ks in keys for k in ks]
+    integer = all(k.isdigit() for k in flat)
+    collisions = 0
+    if integer and num_ids is None:
+        ids = torch.tensor([int(k) for k in flat], dtype=torch.int64)
+        size = int(ids.max()) + 1
+    else:
+        size = num_ids if num_ids is not None else 16 * len(flat)
+        ids = torch.tensor([hash_id(u, k, size) for u, ks in zip(urls, keys) for k in ks], dtype=torch.int64)
+        uses = torch.bincount(ids, minlength=size)
+        collisions = int(uses[uses > 1].sum())
+    return ShardCatalog(
+        urls=urls,
+        counts=torch.tensor(counts, dtype=torch.int64),
+        ids=ids,
+        starts=torch.tensor([0, *np.cumsum(counts).tolist()], dtype=torch.int64),
+        num_ids=size,
+        hashed=not integer or num_ids is not None,
+        collisions=collisions,
+    )
+
+
+def load_catalog(source: Any, *, num_ids: int | None = None, handler: str = "raise") -> ShardCatalog:
+    """The shard catalogue of an index JSON, a brace pattern or a list of shard URLs.
+
+    Without an index the shards' tar headers are scanned once (counts and keys). Integer keys are the ids (the
+    table holds ``max id + 1`` entries); other keys, or any keys when ``num_ids`` is given, are hashed with
+    :func:`hash_id` into ``num_ids`` slots (default ``16 * samples``).
+
+    Raises:
+        ValueError: For an empty source.
+        FileNotFoundError: For a missing local shard or index.
+        TypeError: For a source of another type.
+    """
+    import braceexpand
+
+    check_int("num_ids", num_ids, minimum=1, allow_none=True)
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if isinstance(source, str):
+        if not source:
+            raise ValueError("source should be an index JSON, a brace pattern or a list of shard URLs, got ''")
+        if source.endswith(".json"):
+            if not os.path.isfile(source):
+                raise FileNotFoundError(f"index {source!r} does not exist")
+            catalog = _from_index(source)
+            _check_exists(catalog.urls)
+            return catalog
+        urls = list(braceexpand.braceexpand(source))
+    elif isinstance(source, (list, tuple)):
+        if not all(isinstance(u, (str, os.PathLike)) for u in source):
+            kinds = [type(u).__name__ for u in source][:5]
+            raise TypeError(f"source should be a list of shard URLs (str), got items of types {kinds}")
+        urls = [os.fspath(u) for u in source]
+    else:
+        raise TypeError(
+            f"source should be an index JSON path, a brace pattern or a list of shard URLs, got {type(source).__name__}"
+        )
+    if not urls:
+        raise ValueError("source should name at least one shard, got an empty list")
+    _check_exists(urls)
+    return _from_urls(urls, num_ids=num_ids, handler=handler)

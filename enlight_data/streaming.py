@@ -1,0 +1,771 @@
+"""``stream()``: webdataset tar shards under an enlightenment-period schedule.
+
+A :class:`StreamSource` implements the loader's Source protocol over tar shards. Each DataLoader worker runs
+webdataset ``DataPipeline`` objects of small generator stages ``f(src, **kw)``: one per pass over its
+shards, chained by ``_passes`` and followed by the per-epoch stages::
+
+    _passes(shard URLs -> wds.tarfile_to_samples -> _select (id, exclusion) -> _shuffle) -> _skip -> _decode -> _take
+    -> _batch
+
+The id of a sample is its integer ``__key__`` (what :func:`enlight_data.write_shards` writes), or a blake2b hash of
+(shard basename, key) for foreign shards (see :func:`enlight_data.shards.hash_id`). Workers, persistent ones too,
+read the epoch and start batch from a small shared-memory tensor and the excluded-id mask from the loader's
+``SharedClock.excluded``. The ids are checked twice before anything is decoded: by webdataset's ``select_files``
+hook, from the tar member's name, so a removed sample's bytes are skipped in the tar stream and never copied out,
+and by ``_select`` on the grouped sample. A removed sample is never decoded."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
+
+from ._rng import Stream, make_generator
+from ._validate import check_bool, check_int
+from .context import SharedClock
+from .loader import EnlightLoader, _resolve_device
+from .schedule import Schedule
+from .shards import ShardCatalog, ShardError, hash_id, load_catalog
+
+__all__ = ["ShardError", "StreamSource", "stream"]
+
+DECODES = ("rgb8", "l8", "gpu")
+HANDLERS = ("raise", "warn")
+_IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+_JPEG_EXTS = ("jpg", "jpeg")
+_MESSAGE_BYTES = 400
+_KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset.tariterators.base_plus_ext's pattern
+
+# NOTE [ Equal epochs from shards ]
+# Every rank must yield the same number of batches, or a distributed step hangs. The plan of an epoch is a pure
+# function of (seed, epoch, excluded mask, rank, world size, workers), computed identically in the main process and
+# in every worker from the shard catalogue:
+#   1. the shards are permuted with a generator from (seed, epoch, Stream.SHARDS); shards whose samples are all
+#      removed are dropped; the rest are dealt in that order, each to the rank furthest below its sample target
+#      (ties: lowest rank), then, within a rank, to the worker furthest below its quota (step 3);
+#   2. K = the epoch's kept samples (catalogue minus excluded ids); every rank yields S = ceil(K / world_size)
+#      samples in ceil(S / batch_size) batches (floor with drop_last);
+#   3. batch j of a rank comes from logical worker j % W, which is how a DataLoader interleaves iterable workers, so
+#      each worker knows its exact sample quota. A worker repeats its shards (a new shard order per pass, as wds's
+#      ``with_epoch`` repeats a stream) until its quota is met, and stops there: a worker with more samples than its
+#      quota leaves the rest for a later epoch, one with fewer sees some twice (dealing by counts keeps this to
+#      about one shard's worth). Nothing waits on anything else, so nothing hangs at the end of an epoch. A worker
+#      left without shards (all removed) draws from its rank's shards, a rank without shards from all of them.
+#   4. A whole pass over a worker's shards that yields no usable sample (missing, empty or corrupt shards under
+#      handler="warn") raises ShardError instead of repeating forever.
+# Resume (``begin(epoch, excluded, start_batch)``): logical worker w skips its batches before ``start_batch``
+# (the samples pass the shuffle buffer but are not decoded), and DataLoader worker d plays logical worker
+# (d + start_batch) % W, so the first batch after resuming is batch ``start_batch``. The continuation is exact
+# unless handler="warn" skipped bad samples inside the fast-forwarded part.
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """One epoch's plan for a rank (see NOTE [ Equal epochs from shards ])."""
+
+    order: list[int]
+    kept: Tensor
+    per_rank: int
+    num_batches: int
+
+
+def _plan(
+    catalog: ShardCatalog,
+    excluded: Tensor | None,
+    *,
+    seed: int,
+    epoch: int,
+    world_size: int,
+    batch_size: int,
+    drop_last: bool,
+) -> _Plan:
+    num_shards = len(catalog.urls)
+    order = torch.randperm(num_shards, generator=make_generator(seed, epoch, Stream.SHARDS)).tolist()
+    kept = catalog.kept(excluded)
+    per_rank = -(-int(kept.sum()) // world_size)
+    num_batches = per_rank // batch_size if drop_last else -(-per_rank // batch_size)
+    return _Plan(order, kept, per_rank, num_batches)
+
+
+@dataclass(frozen=True)
+class _Share:
+    """What one logical worker reads in one epoch."""
+
+    pool: list[int]  # shard indices, pass 0 in this order
+    quota: int  # samples of the whole epoch
+    skip: int  # samples fast-forwarded without decoding (resume)
+
+
+def _deal(shards: list[int], kept: list[int], targets: list[int]) -> list[list[int]]:
+    """Deal ``shards`` in order, each to the pool furthest below its target count (ties: the lowest index)."""
+    pools: list[list[int]] = [[] for _ in targets]
+    deficit = list(targets)
+    for shard in shards:
+        i = max(range(len(deficit)), key=lambda j: (deficit[j], -j))
+        pools[i].append(shard)
+        deficit[i] -= kept[shard]
+    return pools
+
+
+def _quota(plan: _Plan, worker: int, num_workers: int, batch_size: int, drop_last: bool) -> int:
+    """Samples of logical worker ``worker``: those of batches ``j`` with ``j % num_workers == worker``."""
+    nb = plan.num_batches
+    quota = len(range(worker, nb, num_workers)) * batch_size
+    if nb and not drop_last and (nb - 1) % num_workers == worker:
+        quota -= nb * batch_size - plan.per_rank  # the short last batch
+    return quota
+
+
+def _share(plan: _Plan, *, rank: int, world_size: int, worker: int, num_workers: int, batch_size: int,
+           drop_last: bool, start_batch: int) -> _Share:
+    kept = plan.kept.tolist()
+    live = [s for s in plan.order if kept[s] > 0]  # a shard whose samples are all removed is not even opened
+    rank_shards = _deal(live, kept, [plan.per_rank] * world_size)[rank]
+    quotas = [_quota(plan, w, num_workers, batch_size, drop_last) for w in range(num_workers)]
+    pool = _deal(rank_shards, kept, quotas)[worker]
+    for candidate in (pool, rank_shards, live):
+        if candidate:
+            pool = candidate
+            break
+    quota = quotas[worker]
+    skip = len(range(worker, min(start_batch, plan.num_batches), num_workers)) * batch_size
+    return _Share(pool, quota, min(skip, quota))
+
+
+class _Progress:
+    """Where a worker's pipeline is (for error messages) and how far it got (to stop instead of looping forever)."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.fname = ""
+        self.key = ""
+        self.read = 0
+        self.kept_in_pass = 0
+        self.out = 0
+        self.last_error: tuple[str, str] | None = None
+
+
+def _key_of(fname: str) -> str:
+    """The sample key of a tar member name, as webdataset groups files (``base_plus_ext``)."""
+    match = _KEY.match(fname)
+    return match.group(1) if match else fname
+
+
+# ----------------------------------------------------------------------------------------------- pipeline stages
+
+
+def _passes(*, make_pass: Callable[[int], Iterable[dict[str, Any]]], progress: _Progress,
+            names: list[str]) -> Iterator[dict[str, Any]]:
+    """Pass 0, 1, ... over a worker's shards, each pass shuffled on its own; stop a pass that would repeat in vain."""
+    passes = 0
+    while True:
+        progress.kept_in_pass = 0
+        before = progress.out
+        yield from make_pass(passes)  # each sample is decoded (or skipped) downstream before the next is read
+        passes += 1
+        if progress.kept_in_pass == 0 or progress.out == before:
+            raise ShardError(
+                f"a whole pass over shards {names[:4]} gave no usable sample "
+                f"({progress.read} read, {progress.out} decoded); are they empty, missing or corrupt?"
+            )
+
+
+def _shard_urls(src: Any = None, *, urls: list[str], order: list[int], progress: _Progress
+                ) -> Iterator[dict[str, str]]:
+    """``dict(url=...)`` for each shard of one pass, in ``order``."""
+    for i in order:
+        progress.url, progress.fname, progress.key = urls[i], "", ""
+        yield {"url": urls[i]}
+
+
+def _select(src: Iterable[dict[str, Any]], *, id_of: Callable[[str, str], int], excluded: np.ndarray,
+            progress: _Progress, handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
+    """Attach each sample's id; drop excluded ids before anything decodes them."""
+    for sample in src:
+        key = sample["__key__"]
+        progress.key = key
+        try:
+            sid = id_of(sample["__url__"], key)
+        except Exception as exc:
+            if handler(exc):
+                continue
+            raise
+        progress.read += 1
+        if excluded[sid]:
+            continue
+        progress.kept_in_pass += 1
+        sample["__id__"] = sid
+        yield sample
+
+
+def _shuffle(src: Iterable[Any], *, bufsize: int, generator: torch.Generator) -> Iterator[Any]:
+    """Shuffle through a buffer of ``bufsize`` items; draws come from ``generator`` only."""
+    if bufsize <= 1:
+        yield from src
+        return
+    buf: list[Any] = []
+    draws: list[float] = []
+    for item in src:
+        if len(buf) < bufsize:
+            buf.append(item)
+            continue
+        if not draws:
+            draws = torch.rand(1024, generator=generator, dtype=torch.float64).tolist()
+        k = int(draws.pop() * bufsize)
+        buf[k], item = item, buf[k]
+        yield item
+    for k in torch.randperm(len(buf), generator=generator).tolist():
+        yield buf[k]
+
+
+def _skip(src: Iterable[Any], *, count: int, progress: _Progress) -> Iterator[Any]:
+    """Fast-forward past ``count`` samples without decoding them."""
+    it = iter(src)
+    for _ in range(count):
+        if next(it, None) is None:
+            return
+        progress.out += 1
+    yield from it
+
+
+def _decode(src: Iterable[dict[str, Any]], *, decoder: Callable[[dict[str, Any]], Any], progress: _Progress,
+            handler: Callable[[Exception], bool]) -> Iterator[tuple[int, Any]]:
+    """``(id, decoder(sample))``; failures name the shard and the key, then go to ``handler``."""
+    for sample in src:
+        try:
+            out = decoder(sample)
+        except Exception as exc:
+            err = ShardError(
+                f"shard {sample.get('__url__')!r}, key {sample.get('__key__')!r}: cannot decode: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            err.__cause__ = exc
+            if handler(err):
+                continue
+            raise err from exc
+        progress.out += 1
+        yield sample["__id__"], out
+
+
+def _take(src: Iterable[Any], *, count: int) -> Iterator[Any]:
+    """The first ``count`` items, without pulling one more."""
+    if count <= 0:
+        return
+    for n, item in enumerate(src, 1):
+        yield item
+        if n == count:
+            return
+
+
+def _batch(src: Iterable[tuple[int, Any]], *, batch_size: int, collate: Callable[[list[Any]], Any]
+           ) -> Iterator[tuple[Tensor, Any]]:
+    """``(ids, collate(items))`` batches of ``batch_size``; the last one may be short."""
+    ids: list[int] = []
+    items: list[Any] = []
+    for sid, item in src:
+        ids.append(sid)
+        items.append(item)
+        if len(items) == batch_size:
+            yield torch.tensor(ids, dtype=torch.int64), collate(items)
+            ids, items = [], []
+    if items:
+        yield torch.tensor(ids, dtype=torch.int64), collate(items)
+
+
+# --------------------------------------------------------------------------------------------- decoders, collate
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence torchvision 0.29's per-call DeprecationWarning of its image codecs (used here on purpose)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def _cls(sample: dict[str, Any]) -> int:
+    if "cls" not in sample:
+        raise KeyError(f"no 'cls' entry, got entries {sorted(k for k in sample if not k.startswith('__'))}")
+    return int(sample["cls"])
+
+
+class _ImageDecoder:
+    """Images to uint8 ``(C, H, W)`` tensors (RGB or grayscale), ``npy`` to tensors, ``cls`` to int."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def __call__(self, sample: dict[str, Any]) -> tuple[Tensor, int]:
+        from torchvision.io import ImageReadMode, decode_image
+
+        for ext in _IMAGE_EXTS:
+            if ext in sample:
+                data = torch.frombuffer(bytearray(sample[ext]), dtype=torch.uint8)
+                mode = ImageReadMode.RGB if self.mode == "rgb8" else ImageReadMode.GRAY
+                with _quiet():
+                    image = decode_image(data, mode=mode)
+                return image, _cls(sample)
+        if "npy" in sample:
+            return torch.from_numpy(np.load(io.BytesIO(sample["npy"]), allow_pickle=False)), _cls(sample)
+        raise KeyError(f"no image or npy entry, got entries {sorted(k for k in sample if not k.startswith('__'))}")
+
+
+def _raw_jpeg(sample: dict[str, Any]) -> tuple[Tensor, int]:
+    """The JPEG bytes as a uint8 tensor (decoded later, on the GPU) and the label."""
+    for ext in _JPEG_EXTS:
+        if ext in sample:
+            data = sample[ext]
+            if data[:2] != b"\xff\xd8":
+                raise ValueError(f"the {ext} entry is not a JPEG (it starts with {bytes(data[:4])!r})")
+            return torch.frombuffer(bytearray(data), dtype=torch.uint8), _cls(sample)
+    raise KeyError(f"decode='gpu' needs a jpg entry, got entries {sorted(k for k in sample if not k.startswith('__'))}")
+
+
+def _stack(items: list[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
+    xs = [x for x, _ in items]
+    shapes = {tuple(x.shape) for x in xs}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"a batch needs inputs of one shape, got shapes {sorted(shapes)[:4]}; resize when writing the shards, "
+            "use decode='gpu' with a GpuAugment, or a callable decoder that resizes"
+        )
+    # default_collate stacks into shared memory inside a worker, which saves a copy on the way to the main process.
+    return default_collate(xs), torch.tensor([y for _, y in items], dtype=torch.int64)
+
+
+def _listed(items: list[tuple[Tensor, int]]) -> tuple[list[Tensor], Tensor]:
+    return [x for x, _ in items], torch.tensor([y for _, y in items], dtype=torch.int64)
+
+
+def _collate_pairs(items: list[Any]) -> tuple[Any, Any]:
+    out = default_collate(items)
+    if not isinstance(out, (list, tuple)) or len(out) != 2:
+        raise TypeError("a callable decode should return (input, target) pairs")
+    return out[0], out[1]
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+# ------------------------------------------------------------------------------------------------ the dataset
+
+
+class _ShardStream(IterableDataset):
+    """One epoch of ``(ids, (input, target))`` batches per ``iter()``, planned from the shared clock."""
+
+    def __init__(self, catalog: ShardCatalog, clock: SharedClock, cursor: Tensor, excluded: Tensor, skipped: Tensor,
+                 messages: Tensor, *, seed: int, rank: int, world_size: int, batch_size: int, drop_last: bool,
+                 shuffle_buffer: int, decode: str | Callable[[dict[str, Any]], Any], handler: str) -> None:
+        super().__init__()
+        self.catalog = catalog
+        self.clock = clock
+        self.cursor = cursor  # [epoch, start batch, 1 if the mask is the clock's]
+        self.excluded = excluded  # the mask when begin() got another one than the clock's
+        self.skipped = skipped
+        self.messages = messages
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.shuffle_buffer = shuffle_buffer
+        self.decode = decode
+        self.handler = handler
+
+    def _id_of(self, url: str, key: str) -> int:
+        if self.catalog.hashed:
+            return hash_id(url, key, self.catalog.num_ids)
+        if not key.isdigit() or int(key) >= self.catalog.num_ids:
+            raise ValueError(f"key {key!r} should be an integer id below {self.catalog.num_ids}")
+        return int(key)
+
+    def _report(self, slot: int, err: Exception) -> None:
+        self.skipped[slot] += 1
+        if not bool(self.messages[slot, 0]):
+            raw = str(err).encode("utf-8", "replace")[: _MESSAGE_BYTES - 1]
+            self.messages[slot, : len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+
+    def _handler(self, progress: _Progress, slot: int) -> Callable[[Exception], bool]:
+        def handle(exn: Exception) -> bool:
+            if isinstance(exn, ShardError):
+                exn.args = exn.args[:1]  # webdataset appends (stream, url) to args on the way up
+                if self.handler == "raise":
+                    raise exn
+                self._report(slot, exn)
+                return True
+            first = exn.args[0] if exn.args else ""
+            key = _key_of(progress.fname) if progress.fname else progress.key
+            err = ShardError(f"shard {progress.url!r}, key {key!r}: cannot read: {type(exn).__name__}: {first}")
+            if self.handler == "raise":
+                raise err from exn
+            where = (progress.url, progress.fname)
+            if where != progress.last_error:  # a broken tar stream raises twice: count it once
+                progress.last_error = where
+                self._report(slot, err)
+            return True
+
+        return handle
+
+    def _decoder(self) -> tuple[Callable[[dict[str, Any]], Any], Callable[[list[Any]], Any]]:
+        if callable(self.decode):
+            return self.decode, _collate_pairs
+        if self.decode == "gpu":
+            return _raw_jpeg, _listed
+        return _ImageDecoder(self.decode), _stack
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Any]]:
+        import webdataset as wds
+
+        self.clock.activate()
+        epoch, start, from_clock = self.cursor.tolist()
+        if epoch < 0:
+            raise RuntimeError("the stream has not begun an epoch: iterate the EnlightLoader, not its source")
+        info = get_worker_info()
+        slot, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        worker = (slot + start) % workers
+        excluded = self.clock.excluded if from_clock else self.excluded
+        plan = _plan(self.catalog, excluded, seed=self.seed, epoch=epoch, world_size=self.world_size,
+                     batch_size=self.batch_size, drop_last=self.drop_last)
+        share = _share(plan, rank=self.rank, world_size=self.world_size, worker=worker, num_workers=workers,
+                       batch_size=self.batch_size, drop_last=self.drop_last, start_batch=start)
+        if share.quota - share.skip <= 0:
+            return iter(())
+        progress = _Progress()
+        handler = self._handler(progress, slot)
+        decoder, collate = self._decoder()
+        mask = excluded.numpy()
+        urls = self.catalog.urls
+        id_of = self._id_of
+
+        def note(fname: str) -> bool:
+            """webdataset's select_files hook: remember the file (for errors); skip removed samples' bytes."""
+            progress.fname = fname
+            try:
+                return not mask[id_of(progress.url, _key_of(fname))]
+            except Exception:  # a bad key: let _select report it
+                return True
+
+        def make_pass(passes: int) -> Iterable[dict[str, Any]]:
+            order = share.pool
+            bufsize = self.shuffle_buffer
+            if passes:
+                g = make_generator(self.seed, epoch, Stream.SHARDS, self.rank, worker, passes)
+                order = [order[k] for k in torch.randperm(len(order), generator=g).tolist()]
+                # A repeat pass tops up the quota: a buffer no larger than what is missing keeps it from reading
+                # (and holding) a whole pass for a few samples. Skipped samples count as delivered, so a resumed
+                # epoch sizes it alike.
+                bufsize = min(bufsize, max(1, share.quota - progress.out))
+            return wds.DataPipeline(
+                partial(_shard_urls, urls=urls, order=order, progress=progress),
+                wds.tarfile_to_samples(handler=handler, select_files=note),
+                partial(_select, id_of=id_of, excluded=mask, progress=progress, handler=handler),
+                partial(_shuffle, bufsize=bufsize,
+                        generator=make_generator(self.seed, epoch, Stream.BUFFER, self.rank, worker, passes)),
+            )
+
+        pipeline = wds.DataPipeline(
+            partial(_passes, make_pass=make_pass, progress=progress, names=[urls[i] for i in share.pool]),
+            partial(_skip, count=share.skip, progress=progress),
+            partial(_decode, decoder=decoder, progress=progress, handler=handler),
+            partial(_take, count=share.quota - share.skip),
+            partial(_batch, batch_size=self.batch_size, collate=collate),
+        )
+        return iter(pipeline)
+
+
+# ------------------------------------------------------------------------------------------------- the source
+
+
+class StreamSource:
+    """The Source protocol (see :class:`enlight_data.loader.Source`) over webdataset tar shards.
+
+    Args:
+        catalog: The shards and their sample ids (:func:`enlight_data.shards.load_catalog`).
+        clock: The loader's shared clock; workers read the epoch and the excluded mask from it.
+        batch_size: Samples per batch.
+        num_workers: DataLoader workers (at most ``shards // world_size``).
+        shuffle_buffer: Size of each worker's shuffle buffer (0 or 1: shard order only).
+        seed: Base seed of the shard order and the shuffle buffers.
+        decode: ``"rgb8"``, ``"l8"``, ``"gpu"`` or a callable ``sample dict -> (input, target)``.
+        drop_last: Drop each rank's short last batch.
+        rank: This process's rank.
+        world_size: Number of ranks.
+        handler: ``"raise"`` or ``"warn"`` (skip bad samples and count them).
+        persistent_workers: Keep the workers alive across epochs.
+        device: The training device; with ``decode="gpu"`` the JPEG batch is decoded there.
+    """
+
+    def __init__(
+        self,
+        catalog: ShardCatalog,
+        clock: SharedClock,
+        *,
+        batch_size: int,
+        num_workers: int,
+        shuffle_buffer: int,
+        seed: int,
+        decode: str | Callable[[dict[str, Any]], Any],
+        drop_last: bool,
+        rank: int,
+        world_size: int,
+        handler: str,
+        persistent_workers: bool = False,
+        device: torch.device | None = None,
+    ) -> None:
+        num_shards = len(catalog.urls)
+        if num_shards < world_size:
+            raise ValueError(f"source should have at least world_size={world_size} shards, got {num_shards}")
+        workers = min(num_workers, num_shards // world_size)
+        if workers < num_workers:
+            warnings.warn(
+                f"{num_shards} shards over {world_size} ranks leave {num_shards // world_size} per rank: using "
+                f"num_workers={workers} instead of {num_workers}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        self.catalog = catalog
+        self.num_samples = catalog.num_ids
+        self.batch_size = batch_size
+        self.num_workers = workers
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.decode = decode
+        self.drop_last = drop_last
+        self.rank = rank
+        self.world_size = world_size
+        self.device = device
+        self._clock = clock
+        # Shared with the workers (persistent ones too): [epoch, start batch, mask is the clock's], and the
+        # excluded mask when begin() is given another one than the clock's (the loader validating a state).
+        self._cursor = torch.tensor([-1, 0, 1], dtype=torch.int64).share_memory_()
+        self._excluded = torch.zeros(catalog.num_ids, dtype=torch.bool).share_memory_()
+        slots = max(workers, 1)
+        self._skipped = torch.zeros(slots, dtype=torch.int64).share_memory_()
+        self._messages = torch.zeros((slots, _MESSAGE_BYTES), dtype=torch.uint8).share_memory_()
+        self.dataset = _ShardStream(
+            catalog, clock, self._cursor, self._excluded, self._skipped, self._messages, seed=seed, rank=rank,
+            world_size=world_size, batch_size=batch_size, drop_last=drop_last,
+            shuffle_buffer=shuffle_buffer, decode=decode, handler=handler,
+        )
+        pin = device is not None and device.type == "cuda" and decode != "gpu"
+        self.loader = DataLoader(
+            self.dataset,
+            batch_size=None,
+            num_workers=workers,
+            collate_fn=_identity,
+            pin_memory=pin,
+            persistent_workers=persistent_workers and workers > 0,
+        )
+        self._plan = _plan(catalog, None, seed=seed, epoch=0, world_size=world_size, batch_size=batch_size,
+                           drop_last=drop_last)
+
+    def begin(self, epoch: int, excluded: Tensor | None, start_batch: int = 0) -> None:
+        """Prepare ``epoch`` without the ``excluded`` (bool mask) ids, from batch ``start_batch``.
+
+        Workers read the epoch and start batch from shared memory, and the mask from the clock's
+        ``SharedClock.excluded`` when ``excluded`` is that tensor (as the loader passes it), else from a shared
+        copy made here.
+        """
+        mask = excluded
+        if mask is None or mask is not self._clock.excluded:
+            self._excluded.zero_()
+            if mask is not None:
+                self._excluded.copy_(mask)
+            mask = self._excluded
+        self._plan = _plan(self.catalog, mask, seed=self.seed, epoch=epoch, world_size=self.world_size,
+                           batch_size=self.batch_size, drop_last=self.drop_last)
+        self._cursor.copy_(torch.tensor([epoch, start_batch, int(mask is self._clock.excluded)]))
+        self._skipped.zero_()
+        self._messages.zero_()
+        self.loader.generator = make_generator(self.seed, epoch, Stream.LOADER)
+
+    def batches(self) -> Iterator[tuple[Tensor, Any]]:
+        """The begun epoch's ``(ids, (input, target))`` batches."""
+        if self.decode != "gpu":
+            return self._loader_batches()
+        return self._gpu_batches()
+
+    def _loader_batches(self) -> Iterator[tuple[Tensor, Any]]:
+        it = iter(self.loader)
+        try:
+            yield from it
+        except Exception:
+            # NOTE [ Shut workers down on errors ]
+            # The traceback of an error raised from a worker keeps the DataLoader iterator alive; when the garbage
+            # collector finally frees it, its shutdown waits 5 s per worker for workers that never get the signal.
+            # Shutting them down here is immediate; the next iter() starts fresh workers.
+            shutdown = getattr(it, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+                if getattr(self.loader, "_iterator", None) is it:
+                    self.loader._iterator = None  # persistent workers: do not resume the dead iterator
+            raise
+
+    def _gpu_batches(self) -> Iterator[tuple[Tensor, Any]]:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        for ids, (raw, y) in self._loader_batches():
+            try:
+                with _quiet():
+                    images = decode_jpeg(raw, mode=ImageReadMode.RGB, device=self.device)
+            except Exception as exc:
+                raise ShardError(
+                    f"GPU JPEG decoding failed for a batch with ids {ids[:8].tolist()}: {type(exc).__name__}: {exc}"
+                ) from exc
+            yield ids, (images, y)
+
+    def num_batches(self) -> int:
+        """Batches of the begun epoch, counted from its first batch (the same on every rank)."""
+        return self._plan.num_batches
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        """Extra history fields of a finished epoch (``skipped``); warns once per epoch about skipped samples."""
+        skipped = int(self._skipped.sum())
+        if skipped:
+            rows = [bytes(row[row != 0].tolist()).decode("utf-8", "replace") for row in self._messages]
+            first = next((r for r in rows if r), "")
+            warnings.warn(f"epoch {epoch}: skipped {skipped} bad samples or shard tails; first: {first}",
+                          RuntimeWarning, stacklevel=4)
+        return {"skipped": skipped}
+
+    def signature(self) -> dict[str, Any]:
+        """Plain values a checkpoint must match (the order depends on all of them)."""
+        return {
+            "num_samples": self.num_samples,
+            "batch_size": self.batch_size,
+            "world_size": self.world_size,
+            "rank": self.rank,
+            "num_shards": len(self.catalog.urls),
+            "num_workers": self.num_workers,
+            "shuffle_buffer": self.shuffle_buffer,
+            "drop_last": self.drop_last,
+        }
+
+
+def stream(
+    source: Any,
+    schedule: Schedule,
+    *,
+    batch_size: int,
+    num_workers: int = 2,
+    shuffle_buffer: int = 1000,
+    seed: int = 0,
+    num_classes: int | None = None,
+    device: torch.device | str | None = None,
+    augment: Callable[..., Tensor] | None = None,
+    decode: str | Callable[[dict[str, Any]], Any] = "rgb8",
+    drop_last: bool = False,
+    rank: int | None = None,
+    world_size: int | None = None,
+    handler: str = "raise",
+    persistent_workers: bool = False,
+    num_ids: int | None = None,
+) -> EnlightLoader:
+    """Stream webdataset tar shards under ``schedule``: the :func:`enlight_data.enlighten` interface for shards.
+
+    Args:
+        source: An index JSON from :func:`enlight_data.write_shards`, a brace pattern
+            (``"d/train-{000000..000009}.tar"``) or a list of shard URLs (anything webdataset opens). Without an
+            index the tar headers are scanned once.
+        schedule: A :class:`~enlight_data.Schedule`.
+        batch_size: Samples per batch.
+        num_workers: DataLoader workers; shards are split across ranks, then workers.
+        shuffle_buffer: Per-worker shuffle buffer (raw bytes, before decoding).
+        seed: Base seed of the shard order, the shuffle buffers, mixing and augmentation.
+        num_classes: Needed when a phase mixes or smooths labels; defaults to the index's.
+        device: Move batches there (and, with ``decode="gpu"``, decode there).
+        augment: A batch augmentation (a :class:`~enlight_data.GpuAugment` is required with ``decode="gpu"``).
+        decode: ``"rgb8"`` (uint8 ``(3, H, W)`` images decoded in the workers; ``npy`` entries become tensors),
+            ``"l8"`` (grayscale), ``"gpu"`` (workers ship JPEG bytes; the batch is decoded with
+            ``torchvision.io.decode_jpeg(device="cuda")`` and made one tensor by ``augment``), or a callable that gets
+            the raw webdataset sample dict (bytes by extension plus ``__key__``) and returns ``(input, target)``.
+        drop_last: Drop the short last batch.
+        rank: This process's rank (default: from ``torch.distributed``).
+        world_size: Number of ranks (default: from ``torch.distributed``).
+        handler: ``"raise"``: a corrupt shard or undecodable sample raises :class:`ShardError` naming the shard and
+            the key; ``"warn"``: it is skipped, counted in ``history[-1]["skipped"]`` and warned about once per epoch.
+        persistent_workers: Keep the DataLoader workers across epochs (they read each epoch's plan from shared memory).
+        num_ids: Hash foreign keys into this many ids (default ``16 * samples``; see
+            :func:`~enlight_data.shards.hash_id`).
+
+    Returns:
+        An :class:`~enlight_data.EnlightLoader` yielding ``(input, target)`` tuples.
+
+    Note:
+        An epoch has ``ceil(ceil(K / world_size) / batch_size)`` batches on every rank, ``K`` being the samples not
+        removed this epoch; see NOTE [ Equal epochs from shards ] in ``streaming.py`` for how shards are dealt, cut
+        and repeated to get there. The order is a pure function of (seed, epoch, removal set, rank, world size,
+        workers). Hashed ids that collide share one loss entry and one removal decision
+        (``enlight_data.shards.load_catalog(source).collisions`` counts such samples).
+    """
+    from .distributed import resolve_rank, table_reducer
+
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule should be an enlight_data.Schedule, got schedule of type {type(schedule).__name__}")
+    check_int("batch_size", batch_size, minimum=1)
+    check_int("num_workers", num_workers, minimum=0)
+    check_int("shuffle_buffer", shuffle_buffer, minimum=0)
+    check_int("seed", seed)
+    check_int("num_classes", num_classes, minimum=1, allow_none=True)
+    check_bool("drop_last", drop_last)
+    check_bool("persistent_workers", persistent_workers)
+    if handler not in HANDLERS:
+        raise ValueError(f"handler should be one of {HANDLERS}, got handler={handler!r}")
+    if not callable(decode) and decode not in DECODES:
+        raise ValueError(f"decode should be one of {DECODES} or a callable, got decode={decode!r}")
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment should be callable or None, got augment={augment!r}")
+    dev = _resolve_device(device)
+    if decode == "gpu":
+        if not torch.cuda.is_available():
+            raise RuntimeError("decode='gpu' needs a CUDA device, and torch.cuda.is_available() is False; "
+                               "use decode='rgb8' on this machine")
+        if dev is None:
+            dev = torch.device("cuda")
+        if dev.type != "cuda":
+            raise ValueError(f"decode='gpu' needs a CUDA device, got device={device!r}")
+        if augment is None:
+            raise ValueError("decode='gpu' needs augment (a GpuAugment) to crop the decoded images into one batch, "
+                             "got augment=None")
+    rank, world_size = resolve_rank(rank, world_size)
+    catalog = load_catalog(source, num_ids=num_ids, handler=handler)
+    if num_classes is None:
+        num_classes = catalog.num_classes
+    if schedule.soft_targets and num_classes is None:
+        raise ValueError("num_classes should be an int when the schedule mixes or smooths labels, got num_classes=None")
+    clock = SharedClock(schedule, catalog.num_ids)
+    src = StreamSource(
+        catalog,
+        clock,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        shuffle_buffer=shuffle_buffer,
+        seed=seed,
+        decode=decode,
+        drop_last=drop_last,
+        rank=rank,
+        world_size=world_size,
+        handler=handler,
+        persistent_workers=persistent_workers,
+        device=dev,
+    )
+    return EnlightLoader(
+        src,
+        schedule,
+        clock,
+        num_classes=num_classes,
+        device=dev,
+        seed=seed,
+        augment=augment,
+        reduce=table_reducer() if world_size > 1 else None,
+    )

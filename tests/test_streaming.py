@@ -1,0 +1,429 @@
+"""stream() and write_shards(): tar shards under a schedule, ids, exclusion before decoding, ranks, bad data.
+
+Every test writes its own tiny shards into ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import enlight_data as ed
+from enlight_data.shards import ShardError, hash_id, load_catalog
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+CLASSES = 4
+
+
+class Tiles:
+    """``n`` uint8 3×4×4 images whose pixels all equal ``i`` (exact through png); label ``i % CLASSES``."""
+
+    classes = ["a", "b", "c", "d"]
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        return torch.full((3, 4, 4), i, dtype=torch.uint8), i % CLASSES
+
+
+class Sequences:
+    """1-D float sequences of length 6 starting at ``i``; label ``i % CLASSES``."""
+
+    def __len__(self) -> int:
+        return 30
+
+    def __getitem__(self, i: int):
+        return torch.arange(6, dtype=torch.float32) + i, i % CLASSES
+
+
+class CountingDecoder:
+    """Decodes ``npy``/``png`` samples and counts decodes per id in shared memory (workers included)."""
+
+    def __init__(self, n: int) -> None:
+        self.counts = torch.zeros(n, dtype=torch.int64).share_memory_()
+
+    def __call__(self, sample):
+        i = int(sample["__key__"])
+        self.counts[i] += 1
+        return torch.full((3, 4, 4), float(i)), int(sample["cls"])
+
+
+def write(tmp_path, n=40, maxcount=8, fmt="png", name="train"):
+    return ed.write_shards(Tiles(n), str(tmp_path / f"{name}-%04d.tar"), maxcount=maxcount, image_format=fmt,
+                           progress=False)
+
+
+def ids_of(x: torch.Tensor) -> list[int]:
+    return x.reshape(x.shape[0], -1)[:, 0].round().long().tolist()
+
+
+def epoch_ids(loader) -> list[list[int]]:
+    return [ids_of(x) for x, _ in loader]
+
+
+# ---------------------------------------------------------------------------------------------- write_shards
+
+
+def test_write_shards_index_keys_and_formats(tmp_path):
+    index = write(tmp_path, n=20, maxcount=8)
+    meta = json.load(open(index))
+    assert os.path.basename(index) == "train-index.json"
+    assert meta["total"] == 20 and meta["num_classes"] == CLASSES
+    assert [(s["count"], s["offset"]) for s in meta["shards"]] == [(8, 0), (8, 8), (4, 16)]
+    with tarfile.open(tmp_path / "train-0001.tar") as tar:
+        names = tar.getnames()
+    assert names[:2] == ["000000008.cls", "000000008.png"]
+    # Non-image tensors become npy, 1-channel images jpg.
+    ed.write_shards(Sequences(), str(tmp_path / "seq-%02d.tar"), progress=False)
+    with tarfile.open(tmp_path / "seq-00.tar") as tar:
+        assert {n.rsplit(".", 1)[1] for n in tar.getnames()} == {"cls", "npy"}
+    gray = [(torch.zeros(1, 5, 5), 0)]
+    ed.write_shards(gray, str(tmp_path / "gray-%02d.tar"), progress=False)
+    with tarfile.open(tmp_path / "gray-00.tar") as tar:
+        assert sorted(tar.getnames()) == ["000000000.cls", "000000000.jpg"]
+    # PIL images and float images in [0, 1] round-trip through png.
+    from PIL import Image
+
+    pil = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    index = ed.write_shards([(pil, 1), (torch.full((3, 4, 4), 0.5), 2)], str(tmp_path / "pil-%02d.tar"),
+                            image_format="png", progress=False)
+    x, y = next(iter(ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=2, num_workers=0, shuffle_buffer=0)))
+    assert torch.equal(x[0], torch.from_numpy(np.array(pil)).permute(2, 0, 1)) and (x[1] == 128).all()
+    assert y.tolist() == [1, 2]
+
+
+def test_write_shards_errors(tmp_path):
+    with pytest.raises(ValueError, match="should not be empty"):
+        ed.write_shards([], str(tmp_path / "a-%02d.tar"), progress=False)
+    for pattern in ("a.tar", "a%.tar"):
+        with pytest.raises(ValueError, match="%-format"):
+            ed.write_shards(Tiles(3), str(tmp_path / pattern), progress=False)
+    with pytest.raises(ValueError, match=r"values in \[0, 1\]"):
+        ed.write_shards([(torch.full((3, 2, 2), 2.0), 0)], str(tmp_path / "b-%02d.tar"), progress=False)
+    with pytest.raises(TypeError, match="labels should be integers"):
+        ed.write_shards([(torch.zeros(3), 0.5)], str(tmp_path / "c-%02d.tar"), progress=False)
+    with pytest.raises(ValueError, match="image_format should be one of"):
+        ed.write_shards(Tiles(3), str(tmp_path / "d-%02d.tar"), image_format="gif", progress=False)
+
+
+# ---------------------------------------------------------------------------------------------- ids, exclusion
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_recorded_losses_land_on_their_ids(tmp_path, workers):
+    index = write(tmp_path, n=48)  # 6 shards of 8, 8 batches of 6: 24 samples and 3 shards per worker
+    loader = ed.stream(index, ed.high_loss_removal(1, fraction=0.0), batch_size=6, num_workers=workers,
+                       shuffle_buffer=5)
+    seen = []
+    for x, _ in loader:
+        ids = ids_of(x)
+        seen += ids
+        loader.record(torch.tensor(ids, dtype=torch.float32) + 0.5)
+    assert sorted(seen) == list(range(48))  # one full pass: every sample exactly once
+    assert torch.equal(loader.losses(), torch.arange(48, dtype=torch.float32) + 0.5)
+    assert loader.history[-1]["seen"] == 48 and loader.history[-1]["skipped"] == 0
+
+
+@pytest.mark.parametrize("workers,persistent", [(0, False), (2, False), (2, True)])
+def test_removed_samples_are_never_decoded(tmp_path, workers, persistent):
+    index = write(tmp_path, n=48)
+    decoder = CountingDecoder(48)
+    loader = ed.stream(index, ed.high_loss_removal(3, fraction=0.25), batch_size=6, num_workers=workers,
+                       decode=decoder, persistent_workers=persistent, shuffle_buffer=8)
+    for epoch in range(3):
+        before = decoder.counts.clone()
+        seen = []
+        for x, _ in loader:
+            ids = ids_of(x)
+            seen += ids
+            loader.record(torch.tensor(ids, dtype=torch.float32))  # loss = id: the top ids go
+        decoded = decoder.counts - before
+        assert int(decoded.sum()) == len(seen) == 48 - loader.history[-1]["removed"]
+        if epoch:
+            removed = torch.arange(36, 48)  # the 25 % highest losses
+            assert loader.history[-1]["removed"] == 12
+            assert int(decoded[removed].sum()) == 0 and not set(seen) & set(removed.tolist())
+            assert len(loader) == 6  # ceil(36 / 6), computed from the index and the removal count
+
+
+# ---------------------------------------------------------------------------------------------- ranks, determinism
+
+
+@pytest.mark.filterwarnings("ignore:world_size > 1 but torch.distributed is not initialised")
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ranks_get_disjoint_complete_equal_shares(tmp_path, workers):
+    index = write(tmp_path, n=48, maxcount=8)  # 6 shards: 2 per rank, 1 per worker
+    shares = []
+    for rank in range(3):
+        loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=workers, rank=rank,
+                           world_size=3, shuffle_buffer=4)
+        shares.append([i for b in epoch_ids(loader) for i in b])
+        assert len(loader) == 4
+    assert [len(s) for s in shares] == [16, 16, 16]
+    assert sorted(i for s in shares for i in s) == list(range(48))
+
+
+@pytest.mark.filterwarnings("ignore:world_size > 1 but torch.distributed is not initialised")
+def test_uneven_ranks_still_yield_equal_batch_counts(tmp_path):
+    index = write(tmp_path, n=45, maxcount=7)  # 7 shards of 7, 7, ..., 3
+    counts = set()
+    for rank in range(2):
+        loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=2, rank=rank,
+                           world_size=2, shuffle_buffer=0)
+        batches = epoch_ids(loader)
+        counts.add((len(batches), len(loader), sum(map(len, batches))))
+    assert counts == {(6, 6, 23)}  # ceil(45 / 2) = 23 samples, ceil(23 / 4) = 6 batches on every rank
+
+
+def test_same_seed_same_epoch(tmp_path):
+    index = write(tmp_path, n=40)
+
+    def run(seed, workers):
+        loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=workers, seed=seed,
+                           shuffle_buffer=6)
+        return [epoch_ids(loader) for _ in range(2)]
+
+    first = run(3, 2)
+    assert first == run(3, 2)
+    assert first[0] != first[1]  # epochs differ
+    assert first != run(4, 2)
+    assert run(3, 0) == run(3, 0)
+
+
+def test_mid_epoch_resume_continues_the_epoch(tmp_path):
+    index = write(tmp_path, n=40)
+
+    def make():
+        return ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=3, num_workers=2, shuffle_buffer=6)
+
+    full = make()
+    for x, _ in full:
+        full.record(x.flatten(1)[:, 0].float())
+    reference = epoch_ids(full)  # epoch 1, with removals
+    loader = make()
+    for x, _ in loader:
+        loader.record(x.flatten(1)[:, 0].float())
+    for k, (x, _) in enumerate(loader):
+        if k == 4:
+            break
+    state = loader.state_dict()
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert epoch_ids(resumed) == reference[5:]
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+def test_callable_decoder_on_sequences_and_current_epoch_in_workers(tmp_path):
+    index = ed.write_shards(Sequences(), str(tmp_path / "seq-%02d.tar"), maxcount=15, progress=False)
+
+    def decode(sample):
+        x = torch.from_numpy(np.load(io.BytesIO(sample["npy"])))
+        return x, ed.current_epoch()  # the epoch, read from shared memory inside the worker
+
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=5, num_workers=2, decode=decode,
+                       persistent_workers=True)
+    for epoch in range(2):
+        starts = []
+        for x, y in loader:
+            assert x.dtype == torch.float32 and x.shape[1:] == (6,)
+            assert torch.equal(x - x[:, :1], torch.arange(6.0).expand_as(x))
+            assert (y == epoch).all()
+            starts += x[:, 0].long().tolist()
+        assert sorted(starts) == list(range(30))
+
+
+def test_rgb8_decodes_uint8_chw(tmp_path):
+    index = write(tmp_path, n=12, fmt="jpg")
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=0)
+    x, y = next(iter(loader))
+    assert x.dtype == torch.uint8 and x.shape == (4, 3, 4, 4) and y.dtype == torch.int64
+
+
+def test_rgb8_batches_need_one_image_size(tmp_path):
+    data = [(torch.zeros(3, 4, 4, dtype=torch.uint8), 0), (torch.zeros(3, 5, 4, dtype=torch.uint8), 1)]
+    index = ed.write_shards(data, str(tmp_path / "s-%02d.tar"), image_format="png", progress=False)
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=2, num_workers=0)
+    with pytest.raises(ValueError, match="inputs of one shape.*decode='gpu'"):
+        list(loader)
+
+
+def test_gpu_decode_needs_cuda(tmp_path):
+    index = write(tmp_path, n=8, fmt="jpg")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="decode='gpu' needs a CUDA device"):
+            ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, decode="gpu")
+    with pytest.raises(ValueError, match="decode should be one of"):
+        ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, decode="jpeg")
+
+
+@needs_cuda
+def test_gpu_decode_makes_one_batch(tmp_path):
+    from enlight_data.augment import GpuAugment
+
+    sizes = [(3, 20 + i, 30 - i) for i in range(10)]
+    data = [(torch.randint(0, 256, s, dtype=torch.uint8, generator=torch.Generator().manual_seed(i)), i % CLASSES)
+            for i, s in enumerate(sizes)]
+    index = ed.write_shards(data, str(tmp_path / "v-%02d.tar"), maxcount=5, progress=False)
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.4), batch_size=4, num_workers=2, decode="gpu",
+                       augment=GpuAugment(16), num_classes=CLASSES)
+    batches = list(loader)
+    assert [x.shape[0] for x, _ in batches] == [4, 4, 2]
+    for x, y in batches:
+        assert x.is_cuda and x.shape[1:] == (3, 16, 16) and y.shape[1] == CLASSES
+
+
+# ---------------------------------------------------------------------------------------------- foreign shards
+
+
+def test_foreign_keys_are_hashed_ids(tmp_path):
+    import webdataset as wds
+
+    for s in range(2):
+        with wds.TarWriter(str(tmp_path / f"f-{s}.tar")) as w:
+            for k in range(5):
+                i = 5 * s + k
+                buf = io.BytesIO()
+                np.save(buf, np.full(2, float(i), dtype=np.float32))
+                w.write({"__key__": f"img_{k}", "npy": buf.getvalue(), "cls": str(i % 2).encode()})
+    source = str(tmp_path / "f-{0..1}.tar")
+    catalog = load_catalog(source)
+    assert catalog.hashed and catalog.num_ids == 160 and catalog.total == 10
+    loader = ed.stream(source, ed.mixup_pause(1, alpha=0.0), batch_size=3, num_workers=0)
+    for x, _ in loader:
+        loader.record(x[:, 0])
+    losses = loader.losses()
+    for s in range(2):
+        for k in range(5):
+            assert losses[hash_id(str(tmp_path / f"f-{s}.tar"), f"img_{k}", 160)] == 5 * s + k
+
+
+# ---------------------------------------------------------------------------------------------- bad data
+
+
+def _truncate(path, keep):
+    data = open(path, "rb").read()
+    open(path, "wb").write(data[:keep])
+
+
+def _corrupt_jpeg_index(tmp_path):
+    index = write(tmp_path, n=12, maxcount=6, fmt="jpg")
+    import webdataset as wds
+
+    path = str(tmp_path / "train-0001.tar")
+    samples = list(wds.DataPipeline(wds.SimpleShardList([path]), wds.tarfile_to_samples()))
+    samples[2]["jpg"] = b"\xff\xd8garbage"
+    with wds.TarWriter(path) as w:
+        for s in samples:
+            w.write({k: v for k, v in s.items() if k in ("__key__", "jpg", "cls")})
+    return index
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bad_data_raises_naming_shard_and_key(tmp_path, workers):
+    index = _corrupt_jpeg_index(tmp_path)
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=3, num_workers=workers)
+    with pytest.raises(ShardError, match=r"train-0001\.tar.*000000008.*cannot decode"):
+        list(loader)
+    index = write(tmp_path / "t", n=12, maxcount=6)
+    _truncate(tmp_path / "t" / "train-0000.tar", 2000)
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=workers)
+    with pytest.raises(ShardError, match=r"train-0000\.tar.*key '00000000\d'"):
+        list(loader)
+
+
+def test_bad_data_warn_skips_counts_and_warns_once(tmp_path):
+    index = _corrupt_jpeg_index(tmp_path)
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=3, num_workers=2, handler="warn")
+    with pytest.warns(RuntimeWarning, match=r"skipped 1 bad samples.*000000008") as record:
+        batches = list(loader)
+    assert len([w for w in record if "skipped" in str(w.message)]) == 1
+    assert loader.history[-1]["skipped"] == 1
+    assert sum(x.shape[0] for x, _ in batches) == 12  # the epoch keeps its length (a sample repeats)
+    # A truncated shard: its tail is skipped, the epoch still ends with the planned batch count.
+    index = write(tmp_path / "t", n=12, maxcount=6)
+    _truncate(tmp_path / "t" / "train-0000.tar", 2000)
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=0, handler="warn")
+    with pytest.warns(RuntimeWarning, match="train-0000.tar"):
+        assert len(list(loader)) == 3
+    assert loader.history[-1]["skipped"] >= 1
+
+
+def test_missing_and_empty_sources(tmp_path):
+    schedule = ed.mixup_pause(1, alpha=0.0)
+    with pytest.raises(ValueError, match="at least one shard"):
+        ed.stream([], schedule, batch_size=2)
+    with pytest.raises(FileNotFoundError, match="nope-1.tar"):
+        ed.stream([str(tmp_path / "nope-1.tar")], schedule, batch_size=2)
+    with pytest.raises(FileNotFoundError, match="index"):
+        ed.stream(str(tmp_path / "none.json"), schedule, batch_size=2)
+    empty = tmp_path / "empty.tar"
+    tarfile.open(empty, "w").close()
+    with pytest.raises(ValueError, match="should hold samples"):
+        ed.stream([str(empty)], schedule, batch_size=2)
+    # A shard that disappears after the index was read: a clear error, not a hang.
+    index = write(tmp_path, n=12, maxcount=6)
+    loader = ed.stream(index, schedule, batch_size=4, num_workers=2)
+    os.remove(tmp_path / "train-0001.tar")
+    with pytest.raises(ShardError, match="train-0001.tar"):
+        list(loader)
+
+
+def test_argument_errors(tmp_path):
+    index = write(tmp_path, n=8)
+    schedule = ed.mixup_pause(1, alpha=0.5)
+    with pytest.raises(ValueError, match="handler should be one of"):
+        ed.stream(index, schedule, batch_size=2, handler="ignore")
+    with pytest.raises(ValueError, match="batch_size should be >= 1"):
+        ed.stream(index, schedule, batch_size=0)
+    with pytest.raises(TypeError, match="source should be"):
+        ed.stream(3, schedule, batch_size=2)
+    with pytest.raises(ValueError, match="at least world_size=4 shards"):
+        ed.stream(index, schedule, batch_size=2, rank=0, world_size=4)
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        ed.mixup_pause(2, alpha=0.8),
+        ed.alpha_boost(2, alpha=0.2, boost_alpha=1.0),
+        ed.high_loss_removal(2, fraction=0.2),
+    ],
+)
+def test_write_shards_stream_unchanged_training_loop(tmp_path, schedule):
+    index = write(tmp_path, n=48, maxcount=12, fmt="jpg")
+    loader = ed.stream(index, schedule, batch_size=8, num_workers=2, persistent_workers=True)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(48, CLASSES))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    criterion = loader.track(nn.CrossEntropyLoss())
+    for _ in range(3):
+        for x, y in loader:
+            loss = criterion(model(x.float() / 255), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    history = loader.history
+    assert [h["in_period"] for h in history] == [True, True, False]
+    for h in history:
+        assert h["seen"] == 48 - h["removed"] and h["batches"] == -(-h["seen"] // 8) and h["skipped"] == 0
+        assert h["mean_loss"] > 0 and 0.0 <= h["accuracy"] <= 1.0
+    if schedule.during.drop_high_loss:
+        assert history[1]["removed"] > 0 and history[2]["removed"] == 0
