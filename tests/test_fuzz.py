@@ -175,8 +175,8 @@ class Synth(Dataset):
             return i % c + (c if i == self.n - 1 else 0)
         if self.label == "negative":
             return -1 if i == 0 else i % c
-        if self.label == "not_a_distribution":
-            return F.one_hot(torch.tensor(i % c), c).float() * 2
+        if self.label == "negative_row":
+            return F.one_hot(torch.tensor(i % c), c).float() * 2 - 0.5
         if self.label == "nan_row":
             return torch.full((c,), math.nan) if i == 0 else F.one_hot(torch.tensor(i % c), c).float()
         if self.label == "wide_rows":
@@ -219,7 +219,7 @@ class KeepingCollate:
 
 
 GOOD_LABELS = ["int", "long", "onehot", "soft"]
-BAD_LABELS = ["out_of_range", "negative", "not_a_distribution", "nan_row", "wide_rows", "float_labels", "strings"]
+BAD_LABELS = ["out_of_range", "negative", "negative_row", "nan_row", "wide_rows", "float_labels", "strings"]
 GOOD_STRUCTURES = ["tuple", "list", "dict", "named"]
 BAD_STRUCTURES = ["single", "dict_without_keys", "nested_input"]
 

@@ -434,3 +434,13 @@ def test_epoch_boundary_state_loads_on_another_rank_but_mid_epoch_does_not():
     assert torch.equal(one.losses().nan_to_num(-1), boundary["table"]["last"].nan_to_num(-1))  # rank 0's table
     with pytest.raises(ValueError, match="source rank is 0 in the state and 1 here"):
         make(1).load_state_dict(middle)
+
+
+def test_multi_hot_rows_are_mixed_for_bce():
+    rows = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]]).repeat(4, 1)
+    data = DataLoader(TensorDataset(torch.zeros(8, 3, 4, 4), rows), batch_size=8)
+    loader = ed.enlighten(data, ed.mixup_pause(0, alpha=1.0), num_classes=3)
+    crit = loader.track(nn.BCEWithLogitsLoss())
+    for x, y in loader:
+        assert torch.allclose(y.sum(1), torch.full((8,), 2.0))  # a blend of two multi-hot rows
+        crit(torch.zeros(8, 3), y)
