@@ -1,10 +1,10 @@
 """The per-sample loss table that High-Loss Removal ranks, and the epoch's counters.
 
-Recording is a handful of device kernels and never synchronises with the host:
-per-sample losses are summed into per-index accumulators with ``index_add_``
-(so a sample recorded twice in one epoch, e.g. by distributed padding, keeps
-the mean of its records), and the epoch's accuracy and loss counters stay on the
-device until :meth:`LossTable.finalize_epoch` reads them, once per epoch.
+Recording never synchronises with the host: batches are logged and folded in
+groups into per-index accumulators with ``index_add_`` (so a sample recorded
+twice in one epoch, e.g. by distributed padding, keeps the mean of its records),
+and the epoch's accuracy and loss counters stay on the device until
+:meth:`LossTable.finalize_epoch` reads them, once per epoch.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class LossTable:
         self._sum = torch.zeros(size, dtype=torch.float32)
         self._count = torch.zeros(size, dtype=torch.float32)
         self._stats = torch.zeros(_NUM_STATS, dtype=torch.float64)
-        self._log: list[tuple[Tensor, Tensor, Tensor | None]] = []
+        self._log: list[tuple[Tensor, Tensor, Tensor | None, Tensor | None]] = []
 
     @property
     def device(self) -> torch.device:
@@ -84,29 +84,34 @@ class LossTable:
         losses = losses.detach()
         if losses.device != self._device:
             self.to(losses.device)
-        indices = indices.to(self._device, non_blocking=True)
-        values = losses.float()
-        take = torch.isfinite(values)
-        if keep is not None:
-            take &= keep.to(self._device, non_blocking=True)
-        self._sum.index_add_(0, indices, torch.where(take, values, 0.0))
-        self._count.index_add_(0, indices, take.float())
-        # The counters are folded from these references every _FOLD_EVERY steps:
-        # appending costs nothing on the step, the fold a few kernels per many steps.
-        self._log.append((values, take, correct))
+        # NOTE [ Deferred recording ]
+        # A step only keeps references (and a copy of the losses, which the caller may
+        # reuse); every _FOLD_EVERY steps the logged batches are concatenated and added
+        # to the table and counters in one pass. Per step that is one small copy; per
+        # fold a dozen kernels over 64 batches. Nothing synchronises with the host.
+        self._log.append((indices, losses.clone(), keep, correct))
         if len(self._log) >= _FOLD_EVERY:
             self._fold()
 
     def _fold(self) -> None:
-        """Add the logged batches to the on-device counters (no host synchronisation)."""
+        """Add the logged batches to the table accumulators and counters (no host synchronisation)."""
         if not self._log:
             return
-        values = torch.cat([v for v, _, _ in self._log])
-        take = torch.cat([t for _, t, _ in self._log])
-        scored = [c for _, _, c in self._log if c is not None]
-        self._log.clear()
+        log, self._log = self._log, []
+        dev = self._device
+        indices = torch.cat([i.to(dev, non_blocking=True) for i, _, _, _ in log])
+        values = torch.cat([v.float() for _, v, _, _ in log])
         finite = torch.isfinite(values)
-        correct = torch.cat(scored).to(self._device) if scored else None
+        take = finite
+        if any(k is not None for _, _, k, _ in log):
+            keep = torch.cat(
+                [torch.ones_like(v, dtype=torch.bool) if k is None else k.to(dev) for _, v, k, _ in log]
+            )
+            take = finite & keep
+        self._sum.index_add_(0, indices, torch.where(take, values, 0.0))
+        self._count.index_add_(0, indices, take.float())
+        scored = [c for _, _, _, c in log if c is not None]
+        correct = torch.cat(scored).to(dev) if scored else None
         zero = values.new_zeros((), dtype=torch.float64)
         self._stats += torch.stack(
             [
@@ -158,6 +163,7 @@ class LossTable:
     # ------------------------------------------------------------------ queries
     def losses(self) -> Tensor:
         """Each sample's most recent loss as a CPU float32 tensor, NaN where none is recorded."""
+        self._fold()
         current = torch.where(self._count > 0, self._sum / self._count.clamp_min(1.0), self._last)
         return current.to("cpu", torch.float32)
 

@@ -52,14 +52,11 @@ class _ClockedDataset(Dataset):
                 return getitems(indices)
             except Exception as exc:
                 raise SampleError(f"dataset.__getitems__({indices[:8]}...) raised {type(exc).__name__}: {exc}") from exc
-        samples = []
         index = -1
         try:
-            for index in indices:
-                samples.append(dataset[index])
+            return [dataset[(index := i)] for i in indices]
         except Exception as exc:
             raise SampleError(f"dataset[{index}] raised {type(exc).__name__}: {exc}") from exc
-        return samples
 
 
 def check_loader(loader: Any) -> None:
