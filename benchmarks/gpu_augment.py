@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `enlight_data` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

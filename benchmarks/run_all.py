@@ -2,10 +2,10 @@
 
 ``python -m benchmarks`` (or ``python benchmarks/run_all.py``) runs, in order: loader
 overhead, GPU augmentation and mixing, streaming, distributed sync; ``--reproduce``
-adds ``benchmarks/reproduce.py``. Each benchmark also writes its own JSON; this
-script gathers them into ``benchmarks/results/all.json`` (device and versions
-included) and draws ``benchmarks/results/summary.png`` (each measured ratio against
-its goal).
+adds ``benchmarks/reproduce.py``. Each benchmark writes its own JSON (and charts)
+beside ``all.json``, which gathers them (device and versions included), with
+``summary.png`` (each measured ratio against its goal). ``--quick`` results go to
+``benchmarks/results/quick/`` so they never overwrite full runs.
 """
 
 from __future__ import annotations
@@ -79,8 +79,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="every benchmark in its quick mode (minutes on a CPU)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--reproduce", action="store_true", help="also run benchmarks/reproduce.py")
-    parser.add_argument("--out", default="benchmarks/results/all.json")
+    parser.add_argument("--out", default=None,
+                        help="gathered JSON (default benchmarks/results/all.json, or results/quick/all.json with --quick); "
+                        "each benchmark writes its own JSON beside it")
     args = parser.parse_args(argv)
+    out = Path(args.out or ("benchmarks/results/quick/all.json" if args.quick else "benchmarks/results/all.json"))
     names = list(args.only) + (["reproduce"] if args.reproduce else [])
     try:
         from tqdm import tqdm
@@ -95,10 +98,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         module = importlib.import_module(f"benchmarks.{name}")
         start = time.perf_counter()
         print(f"\n=== {name} ===", flush=True)
-        results[name] = module.main(["--quick"] if args.quick else [])
+        flags = ["--quick"] if args.quick else []
+        target = out.parent if name == "reproduce" else out.with_name(f"{name}.json")  # reproduce takes a folder
+        results[name] = module.main([*flags, "--out", str(target)])
         seconds[name] = time.perf_counter() - start
     rows = [r for name in names for r in _ratios(name, results[name])]
-    out = Path(args.out)
     chart = _chart(rows, out.with_name("summary.png"))
     summary = {
         "env": environment("cuda" if torch.cuda.is_available() else "cpu"),

@@ -7,17 +7,17 @@ batch augmentation and mixing. It keeps the one epoch counter of the run.
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, Callable, Iterator, Protocol
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
 from ._rng import Stream, derive_seed
 from ._validate import check_bool, check_int
 from .context import SharedClock
+from .distributed import resolve_rank, table_reducer
 from .feedback import LossTable
 from .mapstyle import MapSource, check_loader
 from .mixing import apply_mix, draw_mix, mix_size, to_soft_targets
@@ -25,7 +25,7 @@ from .schedule import Phase, PeriodTracker, Schedule
 from .tracking import TrackedLoss
 from .transfer import Prefetcher
 
-__all__ = ["EnlightLoader", "enlighten"]
+__all__ = ["EnlightLoader", "check_arguments", "check_soft_targets", "enlighten", "resolve_device"]
 
 STATE_VERSION = 1
 _STATE_KEYS = (
@@ -532,7 +532,24 @@ def _list_device(x: Any) -> torch.device:
     return torch.device("cpu")
 
 
-def _resolve_device(device: torch.device | str | None) -> torch.device | None:
+def check_arguments(schedule: Any, *, num_classes: Any, seed: Any, augment: Any) -> None:
+    """The checks :func:`enlighten` and :func:`enlight_data.stream` share."""
+    if not isinstance(schedule, Schedule):
+        raise TypeError(f"schedule should be an enlight_data.Schedule, got schedule of type {type(schedule).__name__}")
+    check_int("num_classes", num_classes, minimum=1, allow_none=True)
+    check_int("seed", seed)
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment should be callable or None, got augment={augment!r}")
+
+
+def check_soft_targets(schedule: Schedule, num_classes: int | None) -> None:
+    """Mixing or smoothing labels needs ``num_classes``."""
+    if schedule.soft_targets and num_classes is None:
+        raise ValueError("num_classes should be an int when the schedule mixes or smooths labels, got num_classes=None")
+
+
+def resolve_device(device: torch.device | str | None) -> torch.device | None:
+    """``device`` as a ``torch.device`` (``None`` stays ``None``), with a clear error for anything else."""
     if device is None:
         return None
     if not isinstance(device, (str, torch.device)):
@@ -582,25 +599,16 @@ def enlighten(
         ``(B, num_classes)`` float32 rows in every epoch (one-hot when unmixed),
         so the loss sees one target type for the whole run.
     """
-    from .distributed import resolve_rank, table_reducer
-
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule should be an enlight_data.Schedule, got schedule of type {type(schedule).__name__}")
-    check_int("num_classes", num_classes, minimum=1, allow_none=True)
-    check_int("seed", seed)
+    check_arguments(schedule, num_classes=num_classes, seed=seed, augment=augment)
+    check_soft_targets(schedule, num_classes)
     check_bool("pad", pad)
-    if schedule.soft_targets and num_classes is None:
-        raise ValueError("num_classes should be an int when the schedule mixes or smooths labels, got num_classes=None")
-    if augment is not None and not callable(augment):
-        raise TypeError(f"augment should be callable or None, got augment={augment!r}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     rank, world_size = resolve_rank(rank, world_size)
     check_loader(loader)
-    dataset = loader.dataset
-    streaming = isinstance(dataset, IterableDataset)  # MapSource rejects it with a pointer to stream()
-    if not streaming and len(dataset) < 1:  # type: ignore[arg-type]
-        raise ValueError(f"loader.dataset should hold at least one sample, got len(loader.dataset)={len(dataset)}")  # type: ignore[arg-type]
-    clock = SharedClock(schedule, 1 if streaming else len(dataset))  # type: ignore[arg-type]
+    size = len(loader.dataset)  # type: ignore[arg-type]
+    if size < 1:
+        raise ValueError(f"loader.dataset should hold at least one sample, got len(loader.dataset)={size}")
+    clock = SharedClock(schedule, size)
     source = MapSource(
         loader,
         clock,

@@ -8,7 +8,6 @@ written to.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import cast
 

@@ -65,7 +65,7 @@ class Period:
         if self.fraction is not None:
             check_range("fraction", self.fraction, 0.0, 1.0, low_open=True)
             if self.total_epochs is None:
-                raise ValueError(f"Period(fraction=...) needs total_epochs, got total_epochs=None")
+                raise ValueError("Period(fraction=...) needs total_epochs, got total_epochs=None")
         elif self.total_epochs is not None:
             raise ValueError(
                 f"total_epochs is only used with fraction, got total_epochs={self.total_epochs} without fraction"

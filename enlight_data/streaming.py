@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate, get_w
 from ._rng import Stream, make_generator
 from ._validate import check_bool, check_int
 from .context import SharedClock
-from .loader import EnlightLoader, _resolve_device
+from .distributed import resolve_rank, table_reducer
+from .loader import EnlightLoader, check_arguments, check_soft_targets, resolve_device
 from .schedule import Schedule
 from .shards import ShardCatalog, ShardError, hash_id, load_catalog
 
@@ -708,24 +709,17 @@ def stream(
         workers). Hashed ids that collide share one loss entry and one removal decision
         (``enlight_data.shards.load_catalog(source).collisions`` counts such samples).
     """
-    from .distributed import resolve_rank, table_reducer
-
-    if not isinstance(schedule, Schedule):
-        raise TypeError(f"schedule should be an enlight_data.Schedule, got schedule of type {type(schedule).__name__}")
+    check_arguments(schedule, num_classes=num_classes, seed=seed, augment=augment)
     check_int("batch_size", batch_size, minimum=1)
     check_int("num_workers", num_workers, minimum=0)
     check_int("shuffle_buffer", shuffle_buffer, minimum=0)
-    check_int("seed", seed)
-    check_int("num_classes", num_classes, minimum=1, allow_none=True)
     check_bool("drop_last", drop_last)
     check_bool("persistent_workers", persistent_workers)
     if handler not in HANDLERS:
         raise ValueError(f"handler should be one of {HANDLERS}, got handler={handler!r}")
     if not callable(decode) and decode not in DECODES:
         raise ValueError(f"decode should be one of {DECODES} or a callable, got decode={decode!r}")
-    if augment is not None and not callable(augment):
-        raise TypeError(f"augment should be callable or None, got augment={augment!r}")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if decode == "gpu":
         if not torch.cuda.is_available():
             raise RuntimeError("decode='gpu' needs a CUDA device, and torch.cuda.is_available() is False; "
@@ -741,8 +735,7 @@ def stream(
     catalog = load_catalog(source, num_ids=num_ids, handler=handler)
     if num_classes is None:
         num_classes = catalog.num_classes
-    if schedule.soft_targets and num_classes is None:
-        raise ValueError("num_classes should be an int when the schedule mixes or smooths labels, got num_classes=None")
+    check_soft_targets(schedule, num_classes)
     clock = SharedClock(schedule, catalog.num_ids)
     src = StreamSource(
         catalog,

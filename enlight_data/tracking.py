@@ -6,7 +6,6 @@ import copy
 import inspect
 from typing import Any, Callable, Protocol
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["Recorder", "TrackedLoss"]
