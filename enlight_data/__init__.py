@@ -13,7 +13,7 @@ from .mapstyle import SampleError
 from .mixing import mix_batch
 from .sampler import EnlightSampler
 from .schedule import Period, Phase, Schedule, alpha_boost, high_loss_removal, mixup_pause
-from .shards import write_shards
+from .shards import ShardError, write_shards
 from .streaming import stream
 from .tracking import TrackedLoss
 
@@ -29,6 +29,7 @@ __all__ = [
     "Phase",
     "SampleError",
     "Schedule",
+    "ShardError",
     "TrackedLoss",
     "alpha_boost",
     "apply_augment",

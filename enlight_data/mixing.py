@@ -52,9 +52,16 @@ def _beta(alpha: float, n: int, *, generator: torch.Generator, device: torch.dev
 
 
 def _cut_boxes(
-    alpha: float, n: int, height: int, width: int, *, generator: torch.Generator, device: torch.device
+    alpha: float,
+    n: int,
+    height: int,
+    width: int,
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+    applied: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """CutMix boxes as a ``(n, 1, H, W)`` bool mask and λ corrected to the pasted area."""
+    """CutMix boxes as a ``(n, 1, H, W)`` bool mask (empty where not ``applied``) and λ corrected to the pasted area."""
     raw = _beta(alpha, n, generator=generator, device=device)
     centre = torch.rand(n, 2, generator=generator, device=device)
     ratio = torch.sqrt(1.0 - raw)
@@ -68,6 +75,8 @@ def _cut_boxes(
     rows = torch.arange(height, device=device, dtype=torch.float32)
     cols = torch.arange(width, device=device, dtype=torch.float32)
     in_rows = (rows >= y1[:, None]) & (rows < y2[:, None])
+    if applied is not None:
+        in_rows &= applied[:, None]  # on the (n, H) factor: no extra pass over the full mask
     in_cols = (cols >= x1[:, None]) & (cols < x2[:, None])
     return (in_rows[:, None, :, None] & in_cols[:, None, None, :]), lam
 
@@ -119,8 +128,9 @@ def draw_mix(
         weight = torch.where(cut.view(1, 1, 1, 1), box.float(), (1.0 - lam_mix).view(-1, 1, 1, 1))
         weight = weight * applied.view(-1, 1, 1, 1)
     elif use_cut:
-        mask, lam = _cut_boxes(phase.cutmix_alpha, n, height, width, generator=generator, device=device)
-        mask = mask & applied.view(-1, 1, 1, 1)
+        mask, lam = _cut_boxes(
+            phase.cutmix_alpha, n, height, width, generator=generator, device=device, applied=applied
+        )
     else:
         lam = _beta(phase.mixup_alpha, n, generator=generator, device=device)
         weight = ((1.0 - lam) * applied).view(-1, 1, 1, 1)
