@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._rng import derive_seed
+
 __all__ = ["GpuAugment", "apply_augment"]
 
 # Number of (area, aspect ratio) candidates drawn per sample, as in torchvision's RandomResizedCrop.
@@ -717,6 +719,20 @@ def _is_kornia_augmentation(obj: object) -> bool:
     return isinstance(obj, (_BasicAugmentationBase, ka.ImageSequential, ka.AugmentationSequential))
 
 
+def _host_seed(generator: torch.Generator) -> int:
+    """A seed for Kornia's global-RNG draws, taken from ``generator`` without a device sync.
+
+    A CPU generator is drawn from. A CUDA generator is read on the host (its seed and
+    Philox offset) and advanced by one Philox step, so each call gets a fresh seed and
+    nothing waits for the GPU.
+    """
+    if generator.device.type == "cpu":
+        return int(torch.randint(0, 2**62, (1,), generator=generator))
+    offset = generator.get_offset()
+    generator.set_offset(offset + 4)
+    return derive_seed(generator.initial_seed(), offset)
+
+
 def apply_augment(
     augment: GpuAugment | Callable[[Tensor], Tensor],
     x: Tensor | Sequence[Tensor],
@@ -754,7 +770,7 @@ def apply_augment(
             raise TypeError(f"a Kornia augmentation needs a (B, C, H, W) tensor, got x={type(x).__name__}")
         if x.dtype == torch.uint8:
             x = x.to(torch.float32).div_(255.0)
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+        seed = _host_seed(generator)
         cuda = x.device.type == "cuda"
         with torch.random.fork_rng(devices=[x.device] if cuda else [], device_type="cuda"):
             torch.random.default_generator.manual_seed(seed)
