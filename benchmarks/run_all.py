@@ -50,6 +50,7 @@ def _ratios(name: str, result: dict[str, Any]) -> list[tuple[str, float, float, 
 def _chart(rows: list[tuple[str, float, float, str]], path: Path) -> Path | None:
     try:
         import matplotlib
+        import matplotlib.ticker
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -66,6 +67,8 @@ def _chart(rows: list[tuple[str, float, float, str]], path: Path) -> Path | None
         ax.plot([g, g], [i - 0.4, i + 0.4], color="black", lw=1.5)
         ax.text(v, i, f" {v:.2f} (goal {d} {g:g})", va="center", fontsize=8)
     ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.invert_yaxis()
     ax.set_title("enlight_data benchmarks: measured ratio (bar) against goal (black line)")
     fig.tight_layout()
