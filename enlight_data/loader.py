@@ -292,7 +292,7 @@ class EnlightLoader:
             _, y = self._split(batch)
             if self.num_classes is not None and isinstance(y, Tensor) and y.device.type == "cpu":
                 if y.dim() == 1 and not y.is_floating_point() and y.dtype != torch.bool and y.numel():
-                    lo, hi = int(y.min()), int(y.max())
+                    lo, hi = (int(v) for v in torch.aminmax(y))
                     if lo < 0 or hi >= self.num_classes:
                         bad = indices[(y < 0) | (y >= self.num_classes)][:5].tolist()
                         raise ValueError(
