@@ -102,25 +102,30 @@ class LossTable:
         indices = torch.cat([i.to(dev, non_blocking=True) for i, _, _, _ in log])
         values = torch.cat([v.float() for _, v, _, _ in log])
         finite = torch.isfinite(values)
+        clean = torch.where(finite, values, 0.0)
         take = finite
         if any(k is not None for _, _, k, _ in log):
             keep = torch.cat(
                 [torch.ones_like(v, dtype=torch.bool) if k is None else k.to(dev) for _, v, k, _ in log]
             )
             take = finite & keep
-        self._sum.index_add_(0, indices, torch.where(take, values, 0.0))
-        self._count.index_add_(0, indices, take.float())
+        self._sum.index_add_(0, indices, clean if take is finite else torch.where(take, clean, 0.0))
+        weight = take.float()
+        self._count.index_add_(0, indices, weight)
         scored = [c for _, _, _, c in log if c is not None]
-        correct = torch.cat(scored).to(dev) if scored else None
-        zero = values.new_zeros((), dtype=torch.float64)
+        correct = torch.cat(scored).to(dev, torch.float64) if scored else None
+        n = float(values.numel())
+        # correct, scored, loss_sum, loss_count, nonfinite, recorded; filled and computed on the
+        # device (a tensor made from a host value would be a blocking copy).
+        finite_count = finite.sum(dtype=torch.float64)
         self._stats += torch.stack(
             [
-                correct.sum(dtype=torch.float64) if correct is not None else zero,
-                zero + (correct.numel() if correct is not None else 0),
-                torch.where(finite, values, 0.0).sum(dtype=torch.float64),
-                finite.sum(dtype=torch.float64),
-                (~finite).sum(dtype=torch.float64),
-                take.sum(dtype=torch.float64),
+                correct.sum() if correct is not None else finite_count.new_zeros(()),
+                torch.full_like(finite_count, float(correct.numel()) if correct is not None else 0.0),
+                clean.sum(dtype=torch.float64),
+                finite_count,
+                n - finite_count,
+                weight.sum(dtype=torch.float64),
             ]
         )
 
