@@ -444,3 +444,31 @@ def test_multi_hot_rows_are_mixed_for_bce():
     for x, y in loader:
         assert torch.allclose(y.sum(1), torch.full((8,), 2.0))  # a blend of two multi-hot rows
         crit(torch.zeros(8, 3), y)
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_step_never_synchronises_with_the_host():
+    """Loader, GpuAugment, Mixup/CutMix and loss recording, step after step, under sync-debug 'error'."""
+    data = DataLoader(TensorDataset(torch.randint(0, 256, (96, 3, 20, 20), dtype=torch.uint8,
+                                                  generator=torch.Generator().manual_seed(0)),
+                                    torch.arange(96) % 4), batch_size=16)
+    schedule = ed.Schedule(1, ed.Phase(drop_high_loss=0.2), ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0))
+    loader = ed.enlighten(data, schedule, num_classes=4, device="cuda", augment=ed.GpuAugment(16, brightness=0.2))
+    model = model_for(4, 3 * 16 * 16).cuda()
+    criterion = loader.track(nn.CrossEntropyLoss())
+    for epoch in range(2):
+        batches = iter(loader)
+        x, y = next(batches)  # first batch: the table is created on the device
+        criterion(model(x), y).backward()
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(4):
+                x, y = next(batches)
+                criterion(model(x), y).backward()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        for x, y in batches:  # the epoch's end reads its counters: one transfer, outside the check
+            criterion(model(x), y).backward()
+    assert loader.history[-1]["seen"] == 96 and loader.table.device.type == "cuda"
