@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Period:
     """How long the enlightenment period lasts. Give exactly one of the three forms.
 
@@ -88,7 +88,7 @@ class Period:
         return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Phase:
     """The data treatment in force during one part of the schedule.
 

@@ -123,3 +123,11 @@ def test_one_epoch_high_loss_removal_warns():
         ed.high_loss_removal(1, fraction=0.1)
     with pytest.warns(UserWarning, match="removes nothing"):
         ed.high_loss_removal(ed.Period(fraction=0.01, total_epochs=20), fraction=0.1)
+
+
+def test_period_and_phase_are_keyword_only():
+    with pytest.raises(TypeError):
+        ed.Period(10)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        ed.Phase(0.8)  # type: ignore[misc]
+    assert ed.Schedule(ed.Period(epochs=3), ed.Phase(), ed.Phase(mixup_alpha=0.8)).after.mixup_alpha == 0.8
