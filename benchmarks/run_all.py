@@ -11,7 +11,9 @@ beside ``all.json``, which gathers them (device and versions included), with
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +28,13 @@ from benchmarks.common import environment, write_json
 
 __all__ = ["main"]
 
+ROOT = Path(__file__).resolve().parents[1]
+# NOTE [ Huge pages for fresh CPU tensors ]
+# With transparent huge pages in "madvise" mode (these VMs), a fresh 150 MB CPU tensor costs
+# ~37k page faults unless PyTorch's allocator asks for huge pages: out-of-place ops (our mixing,
+# torchvision, Kornia) then ran 3x slower or not, from one process to the next. PyTorch's
+# THP_MEM_ALLOC_ENABLE=1 makes every peer's large allocations use huge pages alike.
+ENV = {**os.environ, "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1")}
 BENCHMARKS = ("loader_overhead", "gpu_augment", "streaming", "distributed_sync")
 
 
@@ -98,18 +107,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in bar:
         if tqdm:
             bar.set_postfix_str(name)
-        module = importlib.import_module(f"benchmarks.{name}")
         start = time.perf_counter()
         print(f"\n=== {name} ===", flush=True)
         flags = ["--quick"] if args.quick else []
         target = out.parent if name == "reproduce" else out.with_name(f"{name}.json")  # reproduce takes a folder
-        results[name] = module.main([*flags, "--out", str(target)])
+        # NOTE [ One process per benchmark ]
+        # Each benchmark runs in a fresh interpreter: a heap shaped by the previous benchmark
+        # changes which large allocations page-fault, and skewed later timings by up to 5x here.
+        subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *flags, "--out", str(target.resolve())],
+                       check=True, cwd=ROOT, env=ENV)
+        result_file = target / "reproduce.json" if name == "reproduce" else target
+        results[name] = json.loads(Path(result_file).read_text())
         seconds[name] = time.perf_counter() - start
     rows = [r for name in names for r in _ratios(name, results[name])]
     chart = _chart(rows, out.with_name("summary.png"))
     summary = {
         "env": environment("cuda" if torch.cuda.is_available() else "cpu"),
         "quick": args.quick,
+        "THP_MEM_ALLOC_ENABLE": ENV["THP_MEM_ALLOC_ENABLE"],
         "seconds": seconds,
         "ratios": [{"label": l, "measured": v, "goal": g, "direction": d, "met": v <= g if d == "<=" else v >= g}
                    for l, v, g, d in rows],
