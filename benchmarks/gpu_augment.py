@@ -8,7 +8,9 @@ two batched crop+resize+flip kernels ``GpuAugment`` could use: ``grid_sample`` (
 (b) Mixing of a float (B, 3, s, s) batch with class targets: ``enlight_data.mix_batch`` (Mixup and CutMix, per-element
 and per-batch λ) against timm ``Mixup`` (batch and elem modes; skipped with a note when timm is absent), torchvision v2
 ``MixUp``/``CutMix``, Kornia ``RandomMixUpV2``/``RandomCutMixV2``, and a bare per-sample ``torch.lerp`` with the
-partner at ``(i + B/2) % B`` into a reused output buffer (the memory-bound floor).
+partner at ``(i + B/2) % B`` into a reused output buffer (the memory-bound floor). ``mix_batch`` is timed both ways,
+writing a new tensor (the loader's case) and into a reused buffer (``out=``), and so is the bare lerp: on the CPU a new
+153 MB tensor costs a pass of page faults, which CUDA's caching allocator does not.
 
 Every implementation is timed in the same process after warm-up, the device synchronised inside the timed region;
 throughput is images per second from the median of the repeats, with the relative spread ((max - min) / median).
@@ -161,7 +163,15 @@ def _mix_peers(x: torch.Tensor, y: torch.Tensor, device: torch.device, *, repeat
             ("enlight mix_batch cutmix batch", Phase(cutmix_alpha=1.0, mode="batch")),
         ):
             fn = lambda phase=phase: mix_batch(x, y, phase, num_classes=NUM_CLASSES, generator=g)  # noqa: E731
-            rows.append(_row(label, "mix", b, time_calls(fn, repeats=repeats, device=device)))
+            rows.append(_row(label, "mix", b, time_calls(fn, repeats=repeats, device=device), "new output tensor"))
+        # The same with a reused output buffer (out=), like the lerp floor below: what is left is the mixing itself.
+        out = torch.empty_like(x)
+        for label, phase in (
+            ("enlight mix_batch mixup elem, out=", Phase(mixup_alpha=0.8, mode="elem")),
+            ("enlight mix_batch cutmix elem, out=", Phase(cutmix_alpha=1.0, mode="elem")),
+        ):
+            fn = lambda phase=phase: mix_batch(x, y, phase, num_classes=NUM_CLASSES, generator=g, out=out)  # noqa: E731
+            rows.append(_row(label, "mix", b, time_calls(fn, repeats=repeats, device=device), "reused output buffer"))
 
     try:
         from timm.data import Mixup
@@ -200,13 +210,16 @@ def _mix_peers(x: torch.Tensor, y: torch.Tensor, device: torch.device, *, repeat
     buf = torch.empty_like(x)
     half = b // 2
 
-    def lerp() -> torch.Tensor:
-        torch.lerp(x[: b - half], x[half:], w[: b - half], out=buf[: b - half])
-        torch.lerp(x[b - half :], x[:half], w[b - half :], out=buf[b - half :])
-        return buf
+    def lerp(dst: torch.Tensor) -> torch.Tensor:
+        torch.lerp(x[: b - half], x[half:], w[: b - half], out=dst[: b - half])
+        torch.lerp(x[b - half :], x[:half], w[b - half :], out=dst[b - half :])
+        return dst
 
-    timing = time_calls(lerp, repeats=repeats, device=device)
+    timing = time_calls(lambda: lerp(buf), repeats=repeats, device=device)
     rows.append(_row("bare per-sample torch.lerp", "mix", b, timing, "reused output buffer"))
+    # What a new output costs the allocator: page faults on the CPU, next to nothing on CUDA.
+    timing = time_calls(lambda: lerp(torch.empty_like(x)), repeats=repeats, device=device)
+    rows.append(_row("bare per-sample torch.lerp, new output", "mix", b, timing, "new output tensor"))
     return rows
 
 

@@ -78,7 +78,11 @@ def _cut_boxes(
     if applied is not None:
         in_rows &= applied[:, None]  # on the (n, H) factor: no extra pass over the full mask
     in_cols = (cols >= x1[:, None]) & (cols < x2[:, None])
-    return (in_rows[:, None, :, None] & in_cols[:, None, None, :]), lam
+    # Expand the row factor into a fresh mask and AND the column factor in place: on the
+    # CPU this is 4-10x faster than the out-of-place broadcast ``&`` (measured, 256x224x224).
+    box = in_rows[:, None, :, None].expand(n, 1, height, width).contiguous()
+    box &= in_cols[:, None, None, :]
+    return box, lam
 
 
 def draw_mix(
@@ -155,13 +159,17 @@ def mix_size(x: Tensor, phase: Phase) -> tuple[int, int]:
     return 1, 1
 
 
-def _blend(x: Tensor, shift: int, *, weight: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+def _blend(
+    x: Tensor, shift: int, *, weight: Tensor | None = None, mask: Tensor | None = None, out: Tensor | None = None
+) -> Tensor:
     """``out[i] = x[i]`` blended with ``x[(i + shift) % B]`` on views: no rolled copy.
 
     With ``weight``: ``lerp(x[i], partner, weight[i])``; with ``mask``: ``where(mask[i], partner, x[i])``.
+    Writes into ``out`` when given (already checked by :func:`_check_out`), else into a new tensor.
     """
     b = x.shape[0]
-    out = torch.empty_like(x)
+    if out is None:
+        out = torch.empty_like(x)
     if shift == 0:
         out.copy_(x)
         return out
@@ -177,12 +185,43 @@ def _blend(x: Tensor, shift: int, *, weight: Tensor | None = None, mask: Tensor 
     return out
 
 
-def apply_mix(x: Tensor, soft_targets: Tensor, params: MixParams) -> tuple[Tensor, Tensor]:
+def _check_out(out: Tensor, x: Tensor) -> None:
+    """``out`` must be a separate tensor with the mixed input's shape, float dtype and device."""
+    if not isinstance(out, Tensor):
+        raise TypeError(f"out should be a Tensor or None, got out of type {type(out).__name__}")
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    if out.shape != x.shape or out.dtype != dtype or out.device != x.device:
+        raise ValueError(
+            f"out should have shape {tuple(x.shape)}, dtype {dtype} and device {x.device} (those of the mixed "
+            f"input), got out of shape {tuple(out.shape)}, dtype {out.dtype} and device {out.device}"
+        )
+    if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+        # Each sample is blended with another one: writing over the input would read overwritten partners.
+        raise ValueError("out should not share memory with the input x, got out sharing x's storage")
+
+
+def apply_mix(
+    x: Tensor, soft_targets: Tensor, params: MixParams, *, out: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Apply drawn parameters. Returns new ``(input, targets)``; the arguments are not modified.
 
     Integer inputs are converted to float32 on the same scale before mixing.
     For non-image inputs (fewer than 4 dims) only Mixup weights apply.
+
+    Args:
+        x: ``(B, ...)`` input.
+        soft_targets: ``(B, num_classes)`` float rows.
+        params: From :func:`draw_mix`.
+        out: Optional buffer for the mixed input, reused across steps to save an
+            allocation (on the CPU a fresh tensor costs a pass of page faults; CUDA's
+            caching allocator makes this moot). It must not share memory with ``x``
+            and must not be in use elsewhere: its old contents are overwritten.
+
+    Raises:
+        ValueError: If ``out`` has the wrong shape, dtype or device, or shares memory with ``x``.
     """
+    if out is not None:
+        _check_out(out, x)
     if not x.is_floating_point():
         x = x.float()
     weight, mask = params.weight, params.mask
@@ -191,7 +230,7 @@ def apply_mix(x: Tensor, soft_targets: Tensor, params: MixParams) -> tuple[Tenso
         raise ValueError(f"CutMix needs (B, C, H, W) input matching the drawn box, got input of shape {tuple(x.shape)}")
     if weight is not None and x.dim() != 4:
         weight = weight.reshape(-1, *([1] * (x.dim() - 1)))
-    mixed_x = _blend(x, params.shift, weight=None if weight is None else weight.to(x.dtype), mask=mask)
+    mixed_x = _blend(x, params.shift, weight=None if weight is None else weight.to(x.dtype), mask=mask, out=out)
     label_weight = (1.0 - params.lam).to(soft_targets.dtype).unsqueeze(1)
     mixed_y = _blend(soft_targets, params.shift, weight=label_weight)
     return mixed_x, mixed_y
@@ -241,6 +280,7 @@ def mix_batch(
     num_classes: int,
     generator: torch.Generator,
     host_generator: torch.Generator | None = None,
+    out: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Mix one batch as ``phase`` says: the standalone form of what the loader does.
 
@@ -251,14 +291,20 @@ def mix_batch(
         num_classes: Number of classes of the soft targets.
         generator: A generator on ``x``'s device.
         host_generator: A CPU generator for per-batch choices (see :func:`draw_mix`).
+        out: Optional reused buffer for the mixed input (see :func:`apply_mix`). When
+            given, the returned input is always ``out``, a copy of ``x`` if the phase
+            does not mix.
 
     Returns:
         ``(mixed_input, soft_targets, mixed)``, ``mixed`` a ``(B,)`` bool mask.
     """
+    if out is not None:
+        _check_out(out, x)
     soft = to_soft_targets(target, num_classes, label_smoothing=phase.label_smoothing)
     h, w = mix_size(x, phase)
     params = draw_mix(phase, x.shape[0], h, w, generator=generator, device=x.device, host_generator=host_generator)
     if params is None:
-        return x, soft, torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-    mixed_x, mixed_y = apply_mix(x, soft, params)
+        unmixed = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        return (x if out is None else out.copy_(x)), soft, unmixed
+    mixed_x, mixed_y = apply_mix(x, soft, params, out=out)
     return mixed_x, mixed_y, params.mixed

@@ -132,3 +132,62 @@ def test_to_soft_targets_forms_and_errors():
         to_soft_targets(torch.zeros(2, 3, 1), 3)
     with pytest.raises(TypeError, match="target should be a Tensor"):
         to_soft_targets([0, 1], 3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "phase",
+    [
+        ed.Phase(mixup_alpha=0.8),
+        ed.Phase(cutmix_alpha=1.0),
+        ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, switch_prob=0.5),
+        ed.Phase(cutmix_alpha=1.0, mode="batch"),
+    ],
+)
+def test_out_buffer_gives_the_same_batch_and_is_reused(phase):
+    x, y = batch(b=33)  # odd B: the pairing is not mutual
+    fresh = mix_batch(x, y, phase, num_classes=10, generator=gen(9))
+    out = torch.full_like(x, float("nan"))  # stale contents must all be overwritten
+    into = mix_batch(x, y, phase, num_classes=10, generator=gen(9), out=out)
+    assert into[0] is out
+    assert all(torch.equal(u, v) for u, v in zip(fresh, into))
+
+
+def test_out_buffer_copies_when_the_phase_does_not_mix_and_converts_uint8():
+    x, y = batch(b=4)
+    out = torch.zeros_like(x)
+    xm, _, mixed = mix_batch(x, y, ed.Phase(), num_classes=10, generator=gen(), out=out)
+    assert xm is out and torch.equal(out, x) and not mixed.any()
+    u8 = torch.full((4, 3, 4, 4), 200, dtype=torch.uint8)
+    out = torch.empty(4, 3, 4, 4)
+    xm, _, _ = mix_batch(u8, y, ed.Phase(mixup_alpha=1.0), num_classes=10, generator=gen(), out=out)
+    assert xm is out and torch.equal(out, torch.full_like(out, 200.0))
+
+
+def test_out_buffer_is_validated():
+    x, y = batch(b=4)
+    phase = ed.Phase(mixup_alpha=1.0)
+    with pytest.raises(ValueError, match=r"out should have shape \(4, 3, 16, 16\).*got out of shape \(4, 3, 16, 15\)"):
+        mix_batch(x, y, phase, num_classes=10, generator=gen(), out=torch.empty(4, 3, 16, 15))
+    with pytest.raises(ValueError, match="dtype torch.float32.*got out of .*dtype torch.float64"):
+        mix_batch(x, y, phase, num_classes=10, generator=gen(), out=torch.empty(4, 3, 16, 16, dtype=torch.float64))
+    with pytest.raises(ValueError, match="out should not share memory with the input x"):
+        mix_batch(x, y, phase, num_classes=10, generator=gen(), out=x)
+    big = torch.rand(8, 3, 16, 16)
+    with pytest.raises(ValueError, match="out should not share memory"):
+        mix_batch(big[:4], y, phase, num_classes=10, generator=gen(), out=big[4:])
+    with pytest.raises(TypeError, match="out should be a Tensor or None, got out of type list"):
+        mix_batch(x, y, phase, num_classes=10, generator=gen(), out=[])  # type: ignore[arg-type]
+
+
+def test_cutmix_box_is_the_outer_product_of_its_row_and_column_ranges():
+    b, h, w = 64, 12, 17
+    params = draw_mix(ed.Phase(cutmix_alpha=1.0), b, h, w, generator=gen(10))
+    box = params.mask[:, 0]
+    rows, cols = box.any(dim=2), box.any(dim=1)
+    assert torch.equal(box, rows[:, :, None] & cols[:, None, :])
+    for r in (rows, cols):  # each a single contiguous run
+        ones = r.sum(1)
+        first = r.float().argmax(1)
+        span = torch.arange(r.shape[1]) - first[:, None]
+        assert torch.equal(r, (span >= 0) & (span < ones[:, None]))
+    torch.testing.assert_close(1.0 - box.float().mean(dim=(1, 2)), params.lam)
