@@ -191,3 +191,26 @@ def test_cutmix_box_is_the_outer_product_of_its_row_and_column_ranges():
         span = torch.arange(r.shape[1]) - first[:, None]
         assert torch.equal(r, (span >= 0) & (span < ones[:, None]))
     torch.testing.assert_close(1.0 - box.float().mean(dim=(1, 2)), params.lam)
+
+
+@pytest.mark.parametrize("size", [(16, 16), (13, 20), (1, 7)])
+def test_cutmix_box_matches_the_clipped_rectangle_of_the_paper(size):
+    # Reference: side floor(S * sqrt(1 - λ_raw)), halves floor(side / 2) each way from a uniform
+    # pixel centre, clipped to the image (timm's rand_bbox); same draws, same generator order.
+    from enlight_data.mixing import _beta, _cut_boxes
+
+    h, w = size
+    n, alpha = 500, 0.7
+    box, lam = _cut_boxes(alpha, n, h, w, generator=gen(11), device=torch.device("cpu"))
+    g = gen(11)
+    ratio = torch.sqrt(_beta(alpha, n, generator=g, device=torch.device("cpu")))
+    expected = []
+    for s in (h, w):
+        half = torch.floor(s * ratio) // 2
+        centre = torch.randint(0, s, (n,), generator=g).float()
+        lo, hi = (centre - half).clamp(0, s), (centre + half).clamp(0, s)
+        idx = torch.arange(s).float()
+        expected.append((idx >= lo[:, None]) & (idx < hi[:, None]))
+    rows, cols = expected
+    assert torch.equal(box[:, 0], rows[:, :, None] & cols[:, None, :])
+    torch.testing.assert_close(lam, 1.0 - rows.sum(1) * cols.sum(1) / (h * w))
