@@ -12,6 +12,7 @@ any other callable.
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Callable, Sequence
@@ -54,6 +55,22 @@ _GEN_DEVICE = "generator_device"
 # contrast mean being computed from the image) and with normalisation into ONE per-sample affine colour map
 # `y = M x + c`, applied with one batched matmul and one clamp. The price: torchvision clamps to [0, 1] after every
 # jitter step, we clamp once at the end (before normalising, folded into per-channel bounds).
+# NOTE [ Few kernels per draw ]
+# On a GPU every tensor op is a kernel launch of a few microseconds of host time, and a batch of 256 images at 224 px
+# is only a few hundred microseconds of memory traffic: a pipeline of 150 small ops is launch-bound. So draw and apply
+# keep the op count low (about 45 and 30 ops, measured with torch.profiler on the CPU): image-level terms for a batch
+# of one size are host floats, per-batch constants (pixel centres, jitter ranges, colour bases, clamp bounds) are made
+# once per device and cached, the four jitter factors are one fused multiply-add, and the colour map is applied in
+# one baddbmm and one clamp (NOTE [ Fused colour map ]).
+
+# NOTE [ Fused colour map ]
+# Every step of the jitter is linear per sample, so the map is built from per-sample scalars with a few tiny ops and
+# applied to the pixels in one `baddbmm` (matrix and bias) and one clamp (per-channel bounds as tensors). Since the hue rotation R keeps
+# gray, R 1 = 1, so R S(sat) = sat R + (1 - sat) 1 g^T with g the luma weights, and R = H0 + cos H1 + sin H2: the
+# matrix is (sat, sat cos, sat sin, 1 - sat) times four constant matrices (H0 + H1 = I and 1 g^T without hue), one
+# small matmul. Brightness b and contrast k scale it by b k, normalisation (1/std per output channel, and the pixel
+# unit) is folded into the constants, and the contrast offset (1 - k) b mean_gray enters through the matrix' row
+# sums, which the same matmul returns.
 _R3 = 1.0 / math.sqrt(3.0)
 _HUE_BASES = (
     ((1 / 3, 1 / 3, 1 / 3), (1 / 3, 1 / 3, 1 / 3), (1 / 3, 1 / 3, 1 / 3)),
@@ -142,9 +159,11 @@ def _check_stats(name: str, value: Any) -> tuple[float, ...] | None:
     return tuple(float(v) for v in value)
 
 
-def _to_device_async(values: Sequence[float] | Sequence[Sequence[float]], device: torch.device) -> Tensor:
+def _to_device_async(
+    values: Sequence[float] | Sequence[Sequence[float]], device: torch.device, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """A small constant tensor on ``device`` without a synchronising host-to-device copy."""
-    t = torch.tensor(values, dtype=torch.float32)
+    t = torch.tensor(values, dtype=dtype)
     return t if device.type == "cpu" else t.to(device, non_blocking=True)
 
 
@@ -260,7 +279,7 @@ class GpuAugment:
             raise ValueError(f"seed should be in [0, 2**64), got seed={seed}")
         self.seed = seed
         self._generator: torch.Generator | None = None
-        self._consts: dict[torch.device, dict[str, Tensor]] = {}
+        self._consts: dict[tuple[Any, ...], dict[str, Tensor]] = {}
         self._scratch: _Scratch | None = None
 
     def __repr__(self) -> str:
@@ -345,67 +364,90 @@ class GpuAugment:
                 f"generator should live on the parameters' device {device}, got generator.device={generator.device}"
             )
         n = batch_size
-        f32 = torch.float32
+        # Image sizes given as ints are host scalars: every image-level term (the fallback crop, the ratio range)
+        # is then computed on the host and costs no kernel. See NOTE [ Few kernels per draw ].
         h_img = self._sizes("heights", heights, n, device)
         w_img = self._sizes("widths", widths, n, device)
-        u = torch.rand((n, _NUM_UNIFORMS), generator=generator, device=device, dtype=f32)
+        per_image = isinstance(h_img, Tensor) or isinstance(w_img, Tensor)
+        if per_image:  # a shared size next to per-image ones becomes a tensor too (a fill: no host copy)
+            h_img = h_img if isinstance(h_img, Tensor) else torch.full((n,), h_img, device=device)
+            w_img = w_img if isinstance(w_img, Tensor) else torch.full((n,), w_img, device=device)
+        u = torch.rand((n, _NUM_UNIFORMS), generator=generator, device=device, dtype=torch.float32)
         t = _NUM_TRIES
         u_area, u_ratio = u[:, :t], u[:, t : 2 * t]
         u_x, u_y, u_flip, u_jit = u[:, 2 * t], u[:, 2 * t + 1], u[:, 2 * t + 2], u[:, 2 * t + 3]
         u_fac = u[:, 2 * t + 4 : 2 * t + 8]
 
+        def col(v: Any) -> Any:  # a per-image term against (n, tries) candidates
+            return v.unsqueeze(1) if isinstance(v, Tensor) else v
+
         # Random resized crop, strength-scaled: area range -> (1, 1), log-ratio range -> the image's own ratio.
         s_lo = 1.0 - s * (1.0 - self.scale[0])
         s_hi = 1.0 - s * (1.0 - self.scale[1])
-        log_img = torch.log(w_img / h_img)
+        in_ratio = w_img / h_img
+        log_img = torch.log(in_ratio) if per_image else math.log(in_ratio)
         log_r0 = log_img * (1.0 - s) + s * math.log(self.ratio[0])
         log_r1 = log_img * (1.0 - s) + s * math.log(self.ratio[1])
-        area = (h_img * w_img).unsqueeze(1) * (s_lo + (s_hi - s_lo) * u_area)
-        aspect = torch.exp(log_r0.unsqueeze(1) + (log_r1 - log_r0).unsqueeze(1) * u_ratio)
+        image_area = h_img * w_img
+        area = u_area * col(image_area * (s_hi - s_lo)) + col(image_area * s_lo)
+        aspect = torch.exp(u_ratio * col(log_r1 - log_r0) + col(log_r0))
         cw = torch.round(torch.sqrt(area * aspect))
         ch = torch.round(torch.sqrt(area / aspect))
-        fits = (cw > 0) & (cw <= w_img.unsqueeze(1)) & (ch > 0) & (ch <= h_img.unsqueeze(1))
+        fits = (cw > 0) & (cw <= col(w_img)) & (ch > 0) & (ch <= col(h_img))
         first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first candidate that fits
         any_fits = fits.any(dim=1)
         cw = cw.gather(1, first).squeeze(1)
         ch = ch.gather(1, first).squeeze(1)
         # torchvision's fallback: whole image, ratio clamped into the range, centred.
-        r_min, r_max = torch.exp(log_r0), torch.exp(log_r1)
-        in_ratio = w_img / h_img
-        too_tall, too_wide = in_ratio < r_min, in_ratio > r_max
-        fw = torch.where(too_wide, torch.round(h_img * r_max), w_img)
-        fh = torch.where(too_tall, torch.round(w_img / r_min), h_img)
-        fw, fh = torch.minimum(fw, w_img), torch.minimum(fh, h_img)
+        if per_image:
+            r_min, r_max = torch.exp(log_r0), torch.exp(log_r1)
+            fw = torch.minimum(torch.where(in_ratio > r_max, torch.round(h_img * r_max), w_img), w_img)
+            fh = torch.minimum(torch.where(in_ratio < r_min, torch.round(w_img / r_min), h_img), h_img)
+            fx, fy = torch.floor((w_img - fw) * 0.5), torch.floor((h_img - fh) * 0.5)
+        else:
+            r_min, r_max = math.exp(log_r0), math.exp(log_r1)
+            fw = min(float(round(h_img * r_max)) if in_ratio > r_max else w_img, w_img)
+            fh = min(float(round(w_img / r_min)) if in_ratio < r_min else h_img, h_img)
+            fx, fy = math.floor((w_img - fw) * 0.5), math.floor((h_img - fh) * 0.5)
         cw = torch.where(any_fits, cw, fw)
         ch = torch.where(any_fits, ch, fh)
-        x1 = torch.where(
-            any_fits,
-            torch.minimum(torch.floor(u_x * (w_img - cw + 1.0)), w_img - cw),
-            torch.floor((w_img - cw) * 0.5),
-        )
-        y1 = torch.where(
-            any_fits,
-            torch.minimum(torch.floor(u_y * (h_img - ch + 1.0)), h_img - ch),
-            torch.floor((h_img - ch) * 0.5),
-        )
-        boxes = torch.stack((x1, y1, x1 + cw, y1 + ch), dim=1)
+        x1 = torch.where(any_fits, torch.minimum(torch.floor(u_x * (w_img + 1.0 - cw)), w_img - cw), fx)
+        y1 = torch.where(any_fits, torch.minimum(torch.floor(u_y * (h_img + 1.0 - ch)), h_img - ch), fy)
+        boxes = torch.stack((x1, y1, cw, ch), dim=1)
+        boxes[:, 2:].add_(boxes[:, :2])  # (x1, y1, x2, y2)
 
         flip = u_flip < self.flip * s
         jitter_p = self.jitter_prob * s if self._jitter_active(s) else 0.0
         jitter = u_jit < jitter_p
-        factors = []
-        for j, mag in enumerate((self.brightness, self.contrast, self.saturation)):
-            lo, hi = max(0.0, 1.0 - mag * s), 1.0 + mag * s
-            factors.append(torch.where(jitter, lo + (hi - lo) * u_fac[:, j], 1.0))
-        hue = torch.where(jitter, (2.0 * u_fac[:, 3] - 1.0) * (self.hue * s), 0.0)
-        return AugmentParams(boxes, flip, jitter, factors[0], factors[1], factors[2], hue)
+        low, span, unjittered = self._jitter_consts(device, s)
+        if jitter_p > 0:  # factors uniform in [max(0, 1 - m s), 1 + m s], hue shift in [-hue s, hue s]
+            factors = torch.where(jitter.unsqueeze(1), torch.addcmul(low, u_fac, span), unjittered)
+        else:
+            factors = unjittered.expand(n, 4)
+        bright, contrast, saturation, hue = factors.unbind(1)
+        return AugmentParams(boxes, flip, jitter, bright, contrast, saturation, hue)
+
+    def _jitter_consts(self, device: torch.device, strength: float) -> tuple[Tensor, Tensor, Tensor]:
+        """Lower ends, widths and no-jitter values of (brightness, contrast, saturation, hue), made once per strength."""
+        key = ("jitter", device, strength)
+        cached = self._consts.get(key)
+        if cached is None:
+            s = strength
+            mags = (self.brightness, self.contrast, self.saturation)
+            low = [max(0.0, 1.0 - m * s) for m in mags] + [-self.hue * s]
+            span = [1.0 + m * s - lo for m, lo in zip(mags, low)] + [2.0 * self.hue * s]
+            cached = self._consts[key] = {
+                name: _to_device_async(v, device) for name, v in (("low", low), ("span", span), ("off", [1.0, 1.0, 1.0, 0.0]))
+            }
+        return cached["low"], cached["span"], cached["off"]
 
     def _jitter_active(self, strength: float) -> bool:
         mags = (self.brightness, self.contrast, self.saturation, self.hue)
         return strength > 0 and self.jitter_prob > 0 and any(m > 0 for m in mags)
 
     @staticmethod
-    def _sizes(name: str, value: int | Tensor, n: int, device: torch.device) -> Tensor:
+    def _sizes(name: str, value: int | Tensor, n: int, device: torch.device) -> Tensor | float:
+        """A ``(n,)`` float32 tensor for per-image sizes, a host float for one size shared by the batch."""
         if isinstance(value, Tensor):
             if value.shape != (n,):
                 raise ValueError(f"{name} should have shape ({n},), got {name}.shape={tuple(value.shape)}")
@@ -416,7 +458,7 @@ class GpuAugment:
             raise TypeError(f"{name} should be an int or a ({n},) tensor, got {name}={value!r}")
         if value <= 0:
             raise ValueError(f"{name} should be positive, got {name}={value}")
-        return torch.full((n,), float(value), device=device, dtype=torch.float32)
+        return float(value)
 
     # ----------------------------------------------------------------------------------------------------- apply
 
@@ -495,22 +537,6 @@ class GpuAugment:
         if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
             raise TypeError(f"x should be uint8 or floating point, got x.dtype={x.dtype}")
 
-    def _const(self, device: torch.device) -> dict[str, Tensor]:
-        consts = self._consts.get(device)
-        if consts is None:
-            hue_bases = _to_device_async(_HUE_BASES, device)
-            consts = {
-                "gray": _to_device_async(_GRAY, device),
-                "hue0": hue_bases[0],
-                "hue1": hue_bases[1],
-                "hue2": hue_bases[2],
-            }
-            if self.mean is not None and self.std is not None:
-                consts["mean"] = _to_device_async(self.mean, device)
-                consts["std"] = _to_device_async(self.std, device)
-            self._consts[device] = consts
-        return consts
-
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
         """A scratch tensor; reused between calls on the CPU, see NOTE [ Scratch buffers on the CPU ]."""
         if device.type != "cpu":
@@ -546,77 +572,92 @@ class GpuAugment:
         else:
             fmt = torch.channels_last if self.channels_last else torch.contiguous_format
             result = torch.empty((n, c, oh, ow), dtype=self.out_dtype, device=dev, memory_format=fmt)
-        consts = self._const(dev)
         if jitter_on:
-            self._colour(out, params, consts, unit, result)
+            self._colour(out, params, unit, result)
         else:
-            self._normalise(out, consts, unit, result)
+            self._normalise(out, unit, result)
         return result
 
-    def _normalise(self, out: Tensor, consts: dict[str, Tensor], unit: float, result: Tensor) -> None:
+    def _normalise(self, out: Tensor, unit: float, result: Tensor) -> None:
         if self.mean is None:
             if unit != 1.0:
                 torch.mul(out, unit, out=result)
             elif result is not out:
                 result.copy_(out)
             return
-        inv_std = 1.0 / consts["std"].to(out.dtype)
-        scale = (inv_std * unit).view(1, -1, 1, 1)
-        shift = (-consts["mean"].to(out.dtype) * inv_std).view(1, -1, 1, 1)
-        torch.addcmul(shift, out, scale, out=result)
+        k = self._colour_consts(out.device, out.dtype, unit, out.shape[1])
+        torch.addcmul(k["shift"].view(1, -1, 1, 1), out, k["scale"].view(1, -1, 1, 1), out=result)
 
-    def _colour(
-        self, out: Tensor, params: AugmentParams, consts: dict[str, Tensor], unit: float, result: Tensor
-    ) -> None:
-        """Jitter and normalise as one per-sample affine colour map.
+    def _colour_consts(self, device: torch.device, dt: torch.dtype, unit: float, c: int) -> dict[str, Tensor]:
+        """Constants of the fused colour map for one (device, dtype, pixel unit, channel count), made once.
 
-        See NOTE [ Hue as a rotation about the gray axis ].
+        ``basis``: rows of per-sample matrix terms, each ``c * c`` entries (scaled by ``unit`` and ``1 / std`` per
+        output channel) followed by its ``c`` row sums (scaled by ``1 / std`` only); see NOTE [ Fused colour map ].
+        ``scale``/``shift``: ``unit / std`` and ``-mean / std`` (std 1, mean 0 without normalisation); ``lo``/``hi``: the clamp bounds [0, 1] in normalised units;
+        ``gray``: the luma weights times ``unit``; ``phase``: ``(pi/2, 0)``, so ``sin(theta + phase) = (cos, sin)``.
+        """
+        key = (device, dt, unit, c)
+        cached = self._consts.get(key)
+        if cached is not None:
+            return cached
+        means = [0.0] * c if self.mean is None else list(self.mean) * (c if len(self.mean) == 1 else 1)
+        stds = [1.0] * c if self.std is None else list(self.std) * (c if len(self.std) == 1 else 1)
+        if c == 3:
+            eye = [[float(i == j) for j in range(3)] for i in range(3)]
+            g_rows = [list(_GRAY)] * 3  # 1 g^T: every output channel takes the gray level
+            terms = [eye, g_rows] if self.hue == 0 else [_HUE_BASES[0], _HUE_BASES[1], _HUE_BASES[2], g_rows]
+        else:
+            terms = [[[1.0]]]
+        basis = [
+            [m[i][j] * unit / stds[i] for i in range(c) for j in range(c)] + [sum(m[i]) / stds[i] for i in range(c)]
+            for m in terms
+        ]
+        host = {
+            "basis": basis,
+            "scale": [unit / sd for sd in stds],
+            "shift": [-m / sd for m, sd in zip(means, stds)],
+            "lo": [[-m / sd] for m, sd in zip(means, stds)],
+            "hi": [[(1.0 - m) / sd] for m, sd in zip(means, stds)],
+            "gray": [w * unit for w in _GRAY],
+            "phase": [math.pi / 2, 0.0],
+        }
+        cached = {name: _to_device_async(v, device, dt) for name, v in host.items()}
+        self._consts[key] = cached
+        return cached
+
+    def _colour(self, out: Tensor, params: AugmentParams, unit: float, result: Tensor) -> None:
+        """Jitter and normalise as one per-sample affine colour map, one ``baddbmm`` and one clamp.
+
+        See NOTE [ Hue as a rotation about the gray axis ] and NOTE [ Fused colour map ].
         """
         n, c, oh, ow = out.shape
         dt = out.dtype
-        b = params.brightness.to(dt)
-        k = params.contrast.to(dt)
+        k = self._colour_consts(out.device, dt, unit, c)
         flat = out.view(n, c, oh * ow)
+        b = params.brightness.to(dt)
+        kc = params.contrast.to(dt)
         if c == 3:
-            gray = consts["gray"].to(dt)
-            # Contrast blends with the mean gray level of the brightness-adjusted image: b * mean(gray(x)).
-            mean_gray = (flat.mean(dim=2) @ gray) * unit if self.contrast > 0 else torch.zeros_like(b)
-            sat = params.saturation.to(dt).view(n, 1, 1)
-            eye = torch.eye(3, dtype=dt, device=out.device)
-            mat = sat * eye + (1.0 - sat) * gray.view(1, 1, 3)  # saturation: blend with gray(x); rows = channels
+            sat = params.saturation.to(dt).unsqueeze(1)
             if self.hue > 0:
-                theta = params.hue.to(dt) * (2.0 * math.pi)
-                rot = (
-                    consts["hue0"].to(dt)
-                    + torch.cos(theta).view(n, 1, 1) * consts["hue1"].to(dt)
-                    + torch.sin(theta).view(n, 1, 1) * consts["hue2"].to(dt)
-                )
-                mat = rot @ mat
-            bias = mat.sum(dim=2) * ((1.0 - k) * b * mean_gray).view(n, 1)  # mat @ (offset * ones)
-            mat = mat * (b * k * unit).view(n, 1, 1)
-        else:  # grayscale: saturation and hue are no-ops
-            mean_gray = flat.mean(dim=(1, 2)) * unit if self.contrast > 0 else torch.zeros_like(b)
-            mat = (b * k * unit).view(n, 1, 1)
-            bias = ((1.0 - k) * b * mean_gray).view(n, 1)
-        bounds = [(0.0, 1.0)] * c
-        if self.mean is not None and self.std is not None:
-            means = self.mean * c if len(self.mean) == 1 else self.mean
-            stds = self.std * c if len(self.std) == 1 else self.std
-            bounds = [(-m / s, (1.0 - m) / s) for m, s in zip(means, stds)]
-            inv_std = (1.0 / consts["std"].to(dt)).expand(c)
-            mat = mat * inv_std.view(1, c, 1)
-            bias = (bias - consts["mean"].to(dt).expand(c)) * inv_std
-        tmp = self._buffer("colour", (n, c, oh * ow), dt, out.device)
-        torch.bmm(mat, flat, out=tmp)
-        tmp.add_(bias.unsqueeze(2))
-        tmp4 = tmp.view(n, c, oh, ow)
-        for ch, (lo, hi) in enumerate(bounds):  # per channel, with host-side bounds: no loop over samples
-            if result.dtype == dt:
-                torch.clamp(tmp4[:, ch], lo, hi, out=result[:, ch])
+                trig = torch.sin(torch.add(k["phase"], params.hue.to(dt).unsqueeze(1), alpha=2.0 * math.pi))
+                coef = torch.cat((sat, trig * sat, 1.0 - sat), dim=1)  # (sat, sat cos, sat sin, 1 - sat)
             else:
-                tmp4[:, ch].clamp_(lo, hi)
-        if result.dtype != dt:
-            result.copy_(tmp4)
+                coef = torch.cat((sat, 1.0 - sat), dim=1)
+            terms = coef @ k["basis"]
+        else:  # grayscale: saturation and hue are no-ops
+            terms = k["basis"].expand(n, 2)
+        mat = (terms[:, : c * c] * (b * kc).unsqueeze(1)).view(n, c, c)
+        bias = k["shift"].expand(n, c)
+        if self.contrast > 0:
+            # Contrast blends with the mean gray level of the brightness-adjusted image, b * mean(gray(x)): the
+            # map adds M (1 - k) b mean_gray to every pixel, M's row sums being the basis' last c columns.
+            mean_gray = flat.mean(dim=2) @ k["gray"] if c == 3 else flat.mean(dim=(1, 2)) * unit
+            bias = torch.addcmul(bias, terms[:, c * c :], ((1.0 - kc) * b * mean_gray).unsqueeze(1))
+        tmp = self._buffer("colour", (n, c, oh * ow), dt, out.device)
+        torch.baddbmm(bias.unsqueeze(2), mat, flat, out=tmp)
+        torch.clamp(tmp, k["lo"], k["hi"], out=result.view(n, c, oh * ow) if result.is_contiguous() else tmp)
+        if not result.is_contiguous():
+            result.copy_(tmp.view(n, c, oh, ow))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -653,9 +694,21 @@ class _Scratch(threading.local):
         return buf
 
 
-def _unit_centres(n: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Centres of ``n`` equal bins of [0, 1]: (k + 0.5) / n."""
-    return (torch.arange(n, device=device, dtype=dtype) + 0.5) / n
+@functools.lru_cache(maxsize=64)
+def _grid_consts(
+    device: torch.device, dtype: torch.dtype, size: tuple[int, int], padded: tuple[int, int]
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Constants of :func:`_crop_resize_flip_grid` for one output size and padded input size, made once.
+
+    Returns the output pixel centres in ``[0, 1]`` along x (and mirrored) and along y, the scale and offset that
+    take ``(x1, y1, x2, y2)`` pixel edges to ``grid_sample``'s ``[-1, 1]``, and half a pixel in those units.
+    """
+    (oh, ow), (h_pad, w_pad) = size, padded
+    u = [(k + 0.5) / ow for k in range(ow)]
+    v = [(k + 0.5) / oh for k in range(oh)]
+    scale = [2.0 / w_pad, 2.0 / h_pad]
+    host = (u, u[::-1], v, scale * 2, [-1.0] * 4, [1.0 / w_pad, 1.0 / h_pad])
+    return tuple(_to_device_async(t, device, dtype) for t in host)  # type: ignore[return-value]
 
 
 def _crop_resize_flip_grid(
@@ -666,23 +719,23 @@ def _crop_resize_flip_grid(
     Equals cropping (slicing) then ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)`` then
     flipping: the sample points are clamped to each crop's own pixel centres, so neither the pixels around the crop
     nor the padding of a batch of different-sized images leak in. ``grid`` is an optional ``(B, *size, 2)`` buffer.
+    The grid is computed in ``grid_sample``'s normalised units from cached constants: about ten small ops per batch.
     """
     n, _, h_pad, w_pad = x.shape
     oh, ow = size
     dt = x.dtype
-    boxes = params.boxes.to(dt)
-    x1, y1, x2, y2 = boxes.unbind(1)
-    u = _unit_centres(ow, x.device, dt)
-    v = _unit_centres(oh, x.device, dt)
-    u = torch.where(params.flip.unsqueeze(1), u.flip(0), u)  # (B, ow); mirrored exactly for flipped samples
-    xs = x1.unsqueeze(1) + u * (x2 - x1).unsqueeze(1)
-    ys = y1.unsqueeze(1) + v * (y2 - y1).unsqueeze(1)
-    xs = torch.minimum(torch.maximum(xs, (x1 + 0.5).unsqueeze(1)), (x2 - 0.5).unsqueeze(1))
-    ys = torch.minimum(torch.maximum(ys, (y1 + 0.5).unsqueeze(1)), (y2 - 0.5).unsqueeze(1))
+    u, u_rev, v, scale, offset, half_px = _grid_consts(x.device, dt, (oh, ow), (h_pad, w_pad))
+    edges = torch.addcmul(offset, params.boxes.to(dt), scale)  # (x1, y1, x2, y2) in [-1, 1]
+    lo, hi = edges[:, :2], edges[:, 2:]
+    span = hi - lo
+    first, last = lo + half_px, hi - half_px  # the crop's outermost pixel centres
+    u = torch.where(params.flip.unsqueeze(1), u_rev, u)  # (B, ow); mirrored exactly for flipped samples
+    xs = torch.clamp(torch.addcmul(lo[:, :1], u, span[:, :1]), first[:, :1], last[:, :1])
+    ys = torch.clamp(torch.addcmul(lo[:, 1:], v, span[:, 1:]), first[:, 1:], last[:, 1:])
     if grid is None:
         grid = torch.empty((n, oh, ow, 2), dtype=dt, device=x.device)
-    grid[..., 0].copy_((xs * (2.0 / w_pad) - 1.0).view(n, 1, ow))
-    grid[..., 1].copy_((ys * (2.0 / h_pad) - 1.0).view(n, oh, 1))
+    grid[..., 0].copy_(xs.view(n, 1, ow))
+    grid[..., 1].copy_(ys.view(n, oh, 1))
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 

@@ -39,3 +39,25 @@ def ids_of(x: torch.Tensor) -> list[int]:
     """The sample ids encoded by :class:`Images` / :class:`Counting` inputs (unmixed samples)."""
     flat = x.reshape(x.shape[0], -1)[:, 0]
     return [int(round(v)) for v in flat.tolist()]
+
+
+class CountOps:
+    """Context manager listing the non-view ATen ops run inside it (each one a kernel launch on a GPU)."""
+
+    def __enter__(self) -> list[str]:
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        ops: list[str] = []
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+                if not func.is_view and func.overloadpacket.__name__ not in ("_local_scalar_dense", "scalar_tensor"):
+                    ops.append(func.overloadpacket.__name__)
+                return func(*args, **(kwargs or {}))
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return ops
+
+    def __exit__(self, *exc: object) -> None:
+        self._mode.__exit__(*exc)

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from enlight_data import augment as augment_module
 from enlight_data.augment import AugmentParams, GpuAugment, apply_augment
+from helpers import CountOps
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -558,3 +559,14 @@ def test_hue_bases_form_a_rotation():
         r = bases[0] + math.cos(theta) * bases[1] + math.sin(theta) * bases[2]
         torch.testing.assert_close(r @ r.T, torch.eye(3, dtype=torch.float64))
         torch.testing.assert_close(torch.linalg.det(r), torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_draw_and_apply_stay_within_a_kernel_budget():
+    # NOTE [ Few kernels per draw ]: each op is a launch on a GPU; the budget guards against launch-bound regressions.
+    aug = GpuAugment(16, **JITTER, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    x = torch.randint(0, 256, (8, 3, 20, 20), dtype=torch.uint8)
+    aug(x, generator=gen(0))  # constants are made on the first call
+    with CountOps() as ops:
+        aug(x, generator=gen(0))
+    assert len(ops) <= 80, ops
+    assert ops.count("grid_sampler_2d") == 1 and ops.count("baddbmm") == 1 and ops.count("clamp") == 3, ops

@@ -3,6 +3,7 @@ import torch
 
 import enlight_data as ed
 from enlight_data.mixing import draw_mix, mix_batch, to_soft_targets
+from helpers import CountOps
 
 
 def gen(seed=0):
@@ -214,3 +215,15 @@ def test_cutmix_box_matches_the_clipped_rectangle_of_the_paper(size):
     rows, cols = expected
     assert torch.equal(box[:, 0], rows[:, :, None] & cols[:, None, :])
     torch.testing.assert_close(lam, 1.0 - rows.sum(1) * cols.sum(1) / (h * w))
+
+
+@pytest.mark.parametrize(
+    "phase, budget",
+    [(ed.Phase(mixup_alpha=0.8), 16), (ed.Phase(cutmix_alpha=1.0), 36), (ed.Phase(mixup_alpha=0.8, mix_prob=0.5), 20)],
+)
+def test_mixing_stays_within_a_kernel_budget(phase, budget):
+    # Each op is a kernel launch on a GPU, where mixing runs per batch: see NOTE [ Few kernels per CutMix draw ].
+    x, y = batch(b=8)
+    with CountOps() as ops:
+        mix_batch(x, y, phase, num_classes=10, generator=gen())
+    assert len(ops) <= budget, ops
