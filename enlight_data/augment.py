@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from numbers import Real
@@ -525,10 +526,12 @@ class GpuAugment:
         hs = [t.shape[1] for t in x]
         ws = [t.shape[2] for t in x]
         dtype = torch.float32 if first.dtype == torch.uint8 else first.dtype
-        # Zero padding is never sampled: the resampling grid is clamped to each crop's own pixels.
-        batch = torch.zeros((len(x), first.shape[0], max(hs), max(ws)), dtype=dtype, device=first.device)
-        for i, t in enumerate(x):  # one copy per image: the list itself is per-sample
-            batch[i, :, : t.shape[1], : t.shape[2]].copy_(t)
+        # Zero padding is never sampled: the resampling grid is clamped to each crop's own pixels. Padding goes
+        # through a nested tensor: one concatenation and one padding kernel, not one copy per image.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*nested tensors is in prototype stage.*")
+            nested = torch.nested.as_nested_tensor(list(x), dtype=dtype)
+        batch = torch.nested.to_padded_tensor(nested, 0.0, (len(x), first.shape[0], max(hs), max(ws)))
         sizes = _to_device_async([hs, ws], first.device)
         return batch, (sizes[0], sizes[1]), (1.0 / 255.0 if first.dtype == torch.uint8 else 1.0)
 

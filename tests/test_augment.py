@@ -570,3 +570,17 @@ def test_draw_and_apply_stay_within_a_kernel_budget():
         aug(x, generator=gen(0))
     assert len(ops) <= 80, ops
     assert ops.count("grid_sampler_2d") == 1 and ops.count("baddbmm") == 1 and ops.count("clamp") == 3, ops
+
+
+def test_a_list_of_images_costs_the_same_ops_whatever_its_length():
+    # No per-image copy: the padding is one nested-tensor concatenation and one padding kernel.
+    aug = GpuAugment(12, **JITTER)
+    g = torch.Generator().manual_seed(0)
+    counts = []
+    for n in (3, 24):
+        images = [torch.randint(0, 256, (3, 14 + i % 5, 17 + i % 3), dtype=torch.uint8, generator=g) for i in range(n)]
+        aug(images, generator=gen(0))
+        with CountOps() as ops:
+            aug(images, generator=gen(0))
+        counts.append(len(ops))
+    assert counts[0] == counts[1], counts
