@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["environment", "summarize_times", "sync", "time_calls", "write_json"]
+__all__ = ["environment", "paired_ratio", "summarize_times", "sync", "time_calls", "time_interleaved", "write_json"]
 
 
 def sync(device: torch.device | str) -> None:
@@ -44,6 +44,33 @@ def time_calls(fn: Callable[[], Any], *, repeats: int, warmup: int = 2, device: 
         sync(device)
         times.append(time.perf_counter() - start)
     return summarize_times(times)
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], *, repeats: int, warmup: int = 2, device: torch.device | str = "cpu"
+) -> dict[str, list[float]]:
+    """Time every function once per round, ``repeats`` rounds, in a fixed order; return each one's seconds.
+
+    Peers timed round by round share the machine's drift (other jobs, clock and cache state), so the ratio of two
+    peers' times within a round (:func:`paired_ratio`) is steadier than the ratio of medians taken minutes apart.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync(device)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def paired_ratio(slow: list[float], fast: list[float]) -> float:
+    """Median over rounds of ``slow[i] / fast[i]``: how many times faster ``fast`` ran, round by round."""
+    return statistics.median(s / f for s, f in zip(slow, fast))
 
 
 def environment(device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -12,8 +12,10 @@ partner at ``(i + B/2) % B`` into a reused output buffer (the memory-bound floor
 writing a new tensor (the loader's case) and into a reused buffer (``out=``), and so is the bare lerp: on the CPU a new
 153 MB tensor costs a pass of page faults, which CUDA's caching allocator does not.
 
-Every implementation is timed in the same process after warm-up, the device synchronised inside the timed region;
-throughput is images per second from the median of the repeats, with the relative spread ((max - min) / median).
+Every implementation is timed in the same process after warm-up, the device synchronised inside the timed region,
+and the peers of each group are interleaved: one call of each per round. Throughput is images per second from the
+median of the rounds, with the relative spread ((max - min) / median); the ratios against the goals are paired, the
+median over rounds of the two peers' times within the round, since this machine's speed drifts between rounds.
 
 Run: ``python benchmarks/gpu_augment.py [--quick] [--device cpu|cuda] [--threads N] [--out PATH.json]``. On a busy
 CPU, multi-threaded timings swing by several times from one call to the next (threads wait for descheduled peers);
@@ -25,14 +27,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `enlight_data` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
-from benchmarks.common import environment, time_calls, write_json
+from benchmarks.common import environment, paired_ratio, summarize_times, time_interleaved, write_json
 from enlight_data.augment import GpuAugment, _crop_resize_flip_grid, _crop_resize_flip_roi, apply_augment
 
 __all__ = ["main"]
@@ -42,6 +44,7 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
 NUM_CLASSES = 1000
+LERP = "bare per-sample torch.lerp"
 GOALS = {"augment_vs_kornia": {"cpu": 5.0, "cuda": 20.0}, "mix_vs_lerp": 0.7}
 
 
@@ -62,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _row(name: str, group: str, batch: int, timing: dict[str, float], note: str = "") -> dict[str, Any]:
+def _row(name: str, group: str, batch: int, times: list[float], note: str = "") -> dict[str, Any]:
+    timing = summarize_times(times)
     return {
         "name": name,
         "group": group,
@@ -80,17 +84,14 @@ def _skipped(name: str, group: str, note: str) -> dict[str, Any]:
 
 def _augment_peers(
     x: torch.Tensor, out_size: int, device: torch.device, *, repeats: int, tv_batch: int
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    """Rows of the augmentation peers and the kernels, and each one's per-round seconds (timed interleaved)."""
     import kornia.augmentation as K
     import torchvision.transforms.v2 as v2
 
     b = x.shape[0]
-    rows = []
     aug = GpuAugment(out_size, **JITTER, jitter_prob=0.8, mean=MEAN, std=STD)
     g = torch.Generator(device=device).manual_seed(0)
-    timing = time_calls(lambda: aug(x, generator=g), repeats=repeats, device=device)
-    rows.append(_row("enlight GpuAugment", "augment", b, timing))
-
     kornia = K.AugmentationSequential(
         K.RandomResizedCrop((out_size, out_size)),
         K.RandomHorizontalFlip(),
@@ -98,16 +99,6 @@ def _augment_peers(
         K.Normalize(mean=torch.tensor(MEAN), std=torch.tensor(STD)),
     ).to(device)
     gk = torch.Generator(device=device).manual_seed(0)
-    rows.append(
-        _row(
-            "kornia AugmentationSequential",
-            "augment",
-            b,
-            time_calls(lambda: apply_augment(kornia, x, generator=gk), repeats=repeats, warmup=1, device=device),
-            "via apply_augment (uint8 -> float, forked global RNG)",
-        )
-    )
-
     tv = v2.Compose(
         [
             v2.RandomResizedCrop(out_size, antialias=True),
@@ -118,65 +109,64 @@ def _augment_peers(
         ]
     )
     xs = x[:tv_batch]
-
-    def tv_loop() -> torch.Tensor:
-        return torch.stack([tv(img) for img in xs])
-
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(0)  # torchvision only draws from the global RNG; forked, restored on exit
-        timing = time_calls(tv_loop, repeats=repeats, warmup=1, device=device)
-    note = "per image in a Python loop, antialiased resize"
-    if tv_batch != b:
-        note += f"; timed on {tv_batch} images"
-    rows.append(_row("torchvision v2 per-image loop", "augment", len(xs), timing, note))
-
     # The two batched crop + resize + flip kernels (float input, same params).
     xf = x.float()
     params = aug.draw(b, x.shape[2], x.shape[3], generator=torch.Generator(device=device).manual_seed(1))
     grid = torch.empty((b, out_size, out_size, 2), device=device)
-    for name, fn, kw in (
-        ("crop+resize+flip: grid_sample", _crop_resize_flip_grid, {"grid": grid}),
-        ("crop+resize+flip: roi_align", _crop_resize_flip_roi, {}),
-    ):
-        t = time_calls(lambda fn=fn, kw=kw: fn(xf, params, (out_size, out_size), **kw), repeats=repeats, device=device)
-        rows.append(_row(name, "kernel", b, t, "float input, one batched call"))
-    return rows
+    size = (out_size, out_size)
+    tv_note = "per image in a Python loop, antialiased resize"
+    if tv_batch != b:
+        tv_note += f"; timed on {tv_batch} images"
+    peers: list[tuple[str, str, int, Callable[[], Any], str]] = [
+        ("enlight GpuAugment", "augment", b, lambda: aug(x, generator=g), ""),
+        ("kornia AugmentationSequential", "augment", b, lambda: apply_augment(kornia, x, generator=gk),
+         "via apply_augment (uint8 -> float, forked global RNG)"),
+        ("torchvision v2 per-image loop", "augment", len(xs), lambda: torch.stack([tv(img) for img in xs]), tv_note),
+        ("crop+resize+flip: grid_sample", "kernel", b, lambda: _crop_resize_flip_grid(xf, params, size, grid=grid),
+         "float input, one batched call"),
+        ("crop+resize+flip: roi_align", "kernel", b, lambda: _crop_resize_flip_roi(xf, params, size),
+         "float input, one batched call"),
+    ]
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)  # torchvision only draws from the global RNG; forked, restored on exit
+        times = time_interleaved({p[0]: p[3] for p in peers}, repeats=repeats, warmup=1, device=device)
+    return [_row(name, group, n, times[name], note) for name, group, n, _, note in peers], times
 
 
-def _mix_peers(x: torch.Tensor, y: torch.Tensor, device: torch.device, *, repeats: int) -> list[dict[str, Any]]:
+def _mix_peers(
+    x: torch.Tensor, y: torch.Tensor, device: torch.device, *, repeats: int
+) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
+    """Rows of the mixing peers and each one's per-round seconds (timed interleaved, the bare lerp included)."""
     import kornia.augmentation as K
     import torchvision.transforms.v2 as v2
 
     b = x.shape[0]
-    rows: list[dict[str, Any]] = []
+    peers: list[tuple[str, Callable[[], Any], str]] = []
+    skipped: list[dict[str, Any]] = []
     try:
         from enlight_data import Phase
         from enlight_data.mixing import mix_batch
     except ImportError as err:  # the core package is written concurrently
-        rows.append(_skipped("enlight mix_batch", "mix", f"not importable: {err}"))
+        skipped.append(_skipped("enlight mix_batch", "mix", f"not importable: {err}"))
     else:
         g = torch.Generator(device=device).manual_seed(0)
-        for label, phase in (
-            ("enlight mix_batch mixup elem", Phase(mixup_alpha=0.8, mode="elem")),
-            ("enlight mix_batch mixup batch", Phase(mixup_alpha=0.8, mode="batch")),
-            ("enlight mix_batch cutmix elem", Phase(cutmix_alpha=1.0, mode="elem")),
-            ("enlight mix_batch cutmix batch", Phase(cutmix_alpha=1.0, mode="batch")),
-        ):
-            fn = lambda phase=phase: mix_batch(x, y, phase, num_classes=NUM_CLASSES, generator=g)  # noqa: E731
-            rows.append(_row(label, "mix", b, time_calls(fn, repeats=repeats, device=device), "new output tensor"))
-        # The same with a reused output buffer (out=), like the lerp floor below: what is left is the mixing itself.
         out = torch.empty_like(x)
-        for label, phase in (
-            ("enlight mix_batch mixup elem, out=", Phase(mixup_alpha=0.8, mode="elem")),
-            ("enlight mix_batch cutmix elem, out=", Phase(cutmix_alpha=1.0, mode="elem")),
+        for label, phase, buf in (
+            ("enlight mix_batch mixup elem", Phase(mixup_alpha=0.8, mode="elem"), None),
+            ("enlight mix_batch mixup batch", Phase(mixup_alpha=0.8, mode="batch"), None),
+            ("enlight mix_batch cutmix elem", Phase(cutmix_alpha=1.0, mode="elem"), None),
+            ("enlight mix_batch cutmix batch", Phase(cutmix_alpha=1.0, mode="batch"), None),
+            # With a reused output buffer (out=), like the lerp floor: what is left is the mixing itself.
+            ("enlight mix_batch mixup elem, out=", Phase(mixup_alpha=0.8, mode="elem"), out),
+            ("enlight mix_batch cutmix elem, out=", Phase(cutmix_alpha=1.0, mode="elem"), out),
         ):
-            fn = lambda phase=phase: mix_batch(x, y, phase, num_classes=NUM_CLASSES, generator=g, out=out)  # noqa: E731
-            rows.append(_row(label, "mix", b, time_calls(fn, repeats=repeats, device=device), "reused output buffer"))
-
+            note = "new output tensor" if buf is None else "reused output buffer"
+            fn = lambda p=phase, o=buf: mix_batch(x, y, p, num_classes=NUM_CLASSES, generator=g, out=o)  # noqa: E731
+            peers.append((label, fn, note))
     try:
         from timm.data import Mixup
     except ImportError as err:
-        rows.append(_skipped("timm Mixup", "mix", f"timm not importable ({err}); pip install timm"))
+        skipped.append(_skipped("timm Mixup", "mix", f"timm not importable ({err}); pip install timm"))
     else:
         xt = x.clone()  # timm mixes in place
         for mode in ("batch", "elem"):
@@ -185,25 +175,15 @@ def _mix_peers(x: torch.Tensor, y: torch.Tensor, device: torch.device, *, repeat
                 ("cutmix", dict(mixup_alpha=0.0, cutmix_alpha=1.0)),
             ):
                 mixer = Mixup(**kw, mode=mode, label_smoothing=0.0, num_classes=NUM_CLASSES)
-                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                    torch.manual_seed(0)  # timm draws from numpy's global RNG and torch's; timed as is
-                    t = time_calls(lambda mixer=mixer: mixer(xt, y), repeats=repeats, device=device)
-                rows.append(_row(f"timm Mixup {kind} {mode}", "mix", b, t, "in place on the input"))
-
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(0)
-        for label, mixer in (
-            ("torchvision v2 MixUp", v2.MixUp(alpha=0.8, num_classes=NUM_CLASSES)),
-            ("torchvision v2 CutMix", v2.CutMix(alpha=1.0, num_classes=NUM_CLASSES)),
-        ):
-            timing = time_calls(lambda m=mixer: m(x, y), repeats=repeats, device=device)
-            rows.append(_row(label, "mix", b, timing, "one λ per batch"))
-        for label, mixer in (
-            ("kornia RandomMixUpV2", K.RandomMixUpV2(data_keys=["input", "class"])),
-            ("kornia RandomCutMixV2", K.RandomCutMixV2(data_keys=["input", "class"], use_correct_lambda=True)),
-        ):
-            timing = time_calls(lambda m=mixer: m(x, y), repeats=repeats, device=device)
-            rows.append(_row(label, "mix", b, timing, "per element"))
+                peers.append((f"timm Mixup {kind} {mode}", lambda m=mixer: m(xt, y), "in place on the input"))
+    for label, mixer, note in (
+        ("torchvision v2 MixUp", v2.MixUp(alpha=0.8, num_classes=NUM_CLASSES), "one λ per batch"),
+        ("torchvision v2 CutMix", v2.CutMix(alpha=1.0, num_classes=NUM_CLASSES), "one λ per batch"),
+        ("kornia RandomMixUpV2", K.RandomMixUpV2(data_keys=["input", "class"]), "per element"),
+        ("kornia RandomCutMixV2", K.RandomCutMixV2(data_keys=["input", "class"], use_correct_lambda=True),
+         "per element"),
+    ):
+        peers.append((label, lambda m=mixer: m(x, y), note))
 
     # The floor: out[i] = lerp(x[i], x[(i + B/2) % B], w[i]) into a reused buffer, weights drawn once.
     w = torch.rand((b, 1, 1, 1), generator=torch.Generator(device=device).manual_seed(0), device=device)
@@ -215,12 +195,13 @@ def _mix_peers(x: torch.Tensor, y: torch.Tensor, device: torch.device, *, repeat
         torch.lerp(x[b - half :], x[:half], w[b - half :], out=dst[b - half :])
         return dst
 
-    timing = time_calls(lambda: lerp(buf), repeats=repeats, device=device)
-    rows.append(_row("bare per-sample torch.lerp", "mix", b, timing, "reused output buffer"))
+    peers.append((LERP, lambda: lerp(buf), "reused output buffer"))
     # What a new output costs the allocator: page faults on the CPU, next to nothing on CUDA.
-    timing = time_calls(lambda: lerp(torch.empty_like(x)), repeats=repeats, device=device)
-    rows.append(_row("bare per-sample torch.lerp, new output", "mix", b, timing, "new output tensor"))
-    return rows
+    peers.append(("bare per-sample torch.lerp, new output", lambda: lerp(torch.empty_like(x)), "new output tensor"))
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)  # timm, torchvision and Kornia draw from the global RNGs; forked, restored on exit
+        times = time_interleaved({p[0]: p[1] for p in peers}, repeats=repeats, device=device)
+    return [_row(name, "mix", b, times[name], note) for name, _, note in peers] + skipped, times
 
 
 def _ratio(rows: list[dict[str, Any]], num: str, den: str) -> float | None:
@@ -275,11 +256,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if threads is not None:
         torch.set_num_threads(threads)
     if args.quick:
-        batch, in_size, out_size, repeats, tv_batch = 64, 128, 112, 15, 64
+        batch, in_size, out_size, repeats, mix_repeats, tv_batch = 64, 128, 112, 15, 31, 64
     else:
-        batch, in_size, out_size, repeats, tv_batch = 256, 256, 224, 7, 256
+        batch, in_size, out_size, repeats, mix_repeats, tv_batch = 256, 256, 224, 7, 21, 256
     batch = args.batch or batch
     repeats = args.repeats or repeats
+    mix_repeats = args.repeats or mix_repeats
     tv_batch = min(tv_batch, batch)
 
     g = torch.Generator().manual_seed(0)
@@ -287,15 +269,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     xm = torch.rand((batch, 3, out_size, out_size), generator=g).to(device)
     y = torch.randint(0, NUM_CLASSES, (batch,), generator=g).to(device)
 
-    rows = _augment_peers(x, out_size, device, repeats=repeats, tv_batch=tv_batch)
-    rows += _mix_peers(xm, y, device, repeats=repeats)
+    rows, aug_times = _augment_peers(x, out_size, device, repeats=repeats, tv_batch=tv_batch)
+    mix_rows, mix_times = _mix_peers(xm, y, device, repeats=mix_repeats)
+    rows += mix_rows
 
-    aug_ratio = _ratio(rows, "enlight GpuAugment", "kornia AugmentationSequential")
-    mix_ratios = {
-        r["name"]: r["img_per_s"] / next(q["img_per_s"] for q in rows if q["name"] == "bare per-sample torch.lerp")
-        for r in rows
-        if r["name"].startswith("enlight mix_batch") and r["img_per_s"]
-    }
+    # Ratios are paired: the median over rounds of the two peers' times within one round (see time_interleaved).
+    aug_ratio = paired_ratio(aug_times["kornia AugmentationSequential"], aug_times["enlight GpuAugment"])
+    mix_ratios = {name: paired_ratio(mix_times[LERP], t) for name, t in mix_times.items() if name.startswith("enlight")}
     aug_goal = GOALS["augment_vs_kornia"]["cuda" if device.type == "cuda" else "cpu"]
     result: dict[str, Any] = {
         "benchmark": "gpu_augment",
@@ -305,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "input": [3, in_size, in_size],
             "output": [3, out_size, out_size],
             "repeats": repeats,
+            "mix_repeats": mix_repeats,
+            "timing": "peers interleaved round by round; ratios are medians of per-round ratios",
             "jitter": JITTER,
             "jitter_prob": 0.8,
             "num_classes": NUM_CLASSES,
@@ -318,7 +300,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "mix_over_lerp": mix_ratios,
             "mix_over_lerp_goal": GOALS["mix_vs_lerp"],
             "mix_over_lerp_met": {k: v >= GOALS["mix_vs_lerp"] for k, v in mix_ratios.items()},
-            "grid_sample_over_roi_align": _ratio(rows, "crop+resize+flip: grid_sample", "crop+resize+flip: roi_align"),
+            "grid_sample_over_roi_align": paired_ratio(
+                aug_times["crop+resize+flip: roi_align"], aug_times["crop+resize+flip: grid_sample"]
+            ),
         },
     }
     env = result["environment"]

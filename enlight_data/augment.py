@@ -56,22 +56,23 @@ _GEN_DEVICE = "generator_device"
 # contrast mean being computed from the image) and with normalisation into ONE per-sample affine colour map
 # `y = M x + c`, applied with one batched matmul and one clamp. The price: torchvision clamps to [0, 1] after every
 # jitter step, we clamp once at the end (before normalising, folded into per-channel bounds).
+
 # NOTE [ Few kernels per draw ]
 # On a GPU every tensor op is a kernel launch of a few microseconds of host time, and a batch of 256 images at 224 px
-# is only a few hundred microseconds of memory traffic: a pipeline of 150 small ops is launch-bound. So draw and apply
-# keep the op count low (about 45 and 30 ops, measured with torch.profiler on the CPU): image-level terms for a batch
-# of one size are host floats, per-batch constants (pixel centres, jitter ranges, colour bases, clamp bounds) are made
-# once per device and cached, the four jitter factors are one fused multiply-add, and the colour map is applied in
-# one baddbmm and one clamp (NOTE [ Fused colour map ]).
+# is only a few hundred microseconds of memory traffic: a pipeline of 150 small ops is launch-bound. So a call keeps
+# its op count low (about 45 ops to draw and 30 to apply, with jitter; tests/test_augment.py counts them with a
+# dispatch mode and holds a budget): image-level terms of a batch of one size are host floats, constants (pixel
+# centres, jitter ranges, colour bases, clamp bounds) are made once per device and cached, the four jitter factors
+# are one fused multiply-add, and the colour map is applied in one baddbmm and one clamp (NOTE [ Fused colour map ]).
 
 # NOTE [ Fused colour map ]
 # Every step of the jitter is linear per sample, so the map is built from per-sample scalars with a few tiny ops and
-# applied to the pixels in one `baddbmm` (matrix and bias) and one clamp (per-channel bounds as tensors). Since the hue rotation R keeps
-# gray, R 1 = 1, so R S(sat) = sat R + (1 - sat) 1 g^T with g the luma weights, and R = H0 + cos H1 + sin H2: the
-# matrix is (sat, sat cos, sat sin, 1 - sat) times four constant matrices (H0 + H1 = I and 1 g^T without hue), one
-# small matmul. Brightness b and contrast k scale it by b k, normalisation (1/std per output channel, and the pixel
-# unit) is folded into the constants, and the contrast offset (1 - k) b mean_gray enters through the matrix' row
-# sums, which the same matmul returns.
+# applied to the pixels in one `baddbmm` (matrix and bias) and one clamp (per-channel bounds as tensors). Since the
+# hue rotation R keeps gray, R 1 = 1, so R S(sat) = sat R + (1 - sat) 1 g^T with g the luma weights, and
+# R = H0 + cos H1 + sin H2: the matrix is (sat, sat cos, sat sin, 1 - sat) times four constant matrices (I and 1 g^T
+# without hue), one small matmul. Brightness b and contrast k scale it by b k; normalisation (1/std per output
+# channel, and the pixel unit) is folded into the constants; the contrast offset (1 - k) b mean_gray enters through
+# the matrix' row sums, which the same matmul returns.
 _R3 = 1.0 / math.sqrt(3.0)
 _HUE_BASES = (
     ((1 / 3, 1 / 3, 1 / 3), (1 / 3, 1 / 3, 1 / 3), (1 / 3, 1 / 3, 1 / 3)),
@@ -429,7 +430,7 @@ class GpuAugment:
         return AugmentParams(boxes, flip, jitter, bright, contrast, saturation, hue)
 
     def _jitter_consts(self, device: torch.device, strength: float) -> tuple[Tensor, Tensor, Tensor]:
-        """Lower ends, widths and no-jitter values of (brightness, contrast, saturation, hue), made once per strength."""
+        """Lower ends, widths and unjittered values of (brightness, contrast, saturation, hue), once per strength."""
         key = ("jitter", device, strength)
         cached = self._consts.get(key)
         if cached is None:
@@ -437,9 +438,8 @@ class GpuAugment:
             mags = (self.brightness, self.contrast, self.saturation)
             low = [max(0.0, 1.0 - m * s) for m in mags] + [-self.hue * s]
             span = [1.0 + m * s - lo for m, lo in zip(mags, low)] + [2.0 * self.hue * s]
-            cached = self._consts[key] = {
-                name: _to_device_async(v, device) for name, v in (("low", low), ("span", span), ("off", [1.0, 1.0, 1.0, 0.0]))
-            }
+            host = {"low": low, "span": span, "off": [1.0, 1.0, 1.0, 0.0]}
+            cached = self._consts[key] = {name: _to_device_async(v, device) for name, v in host.items()}
         return cached["low"], cached["span"], cached["off"]
 
     def _jitter_active(self, strength: float) -> bool:
@@ -596,8 +596,9 @@ class GpuAugment:
 
         ``basis``: rows of per-sample matrix terms, each ``c * c`` entries (scaled by ``unit`` and ``1 / std`` per
         output channel) followed by its ``c`` row sums (scaled by ``1 / std`` only); see NOTE [ Fused colour map ].
-        ``scale``/``shift``: ``unit / std`` and ``-mean / std`` (std 1, mean 0 without normalisation); ``lo``/``hi``: the clamp bounds [0, 1] in normalised units;
-        ``gray``: the luma weights times ``unit``; ``phase``: ``(pi/2, 0)``, so ``sin(theta + phase) = (cos, sin)``.
+        ``scale``/``shift``: ``unit / std`` and ``-mean / std`` (std 1, mean 0 without normalisation);
+        ``lo``/``hi``: the clamp bounds [0, 1] in normalised units; ``gray``: the luma weights times ``unit``;
+        ``phase``: ``(pi/2, 0)``, so ``sin(theta + phase) = (cos, sin)``.
         """
         key = (device, dt, unit, c)
         cached = self._consts.get(key)
