@@ -1,0 +1,17 @@
+"""The shared timing plumbing of ``benchmarks/`` (the benchmarks themselves are scripts, not tests)."""
+
+from benchmarks.common import paired_ratio, time_interleaved
+
+
+def test_time_interleaved_runs_each_function_once_per_round_in_order():
+    calls: list[str] = []
+    times = time_interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=1)
+    assert calls == ["a", "b"] * 4  # one warm-up round, then three timed rounds
+    assert set(times) == {"a", "b"} and all(len(t) == 3 and min(t) >= 0 for t in times.values())
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    # Round 2 ran on a slow machine for both peers: the paired ratio is unaffected.
+    slow, fast = [2.0, 40.0, 2.2, 1.8], [1.0, 20.0, 1.1, 0.9]
+    assert paired_ratio(slow, fast) == 2.0
+    assert paired_ratio([3.0, 1.0, 2.0], [1.0, 1.0, 1.0]) == 2.0
