@@ -17,7 +17,7 @@ from enlight_data import augment as augment_module
 from enlight_data.augment import AugmentParams, GpuAugment, apply_augment
 from helpers import CountOps
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+needs_cuda = pytest.mark.needs_cuda  # skipped without a GPU by conftest.py
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

@@ -434,7 +434,6 @@ def test_stream_over_shards_with_two_ranks(run2):
 
 @pytest.mark.slow
 @pytest.mark.needs_cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_nccl_sync_moves_a_cpu_table_through_the_gpu():
     (result,) = _spawn(1, ["nccl"], {"backend": "nccl"})  # one rank: NCCL needs a GPU per rank
     for mode in ("dense", "sparse"):

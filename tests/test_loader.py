@@ -396,7 +396,6 @@ def test_library_never_uses_global_rng(forbid_global_rng):
 
 
 @pytest.mark.needs_cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_device_moves_every_tensor_and_records_on_device():
     dl = DataLoader(Images(32), batch_size=8)
     loader = ed.enlighten(dl, ed.mixup_pause(1, alpha=1.0), num_classes=4, device="cuda")
@@ -447,7 +446,6 @@ def test_multi_hot_rows_are_mixed_for_bce():
 
 
 @pytest.mark.needs_cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_training_step_never_synchronises_with_the_host():
     """Loader, GpuAugment, Mixup/CutMix and loss recording, step after step, under sync-debug 'error'."""
     data = DataLoader(TensorDataset(torch.randint(0, 256, (96, 3, 20, 20), dtype=torch.uint8,

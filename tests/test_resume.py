@@ -131,7 +131,7 @@ def test_resume_matches_uninterrupted_run(name, where, at, workers):
     assert_same_outcome(result, ref["outcome"])
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.needs_cuda
 @pytest.mark.parametrize("name", ["pause", "accuracy"])
 def test_resume_on_cuda_matches_uninterrupted_run(name):
     """device='cuda': side-stream prefetch, the table and the random streams on the GPU (not run on CPU-only CI)."""

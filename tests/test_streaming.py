@@ -18,7 +18,7 @@ from torch import nn
 import enlight_data as ed
 from enlight_data.shards import ShardError, hash_id, load_catalog
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+needs_cuda = pytest.mark.needs_cuda  # skipped without a GPU by conftest.py
 CLASSES = 4
 
 
