@@ -4,8 +4,10 @@ Same in-memory dataset (50,000 × 3×32×32 uint8, batch 256), num_workers 0 and
 measured in one run, alternating plain and wrapped epochs. The wrapped loop records
 per-sample losses on every step (the table update) and chooses a removal set at
 every epoch start. Throughput is compared per sample (a removal epoch is shorter).
-Also: the per-step cost of recording losses and the epoch-start cost of choosing
-the removed set for an ImageNet-sized table (N = 1,281,167).
+Epochs are timed with Python's cyclic GC paused (NOTE [ GC pauses in the overhead
+loop ]); how often each loop triggers collections is measured separately, with the
+collector on. Also: the per-step cost of recording losses and the epoch-start cost
+of choosing the removed set for an ImageNet-sized table (N = 1,281,167).
 
 Run: ``python -m benchmarks.loader_overhead [--quick]``.
 """
@@ -13,9 +15,10 @@ Run: ``python -m benchmarks.loader_overhead [--quick]``.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import time
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -64,6 +67,32 @@ def _epoch_wrapped(loader: ed.EnlightLoader) -> int:
     return n
 
 
+def _timed_epoch(run: Callable[[], int]) -> tuple[int, float, float]:
+    """``(samples, wall s, main-process CPU s)`` of one epoch, with Python's cyclic GC paused (as ``timeit`` does).
+
+    NOTE [ GC pauses in the overhead loop ]
+    With torch imported, a full (generation 2) collection scans ~180k objects and took ~70 ms here, a third of
+    an epoch; it fell on every third epoch of either loop, so paired ratios came out as 0.67, 1.0 or 1.5 and
+    their median drifted with the draw. Both loops trigger collections equally often (``gc_per_1k_samples``
+    measures it with the collector on), so the timed epochs run with the collector paused after a collection.
+    """
+    gc.collect()
+    gc.disable()
+    try:
+        start, cpu = time.perf_counter(), time.process_time()
+        n = run()
+        return n, time.perf_counter() - start, time.process_time() - cpu
+    finally:
+        gc.enable()
+
+
+def _gc_per_1k_samples(run: Callable[[], int], epochs: int) -> list[float]:
+    """Collections per 1,000 samples of each GC generation over ``epochs`` epochs, the collector on."""
+    before = [s["collections"] for s in gc.get_stats()]
+    n = sum(run() for _ in range(epochs))
+    return [(s["collections"] - b) * 1000 / n for s, b in zip(gc.get_stats(), before)]
+
+
 def _throughput(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     data = _InMemory(args.samples)
     kw = dict(batch_size=256, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
@@ -74,15 +103,14 @@ def _throughput(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     _epoch_wrapped(wrapped)
     plain_rates, wrapped_rates, cpu_ratios = [], [], []
     for _ in range(args.epochs):  # alternate, so drift hits both alike
-        start, cpu = time.perf_counter(), time.process_time()
-        n = _epoch_plain(plain)
-        plain_rates.append(n / (time.perf_counter() - start))
-        plain_cpu = (time.process_time() - cpu) / n
-        start, cpu = time.perf_counter(), time.process_time()
-        n = _epoch_wrapped(wrapped)
-        wrapped_rates.append(n / (time.perf_counter() - start))
-        cpu_ratios.append((time.process_time() - cpu) / n / plain_cpu)
+        n, wall, cpu = _timed_epoch(lambda: _epoch_plain(plain))
+        plain_rates.append(n / wall)
+        plain_cpu = cpu / n
+        n, wall, cpu = _timed_epoch(lambda: _epoch_wrapped(wrapped))
+        wrapped_rates.append(n / wall)
+        cpu_ratios.append(cpu / n / plain_cpu)
     ratios = [p / w for p, w in zip(plain_rates, wrapped_rates)]
+    gc_epochs = 2 if args.quick else 4
     return {
         "num_workers": workers,
         "plain_img_per_s": statistics.median(plain_rates),
@@ -94,6 +122,10 @@ def _throughput(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         "time_ratio_max": max(ratios),
         "epochs": args.epochs,
         "removed_per_epoch": wrapped.history[-1]["removed"],
+        "gc_per_1k_samples": {
+            "plain": _gc_per_1k_samples(lambda: _epoch_plain(plain), gc_epochs),
+            "enlighten": _gc_per_1k_samples(lambda: _epoch_wrapped(wrapped), gc_epochs),
+        },
     }
 
 
@@ -150,6 +182,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{r['num_workers']:>7} {r['plain_img_per_s']:>12.0f} {r['enlighten_img_per_s']:>16.0f} "
               f"{r['time_ratio_median']:>13.3f} {r['time_ratio_min']:>5.3f}..{r['time_ratio_max']:.3f} "
               f"{r['time_ratio_of_medians']:>17.3f} {r['main_process_cpu_ratio_median']:>22.3f}")
+    for r in rows:
+        gcs = r["gc_per_1k_samples"]
+        print(f"{r['num_workers']} workers, GC collections per 1k samples (gen 0/1/2), plain "
+              f"{'/'.join(f'{v:.3f}' for v in gcs['plain'])}, enlighten {'/'.join(f'{v:.3f}' for v in gcs['enlighten'])}")
     print(f"record per step (B=256, N={IMAGENET:,}): {costs['record_step_us']:.1f} us; "
           f"choose 10% removed set: {costs['select_10pct_ms']:.1f} ms; finalize epoch: {costs['finalize_epoch_ms']:.1f} ms")
     write_json(args.out, result)
