@@ -183,9 +183,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{r['time_ratio_median']:>13.3f} {r['time_ratio_min']:>5.3f}..{r['time_ratio_max']:.3f} "
               f"{r['time_ratio_of_medians']:>17.3f} {r['main_process_cpu_ratio_median']:>22.3f}")
     for r in rows:
-        gcs = r["gc_per_1k_samples"]
-        print(f"{r['num_workers']} workers, GC collections per 1k samples (gen 0/1/2), plain "
-              f"{'/'.join(f'{v:.3f}' for v in gcs['plain'])}, enlighten {'/'.join(f'{v:.3f}' for v in gcs['enlighten'])}")
+        plain_gc, ours_gc = ("/".join(f"{v:.3f}" for v in r["gc_per_1k_samples"][k]) for k in ("plain", "enlighten"))
+        print(f"{r['num_workers']} workers, GC collections per 1k samples (gen 0/1/2): plain {plain_gc}, "
+              f"enlighten {ours_gc}")
     print(f"record per step (B=256, N={IMAGENET:,}): {costs['record_step_us']:.1f} us; "
           f"choose 10% removed set: {costs['select_10pct_ms']:.1f} ms; finalize epoch: {costs['finalize_epoch_ms']:.1f} ms")
     write_json(args.out, result)
