@@ -47,7 +47,7 @@ class LossTable:
         self._sum = torch.zeros(size, dtype=torch.float32)
         self._count = torch.zeros(size, dtype=torch.float32)
         self._stats = torch.zeros(_NUM_STATS, dtype=torch.float64)
-        self._log: list[tuple[Tensor, Tensor, Tensor | None, Tensor | None]] = []
+        self._stage = _Stage()
 
     @property
     def device(self) -> torch.device:
@@ -81,47 +81,47 @@ class LossTable:
                 all when ``None``. Non-finite losses never enter it and are counted.
             correct: ``(B,)`` bool, whether each prediction was right (for accuracy).
         """
+        if indices.dim() != 1:
+            raise ValueError(f"indices should be 1-D, got indices of shape {tuple(indices.shape)}")
+        for name, value in (("losses", losses), ("keep", keep), ("correct", correct)):
+            if value is not None and value.shape != indices.shape:
+                raise ValueError(
+                    f"{name} should have the shape of indices {tuple(indices.shape)}, got {name} of shape "
+                    f"{tuple(value.shape)}"
+                )
         losses = losses.detach()
         if losses.device != self._device:
             self.to(losses.device)
         # NOTE [ Deferred recording ]
-        # A step only keeps references (and a copy of the losses, which the caller may
-        # reuse); every _FOLD_EVERY steps the logged batches are concatenated and added
-        # to the table and counters in one pass. Per step that is one small copy; per
-        # fold a dozen kernels over 64 batches. Nothing synchronises with the host.
-        self._log.append((indices, losses.clone(), keep, correct))
-        if len(self._log) >= _FOLD_EVERY:
+        # A step copies the batch's ids, losses (and keep/correct flags) into staging buffers
+        # made once (a slice copy each: nothing the step allocates outlives it, so the batches'
+        # big allocations keep reusing the same memory; small tensors kept for 64 steps slowed a
+        # model-free CPU loop by 14 %). When the buffers are full the staged batches are added to
+        # the table and counters in one pass. Nothing synchronises with the host.
+        if not self._stage.add(indices, losses, keep, correct, self._device):
             self._fold()
+            self._stage.add(indices, losses, keep, correct, self._device)
 
     def _fold(self) -> None:
-        """Add the logged batches to the table accumulators and counters (no host synchronisation)."""
-        if not self._log:
+        """Add the staged batches to the table accumulators and counters (no host synchronisation)."""
+        staged = self._stage.take()
+        if staged is None:
             return
-        log, self._log = self._log, []
-        dev = self._device
-        indices = torch.cat([i.to(dev, non_blocking=True) for i, _, _, _ in log])
-        values = torch.cat([v.float() for _, v, _, _ in log])
+        indices, values, keep, correct, scored = staged
         finite = torch.isfinite(values)
         clean = torch.where(finite, values, 0.0)
-        take = finite
-        if any(k is not None for _, _, k, _ in log):
-            keep = torch.cat(
-                [torch.ones_like(v, dtype=torch.bool) if k is None else k.to(dev) for _, v, k, _ in log]
-            )
-            take = finite & keep
-        self._sum.index_add_(0, indices, clean if take is finite else torch.where(take, clean, 0.0))
+        take = finite if keep is None else finite & keep
+        self._sum.index_add_(0, indices, clean if keep is None else torch.where(take, clean, 0.0))
         weight = take.float()
         self._count.index_add_(0, indices, weight)
-        scored = [c for _, _, _, c in log if c is not None]
-        correct = torch.cat(scored).to(dev, torch.float64) if scored else None
         n = float(values.numel())
         # correct, scored, loss_sum, loss_count, nonfinite, recorded; filled and computed on the
         # device (a tensor made from a host value would be a blocking copy).
         finite_count = finite.sum(dtype=torch.float64)
         self._stats += torch.stack(
             [
-                correct.sum() if correct is not None else finite_count.new_zeros(()),
-                torch.full_like(finite_count, float(correct.numel()) if correct is not None else 0.0),
+                correct.sum(dtype=torch.float64) if correct is not None else finite_count.new_zeros(()),
+                torch.full_like(finite_count, float(scored)),
                 clean.sum(dtype=torch.float64),
                 finite_count,
                 n - finite_count,
@@ -160,7 +160,7 @@ class LossTable:
 
     def discard_epoch(self) -> None:
         """Drop the running epoch's records (used when a resumed epoch restarts them)."""
-        self._log.clear()
+        self._stage.clear()
         self._sum.zero_()
         self._count.zero_()
         self._stats.zero_()
@@ -213,8 +213,87 @@ class LossTable:
             if not isinstance(t, Tensor) or tuple(t.shape) != shape:
                 raise ValueError(f"state[{key!r}] should be a tensor of shape {shape}, got {t!r:.80}")
         dev = self._device
-        self._log.clear()
+        self._stage.clear()
         self._last = state["last"].to(dev, torch.float32).clone()
         self._sum = state["sum"].to(dev, torch.float32).clone()
         self._count = state["count"].to(dev, torch.float32).clone()
         self._stats = state["stats"].to(dev, torch.float64).clone()
+
+
+class _Stage:
+    """Preallocated buffers that hold up to ``_FOLD_EVERY`` batches of records between folds.
+
+    The keep and correct columns are only written while some batch of the window has them
+    (set from its first such batch, with the defaults filled in for the batches before it),
+    so a window without them costs two slice copies per step.
+    """
+
+    def __init__(self) -> None:
+        self.capacity = 0
+        self.fill = 0
+        self.scored = 0  # samples with an accuracy verdict in the window (a host count)
+        self.keep_on = self.correct_on = False
+        self.device = torch.device("cpu")
+        self.indices = self.losses = self.keep = self.correct = torch.empty(0)
+
+    def _allocate(self, capacity: int, device: torch.device) -> None:
+        self.capacity, self.device = capacity, device
+        self.indices = torch.empty(capacity, dtype=torch.int64, device=device)
+        self.losses = torch.empty(capacity, dtype=torch.float32, device=device)
+        self.keep = torch.empty(capacity, dtype=torch.bool, device=device)
+        self.correct = torch.empty(capacity, dtype=torch.float32, device=device)
+
+    def add(
+        self, indices: Tensor, losses: Tensor, keep: Tensor | None, correct: Tensor | None, device: torch.device
+    ) -> bool:
+        """Stage one batch; ``False`` (nothing written) when it does not fit: fold, then add again."""
+        b = int(indices.shape[0])
+        if device != self.device or b > self.capacity:
+            if self.fill:
+                return False
+            self._allocate(max(b * _FOLD_EVERY, self.capacity), device)
+        if self.fill + b > self.capacity:
+            return False
+        lo, hi = self.fill, self.fill + b
+        self.indices[lo:hi].copy_(indices, non_blocking=True)
+        self.losses[lo:hi].copy_(losses)
+        if keep is not None and not self.keep_on:
+            self.keep_on = True
+            self.keep[:lo].fill_(True)
+        if self.keep_on and keep is not None:
+            self.keep[lo:hi].copy_(keep)
+        elif self.keep_on:
+            self.keep[lo:hi].fill_(True)
+        if correct is not None and not self.correct_on:
+            self.correct_on = True
+            self.correct[:lo].zero_()
+        if self.correct_on and correct is not None:
+            self.correct[lo:hi].copy_(correct)
+        elif self.correct_on:
+            self.correct[lo:hi].zero_()
+        if correct is not None:
+            self.scored += b
+        self.fill = hi
+        return True
+
+    def take(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, int] | None:
+        """The staged ``(indices, losses, keep, correct, scored)`` as views, and an empty stage; ``None`` if empty.
+
+        The views stay valid until the next :meth:`add`, which the fold never calls.
+        """
+        if not self.fill:
+            return None
+        n = self.fill
+        staged = (
+            self.indices[:n],
+            self.losses[:n],
+            self.keep[:n] if self.keep_on else None,
+            self.correct[:n] if self.correct_on else None,
+            self.scored,
+        )
+        self.clear()
+        return staged
+
+    def clear(self) -> None:
+        self.fill = self.scored = 0
+        self.keep_on = self.correct_on = False

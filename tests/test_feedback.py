@@ -84,3 +84,41 @@ def test_finalize_reduce_callback_sees_pending():
     stats = t.finalize_epoch(double)
     assert stats["recorded"] == 2 and t.losses()[0] == 2.0
     assert math.isnan(t.losses()[1])
+
+
+def test_staged_recording_matches_a_direct_computation_across_folds_and_batch_sizes():
+    # 150 batches of 1..299 samples and one larger than the staging window; keep and correct given for some.
+    g = torch.Generator().manual_seed(3)
+    n = 1000
+    t = LossTable(n)
+    sums, counts = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+    correct_total = scored = recorded = 0.0
+    for step in range(150):
+        b = 20_000 if step == 70 else int(torch.randint(1, 300, (1,), generator=g))
+        idx = torch.randint(0, n, (b,), generator=g)
+        losses = torch.rand(b, generator=g, dtype=torch.float64)
+        keep = torch.rand(b, generator=g) < 0.7 if step % 3 == 1 else None
+        correct = torch.rand(b, generator=g) < 0.5 if step % 4 == 2 else None
+        take = torch.ones(b, dtype=torch.bool) if keep is None else keep
+        sums.index_add_(0, idx[take], losses.float().double()[take])
+        counts.index_add_(0, idx[take], torch.ones(int(take.sum()), dtype=torch.float64))
+        recorded += float(take.sum())
+        if correct is not None:
+            correct_total += float(correct.sum())
+            scored += b
+        t.record(idx, losses, keep=keep, correct=correct)
+        losses.fill_(-1.0)  # the caller reuses its tensor: what was recorded is a copy
+    stats = t.finalize_epoch()
+    expected = torch.where(counts > 0, sums / counts.clamp_min(1), math.nan).float()
+    torch.testing.assert_close(t.losses(), expected, equal_nan=True)
+    assert stats["recorded"] == recorded and stats["correct"] == correct_total and stats["scored"] == scored
+
+
+def test_record_checks_shapes():
+    t = LossTable(10)
+    with pytest.raises(ValueError, match=r"losses should have the shape of indices \(3,\), got losses of shape \(1,\)"):
+        t.record(torch.tensor([0, 1, 2]), torch.tensor([1.0]))  # would broadcast into the staging buffer
+    with pytest.raises(ValueError, match=r"keep should have the shape of indices \(2,\), got keep of shape \(3,\)"):
+        t.record(torch.tensor([0, 1]), torch.ones(2), keep=torch.ones(3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"indices should be 1-D, got indices of shape \(2, 1\)"):
+        t.record(torch.tensor([[0], [1]]), torch.ones(2, 1))
