@@ -1,7 +1,7 @@
 """The per-sample loss table that High-Loss Removal ranks, and the epoch's counters.
 
-Recording never synchronises with the host: batches are logged and folded in
-groups into per-index accumulators with ``index_add_`` (so a sample recorded
+Recording never synchronises with the host: batches are staged in buffers made
+once and folded in groups into per-index accumulators with ``index_add_`` (so a sample recorded
 twice in one epoch, e.g. by distributed padding, keeps the mean of its records),
 and the epoch's accuracy and loss counters stay on the device until
 :meth:`LossTable.finalize_epoch` reads them, once per epoch.
