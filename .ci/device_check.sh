@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks for a session lent a device machine: one call of the device tool, about 8 minutes.
+# GPU checks for a session lent a device machine: one call of the device tool, at most 9.5 minutes.
 #
 # Prepare once here (the device machine has torch, torchvision, timm, scikit-learn, hypothesis, pytest, not kornia,
 # webdataset or Fashion-MNIST; see ../.library/device/README.md on carrying wheels):
@@ -7,7 +7,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl kornia==0.9.0 kornia_rs==0.2.0 webdataset==1.0.2 braceexpand
-#   mkdir -p .fmnist && cp /usr/share/datasets/fashion-mnist/*.gz .fmnist/   # 31 MB (apt-get install dataset-fashion-mnist)
+#   mkdir -p .fmnist && cp /usr/share/datasets/fashion-mnist/*.gz .fmnist/   # 31 MB, from dataset-fashion-mnist
 # Then: run(command="bash .ci/device_check.sh", carry=[".whl", ".fmnist"], timeout_s=590), and give the machine back.
 set -u
 out=${OUT:-/tmp/enlight_out}
@@ -16,9 +16,15 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   && export PYTHONPATH=/tmp/site:$PWD || exit 1
 nvidia-smi -L
 python3 -c "import torch, kornia, webdataset; print(torch.__version__, torch.cuda.get_device_name())"
+export PYTHONUNBUFFERED=1
+# $OUT brings back at most 8 files: the CUDA test log, gpu_augment.{json,png}, streaming.json, reproduce.{json,md}.
 # 1. The CUDA tests (skipped on CPU-only CI): no per-step sync, CPU/CUDA agreement, GPU decode, resume, nccl.
-timeout 200 python3 -m pytest -q -p no:cacheprovider -m needs_cuda -rs tests 2>&1 | tail -25 | tee "$out/cuda_tests.txt"
-# 2. GPU augmentation and mixing against Kornia, timm, torchvision (goal: GpuAugment >= 20x Kornia).
-timeout 150 python3 benchmarks/gpu_augment.py --device cuda --out "$out/gpu_augment.json" 2>&1 | tail -30
-# 3. The paper's strategies on a GPU, sized for the budget (3 strategies x 3 seeds, Fashion-MNIST 32x32).
-timeout 200 python3 -m benchmarks.reproduce --gpu --fashion-dir .fmnist --out "$out" 2>&1 | tail -25
+timeout 180 python3 -m pytest -q -p no:cacheprovider -m needs_cuda -rs tests 2>&1 | tail -25 | tee "$out/cuda_tests.txt"
+# 2. Augmentation and mixing against Kornia, timm, torchvision (goals: GpuAugment >= 20x Kornia, mixing >= 0.7x lerp).
+timeout 120 python3 benchmarks/gpu_augment.py --device cuda --out "$out/gpu_augment.json" 2>&1 | tail -32
+# 3. Streaming on the GPU: decode="gpu" (nvjpeg) against decoding in 2 workers, both cropped by GpuAugment.
+timeout 100 python3 -m benchmarks.streaming --device cuda --samples 1024 --rounds 3 --out "$out/streaming.json" 2>&1 \
+  | tail -12
+# 4. The paper's strategies on a GPU, cut to fit (3 strategies x 2 seeds, Fashion-MNIST 32x32); least urgent, last.
+timeout 170 python3 -m benchmarks.reproduce --gpu --seeds 2 --fashion-dir .fmnist --no-progress --no-plots \
+  --out "$out" 2>&1 | tail -25

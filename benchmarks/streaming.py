@@ -12,7 +12,10 @@ decoder (torchvision's, uint8 CHW):
   never decoded.
 
 Reported ratios (medians of epoch times): ``stream / webdataset`` (goal <= 1.05) and ``stream_removed / stream``
-(goal <= 0.85). Run ``python -m benchmarks.streaming [--quick] [--data photos|fashion-mnist] [--device cpu]``.
+(goal <= 0.85). On CUDA (or with ``--decode-compare``) the photos are also streamed to the device and cropped to one
+224 px batch by ``GpuAugment``: decoded in the workers (``stream_augment``) and, on CUDA, decoded on the GPU
+(``decode="gpu"``, ``stream_gpu_decode_augment``); their img/s ratio is reported.
+Run ``python -m benchmarks.streaming [--quick] [--data photos|fashion-mnist] [--device cpu|cuda] [--decode-compare]``.
 """
 
 from __future__ import annotations
@@ -171,6 +174,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--buffer", type=int, default=1000)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--decode-compare", action="store_true",
+                        help="also time decoding + GpuAugment(224) on the device (always on with CUDA, where "
+                        "decode='gpu' is timed too)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -206,6 +212,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "stream": lambda: _epoch(full, device),
             "stream_removed": lambda: _epoch(removed, device, record),
         }
+        if photos and (args.decode_compare or device.type == "cuda"):
+            # Decoding compared, both ending in one (B, 3, 224, 224) batch on the device: JPEGs decoded by the
+            # workers, moved, then GpuAugment; and (CUDA only) raw bytes decoded on the GPU with nvjpeg, then
+            # GpuAugment's crop of the list of images into one batch.
+            on_device = dict(common, device=device)
+            cpu_decoded = ed.stream(index, ed.high_loss_removal(10**6, fraction=0.0),
+                                    **dict(on_device, augment=ed.GpuAugment(224)))
+            peers["stream_augment"] = lambda: _epoch(cpu_decoded, device)
+            if device.type == "cuda":
+                gpu_decoded = ed.stream(index, ed.high_loss_removal(10**6, fraction=0.0),
+                                        **dict(on_device, decode="gpu", augment=ed.GpuAugment(224)))
+                peers["stream_gpu_decode_augment"] = lambda: _epoch(gpu_decoded, device)
         for run in peers.values():  # warm-up: worker start, page cache, first removal set
             run()
         times: dict[str, list[float]] = {k: [] for k in peers}
@@ -255,6 +273,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     best = {k: v["min_s"] for k, v in result["peers"].items()}  # least disturbed by other jobs on the machine
     result["min_ratio_stream_vs_webdataset"] = best["stream"] / best["webdataset"]
     result["min_ratio_removed_vs_full"] = best["stream_removed"] / best["stream"]
+    rate = {k: v["median_samples_per_s"] for k, v in result["peers"].items()}
+    if "stream_gpu_decode_augment" in rate:
+        result["ratio_gpu_decode_vs_cpu_decode"] = rate["stream_gpu_decode_augment"] / rate["stream_augment"]
     result["goals"] = {
         "stream_vs_webdataset_le_1.05": result["ratio_stream_vs_webdataset"] <= 1.05,
         "removed_vs_full_le_0.85": result["ratio_removed_vs_full"] <= 0.85,
@@ -273,6 +294,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"20% removed / full epoch = {result['ratio_removed_vs_full']:.3f} wall, "
           f"{result['cpu_ratio_removed_vs_full']:.3f} cpu, {result['min_ratio_removed_vs_full']:.3f} min wall  "
           f"(goal <= 0.85; {removed_fraction:.0%} removed)")
+    if "ratio_gpu_decode_vs_cpu_decode" in result:
+        print(f"decode='gpu' / decoding in {args.workers} workers, both + GpuAugment(224): "
+              f"{result['ratio_gpu_decode_vs_cpu_decode']:.2f}x img/s "
+              f"({rate['stream_gpu_decode_augment']:.0f} vs {rate['stream_augment']:.0f})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
     return result
