@@ -584,3 +584,88 @@ def test_a_list_of_images_costs_the_same_ops_whatever_its_length():
             aug(images, generator=gen(0))
         counts.append(len(ops))
     assert counts[0] == counts[1], counts
+
+
+# ------------------------------------------------------------------ through enlighten(), on the CPU
+
+
+def _uint8_loader(n: int = 48, batch: int = 8, *, shuffle: bool = True) -> torch.utils.data.DataLoader:
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x = torch.randint(0, 256, (n, 3, 20, 20), dtype=torch.uint8, generator=gen(11))
+    return DataLoader(TensorDataset(x, torch.arange(n) % 4), batch_size=batch, shuffle=shuffle)
+
+
+def _train(loader, epochs: int) -> list[torch.Tensor]:
+    """The README loop, unchanged: model, tracked loss, backward; returns the batches it saw."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))
+    criterion = loader.track(torch.nn.CrossEntropyLoss())
+    seen = []
+    for _ in range(epochs):
+        for x, y in loader:
+            criterion(model(x), y).backward()
+            seen.append(x)
+    return seen
+
+
+@pytest.mark.parametrize("kind", ["gpu_augment", "kornia"])
+def test_enlighten_runs_the_augmentation_in_an_unchanged_loop(kind, forbid_global_rng):
+    import enlight_data as ed
+
+    def make(seed: int):
+        augment = GpuAugment(16, **JITTER, mean=MEAN, std=STD) if kind == "gpu_augment" else kornia_pipeline()
+        schedule = ed.Schedule(2, ed.Phase(drop_high_loss=0.25), ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0))
+        return ed.enlighten(_uint8_loader(), schedule, num_classes=4, seed=seed, augment=augment)
+
+    loader = make(0)
+    seen = _train(loader, epochs=3)
+    assert all(x.shape[1:] == (3, 16, 16) and x.dtype == torch.float32 for x in seen)
+    assert len(seen) == 6 + 5 + 6  # epoch 1 leaves out the 12 highest-loss of 48 samples
+    expected = "GpuAugment" if kind == "gpu_augment" else "AugmentationSequential"
+    assert [h["augment"] for h in loader.history] == [expected] * 3
+    again, other = _train(make(0), epochs=3), _train(make(1), epochs=3)
+    assert all(torch.equal(a, b) for a, b in zip(seen, again))  # same seed, same augmented and mixed batches
+    assert not torch.equal(seen[0], other[0])
+
+
+def test_phase_strength_and_augment_swap_go_through_the_loader():
+    import enlight_data as ed
+
+    aug = GpuAugment(16, **JITTER)
+    raw = torch.cat([x for x, _ in _uint8_loader(16, batch=16, shuffle=False)])
+    schedule = ed.Schedule(1, ed.Phase(augment_strength=0.0), ed.Phase(augment_strength=0.5))
+    loader = ed.enlighten(_uint8_loader(16, batch=16, shuffle=False), schedule, augment=aug)
+    (period,), (after,) = ([x for x, _ in loader] for _ in range(2))
+    torch.testing.assert_close(period, aug(raw, generator=gen(123), strength=0.0))  # a plain resize, any draw
+    assert not torch.allclose(after, period)
+    assert [h["augment_strength"] for h in loader.history] == [0.0, 0.5]
+
+    zeros = lambda x: torch.zeros(x.shape[0], 3, 16, 16)  # noqa: E731
+    swapped = ed.enlighten(_uint8_loader(16, batch=16), ed.Schedule(1, ed.Phase(augment=zeros), ed.Phase()),
+                           augment=aug)
+    (first,), (second,) = ([x for x, _ in swapped] for _ in range(2))
+    assert torch.equal(first, torch.zeros(16, 3, 16, 16)) and second.abs().sum() > 0
+    assert [h["augment"] for h in swapped.history] == ["function", "GpuAugment"]
+
+
+def test_augmented_batches_resume_mid_epoch_exactly():
+    import enlight_data as ed
+
+    def make():
+        schedule = ed.Schedule(1, ed.Phase(augment_strength=0.5), ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0))
+        return ed.enlighten(_uint8_loader(), schedule, num_classes=4, seed=3, augment=GpuAugment(16, **JITTER))
+
+    whole = make()
+    list(whole)  # epoch 0
+    it = iter(whole)
+    head = [next(it) for _ in range(2)]
+    state = whole.state_dict()
+    rest = list(it)
+    resumed = make()
+    resumed.load_state_dict(state)
+    again = list(resumed)
+    assert len(head) + len(again) == 6 and len(again) == len(rest)
+    for (x, y), (x2, y2) in zip(rest, again):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
