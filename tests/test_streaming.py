@@ -269,6 +269,37 @@ def test_gpu_decode_needs_cuda(tmp_path):
         ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, decode="jpeg")
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_stream_runs_gpu_augment_and_mixing_in_an_unchanged_loop(tmp_path, num_workers):
+    from enlight_data.augment import GpuAugment
+
+    data = [(torch.randint(0, 256, (3, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(i)),
+             i % CLASSES) for i in range(24)]
+    index = ed.write_shards(data, str(tmp_path / "a-%02d.tar"), maxcount=6, image_format="png", progress=False)
+
+    def make(seed):
+        schedule = ed.Schedule(1, ed.Phase(augment_strength=0.0), ed.Phase(mixup_alpha=1.0))
+        return ed.stream(index, schedule, batch_size=8, num_workers=num_workers, seed=seed,
+                         augment=GpuAugment(8, brightness=0.3), num_classes=CLASSES)
+
+    def train(loader):
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, CLASSES))
+        criterion = loader.track(nn.CrossEntropyLoss())
+        seen = []
+        for _ in range(2):
+            for x, y in loader:
+                criterion(model(x), y).backward()
+                seen.append((x, y))
+        return seen
+
+    seen = train(make(0))
+    assert len(seen) == 6 and all(x.shape == (8, 3, 8, 8) and y.shape == (8, CLASSES) for x, y in seen)
+    again = train(make(0))
+    assert all(torch.equal(x, x2) and torch.equal(y, y2) for (x, y), (x2, y2) in zip(seen, again))
+
+
 @needs_cuda
 def test_gpu_decode_makes_one_batch(tmp_path):
     from enlight_data.augment import GpuAugment
