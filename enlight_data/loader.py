@@ -49,6 +49,9 @@ class Source(Protocol):
     def num_batches(self) -> int:
         ...
 
+    def peek_num_batches(self, epoch: int, excluded: Tensor | None) -> int:
+        ...
+
     def signature(self) -> dict[str, Any]:
         ...
 
@@ -139,8 +142,23 @@ class EnlightLoader:
         return self._table.losses()
 
     def __len__(self) -> int:
-        """Batches in the current epoch (the full first epoch before any ``iter()``)."""
-        return self._source.num_batches()
+        """Batches of the epoch in progress, else of the epoch the next ``iter()`` starts.
+
+        The next epoch's count includes its removal (High-Loss Removal leaves out samples
+        chosen from the losses recorded so far), so ``tqdm(loader)`` and step counts are
+        right in every epoch. An epoch left mid-way counts as in progress until the next
+        ``iter()``. Between epochs this ranks the loss table (``select_high_loss``).
+        """
+        if self._open or self._resume:
+            return self._source.num_batches()
+        epoch = self._next_epoch
+        phase = self.schedule.phases[self._tracker.phase_index(epoch)]
+        excluded = self._table.select_high_loss(phase.drop_high_loss)
+        mask = None
+        if excluded.numel():
+            mask = torch.zeros(self._source.num_samples, dtype=torch.bool)
+            mask[excluded] = True
+        return self._source.peek_num_batches(epoch, mask)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` start ``epoch``."""

@@ -182,7 +182,13 @@ class MapSource:
 
     def num_batches(self) -> int:
         """Batches in the current epoch, counted from its first batch."""
-        n = self.sampler.epoch_length
+        return self._batches(self.sampler.epoch_length)
+
+    def peek_num_batches(self, epoch: int, excluded: Tensor | None) -> int:
+        """Batches ``epoch`` would have without ``excluded`` (a bool mask); prepares nothing."""
+        return self._batches(self.sampler.length_for(epoch, excluded))
+
+    def _batches(self, n: int) -> int:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def signature(self) -> dict[str, Any]:

@@ -103,6 +103,13 @@ class EnlightSampler(Sampler[int]):
         self._indices = self._compute(epoch, excluded)
         self._start = start
 
+    def length_for(self, epoch: int, excluded: Tensor | None = None) -> int:
+        """Samples of this rank's share in ``epoch`` without ``excluded``, without preparing it."""
+        if self.base is None and self.pad and self.world_size == 1:
+            kept = self.num_samples - (0 if excluded is None else int(excluded.sum()))
+            return kept  # the common case needs no order
+        return int(self._compute(epoch, excluded).numel())
+
     @property
     def epoch_length(self) -> int:
         """Samples of this rank's share in the current epoch, from its start."""

@@ -629,6 +629,11 @@ class StreamSource:
         """Batches of the begun epoch, counted from its first batch (the same on every rank)."""
         return self._plan.num_batches
 
+    def peek_num_batches(self, epoch: int, excluded: Tensor | None) -> int:
+        """Batches ``epoch`` would have without ``excluded`` (a bool mask of ids); prepares nothing."""
+        return _plan(self.catalog, excluded, seed=self.seed, epoch=epoch, world_size=self.world_size,
+                     batch_size=self.batch_size, drop_last=self.drop_last).num_batches
+
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         """Extra history fields of a finished epoch (``skipped``); warns once per epoch about skipped samples."""
         skipped = int(self._skipped.sum())

@@ -470,3 +470,28 @@ def test_cuda_training_step_never_synchronises_with_the_host():
         for x, y in batches:  # the epoch's end reads its counters: one transfer, outside the check
             criterion(model(x), y).backward()
     assert loader.history[-1]["seen"] == 96 and loader.table.device.type == "cuda"
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+@pytest.mark.parametrize("sampler", ["shuffle", "weighted"])
+def test_len_is_the_coming_epochs_batch_count_with_its_removal(drop_last, sampler):
+    data = Counting(40)
+    if sampler == "weighted":  # a custom sampler: its draws decide which removed samples would have come
+        base = WeightedRandomSampler(torch.ones(40), num_samples=40, replacement=True)
+        dl = DataLoader(data, batch_size=6, sampler=base, drop_last=drop_last)
+    else:
+        dl = DataLoader(data, batch_size=6, shuffle=True, drop_last=drop_last)
+    loader = ed.enlighten(dl, ed.high_loss_removal(3, fraction=0.25), seed=4)
+    counts = []
+    for _ in range(4):
+        upcoming = len(loader)
+        batches = 0
+        for x, _ in loader:
+            assert len(loader) == upcoming  # during the epoch: the epoch in progress
+            batches += 1
+            loader.record(x.flatten(1).float().mean(1))
+        counts.append((upcoming, batches))
+    assert all(u == b for u, b in counts), counts
+    if sampler == "shuffle":
+        full, reduced = (40 // 6, 30 // 6) if drop_last else (-(-40 // 6), -(-30 // 6))
+        assert [u for u, _ in counts] == [full, reduced, reduced, full]

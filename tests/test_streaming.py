@@ -144,17 +144,22 @@ def test_removed_samples_are_never_decoded(tmp_path, workers, persistent):
     for epoch in range(3):
         before = decoder.counts.clone()
         seen = []
+        upcoming = len(loader)  # the epoch the next iter() starts, its removal included
+        batches = 0
         for x, _ in loader:
+            assert len(loader) == upcoming
+            batches += 1
             ids = ids_of(x)
             seen += ids
             loader.record(torch.tensor(ids, dtype=torch.float32))  # loss = id: the top ids go
         decoded = decoder.counts - before
         assert int(decoded.sum()) == len(seen) == 48 - loader.history[-1]["removed"]
+        assert batches == upcoming
         if epoch:
             removed = torch.arange(36, 48)  # the 25 % highest losses
             assert loader.history[-1]["removed"] == 12
             assert int(decoded[removed].sum()) == 0 and not set(seen) & set(removed.tolist())
-            assert len(loader) == 6  # ceil(36 / 6), computed from the index and the removal count
+            assert upcoming == 6  # ceil(36 / 6), computed from the index and the removal count
 
 
 # ---------------------------------------------------------------------------------------------- ranks, determinism
