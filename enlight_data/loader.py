@@ -49,7 +49,7 @@ class Source(Protocol):
     def num_batches(self) -> int:
         ...
 
-    def peek_num_batches(self, epoch: int, excluded: Tensor | None) -> int:
+    def peek_num_batches(self, epoch: int, excluded: Tensor | None) -> int | None:
         ...
 
     def signature(self) -> dict[str, Any]:
@@ -147,7 +147,9 @@ class EnlightLoader:
         The next epoch's count includes its removal (High-Loss Removal leaves out samples
         chosen from the losses recorded so far), so ``tqdm(loader)`` and step counts are
         right in every epoch. An epoch left mid-way counts as in progress until the next
-        ``iter()``. Between epochs this ranks the loss table (``select_high_loss``).
+        ``iter()``. Between epochs this ranks the loss table (``select_high_loss``). With a
+        custom sampler that has no ``generator`` (so its order cannot be replayed without
+        drawing it again), it counts the most recently started epoch instead.
         """
         if self._open or self._resume:
             return self._source.num_batches()
@@ -158,7 +160,8 @@ class EnlightLoader:
         if excluded.numel():
             mask = torch.zeros(self._source.num_samples, dtype=torch.bool)
             mask[excluded] = True
-        return self._source.peek_num_batches(epoch, mask)
+        coming = self._source.peek_num_batches(epoch, mask)
+        return self._source.num_batches() if coming is None else coming
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` start ``epoch``."""

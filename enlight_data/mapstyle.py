@@ -184,9 +184,13 @@ class MapSource:
         """Batches in the current epoch, counted from its first batch."""
         return self._batches(self.sampler.epoch_length)
 
-    def peek_num_batches(self, epoch: int, excluded: Tensor | None) -> int:
-        """Batches ``epoch`` would have without ``excluded`` (a bool mask); prepares nothing."""
-        return self._batches(self.sampler.length_for(epoch, excluded))
+    def peek_num_batches(self, epoch: int, excluded: Tensor | None) -> int | None:
+        """Batches ``epoch`` would have without ``excluded`` (a bool mask); prepares nothing.
+
+        ``None`` when the sampler cannot tell without side effects (see ``EnlightSampler.length_for``).
+        """
+        n = self.sampler.length_for(epoch, excluded)
+        return None if n is None else self._batches(n)
 
     def _batches(self, n: int) -> int:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)

@@ -10,7 +10,7 @@ from typing import Iterator, Sized
 
 import torch
 from torch import Tensor
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler, SequentialSampler
 
 from ._rng import Stream, make_generator
 
@@ -103,11 +103,20 @@ class EnlightSampler(Sampler[int]):
         self._indices = self._compute(epoch, excluded)
         self._start = start
 
-    def length_for(self, epoch: int, excluded: Tensor | None = None) -> int:
-        """Samples of this rank's share in ``epoch`` without ``excluded``, without preparing it."""
+    def length_for(self, epoch: int, excluded: Tensor | None = None) -> int | None:
+        """Samples of this rank's share in ``epoch`` without ``excluded``, without preparing it.
+
+        ``None`` when that cannot be known without side effects: a custom base sampler with
+        neither a ``generator`` we seed nor a known deterministic order would be iterated once
+        more, which could change the batches it gives later.
+        """
         if self.base is None and self.pad and self.world_size == 1:
             kept = self.num_samples - (0 if excluded is None else int(excluded.sum()))
             return kept  # the common case needs no order
+        if self.base is not None and not (
+            hasattr(self.base, "generator") or isinstance(self.base, (SequentialSampler, DistributedSampler))
+        ):
+            return None
         return int(self._compute(epoch, excluded).numel())
 
     @property

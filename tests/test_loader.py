@@ -495,3 +495,29 @@ def test_len_is_the_coming_epochs_batch_count_with_its_removal(drop_last, sample
     if sampler == "shuffle":
         full, reduced = (40 // 6, 30 // 6) if drop_last else (-(-40 // 6), -(-30 // 6))
         assert [u for u, _ in counts] == [full, reduced, reduced, full]
+
+
+def test_len_never_draws_a_custom_samplers_order_again():
+    class Stateful(torch.utils.data.Sampler):
+        """A custom sampler with its own hidden RNG state and no ``generator`` attribute."""
+
+        def __init__(self, n):
+            self.n, self.g, self.draws = n, torch.Generator().manual_seed(0), 0
+
+        def __iter__(self):
+            self.draws += 1
+            return iter(torch.randperm(self.n, generator=self.g).tolist())
+
+        def __len__(self):
+            return self.n
+
+    base = Stateful(20)
+    loader = ed.enlighten(DataLoader(Counting(20), batch_size=4, sampler=base), ed.high_loss_removal(2, fraction=0.5))
+    lengths = []
+    for _ in range(2):
+        for x, _ in loader:
+            loader.record(x.flatten(1).float().mean(1))
+        draws = base.draws
+        lengths.append(len(loader))
+        assert base.draws == draws  # len() did not iterate the sampler
+    assert lengths == [5, 3]  # the most recently started epoch's count: 20 samples, then 10 after removal
