@@ -315,13 +315,14 @@ def mix_batch(
     Returns:
         ``(mixed_input, soft_targets, mixed)``, ``mixed`` a ``(B,)`` bool mask.
     """
-    if out is not None:
-        _check_out(out, x)
     soft = to_soft_targets(target, num_classes, label_smoothing=phase.label_smoothing)
     h, w = mix_size(x, phase)
     params = draw_mix(phase, x.shape[0], h, w, generator=generator, device=x.device, host_generator=host_generator)
     if params is None:
         unmixed = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        return (x if out is None else out.copy_(x)), soft, unmixed
-    mixed_x, mixed_y = apply_mix(x, soft, params, out=out)
+        if out is None:
+            return x, soft, unmixed
+        _check_out(out, x)
+        return out.copy_(x), soft, unmixed
+    mixed_x, mixed_y = apply_mix(x, soft, params, out=out)  # checks out before writing
     return mixed_x, mixed_y, params.mixed
