@@ -204,13 +204,6 @@ def _mix_peers(
     return [_row(name, "mix", b, times[name], note) for name, _, note in peers] + skipped, times
 
 
-def _ratio(rows: list[dict[str, Any]], num: str, den: str) -> float | None:
-    by = {r["name"]: r["img_per_s"] for r in rows}
-    if by.get(num) is None or by.get(den) is None:
-        return None
-    return by[num] / by[den]
-
-
 def _table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'implementation':<40} {'img/s':>11} {'spread':>8}  note", "-" * 90]
     for r in rows:
