@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(threads)
     if args.quick:
         batch, in_size, out_size, repeats, mix_repeats, tv_batch = 64, 128, 112, 15, 31, 64
+    elif device.type == "cuda":  # rounds are milliseconds there: more of them for steadier medians
+        batch, in_size, out_size, repeats, mix_repeats, tv_batch = 256, 256, 224, 25, 51, 256
     else:
         batch, in_size, out_size, repeats, mix_repeats, tv_batch = 256, 256, 224, 7, 21, 256
     batch = args.batch or batch

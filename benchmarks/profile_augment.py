@@ -1,0 +1,131 @@
+"""Where an augmentation call's time goes: a ``torch.profiler`` table for ``GpuAugment`` and Kornia, side by side.
+
+For each pipeline (the same two as ``benchmarks/gpu_augment.py``: uint8 (B, 3, S, S) -> normalised float (B, 3, s, s),
+random resized crop + flip + colour jitter with p = 0.8), after warm-up, ``--calls`` calls are profiled. Reported per
+call: wall time with the device synchronised once at the end of the calls (the pipelined rate a training loop sees),
+host time spent launching ops, device kernel time, number of kernel launches (CUDA) or ops (CPU), and the ops with the
+most self device time (self CPU time on the CPU). The issue asks for this where ``GpuAugment`` is under 10x Kornia on a
+GPU; it is cheap enough to run every time.
+
+Run: ``python -m benchmarks.profile_augment [--device cpu|cuda] [--calls N] [--out PATH.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `enlight_data` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from benchmarks.common import environment, sync, write_json
+from benchmarks.gpu_augment import JITTER, MEAN, STD
+from enlight_data.augment import GpuAugment, apply_augment
+
+__all__ = ["main", "profile_calls"]
+
+DEFAULT_OUT = Path("benchmarks/results/profile_augment.json")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--in-size", type=int, default=256)
+    p.add_argument("--out-size", type=int, default=224)
+    p.add_argument("--calls", type=int, default=20, help="profiled calls per pipeline")
+    p.add_argument("--top", type=int, default=12, help="ops listed per pipeline")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results JSON (default {DEFAULT_OUT})")
+    return p
+
+
+def profile_calls(fn: Callable[[], Any], device: torch.device, *, calls: int, top: int) -> dict[str, Any]:
+    """Profile ``calls`` calls of ``fn`` (after two warm-up calls); per-call times, launches and the top ops."""
+    cuda = device.type == "cuda"
+    for _ in range(2):
+        fn()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    sync(device)
+    wall = (time.perf_counter() - start) / calls
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        for _ in range(calls):
+            fn()
+        sync(device)
+    events = prof.key_averages()
+    if cuda:
+        kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        launches = len(kernels) / calls
+        device_us = sum(e.device_time_total for e in kernels) / calls  # microseconds, kernels and copies on the device
+    else:
+        ops = [e for e in prof.events() if e.name.startswith("aten::") and e.cpu_parent is None]
+        launches = len(ops) / calls
+        device_us = sum(e.cpu_time_total for e in ops) / calls
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    rows = sorted(events, key=lambda e: getattr(e, key), reverse=True)[:top]
+    return {
+        "wall_ms_per_call": wall * 1e3,
+        "host_ms_per_call": sum(e.self_cpu_time_total for e in events) / calls / 1e3,
+        "device_ms_per_call": device_us / 1e3,
+        "launches_per_call": launches,
+        "top_ops": [
+            {"name": e.key, "calls_per_call": e.count / calls, "self_ms_per_call": getattr(e, key) / calls / 1e3}
+            for e in rows
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Profile both pipelines, print a summary and the top ops, write the JSON; return the results."""
+    import kornia.augmentation as K
+
+    args = _parser().parse_args(argv)
+    device = torch.device(args.device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (args.batch, 3, args.in_size, args.in_size), dtype=torch.uint8, generator=g).to(device)
+    aug = GpuAugment(args.out_size, **JITTER, jitter_prob=0.8, mean=MEAN, std=STD)
+    kornia = K.AugmentationSequential(
+        K.RandomResizedCrop((args.out_size, args.out_size)),
+        K.RandomHorizontalFlip(),
+        K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+        K.Normalize(mean=torch.tensor(MEAN), std=torch.tensor(STD)),
+    ).to(device)
+    ga = torch.Generator(device=device).manual_seed(0)
+    gk = torch.Generator(device=device).manual_seed(0)
+    pipelines = {
+        "enlight GpuAugment": lambda: aug(x, generator=ga),
+        "kornia AugmentationSequential": lambda: apply_augment(kornia, x, generator=gk),
+    }
+    results = {name: profile_calls(fn, device, calls=args.calls, top=args.top) for name, fn in pipelines.items()}
+    ours, theirs = results["enlight GpuAugment"], results["kornia AugmentationSequential"]
+    result = {
+        "benchmark": "profile_augment",
+        "config": {"batch": args.batch, "input": [3, args.in_size, args.in_size],
+                   "output": [3, args.out_size, args.out_size], "calls": args.calls, "jitter": JITTER},
+        "environment": environment(device),
+        "results": results,
+        "ratios": {"wall_kornia_over_gpu_augment": theirs["wall_ms_per_call"] / ours["wall_ms_per_call"]},
+    }
+    unit = "kernel launches" if device.type == "cuda" else "top-level ops"
+    print(f"{result['environment']['device']}, batch {args.batch}, {args.in_size}->{args.out_size}, {args.calls} calls")
+    for name, r in results.items():
+        print(f"\n{name}: wall {r['wall_ms_per_call']:.3f} ms/call (pipelined), host {r['host_ms_per_call']:.3f} ms, "
+              f"device {r['device_ms_per_call']:.3f} ms, {r['launches_per_call']:.0f} {unit} per call")
+        for op in r["top_ops"]:
+            print(f"  {op['self_ms_per_call']:8.3f} ms  x{op['calls_per_call']:<5.1f} {op['name'][:90]}")
+    print(f"\nKornia / GpuAugment, pipelined wall time: {result['ratios']['wall_kornia_over_gpu_augment']:.1f}x")
+    print(f"wrote {write_json(args.out, result)}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
