@@ -25,6 +25,7 @@ CPU, multi-threaded timings swing by several times from one call to the next (th
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -35,7 +36,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `enlight
 import torch
 
 from benchmarks.common import environment, paired_ratio, summarize_times, time_interleaved, write_json
-from enlight_data.augment import GpuAugment, _crop_resize_flip_grid, _crop_resize_flip_roi, apply_augment
+from enlight_data.augment import _COLOUR_MAPS, GpuAugment, _crop_resize_flip_grid, _crop_resize_flip_roi, apply_augment
 
 __all__ = ["main"]
 
@@ -114,6 +115,17 @@ def _augment_peers(
     params = aug.draw(b, x.shape[2], x.shape[3], generator=torch.Generator(device=device).manual_seed(1))
     grid = torch.empty((b, out_size, out_size, 2), device=device)
     size = (out_size, out_size)
+    # The colour-map kernels GpuAugment chooses between per device (NOTE [ Applying the colour map ]).
+    gc = torch.Generator().manual_seed(2)
+    flat = torch.rand((b, 3, out_size * out_size), generator=gc).to(device)
+    mat = (torch.eye(3) + 0.1 * torch.randn((b, 3, 3), generator=gc)).to(device)
+    bias = torch.randn((b, 3), generator=gc).to(device)
+    colour_out = torch.empty_like(flat)
+    colour_rows = [
+        (f"colour map: {label}", "kernel", b, functools.partial(_COLOUR_MAPS[key], flat, mat, bias, colour_out),
+         "float (B, 3, s*s), per-sample 3x3 matrix and bias")
+        for key, label in (("bmm", "baddbmm"), ("channels", "per-channel addcmul"), ("conv", "grouped conv1d"))
+    ]
     tv_note = "per image in a Python loop, antialiased resize"
     if tv_batch != b:
         tv_note += f"; timed on {tv_batch} images"
@@ -126,6 +138,7 @@ def _augment_peers(
          "float input, one batched call"),
         ("crop+resize+flip: roi_align", "kernel", b, lambda: _crop_resize_flip_roi(xf, params, size),
          "float input, one batched call"),
+        *colour_rows,
     ]
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)  # torchvision only draws from the global RNG; forked, restored on exit
@@ -295,6 +308,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "mix_over_lerp": mix_ratios,
             "mix_over_lerp_goal": GOALS["mix_vs_lerp"],
             "mix_over_lerp_met": {k: v >= GOALS["mix_vs_lerp"] for k, v in mix_ratios.items()},
+            "colour_map_speed_over_baddbmm": {
+                label: paired_ratio(aug_times["colour map: baddbmm"], aug_times[f"colour map: {label}"])
+                for label in ("per-channel addcmul", "grouped conv1d")
+            },
             "grid_sample_over_roi_align": paired_ratio(
                 aug_times["crop+resize+flip: roi_align"], aug_times["crop+resize+flip: grid_sample"]
             ),

@@ -141,10 +141,10 @@ def _epoch(iterable: Any, device: torch.device, on_batch: Callable[[Any], None] 
     cpu = _cpu_seconds()
     start = time.perf_counter()
     for x, _ in iterable:
+        if on_batch is not None:  # before the move: the stream's loss table is where its batches are made
+            on_batch(x)
         x = x.to(device, non_blocking=True)
         count += x.shape[0]
-        if on_batch is not None:
-            on_batch(x)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start, _cpu_seconds() - cpu, count
@@ -201,6 +201,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         removed = ed.stream(index, ed.high_loss_removal(10**6, fraction=0.2), **common)
         plain = _plain_webdataset(urls, batch_size=args.batch_size, workers=args.workers, buffer=args.buffer,
                                   decode=decode)
+
         def record(x: torch.Tensor) -> None:
             # A fixed pseudo-random per-sample "loss" (a hash of a corner patch, so it does not follow how costly
             # the image is to decode): every epoch drops the same 20 %.

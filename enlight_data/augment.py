@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import math
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from numbers import Real
@@ -525,13 +524,16 @@ class GpuAugment:
             self._check_dtype(t)
         hs = [t.shape[1] for t in x]
         ws = [t.shape[2] for t in x]
-        dtype = torch.float32 if first.dtype == torch.uint8 else first.dtype
-        # Zero padding is never sampled: the resampling grid is clamped to each crop's own pixels. Padding goes
-        # through a nested tensor: one concatenation and one padding kernel, not one copy per image.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*nested tensors is in prototype stage.*")
-            nested = torch.nested.as_nested_tensor(list(x), dtype=dtype)
-        batch = torch.nested.to_padded_tensor(nested, 0.0, (len(x), first.shape[0], max(hs), max(ws)))
+        # NOTE [ Padding a list of images ]
+        # The images are copied into one zero-filled tensor of their own dtype (uint8 stays uint8, a quarter of the
+        # float traffic; the float conversion follows as for a batch tensor): one fill and one copy per image, no
+        # host sync. Zeros matter: the resampling grid is clamped to each crop's own pixels, but a bilinear tap at a
+        # crop's last row or column has weight 0 on the padding, and 0 * NaN from uninitialised memory is NaN.
+        # torch.nested's to_padded_tensor is one op at the dispatcher, but on CUDA it synchronises with the host
+        # (seen on an H200 under set_sync_debug_mode("error")).
+        batch = torch.zeros((len(x), first.shape[0], max(hs), max(ws)), dtype=first.dtype, device=first.device)
+        for i, img in enumerate(x):
+            batch[i, :, : hs[i], : ws[i]].copy_(img)
         sizes = _to_device_async([hs, ws], first.device)
         return batch, (sizes[0], sizes[1]), (1.0 / 255.0 if first.dtype == torch.uint8 else 1.0)
 
@@ -658,7 +660,7 @@ class GpuAugment:
             mean_gray = flat.mean(dim=2) @ k["gray"] if c == 3 else flat.mean(dim=(1, 2)) * unit
             bias = torch.addcmul(bias, terms[:, c * c :], ((1.0 - kc) * b * mean_gray).unsqueeze(1))
         tmp = self._buffer("colour", (n, c, oh * ow), dt, out.device)
-        torch.baddbmm(bias.unsqueeze(2), mat, flat, out=tmp)
+        tmp = _COLOUR_MAPS[_colour_map_for(out.device)](flat, mat, bias, tmp)
         torch.clamp(tmp, k["lo"], k["hi"], out=result.view(n, c, oh * ow) if result.is_contiguous() else tmp)
         if not result.is_contiguous():
             result.copy_(tmp.view(n, c, oh, ow))
@@ -675,6 +677,49 @@ class GpuAugment:
         saved = state.pop("_generator_state")
         self.__dict__.update(state)
         self.load_state_dict(saved)
+
+
+# NOTE [ Applying the colour map ]
+# y = M x + c with a per-sample 3x3 M is a batched matmul of (3, 3) by (3, H W): on the CPU one `baddbmm` is the
+# fastest. On CUDA the library's batched GEMM is a poor fit for k = n = 3 (an H200 profile showed a magma sgemm
+# kernel taking 0.53 ms of a 1.37 ms GpuAugment call, 0.6 TB/s), so there the map runs as a per-channel chain of
+# `addcmul`s with per-sample scalars: 3 C memory-bound elementwise kernels. benchmarks/gpu_augment.py times the
+# three candidates (also a grouped 1x1 `conv1d`) side by side.
+
+
+def _colour_map_bmm(flat: Tensor, mat: Tensor, bias: Tensor, out: Tensor) -> Tensor:
+    """``out = mat @ flat + bias``: one ``baddbmm``; ``flat``/``out`` ``(N, C, P)``, ``mat`` ``(N, C, C)``, ``bias`` ``(N, C)``."""
+    return torch.baddbmm(bias.unsqueeze(2), mat, flat, out=out)
+
+
+def _colour_map_channels(flat: Tensor, mat: Tensor, bias: Tensor, out: Tensor) -> Tensor:
+    """``out = mat @ flat + bias`` as a per-output-channel chain of ``addcmul`` with per-sample scalars."""
+    c = flat.shape[1]
+    for i in range(c):
+        row = out[:, i]
+        torch.addcmul(bias[:, i : i + 1], flat[:, 0], mat[:, i, 0:1], out=row)
+        for j in range(1, c):
+            row.addcmul_(flat[:, j], mat[:, i, j : j + 1])
+    return out
+
+
+def _colour_map_conv(flat: Tensor, mat: Tensor, bias: Tensor, out: Tensor) -> Tensor:
+    """``mat @ flat + bias`` as one grouped 1x1 ``conv1d`` (one group per sample); returns a new tensor."""
+    n, c, p = flat.shape
+    del out  # conv1d has no out= variant
+    return F.conv1d(flat.reshape(1, n * c, p), mat.reshape(n * c, c, 1), bias.reshape(n * c), groups=n).view(n, c, p)
+
+
+_COLOUR_MAPS: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]] = {
+    "bmm": _colour_map_bmm,
+    "channels": _colour_map_channels,
+    "conv": _colour_map_conv,
+}
+
+
+def _colour_map_for(device: torch.device) -> str:
+    """The colour-map kernel for a device type: see NOTE [ Applying the colour map ]."""
+    return "bmm" if device.type == "cpu" else "channels"
 
 
 # NOTE [ Scratch buffers on the CPU ]

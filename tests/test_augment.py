@@ -572,8 +572,8 @@ def test_draw_and_apply_stay_within_a_kernel_budget():
     assert ops.count("grid_sampler_2d") == 1 and ops.count("baddbmm") == 1 and ops.count("clamp") == 3, ops
 
 
-def test_a_list_of_images_costs_the_same_ops_whatever_its_length():
-    # No per-image copy: the padding is one nested-tensor concatenation and one padding kernel.
+def test_a_list_of_images_costs_one_copy_per_image_and_no_float_copy():
+    # NOTE [ Padding a list of images ]: one fill and one copy per image, in the images' own dtype.
     aug = GpuAugment(12, **JITTER)
     g = torch.Generator().manual_seed(0)
     counts = []
@@ -582,8 +582,17 @@ def test_a_list_of_images_costs_the_same_ops_whatever_its_length():
         aug(images, generator=gen(0))
         with CountOps() as ops:
             aug(images, generator=gen(0))
-        counts.append(len(ops))
-    assert counts[0] == counts[1], counts
+        counts.append((len(ops), ops.count("copy_")))
+    assert counts[1][0] - counts[0][0] == 21 and counts[1][1] - counts[0][1] == 21, counts
+
+
+@pytest.mark.parametrize("c", [1, 3])
+def test_colour_map_kernels_agree_with_a_matmul(c):
+    g = gen(5)
+    flat, mat, bias = torch.rand(4, c, 30, generator=g), torch.randn(4, c, c, generator=g), torch.randn(4, c, generator=g)
+    expected = torch.einsum("nij,njp->nip", mat, flat) + bias.unsqueeze(2)
+    for name, kernel in augment_module._COLOUR_MAPS.items():
+        torch.testing.assert_close(kernel(flat, mat, bias, torch.empty_like(flat)), expected, msg=name)
 
 
 # ------------------------------------------------------------------ through enlighten(), on the CPU
