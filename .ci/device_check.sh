@@ -25,6 +25,13 @@ fi
 # $OUT brings back at most 8 files: the CUDA test log, gpu_augment.{json,png}, profile_augment.json, streaming.json.
 # Each step is capped so that the whole call ends inside 7 minutes and a second call (REPRODUCE=1, above) fits the
 # session's device time.
+# 0. Which colour-map kernel GpuAugment runs here (the fused Triton one unless Triton is missing or fails).
+python3 - <<'PY'
+import torch, enlight_data.augment as A
+out = A.GpuAugment(32, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)(
+    torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8, device="cuda"))
+print("colour map:", A._colour_backend(out.device, torch.float32, 3), "failed:", A._TRITON_FAILED, out.shape)
+PY
 # 1. The CUDA tests (skipped on CPU-only CI): no per-step sync, CPU/CUDA agreement, GPU decode, resume, nccl.
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m needs_cuda -rs tests 2>&1 | tail -40 | tee "$out/cuda_tests.txt"
 # 2. Augmentation and mixing against Kornia, timm, torchvision (goals: GpuAugment >= 20x Kornia, mixing >= 0.7x lerp).

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from numbers import Real
@@ -659,8 +660,12 @@ class GpuAugment:
             # map adds M (1 - k) b mean_gray to every pixel, M's row sums being the basis' last c columns.
             mean_gray = flat.mean(dim=2) @ k["gray"] if c == 3 else flat.mean(dim=(1, 2)) * unit
             bias = torch.addcmul(bias, terms[:, c * c :], ((1.0 - kc) * b * mean_gray).unsqueeze(1))
+        backend = _colour_backend(out.device, dt, c)
+        if backend == "triton" and _fused_colour_map(flat, mat, bias, k["lo"].view(-1), k["hi"].view(-1),
+                                                     result.view(n, c, oh * ow)):
+            return
         tmp = self._buffer("colour", (n, c, oh * ow), dt, out.device)
-        tmp = _COLOUR_MAPS[_colour_map_for(out.device)](flat, mat, bias, tmp)
+        tmp = _COLOUR_MAPS["bmm" if backend == "bmm" else "channels"](flat, mat, bias, tmp)
         torch.clamp(tmp, k["lo"], k["hi"], out=result.view(n, c, oh * ow) if result.is_contiguous() else tmp)
         if not result.is_contiguous():
             result.copy_(tmp.view(n, c, oh, ow))
@@ -680,11 +685,13 @@ class GpuAugment:
 
 
 # NOTE [ Applying the colour map ]
-# y = M x + c with a per-sample 3x3 M is a batched matmul of (3, 3) by (3, H W): on the CPU one `baddbmm` is the
-# fastest. On CUDA the library's batched GEMM is a poor fit for k = n = 3 (an H200 profile showed a magma sgemm
-# kernel taking 0.53 ms of a 1.37 ms GpuAugment call, 0.6 TB/s), so there the map runs as a per-channel chain of
-# `addcmul`s with per-sample scalars: 3 C memory-bound elementwise kernels. benchmarks/gpu_augment.py times the
-# three candidates (also a grouped 1x1 `conv1d`) side by side.
+# y = M x + c with a per-sample 3x3 M is a batched matmul of (3, 3) by (3, H W). On the CPU one `baddbmm` is the
+# fastest, then one clamp. On CUDA the BLAS's batched GEMM is a poor fit for k = n = 3: an H200 profile showed a magma
+# sgemm kernel taking 0.53 ms of a 1.37 ms GpuAugment call (0.6 TB/s). A per-channel chain of `addcmul`s with
+# per-sample scalars was 1.4x faster there, still nine strided passes. So on CUDA, for 3 float32 channels, the map
+# and its clamp run as one Triton kernel (`_colour_kernel.py`) that reads each pixel once and writes the result in
+# its dtype and memory format; the `addcmul` chain remains for other cases and wherever Triton is missing or fails
+# (warned once). benchmarks/gpu_augment.py times all the candidates side by side.
 
 
 def _colour_map_bmm(flat: Tensor, mat: Tensor, bias: Tensor, out: Tensor) -> Tensor:
@@ -717,9 +724,41 @@ _COLOUR_MAPS: dict[str, Callable[[Tensor, Tensor, Tensor, Tensor], Tensor]] = {
 }
 
 
-def _colour_map_for(device: torch.device) -> str:
-    """The colour-map kernel for a device type: see NOTE [ Applying the colour map ]."""
-    return "bmm" if device.type == "cpu" else "channels"
+def _colour_backend(device: torch.device, dtype: torch.dtype, c: int) -> str:
+    """``"bmm"``, ``"channels"`` or ``"triton"``: how to apply the colour map, see NOTE [ Applying the colour map ]."""
+    if device.type == "cpu":
+        return "bmm"
+    if device.type == "cuda" and dtype == torch.float32 and c == 3 and _triton_colour_map() is not None:
+        return "triton"
+    return "channels"
+
+
+@functools.lru_cache(maxsize=None)
+def _triton_colour_map() -> Callable[..., Tensor] | None:
+    """The fused Triton colour map, or None where Triton cannot be imported."""
+    try:
+        from ._colour_kernel import affine3_clamp
+    except Exception:  # ImportError, or a Triton that cannot initialise here
+        return None
+    return affine3_clamp
+
+
+_TRITON_FAILED: list[str] = []
+
+
+def _fused_colour_map(flat: Tensor, mat: Tensor, bias: Tensor, lo: Tensor, hi: Tensor, out: Tensor) -> bool:
+    """Run the fused kernel into ``out``; False (warned once per process) if it cannot run here."""
+    kernel = _triton_colour_map()
+    if kernel is None or _TRITON_FAILED:
+        return False
+    try:
+        kernel(flat, mat, bias, lo, hi, out)
+    except Exception as exc:  # a compile or launch failure: fall back to PyTorch ops for the rest of the process
+        _TRITON_FAILED.append(f"{type(exc).__name__}: {exc}")
+        warnings.warn(f"GpuAugment: the fused Triton colour map failed ({_TRITON_FAILED[0]}); using PyTorch ops",
+                      RuntimeWarning, stacklevel=4)
+        return False
+    return True
 
 
 # NOTE [ Scratch buffers on the CPU ]

@@ -15,3 +15,23 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
     slow, fast = [2.0, 40.0, 2.2, 1.8], [1.0, 20.0, 1.1, 0.9]
     assert paired_ratio(slow, fast) == 2.0
     assert paired_ratio([3.0, 1.0, 2.0], [1.0, 1.0, 1.0]) == 2.0
+
+
+def test_time_interleaved_queues_calls_per_round_and_reports_seconds_per_call(monkeypatch):
+    import pytest
+
+    import benchmarks.common as common
+
+    clock = [0.0]
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+    calls: list[str] = []
+
+    def work() -> None:  # each call takes 2 s on the fake clock
+        calls.append("a")
+        clock[0] += 2.0
+
+    times = time_interleaved({"a": work}, repeats=2, warmup=1, calls=3)
+    assert calls == ["a"] * 7  # one warm-up call, then two rounds of three
+    assert times["a"] == [2.0, 2.0]  # seconds per call, not per round of three
+    with pytest.raises(ValueError, match="calls should be >= 1, got calls=0"):
+        time_interleaved({"a": work}, repeats=1, calls=0)
