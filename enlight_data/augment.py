@@ -63,12 +63,13 @@ _GEN_DEVICE = "generator_device"
 # its op count low (about 45 ops to draw and 30 to apply, with jitter; tests/test_augment.py counts them with a
 # dispatch mode and holds a budget): image-level terms of a batch of one size are host floats, constants (pixel
 # centres, jitter ranges, colour bases, clamp bounds) are made once per device and cached, the four jitter factors
-# are one fused multiply-add, and the colour map is applied in one baddbmm and one clamp (NOTE [ Fused colour map ]).
+# are one fused multiply-add, and the colour map is applied in one baddbmm and one clamp on the CPU, one fused kernel
+# on CUDA (NOTE [ Fused colour map ], NOTE [ Applying the colour map ]).
 
 # NOTE [ Fused colour map ]
 # Every step of the jitter is linear per sample, so the map is built from per-sample scalars with a few tiny ops and
-# applied to the pixels in one `baddbmm` (matrix and bias) and one clamp (per-channel bounds as tensors). Since the
-# hue rotation R keeps gray, R 1 = 1, so R S(sat) = sat R + (1 - sat) 1 g^T with g the luma weights, and
+# applied to the pixels in one pass plus a clamp (per-channel bounds as tensors; NOTE [ Applying the colour map ]).
+# Since the hue rotation R keeps gray, R 1 = 1, so R S(sat) = sat R + (1 - sat) 1 g^T with g the luma weights, and
 # R = H0 + cos H1 + sin H2: the matrix is (sat, sat cos, sat sin, 1 - sat) times four constant matrices (I and 1 g^T
 # without hue), one small matmul. Brightness b and contrast k scale it by b k; normalisation (1/std per output
 # channel, and the pixel unit) is folded into the constants; the contrast offset (1 - k) b mean_gray enters through
@@ -633,7 +634,7 @@ class GpuAugment:
         return cached
 
     def _colour(self, out: Tensor, params: AugmentParams, unit: float, result: Tensor) -> None:
-        """Jitter and normalise as one per-sample affine colour map, one ``baddbmm`` and one clamp.
+        """Jitter and normalise as one per-sample affine colour map and one clamp.
 
         See NOTE [ Hue as a rotation about the gray axis ] and NOTE [ Fused colour map ].
         """
@@ -695,7 +696,10 @@ class GpuAugment:
 
 
 def _colour_map_bmm(flat: Tensor, mat: Tensor, bias: Tensor, out: Tensor) -> Tensor:
-    """``out = mat @ flat + bias``: one ``baddbmm``; ``flat``/``out`` ``(N, C, P)``, ``mat`` ``(N, C, C)``, ``bias`` ``(N, C)``."""
+    """``out = mat @ flat + bias`` in one ``baddbmm``.
+
+    ``flat`` and ``out`` are ``(N, C, P)``, ``mat`` ``(N, C, C)``, ``bias`` ``(N, C)``.
+    """
     return torch.baddbmm(bias.unsqueeze(2), mat, flat, out=out)
 
 

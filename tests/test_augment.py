@@ -605,11 +605,11 @@ def _uint8_loader(n: int = 48, batch: int = 8, *, shuffle: bool = True) -> torch
     return DataLoader(TensorDataset(x, torch.arange(n) % 4), batch_size=batch, shuffle=shuffle)
 
 
-def _train(loader, epochs: int) -> list[torch.Tensor]:
+def _train(loader, epochs: int, device: str = "cpu") -> list[torch.Tensor]:
     """The README loop, unchanged: model, tracked loss, backward; returns the batches it saw."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4)).to(device)
     criterion = loader.track(torch.nn.CrossEntropyLoss())
     seen = []
     for _ in range(epochs):
@@ -637,6 +637,23 @@ def test_enlighten_runs_the_augmentation_in_an_unchanged_loop(kind, forbid_globa
     again, other = _train(make(0), epochs=3), _train(make(1), epochs=3)
     assert all(torch.equal(a, b) for a, b in zip(seen, again))  # same seed, same augmented and mixed batches
     assert not torch.equal(seen[0], other[0])
+
+
+@needs_cuda
+@pytest.mark.parametrize("kind", ["gpu_augment", "kornia"])
+def test_enlighten_runs_the_augmentation_on_cuda_in_an_unchanged_loop(kind):
+    import enlight_data as ed
+
+    def make(seed: int):
+        augment = GpuAugment(16, **JITTER, mean=MEAN, std=STD) if kind == "gpu_augment" else kornia_pipeline()
+        schedule = ed.Schedule(2, ed.Phase(drop_high_loss=0.25), ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0))
+        return ed.enlighten(_uint8_loader(), schedule, num_classes=4, seed=seed, augment=augment, device="cuda")
+
+    seen = _train(make(0), epochs=3, device="cuda")
+    assert all(x.is_cuda and x.shape[1:] == (3, 16, 16) and x.dtype == torch.float32 for x in seen)
+    assert len(seen) == 6 + 5 + 6
+    again = _train(make(0), epochs=3, device="cuda")
+    assert all(torch.equal(a, b) for a, b in zip(seen, again))
 
 
 def test_phase_strength_and_augment_swap_go_through_the_loader():

@@ -22,7 +22,8 @@ triton = pytest.importorskip("triton", reason="Triton is not installed (it ships
 
 def _interpreted(code: str) -> None:
     """Run ``code`` with TRITON_INTERPRET=1 (read when kernels are defined, hence a fresh process)."""
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
                           timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
