@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU checks for a session lent a device machine: one call of the device tool, about 5 minutes (at most 7).
+# GPU checks for a session lent a device machine: one call of the device tool, about 2.5 minutes on an H200 (at most
+# 7; the first H200 run, 2026-11-27, took 152 s plus a 30 s start). Results: benchmarks/results/h200/.
 #
 # Prepare once here (the device machine has torch, torchvision, timm, scikit-learn, hypothesis, pytest, not kornia,
 # webdataset or Fashion-MNIST; see ../.library/device/README.md on carrying wheels):
@@ -8,7 +9,8 @@
 #     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 #     -d .whl kornia==0.9.0 kornia_rs==0.2.0 webdataset==1.0.2 braceexpand
 #   mkdir -p .fmnist && cp /usr/share/datasets/fashion-mnist/*.gz .fmnist/   # 31 MB, from dataset-fashion-mnist
-# Then: run(command="bash .ci/device_check.sh", carry=[".whl", ".fmnist"], timeout_s=450), and give the machine back.
+# Then: run(command="bash .ci/device_check.sh", carry=[".whl", ".fmnist"], timeout_s=300), and give the machine back
+# (or, straight away while it is warm, the REPRODUCE=1 call below: 173 s on an H200).
 set -u
 out=${OUT:-/tmp/enlight_out}
 mkdir -p "$out"
@@ -25,12 +27,13 @@ fi
 # $OUT brings back at most 8 files: the CUDA test log, gpu_augment.{json,png}, profile_augment.json, streaming.json.
 # Each step is capped so that the whole call ends inside 7 minutes and a second call (REPRODUCE=1, above) fits the
 # session's device time.
-# 0. Which colour-map kernel GpuAugment runs here (the fused Triton one unless Triton is missing or fails).
+# 0. Which kernels GpuAugment runs here (the fused Triton draw and colour map unless Triton is missing or fails).
 python3 - <<'PY'
 import torch, enlight_data.augment as A
 out = A.GpuAugment(32, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)(
     torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8, device="cuda"))
-print("colour map:", A._colour_backend(out.device, torch.float32, 3), "failed:", A._TRITON_FAILED, out.shape)
+print("draw:", A._draw_backend(out.device), "colour map:", A._colour_backend(out.device, torch.float32, 3),
+      "failed:", A._TRITON_FAILED, out.shape)
 PY
 # 1. The CUDA tests (skipped on CPU-only CI): no per-step sync, CPU/CUDA agreement, GPU decode, resume, nccl.
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m needs_cuda -rs tests 2>&1 | tail -40 | tee "$out/cuda_tests.txt"

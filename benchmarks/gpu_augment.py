@@ -3,7 +3,9 @@
 (a) Augmentation, uint8 (B, 3, S, S) -> float (B, 3, s, s), random resized crop + flip + colour jitter (p=0.8) +
 normalisation: ``GpuAugment``; the same pipeline as a Kornia ``AugmentationSequential`` (run through
 ``apply_augment``, which converts uint8 and scopes the global RNG); torchvision v2 per image in a Python loop. Also the
-two batched crop+resize+flip kernels ``GpuAugment`` could use: ``grid_sample`` (its choice) and ``roi_align``.
+two batched crop+resize+flip kernels ``GpuAugment`` could use: ``grid_sample`` (its choice) and ``roi_align``, and the
+colour-map kernels: ``baddbmm`` (its choice on the CPU), a per-channel ``addcmul`` chain, a grouped ``conv1d`` and, on
+CUDA with Triton, the fused kernel it uses there (NOTE [ Applying the colour map ]).
 
 (b) Mixing of a float (B, 3, s, s) batch with class targets: ``enlight_data.mix_batch`` (Mixup and CutMix, per-element
 and per-batch λ) against timm ``Mixup`` (batch and elem modes; skipped with a note when timm is absent), torchvision v2
@@ -13,7 +15,9 @@ writing a new tensor (the loader's case) and into a reused buffer (``out=``), an
 153 MB tensor costs a pass of page faults, which CUDA's caching allocator does not.
 
 Every implementation is timed in the same process after warm-up, the device synchronised inside the timed region,
-and the peers of each group are interleaved: one call of each per round. Throughput is images per second from the
+and the peers of each group are interleaved: one turn of each per round. On CUDA a turn queues 8 calls before its
+sync (``--calls-per-round``): the rate of a training loop that never waits on the device; the latency of one call
+with a sync after it is also reported for ``GpuAugment`` and Kornia. Throughput is images per second from the
 median of the rounds, with the relative spread ((max - min) / median); the ratios against the goals are paired, the
 median over rounds of the two peers' times within the round, since this machine's speed drifts between rounds.
 
@@ -41,7 +45,7 @@ from enlight_data.augment import (
     GpuAugment,
     _crop_resize_flip_grid,
     _crop_resize_flip_roi,
-    _triton_colour_map,
+    _triton_kernel,
     apply_augment,
 )
 
@@ -136,7 +140,7 @@ def _augment_peers(
          "float (B, 3, s*s), per-sample 3x3 matrix and bias")
         for key, label in (("bmm", "baddbmm"), ("channels", "per-channel addcmul"), ("conv", "grouped conv1d"))
     ]
-    fused = _triton_colour_map() if device.type == "cuda" else None
+    fused = _triton_kernel("colour") if device.type == "cuda" else None
     if fused is not None:  # what GpuAugment uses on CUDA: the map and its clamp in one Triton kernel
         lo, hi = torch.zeros(3, device=device), torch.ones(3, device=device)
         colour_rows.append(("colour map: fused Triton", "kernel", b,

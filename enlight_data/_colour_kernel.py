@@ -12,6 +12,9 @@ Triton ships with PyTorch's CUDA wheels; this module is imported only when a CUD
 
 from __future__ import annotations
 
+import contextlib
+
+import torch
 import triton
 import triton.language as tl
 from torch import Tensor
@@ -69,7 +72,9 @@ def affine3_clamp(x: Tensor, mat: Tensor, bias: Tensor, lo: Tensor, hi: Tensor, 
     if blocks > MAX_BLOCKS:
         raise ValueError(f"affine3_clamp handles at most {MAX_BLOCKS * BLOCK} pixels per image, got P={p}")
     if n and p:
-        _affine3_clamp_kernel[(n, blocks)](
-            x, mat, bias, lo, hi, out, p, *x.stride(), *mat.stride(), *bias.stride(), *out.stride(), BLOCK=BLOCK
-        )
+        # Triton launches on the current CUDA device, which need not be x's.
+        with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
+            _affine3_clamp_kernel[(n, blocks)](
+                x, mat, bias, lo, hi, out, p, *x.stride(), *mat.stride(), *bias.stride(), *out.stride(), BLOCK=BLOCK
+            )
     return out

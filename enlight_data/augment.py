@@ -64,7 +64,11 @@ _GEN_DEVICE = "generator_device"
 # dispatch mode and holds a budget): image-level terms of a batch of one size are host floats, constants (pixel
 # centres, jitter ranges, colour bases, clamp bounds) are made once per device and cached, the four jitter factors
 # are one fused multiply-add, and the colour map is applied in one baddbmm and one clamp on the CPU, one fused kernel
-# on CUDA (NOTE [ Fused colour map ], NOTE [ Applying the colour map ]).
+# on CUDA (NOTE [ Fused colour map ], NOTE [ Applying the colour map ]). An H200 profile still showed a call bound by
+# the host's launches (1.06 ms per call pipelined for 0.69 ms of kernels, 77 launches), so on CUDA, for a batch of
+# one image size, the whole draw runs as one Triton kernel after the one `torch.rand` (`_draw_kernel.py`): it reads
+# the same uniforms in the same way and gives the same parameters up to float rounding. Lists of differently sized
+# images keep the PyTorch ops.
 
 # NOTE [ Fused colour map ]
 # Every step of the jitter is linear per sample, so the map is built from per-sample scalars with a few tiny ops and
@@ -282,7 +286,7 @@ class GpuAugment:
             raise ValueError(f"seed should be in [0, 2**64), got seed={seed}")
         self.seed = seed
         self._generator: torch.Generator | None = None
-        self._consts: dict[tuple[Any, ...], dict[str, Tensor]] = {}
+        self._consts: dict[tuple[Any, ...], Any] = {}
         self._scratch: _Scratch | None = None
 
     def __repr__(self) -> str:
@@ -375,15 +379,6 @@ class GpuAugment:
         if per_image:  # a shared size next to per-image ones becomes a tensor too (a fill: no host copy)
             h_img = h_img if isinstance(h_img, Tensor) else torch.full((n,), h_img, device=device)
             w_img = w_img if isinstance(w_img, Tensor) else torch.full((n,), w_img, device=device)
-        u = torch.rand((n, _NUM_UNIFORMS), generator=generator, device=device, dtype=torch.float32)
-        t = _NUM_TRIES
-        u_area, u_ratio = u[:, :t], u[:, t : 2 * t]
-        u_x, u_y, u_flip, u_jit = u[:, 2 * t], u[:, 2 * t + 1], u[:, 2 * t + 2], u[:, 2 * t + 3]
-        u_fac = u[:, 2 * t + 4 : 2 * t + 8]
-
-        def col(v: Any) -> Any:  # a per-image term against (n, tries) candidates
-            return v.unsqueeze(1) if isinstance(v, Tensor) else v
-
         # Random resized crop, strength-scaled: area range -> (1, 1), log-ratio range -> the image's own ratio.
         s_lo = 1.0 - s * (1.0 - self.scale[0])
         s_hi = 1.0 - s * (1.0 - self.scale[1])
@@ -392,15 +387,6 @@ class GpuAugment:
         log_r0 = log_img * (1.0 - s) + s * math.log(self.ratio[0])
         log_r1 = log_img * (1.0 - s) + s * math.log(self.ratio[1])
         image_area = h_img * w_img
-        area = u_area * col(image_area * (s_hi - s_lo)) + col(image_area * s_lo)
-        aspect = torch.exp(u_ratio * col(log_r1 - log_r0) + col(log_r0))
-        cw = torch.round(torch.sqrt(area * aspect))
-        ch = torch.round(torch.sqrt(area / aspect))
-        fits = (cw > 0) & (cw <= col(w_img)) & (ch > 0) & (ch <= col(h_img))
-        first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first candidate that fits
-        any_fits = fits.any(dim=1)
-        cw = cw.gather(1, first).squeeze(1)
-        ch = ch.gather(1, first).squeeze(1)
         # torchvision's fallback: whole image, ratio clamped into the range, centred.
         if per_image:
             r_min, r_max = torch.exp(log_r0), torch.exp(log_r1)
@@ -412,6 +398,38 @@ class GpuAugment:
             fw = min(float(round(h_img * r_max)) if in_ratio > r_max else w_img, w_img)
             fh = min(float(round(w_img / r_min)) if in_ratio < r_min else h_img, h_img)
             fx, fy = math.floor((w_img - fw) * 0.5), math.floor((h_img - fh) * 0.5)
+        flip_p = self.flip * s
+        jitter_p = self.jitter_prob * s if self._jitter_active(s) else 0.0
+        consts = self._jitter_consts(device, s)
+
+        u = torch.rand((n, _NUM_UNIFORMS), generator=generator, device=device, dtype=torch.float32)
+        if not per_image and _draw_backend(device) == "triton":  # the same draw in one kernel
+            drawn = _run_triton(
+                "draw", u, consts, tries=_NUM_TRIES, size=(w_img, h_img),
+                area=(image_area * (s_hi - s_lo), image_area * s_lo), log_ratio=(log_r0, log_r1 - log_r0),
+                fallback=(float(fx), float(fy), float(fw), float(fh)), flip_p=flip_p, jitter_p=jitter_p,
+            )
+            if drawn is not None:
+                boxes, flags, factors = drawn
+                flags = flags.view(torch.bool)
+                return AugmentParams(boxes, flags[:, 0], flags[:, 1], *factors.unbind(1))
+        t = _NUM_TRIES
+        u_area, u_ratio = u[:, :t], u[:, t : 2 * t]
+        u_x, u_y, u_flip, u_jit = u[:, 2 * t], u[:, 2 * t + 1], u[:, 2 * t + 2], u[:, 2 * t + 3]
+        u_fac = u[:, 2 * t + 4 : 2 * t + 8]
+
+        def col(v: Any) -> Any:  # a per-image term against (n, tries) candidates
+            return v.unsqueeze(1) if isinstance(v, Tensor) else v
+
+        area = u_area * col(image_area * (s_hi - s_lo)) + col(image_area * s_lo)
+        aspect = torch.exp(u_ratio * col(log_r1 - log_r0) + col(log_r0))
+        cw = torch.round(torch.sqrt(area * aspect))
+        ch = torch.round(torch.sqrt(area / aspect))
+        fits = (cw > 0) & (cw <= col(w_img)) & (ch > 0) & (ch <= col(h_img))
+        first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first candidate that fits
+        any_fits = fits.any(dim=1)
+        cw = cw.gather(1, first).squeeze(1)
+        ch = ch.gather(1, first).squeeze(1)
         cw = torch.where(any_fits, cw, fw)
         ch = torch.where(any_fits, ch, fh)
         x1 = torch.where(any_fits, torch.minimum(torch.floor(u_x * (w_img + 1.0 - cw)), w_img - cw), fx)
@@ -419,10 +437,9 @@ class GpuAugment:
         boxes = torch.stack((x1, y1, cw, ch), dim=1)
         boxes[:, 2:].add_(boxes[:, :2])  # (x1, y1, x2, y2)
 
-        flip = u_flip < self.flip * s
-        jitter_p = self.jitter_prob * s if self._jitter_active(s) else 0.0
+        flip = u_flip < flip_p
         jitter = u_jit < jitter_p
-        low, span, unjittered = self._jitter_consts(device, s)
+        low, span, unjittered = consts[:4], consts[4:8], consts[8:]
         if jitter_p > 0:  # factors uniform in [max(0, 1 - m s), 1 + m s], hue shift in [-hue s, hue s]
             factors = torch.where(jitter.unsqueeze(1), torch.addcmul(low, u_fac, span), unjittered)
         else:
@@ -430,8 +447,8 @@ class GpuAugment:
         bright, contrast, saturation, hue = factors.unbind(1)
         return AugmentParams(boxes, flip, jitter, bright, contrast, saturation, hue)
 
-    def _jitter_consts(self, device: torch.device, strength: float) -> tuple[Tensor, Tensor, Tensor]:
-        """Lower ends, widths and unjittered values of (brightness, contrast, saturation, hue), once per strength."""
+    def _jitter_consts(self, device: torch.device, strength: float) -> Tensor:
+        """The jitter factors' lower ends, widths and unjittered values (12 values), made once per device and strength."""
         key = ("jitter", device, strength)
         cached = self._consts.get(key)
         if cached is None:
@@ -439,9 +456,8 @@ class GpuAugment:
             mags = (self.brightness, self.contrast, self.saturation)
             low = [max(0.0, 1.0 - m * s) for m in mags] + [-self.hue * s]
             span = [1.0 + m * s - lo for m, lo in zip(mags, low)] + [2.0 * self.hue * s]
-            host = {"low": low, "span": span, "off": [1.0, 1.0, 1.0, 0.0]}
-            cached = self._consts[key] = {name: _to_device_async(v, device) for name, v in host.items()}
-        return cached["low"], cached["span"], cached["off"]
+            cached = self._consts[key] = _to_device_async(low + span + [1.0, 1.0, 1.0, 0.0], device)
+        return cached
 
     def _jitter_active(self, strength: float) -> bool:
         mags = (self.brightness, self.contrast, self.saturation, self.hue)
@@ -662,8 +678,8 @@ class GpuAugment:
             mean_gray = flat.mean(dim=2) @ k["gray"] if c == 3 else flat.mean(dim=(1, 2)) * unit
             bias = torch.addcmul(bias, terms[:, c * c :], ((1.0 - kc) * b * mean_gray).unsqueeze(1))
         backend = _colour_backend(out.device, dt, c)
-        if backend == "triton" and _fused_colour_map(flat, mat, bias, k["lo"].view(-1), k["hi"].view(-1),
-                                                     result.view(n, c, oh * ow)):
+        if backend == "triton" and _run_triton("colour", flat, mat, bias, k["lo"].view(-1), k["hi"].view(-1),
+                                               result.view(n, c, oh * ow)) is not None:
             return
         tmp = self._buffer("colour", (n, c, oh * ow), dt, out.device)
         tmp = _COLOUR_MAPS["bmm" if backend == "bmm" else "channels"](flat, mat, bias, tmp)
@@ -732,37 +748,44 @@ def _colour_backend(device: torch.device, dtype: torch.dtype, c: int) -> str:
     """``"bmm"``, ``"channels"`` or ``"triton"``: how to apply the colour map, see NOTE [ Applying the colour map ]."""
     if device.type == "cpu":
         return "bmm"
-    if device.type == "cuda" and dtype == torch.float32 and c == 3 and _triton_colour_map() is not None:
+    if device.type == "cuda" and dtype == torch.float32 and c == 3 and _triton_kernel("colour") is not None:
         return "triton"
     return "channels"
 
 
+def _draw_backend(device: torch.device) -> str:
+    """``"triton"`` or ``"torch"``: how to draw a batch of one image size, see NOTE [ Few kernels per draw ]."""
+    return "triton" if device.type == "cuda" and _triton_kernel("draw") is not None else "torch"
+
+
 @functools.lru_cache(maxsize=None)
-def _triton_colour_map() -> Callable[..., Tensor] | None:
-    """The fused Triton colour map, or None where Triton cannot be imported."""
+def _triton_kernel(name: str) -> Callable[..., Any] | None:
+    """The launcher of a fused Triton kernel (``"colour"`` or ``"draw"``), or None where Triton cannot be imported."""
     try:
-        from ._colour_kernel import affine3_clamp
+        if name == "colour":
+            from ._colour_kernel import affine3_clamp as launcher
+        else:
+            from ._draw_kernel import draw_params as launcher
     except Exception:  # ImportError, or a Triton that cannot initialise here
         return None
-    return affine3_clamp
+    return launcher
 
 
-_TRITON_FAILED: list[str] = []
+_TRITON_FAILED: dict[str, str] = {}
 
 
-def _fused_colour_map(flat: Tensor, mat: Tensor, bias: Tensor, lo: Tensor, hi: Tensor, out: Tensor) -> bool:
-    """Run the fused kernel into ``out``; False (warned once per process) if it cannot run here."""
-    kernel = _triton_colour_map()
-    if kernel is None or _TRITON_FAILED:
-        return False
+def _run_triton(name: str, *args: Any, **kwargs: Any) -> Any:
+    """Run a fused kernel; None (warned once per kernel and process) where it is missing or cannot run here."""
+    launcher = _triton_kernel(name)
+    if launcher is None or name in _TRITON_FAILED:
+        return None
     try:
-        kernel(flat, mat, bias, lo, hi, out)
-    except Exception as exc:  # a compile or launch failure: fall back to PyTorch ops for the rest of the process
-        _TRITON_FAILED.append(f"{type(exc).__name__}: {exc}")
-        warnings.warn(f"GpuAugment: the fused Triton colour map failed ({_TRITON_FAILED[0]}); using PyTorch ops",
-                      RuntimeWarning, stacklevel=4)
-        return False
-    return True
+        return launcher(*args, **kwargs)
+    except Exception as exc:  # a compile or launch failure: PyTorch ops for the rest of the process
+        _TRITON_FAILED[name] = f"{type(exc).__name__}: {exc}"
+        warnings.warn(f"GpuAugment: the fused Triton {name} kernel failed ({_TRITON_FAILED[name]}); using PyTorch "
+                      "ops", RuntimeWarning, stacklevel=4)
+        return None
 
 
 # NOTE [ Scratch buffers on the CPU ]
