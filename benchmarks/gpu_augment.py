@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `enlight
 import torch
 
 from benchmarks.common import environment, paired_ratio, summarize_times, time_interleaved, write_json
+import enlight_data.augment as augment_module
 from enlight_data.augment import (
     _COLOUR_MAPS,
     GpuAugment,
@@ -160,6 +161,10 @@ def _augment_peers(
          "float input, one batched call"),
         *colour_rows,
     ]
+    if device.type == "cuda" and augment_module._draw_backend(device) == "triton":
+        # The same call with the draw as PyTorch ops, as before the fused draw kernel (NOTE [ Few kernels per draw ]).
+        peers.insert(2, ("enlight GpuAugment, PyTorch-op draw", "augment", b, lambda: _with_op_draw(aug, x, g),
+                         "the draw as ~45 PyTorch ops instead of one Triton kernel"))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)  # torchvision only draws from the global RNG; forked, restored on exit
         times = time_interleaved({p[0]: p[3] for p in peers}, repeats=repeats, warmup=1, device=device, calls=calls)
@@ -170,6 +175,16 @@ def _augment_peers(
     rows += [_row(f"{name}, sync per call", group, n, times[f"{name}, sync per call"], "one call's latency")
              for name, group, n, _, _ in peers[:2] if calls > 1]
     return rows, times
+
+
+def _with_op_draw(aug: GpuAugment, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """``aug(x)`` with the draw forced onto the PyTorch-op path (for the side-by-side row on CUDA)."""
+    chosen = augment_module._draw_backend
+    augment_module._draw_backend = lambda device: "torch"
+    try:
+        return aug(x, generator=g)
+    finally:
+        augment_module._draw_backend = chosen
 
 
 def _mix_peers(
@@ -347,6 +362,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 for label in ("per-channel addcmul", "grouped conv1d", "fused Triton")
                 if f"colour map: {label}" in aug_times
             },
+            "fused_draw_speedup": paired_ratio(aug_times["enlight GpuAugment, PyTorch-op draw"],
+                                               aug_times["enlight GpuAugment"])
+            if "enlight GpuAugment, PyTorch-op draw" in aug_times else None,
             "grid_sample_over_roi_align": paired_ratio(
                 aug_times["crop+resize+flip: roi_align"], aug_times["crop+resize+flip: grid_sample"]
             ),
@@ -362,6 +380,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"GpuAugment / Kornia: {aug_ratio:.1f}x (goal >= {aug_goal:g}x)" if aug_ratio else "GpuAugment / Kornia: n/a")
     if calls > 1:
         print(f"GpuAugment / Kornia, sync per call: {result['ratios']['gpu_augment_over_kornia_sync_per_call']:.1f}x")
+    if result["ratios"]["fused_draw_speedup"] is not None:
+        print(f"GpuAugment, fused draw / PyTorch-op draw: {result['ratios']['fused_draw_speedup']:.2f}x")
     for k, v in result["ratios"]["colour_map_speed_over_baddbmm"].items():
         print(f"colour map {k} / baddbmm: {v:.2f}x")
     for k, v in mix_ratios.items():
