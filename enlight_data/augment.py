@@ -387,16 +387,17 @@ class GpuAugment:
         log_r0 = log_img * (1.0 - s) + s * math.log(self.ratio[0])
         log_r1 = log_img * (1.0 - s) + s * math.log(self.ratio[1])
         image_area = h_img * w_img
-        # torchvision's fallback: whole image, ratio clamped into the range, centred.
+        # torchvision's fallback: whole image, ratio clamped into the range, centred; at least one pixel wide and
+        # high (torchvision's would be empty for a 1-pixel image and a ratio range below 1/2).
         if per_image:
             r_min, r_max = torch.exp(log_r0), torch.exp(log_r1)
-            fw = torch.minimum(torch.where(in_ratio > r_max, torch.round(h_img * r_max), w_img), w_img)
-            fh = torch.minimum(torch.where(in_ratio < r_min, torch.round(w_img / r_min), h_img), h_img)
+            fw = torch.minimum(torch.where(in_ratio > r_max, torch.round(h_img * r_max).clamp_min(1.0), w_img), w_img)
+            fh = torch.minimum(torch.where(in_ratio < r_min, torch.round(w_img / r_min).clamp_min(1.0), h_img), h_img)
             fx, fy = torch.floor((w_img - fw) * 0.5), torch.floor((h_img - fh) * 0.5)
         else:
             r_min, r_max = math.exp(log_r0), math.exp(log_r1)
-            fw = min(float(round(h_img * r_max)) if in_ratio > r_max else w_img, w_img)
-            fh = min(float(round(w_img / r_min)) if in_ratio < r_min else h_img, h_img)
+            fw = min(max(float(round(h_img * r_max)), 1.0) if in_ratio > r_max else w_img, w_img)
+            fh = min(max(float(round(w_img / r_min)), 1.0) if in_ratio < r_min else h_img, h_img)
             fx, fy = math.floor((w_img - fw) * 0.5), math.floor((h_img - fh) * 0.5)
         flip_p = self.flip * s
         jitter_p = self.jitter_prob * s if self._jitter_active(s) else 0.0

@@ -131,6 +131,14 @@ def test_crop_boxes_always_lie_inside_the_image(h, w, lo, span, r_lo, r_span, st
     assert (x2 - x1 >= 1).all() and (y2 - y1 >= 1).all()
 
 
+def test_the_fallback_crop_is_never_empty():
+    # A 1-pixel image and a ratio range of (1/4, 1/4): no candidate fits, and torchvision's fallback would be 0 wide.
+    aug = GpuAugment(4, scale=(1.0, 1.0), ratio=(0.25, 0.25))
+    for heights, widths in [(1, 1), (torch.ones(8), torch.ones(8))]:
+        x1, y1, x2, y2 = aug.draw(8, heights, widths, generator=gen()).boxes.unbind(1)
+        assert torch.equal(x2 - x1, torch.ones(8)) and torch.equal(y2 - y1, torch.ones(8))
+
+
 def test_crop_resize_flip_equals_slice_then_interpolate_then_flip():
     aug = GpuAugment((20, 28))
     x = images(16, h=30, w=44, dtype=torch.float32)
