@@ -14,13 +14,17 @@ decoder (torchvision's, uint8 CHW):
 Reported ratios (medians of epoch times): ``stream / webdataset`` (goal <= 1.05) and ``stream_removed / stream``
 (goal <= 0.85). On CUDA (or with ``--decode-compare``) the photos are also streamed to the device and cropped to one
 224 px batch by ``GpuAugment``: decoded in the workers (``stream_augment``) and, on CUDA, decoded on the GPU
-(``decode="gpu"``, ``stream_gpu_decode_augment``); their img/s ratio is reported.
-Run ``python -m benchmarks.streaming [--quick] [--data photos|fashion-mnist] [--device cpu|cuda] [--decode-compare]``.
+(``decode="gpu"``, ``stream_gpu_decode_augment``); their img/s ratio is reported. On CUDA (or with
+``--transport-compare``) decode="gpu"'s transport is timed alone: raw JPEG bytes reach the main process as one
+buffer per batch (``raw_bytes_packed``, what ``stream`` does) or as one tensor per image (``raw_bytes_listed``).
+Run ``python -m benchmarks.streaming [--quick] [--data photos|fashion-mnist] [--device cpu|cuda] [--decode-compare]
+[--transport-compare]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -113,6 +117,39 @@ def _plain_webdataset(urls: list[str], *, batch_size: int, workers: int, buffer:
     return wds.WebLoader(pipeline, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
 
 
+def _raw_webdataset(urls: list[str], *, batch_size: int, workers: int, buffer: int, packed: bool) -> Any:
+    """decode='gpu''s transport alone: raw JPEG bytes to the main process, one buffer per batch or one per image."""
+    import webdataset as wds
+
+    from enlight_data.streaming import _packed, _raw_jpeg
+
+    def listed(items: list[tuple[torch.Tensor, int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        # The former transport: a list of per-image tensors, one shared-memory segment each.
+        return [x for x, _ in items], torch.tensor([y for _, y in items], dtype=torch.int64)
+
+    pipeline = wds.DataPipeline(
+        wds.SimpleShardList(urls),
+        wds.split_by_worker,
+        wds.tarfile_to_samples(),
+        wds.shuffle(bufsize=buffer, initial=buffer, rng=random.Random(0)),
+        wds.map(_raw_jpeg),
+        wds.batched(batch_size, collation_fn=_packed if packed else listed, partial=True),
+    )
+    return wds.WebLoader(pipeline, batch_size=None, num_workers=workers, persistent_workers=workers > 0)
+
+
+def _raw_epoch(loader: Any, packed: bool) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds and images of one pass that ends with each batch's per-image byte tensors."""
+    from enlight_data.streaming import _unpacked
+
+    count = 0
+    cpu = _cpu_seconds()
+    start = time.perf_counter()
+    for raw, _ in loader:
+        count += len(_unpacked(raw) if packed else raw)
+    return time.perf_counter() - start, _cpu_seconds() - cpu, count
+
+
 def _cpu_seconds() -> float:
     """CPU time of this process, its live children (persistent DataLoader workers, from /proc) and reaped ones."""
     me, reaped = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -177,6 +214,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--decode-compare", action="store_true",
                         help="also time decoding + GpuAugment(224) on the device (always on with CUDA, where "
                         "decode='gpu' is timed too)")
+    parser.add_argument("--transport-compare", action="store_true",
+                        help="also time decode='gpu''s transport of raw JPEG bytes, one buffer per batch against "
+                        "one per image (always on with CUDA)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -225,6 +265,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 gpu_decoded = ed.stream(index, ed.high_loss_removal(10**6, fraction=0.0),
                                         **dict(on_device, decode="gpu", augment=ed.GpuAugment(224)))
                 peers["stream_gpu_decode_augment"] = lambda: _epoch(gpu_decoded, device)
+        if photos and (args.transport_compare or device.type == "cuda"):
+            # decode="gpu" ships raw JPEG bytes from the workers: one buffer per batch against one per image.
+            for packed, name in ((False, "raw_bytes_listed"), (True, "raw_bytes_packed")):
+                raw = _raw_webdataset(urls, batch_size=args.batch_size, workers=args.workers, buffer=args.buffer,
+                                      packed=packed)
+                peers[name] = functools.partial(_raw_epoch, raw, packed)
         for run in peers.values():  # warm-up: worker start, page cache, first removal set
             run()
         times: dict[str, list[float]] = {k: [] for k in peers}
@@ -275,6 +321,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result["min_ratio_stream_vs_webdataset"] = best["stream"] / best["webdataset"]
     result["min_ratio_removed_vs_full"] = best["stream_removed"] / best["stream"]
     rate = {k: v["median_samples_per_s"] for k, v in result["peers"].items()}
+    if "raw_bytes_packed" in rate:
+        result["ratio_packed_vs_listed_transport"] = rate["raw_bytes_packed"] / rate["raw_bytes_listed"]
     if "stream_gpu_decode_augment" in rate:
         result["ratio_gpu_decode_vs_cpu_decode"] = rate["stream_gpu_decode_augment"] / rate["stream_augment"]
     result["goals"] = {
@@ -295,6 +343,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"20% removed / full epoch = {result['ratio_removed_vs_full']:.3f} wall, "
           f"{result['cpu_ratio_removed_vs_full']:.3f} cpu, {result['min_ratio_removed_vs_full']:.3f} min wall  "
           f"(goal <= 0.85; {removed_fraction:.0%} removed)")
+    if "ratio_packed_vs_listed_transport" in result:
+        print(f"raw JPEG bytes, one buffer per batch / one per image: "
+              f"{result['ratio_packed_vs_listed_transport']:.2f}x img/s")
     if "ratio_gpu_decode_vs_cpu_decode" in result:
         print(f"decode='gpu' / decoding in {args.workers} workers, both + GpuAugment(224): "
               f"{result['ratio_gpu_decode_vs_cpu_decode']:.2f}x img/s "

@@ -305,6 +305,35 @@ def test_stream_runs_gpu_augment_and_mixing_in_an_unchanged_loop(tmp_path, num_w
     assert all(torch.equal(x, x2) and torch.equal(y, y2) for (x, y), (x2, y2) in zip(seen, again))
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_gpu_decode_ships_each_batch_of_jpeg_bytes_as_one_buffer(tmp_path, workers):
+    # NOTE [ One buffer per batch ]: decode="gpu"'s transport, checked on the CPU up to the decoder's input.
+    import webdataset as wds
+    from torch.utils.data import DataLoader
+    from torchvision.io import decode_jpeg
+
+    from enlight_data.streaming import _packed, _raw_jpeg, _unpacked
+
+    sizes = [(3, 20 + i, 30 - i) for i in range(6)]
+    data = [(torch.randint(0, 256, s, dtype=torch.uint8, generator=torch.Generator().manual_seed(i)), i % CLASSES)
+            for i, s in enumerate(sizes)]
+    index = ed.write_shards(data, str(tmp_path / "p-%02d.tar"), maxcount=3, progress=False)
+    urls = sorted(str(p) for p in tmp_path.glob("p-*.tar"))
+    pipeline = wds.DataPipeline(wds.SimpleShardList(urls), wds.split_by_worker, wds.tarfile_to_samples(),
+                                wds.map(_raw_jpeg), wds.batched(3, collation_fn=_packed, partial=True))
+    batches = list(DataLoader(pipeline, batch_size=None, num_workers=workers))
+    assert len(batches) == 2 and json.loads(open(index).read())["total"] == 6
+    seen = []
+    for (flat, counts), y in batches:
+        assert flat.dtype == torch.uint8 and flat.dim() == 1 and int(counts.sum()) == flat.numel()
+        raw = _unpacked((flat, counts))
+        assert [r.numel() for r in raw] == counts.tolist() and all(r.data_ptr() >= flat.data_ptr() for r in raw)
+        for r, label in zip(raw, y.tolist()):
+            image = decode_jpeg(r)  # the same bytes the GPU decoder gets
+            seen.append((tuple(image.shape), label))
+    assert sorted(seen) == sorted((s, i % CLASSES) for i, s in enumerate(sizes))
+
+
 @needs_cuda
 def test_gpu_decode_makes_one_batch(tmp_path):
     from enlight_data.augment import GpuAugment
