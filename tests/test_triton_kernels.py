@@ -29,7 +29,7 @@ def _interpreted(code: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_kernel_matches_matmul_and_clamp_for_any_strides_and_dtype():
+def test_colour_kernel_matches_matmul_and_clamp_for_any_strides_and_dtype():
     _interpreted("""
         import torch
         from enlight_data._colour_kernel import BLOCK, affine3_clamp
@@ -57,7 +57,7 @@ def test_kernel_matches_matmul_and_clamp_for_any_strides_and_dtype():
     """)
 
 
-def test_gpu_augment_through_the_kernel_matches_the_pytorch_path():
+def test_gpu_augment_through_the_colour_kernel_matches_the_pytorch_path():
     _interpreted("""
         import torch
         import enlight_data.augment as A
