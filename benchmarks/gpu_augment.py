@@ -136,10 +136,12 @@ def _augment_peers(
     mat = (torch.eye(3) + 0.1 * torch.randn((b, 3, 3), generator=gc)).to(device)
     bias = torch.randn((b, 3), generator=gc).to(device)
     colour_out = torch.empty_like(flat)
+    kernels = {"baddbmm": _COLOUR_MAPS["bmm"], "per-channel addcmul": _COLOUR_MAPS["channels"],
+               "grouped conv1d": _colour_map_conv}
     colour_rows = [
-        (f"colour map: {label}", "kernel", b, functools.partial(_COLOUR_MAPS[key], flat, mat, bias, colour_out),
+        (f"colour map: {label}", "kernel", b, functools.partial(kernel, flat, mat, bias, colour_out),
          "float (B, 3, s*s), per-sample 3x3 matrix and bias")
-        for key, label in (("bmm", "baddbmm"), ("channels", "per-channel addcmul"), ("conv", "grouped conv1d"))
+        for label, kernel in kernels.items()
     ]
     fused = _triton_kernel("colour") if device.type == "cuda" else None
     if fused is not None:  # what GpuAugment uses on CUDA: the map and its clamp in one Triton kernel
@@ -175,6 +177,14 @@ def _augment_peers(
     rows += [_row(f"{name}, sync per call", group, n, times[f"{name}, sync per call"], "one call's latency")
              for name, group, n, _, _ in peers[:2] if calls > 1]
     return rows, times
+
+
+def _colour_map_conv(flat: torch.Tensor, mat: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``mat @ flat + bias`` as one grouped 1x1 ``conv1d`` (one group per sample): a candidate GpuAugment rejected."""
+    n, c, p = flat.shape
+    del out  # conv1d has no out= variant
+    weight = mat.reshape(n * c, c, 1)
+    return torch.nn.functional.conv1d(flat.reshape(1, n * c, p), weight, bias.reshape(n * c), groups=n).view(n, c, p)
 
 
 def _with_op_draw(aug: GpuAugment, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:

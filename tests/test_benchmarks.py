@@ -35,3 +35,14 @@ def test_time_interleaved_queues_calls_per_round_and_reports_seconds_per_call(mo
     assert times["a"] == [2.0, 2.0]  # seconds per call, not per round of three
     with pytest.raises(ValueError, match="calls should be >= 1, got calls=0"):
         time_interleaved({"a": work}, repeats=1, calls=0)
+
+
+def test_the_rejected_conv1d_colour_map_computes_the_same_map():
+    import torch
+
+    from benchmarks.gpu_augment import _colour_map_conv
+
+    g = torch.Generator().manual_seed(0)
+    flat, mat, bias = torch.rand(4, 3, 30, generator=g), torch.randn(4, 3, 3, generator=g), torch.randn(4, 3, generator=g)
+    expected = torch.einsum("nij,njp->nip", mat, flat) + bias.unsqueeze(2)
+    torch.testing.assert_close(_colour_map_conv(flat, mat, bias, torch.empty_like(flat)), expected)
