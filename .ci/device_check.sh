@@ -29,11 +29,11 @@ fi
 # session's device time.
 # 0. Which kernels GpuAugment runs here (the fused Triton draw and colour map unless Triton is missing or fails).
 python3 - <<'PY'
-import torch, enlight_data.augment as A
+import torch, enlight_data.augment as A, enlight_data._fused as F
 out = A.GpuAugment(32, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)(
     torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8, device="cuda"))
 print("draw:", A._draw_backend(out.device), "colour map:", A._colour_backend(out.device, torch.float32, 3),
-      "failed:", A._TRITON_FAILED, out.shape)
+      "failed:", F.FAILED, out.shape)
 PY
 # 1. The CUDA tests (skipped on CPU-only CI): no per-step sync, CPU/CUDA agreement, GPU decode, resume, nccl.
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m needs_cuda -rs tests 2>&1 | tail -40 | tee "$out/cuda_tests.txt"

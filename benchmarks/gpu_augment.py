@@ -40,13 +40,15 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `enlight
 import torch
 
 from benchmarks.common import environment, paired_ratio, summarize_times, time_interleaved, write_json
+import enlight_data._fused as _fused
 import enlight_data.augment as augment_module
+import enlight_data.mixing as mixing_module
+from enlight_data import Phase, mix_batch
 from enlight_data.augment import (
     _COLOUR_MAPS,
     GpuAugment,
     _crop_resize_flip_grid,
     _crop_resize_flip_roi,
-    _triton_kernel,
     apply_augment,
 )
 
@@ -58,6 +60,7 @@ STD = (0.229, 0.224, 0.225)
 JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
 NUM_CLASSES = 1000
 LERP = "bare per-sample torch.lerp"
+OP_MIX = ", PyTorch ops"  # the suffix of the rows that time mix_batch without the fused kernels
 GOALS = {"augment_vs_kornia": {"cpu": 5.0, "cuda": 20.0}, "mix_vs_lerp": 0.7}
 
 
@@ -143,7 +146,7 @@ def _augment_peers(
          "float (B, 3, s*s), per-sample 3x3 matrix and bias")
         for label, kernel in kernels.items()
     ]
-    fused = _triton_kernel("colour") if device.type == "cuda" else None
+    fused = _fused.kernel("colour") if device.type == "cuda" else None
     if fused is not None:  # what GpuAugment uses on CUDA: the map and its clamp in one Triton kernel
         lo, hi = torch.zeros(3, device=device), torch.ones(3, device=device)
         colour_rows.append(("colour map: fused Triton", "kernel", b,
@@ -197,6 +200,16 @@ def _with_op_draw(aug: GpuAugment, x: torch.Tensor, g: torch.Generator) -> torch
         augment_module._draw_backend = chosen
 
 
+def _with_op_mixing(x: torch.Tensor, y: torch.Tensor, phase: Any, g: torch.Generator) -> Any:
+    """``mix_batch`` with the fused kernels off: the PyTorch-op path, for the side-by-side rows on CUDA."""
+    chosen = mixing_module._fused
+    mixing_module._fused = lambda name, device: False
+    try:
+        return mix_batch(x, y, phase, num_classes=NUM_CLASSES, generator=g)
+    finally:
+        mixing_module._fused = chosen
+
+
 def _mix_peers(
     x: torch.Tensor, y: torch.Tensor, device: torch.device, *, repeats: int, calls: int
 ) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
@@ -207,26 +220,25 @@ def _mix_peers(
     b = x.shape[0]
     peers: list[tuple[str, Callable[[], Any], str]] = []
     skipped: list[dict[str, Any]] = []
-    try:
-        from enlight_data import Phase
-        from enlight_data.mixing import mix_batch
-    except ImportError as err:  # the core package is written concurrently
-        skipped.append(_skipped("enlight mix_batch", "mix", f"not importable: {err}"))
-    else:
-        g = torch.Generator(device=device).manual_seed(0)
-        out = torch.empty_like(x)
-        for label, phase, buf in (
-            ("enlight mix_batch mixup elem", Phase(mixup_alpha=0.8, mode="elem"), None),
-            ("enlight mix_batch mixup batch", Phase(mixup_alpha=0.8, mode="batch"), None),
-            ("enlight mix_batch cutmix elem", Phase(cutmix_alpha=1.0, mode="elem"), None),
-            ("enlight mix_batch cutmix batch", Phase(cutmix_alpha=1.0, mode="batch"), None),
-            # With a reused output buffer (out=), like the lerp floor: what is left is the mixing itself.
-            ("enlight mix_batch mixup elem, out=", Phase(mixup_alpha=0.8, mode="elem"), out),
-            ("enlight mix_batch cutmix elem, out=", Phase(cutmix_alpha=1.0, mode="elem"), out),
-        ):
-            note = "new output tensor" if buf is None else "reused output buffer"
-            fn = lambda p=phase, o=buf: mix_batch(x, y, p, num_classes=NUM_CLASSES, generator=g, out=o)  # noqa: E731
-            peers.append((label, fn, note))
+    g = torch.Generator(device=device).manual_seed(0)
+    out = torch.empty_like(x)
+    for label, phase, buf in (
+        ("enlight mix_batch mixup elem", Phase(mixup_alpha=0.8, mode="elem"), None),
+        ("enlight mix_batch mixup batch", Phase(mixup_alpha=0.8, mode="batch"), None),
+        ("enlight mix_batch cutmix elem", Phase(cutmix_alpha=1.0, mode="elem"), None),
+        ("enlight mix_batch cutmix batch", Phase(cutmix_alpha=1.0, mode="batch"), None),
+        # With a reused output buffer (out=), like the lerp floor: what is left is the mixing itself.
+        ("enlight mix_batch mixup elem, out=", Phase(mixup_alpha=0.8, mode="elem"), out),
+        ("enlight mix_batch cutmix elem, out=", Phase(cutmix_alpha=1.0, mode="elem"), out),
+    ):
+        note = "new output tensor" if buf is None else "reused output buffer"
+        fn = lambda p=phase, o=buf: mix_batch(x, y, p, num_classes=NUM_CLASSES, generator=g, out=o)  # noqa: E731
+        peers.append((label, fn, note))
+    if mixing_module._fused("blend", device):
+        # The same calls as PyTorch ops, as before the fused kernels (NOTE [ Few kernels per CutMix draw ]).
+        for kind, phase in (("mixup", Phase(mixup_alpha=0.8)), ("cutmix", Phase(cutmix_alpha=1.0))):
+            fn = lambda p=phase: _with_op_mixing(x, y, p, g)  # noqa: E731
+            peers.append((f"enlight mix_batch {kind} elem{OP_MIX}", fn, "new output tensor; PyTorch ops"))
     try:
         from timm.data import Mixup
     except ImportError as err:
@@ -335,7 +347,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # Ratios are paired: the median over rounds of the two peers' times within one round (see time_interleaved).
     aug_ratio = paired_ratio(aug_times["kornia AugmentationSequential"], aug_times["enlight GpuAugment"])
-    mix_ratios = {name: paired_ratio(mix_times[LERP], t) for name, t in mix_times.items() if name.startswith("enlight")}
+    mix_ratios = {name: paired_ratio(mix_times[LERP], t) for name, t in mix_times.items()
+                  if name.startswith("enlight") and not name.endswith(OP_MIX)}
+    fused_mix = {name[: -len(OP_MIX)]: paired_ratio(t, mix_times[name[: -len(OP_MIX)]])
+                 for name, t in mix_times.items() if name.endswith(OP_MIX)}
     aug_goal = GOALS["augment_vs_kornia"]["cuda" if device.type == "cuda" else "cpu"]
     result: dict[str, Any] = {
         "benchmark": "gpu_augment",
@@ -375,6 +390,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "fused_draw_speedup": paired_ratio(aug_times["enlight GpuAugment, PyTorch-op draw"],
                                                aug_times["enlight GpuAugment"])
             if "enlight GpuAugment, PyTorch-op draw" in aug_times else None,
+            "fused_mix_speedup": fused_mix,
             "grid_sample_over_roi_align": paired_ratio(
                 aug_times["crop+resize+flip: roi_align"], aug_times["crop+resize+flip: grid_sample"]
             ),
@@ -394,6 +410,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"GpuAugment, fused draw / PyTorch-op draw: {result['ratios']['fused_draw_speedup']:.2f}x")
     for k, v in result["ratios"]["colour_map_speed_over_baddbmm"].items():
         print(f"colour map {k} / baddbmm: {v:.2f}x")
+    for k, v in fused_mix.items():
+        print(f"{k}, fused kernels / PyTorch ops: {v:.2f}x")
     for k, v in mix_ratios.items():
         print(f"{k} / lerp: {v:.2f} (goal >= {GOALS['mix_vs_lerp']})")
     out = write_json(args.out, result)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import math
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from numbers import Real
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _fused
 from ._rng import derive_seed
 
 __all__ = ["GpuAugment", "apply_augment"]
@@ -405,7 +405,7 @@ class GpuAugment:
 
         u = torch.rand((n, _NUM_UNIFORMS), generator=generator, device=device, dtype=torch.float32)
         if not per_image and _draw_backend(device) == "triton":  # the same draw in one kernel
-            drawn = _run_triton(
+            drawn = _fused.run(
                 "draw", u, consts, tries=_NUM_TRIES, size=(w_img, h_img),
                 area=(image_area * (s_hi - s_lo), image_area * s_lo), log_ratio=(log_r0, log_r1 - log_r0),
                 fallback=(float(fx), float(fy), float(fw), float(fh)), flip_p=flip_p, jitter_p=jitter_p,
@@ -679,7 +679,7 @@ class GpuAugment:
             mean_gray = flat.mean(dim=2) @ k["gray"] if c == 3 else flat.mean(dim=(1, 2)) * unit
             bias = torch.addcmul(bias, terms[:, c * c :], ((1.0 - kc) * b * mean_gray).unsqueeze(1))
         backend = _colour_backend(out.device, dt, c)
-        if backend == "triton" and _run_triton("colour", flat, mat, bias, k["lo"].view(-1), k["hi"].view(-1),
+        if backend == "triton" and _fused.run("colour", flat, mat, bias, k["lo"].view(-1), k["hi"].view(-1),
                                                result.view(n, c, oh * ow)) is not None:
             return
         tmp = self._buffer("colour", (n, c, oh * ow), dt, out.device)
@@ -741,44 +741,14 @@ def _colour_backend(device: torch.device, dtype: torch.dtype, c: int) -> str:
     """``"bmm"``, ``"channels"`` or ``"triton"``: how to apply the colour map, see NOTE [ Applying the colour map ]."""
     if device.type == "cpu":
         return "bmm"
-    if device.type == "cuda" and dtype == torch.float32 and c == 3 and _triton_kernel("colour") is not None:
+    if device.type == "cuda" and dtype == torch.float32 and c == 3 and _fused.kernel("colour") is not None:
         return "triton"
     return "channels"
 
 
 def _draw_backend(device: torch.device) -> str:
     """``"triton"`` or ``"torch"``: how to draw a batch of one image size, see NOTE [ Few kernels per draw ]."""
-    return "triton" if device.type == "cuda" and _triton_kernel("draw") is not None else "torch"
-
-
-@functools.lru_cache(maxsize=None)
-def _triton_kernel(name: str) -> Callable[..., Any] | None:
-    """The launcher of a fused Triton kernel (``"colour"`` or ``"draw"``), or None where Triton cannot be imported."""
-    try:
-        if name == "colour":
-            from ._colour_kernel import affine3_clamp as launcher
-        else:
-            from ._draw_kernel import draw_params as launcher
-    except Exception:  # ImportError, or a Triton that cannot initialise here
-        return None
-    return launcher
-
-
-_TRITON_FAILED: dict[str, str] = {}
-
-
-def _run_triton(name: str, *args: Any, **kwargs: Any) -> Any:
-    """Run a fused kernel; None (warned once per kernel and process) where it is missing or cannot run here."""
-    launcher = _triton_kernel(name)
-    if launcher is None or name in _TRITON_FAILED:
-        return None
-    try:
-        return launcher(*args, **kwargs)
-    except Exception as exc:  # a compile or launch failure: PyTorch ops for the rest of the process
-        _TRITON_FAILED[name] = f"{type(exc).__name__}: {exc}"
-        warnings.warn(f"GpuAugment: the fused Triton {name} kernel failed ({_TRITON_FAILED[name]}); using PyTorch "
-                      "ops", RuntimeWarning, stacklevel=4)
-        return None
+    return "triton" if device.type == "cuda" and _fused.kernel("draw") is not None else "torch"
 
 
 # NOTE [ Scratch buffers on the CPU ]

@@ -46,3 +46,24 @@ def test_the_rejected_conv1d_colour_map_computes_the_same_map():
     flat, mat, bias = torch.rand(4, 3, 30, generator=g), torch.randn(4, 3, 3, generator=g), torch.randn(4, 3, generator=g)
     expected = torch.einsum("nij,njp->nip", mat, flat) + bias.unsqueeze(2)
     torch.testing.assert_close(_colour_map_conv(flat, mat, bias, torch.empty_like(flat)), expected)
+
+
+def test_mixing_rows_time_the_pytorch_op_path_beside_the_fused_one(monkeypatch):
+    # On CUDA the benchmark adds rows of mix_batch without the fused kernels; here the CPU stands in for it.
+    import torch
+
+    import benchmarks.gpu_augment as bench
+    import enlight_data._fused as fused
+    import enlight_data.mixing as mixing
+
+    forced = []
+    monkeypatch.setattr(mixing, "_fused", lambda name, device: forced.append(name) or True)
+    monkeypatch.setattr(fused, "run", lambda *args, **kwargs: None)  # "the kernel could not run": PyTorch ops
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(4, 3, 8, 8, generator=g), torch.randint(0, bench.NUM_CLASSES, (4,), generator=g)
+    rows, times = bench._mix_peers(x, y, torch.device("cpu"), repeats=1, calls=1)
+    names = {row["name"] for row in rows}
+    assert {f"enlight mix_batch {kind} elem{bench.OP_MIX}" for kind in ("mixup", "cutmix")} <= names
+    assert all(len(times[name]) == 1 for name in names if name in times)
+    assert mixing._fused("blend", torch.device("cpu"))  # the PyTorch-op rows put the backend choice back
+    assert forced  # and the fused rows asked for the kernels

@@ -198,11 +198,15 @@ def test_cutmix_box_is_the_outer_product_of_its_row_and_column_ranges():
 def test_cutmix_box_matches_the_clipped_rectangle_of_the_paper(size):
     # Reference: side floor(S * sqrt(1 - λ_raw)), halves floor(side / 2) each way from a uniform
     # pixel centre, clipped to the image (timm's rand_bbox); same draws, same generator order.
-    from enlight_data.mixing import _beta, _cut_boxes
+    from enlight_data.mixing import _beta, _box_mask, _cut_boxes
 
     h, w = size
     n, alpha = 500, 0.7
-    box, lam = _cut_boxes(alpha, n, h, w, generator=gen(11), device=torch.device("cpu"))
+    boxes, lam = _cut_boxes(alpha, n, h, w, generator=gen(11), device=torch.device("cpu"))
+    assert boxes.shape == (n, 4) and boxes.dtype == torch.float32
+    assert (boxes[:, :2] <= boxes[:, 2:]).all() and (boxes >= 0).all()
+    assert (boxes[:, 2] <= w).all() and (boxes[:, 3] <= h).all()
+    box = _box_mask(boxes, h, w)
     g = gen(11)
     ratio = torch.sqrt(_beta(alpha, n, generator=g, device=torch.device("cpu")))
     expected = []
@@ -227,3 +231,51 @@ def test_mixing_stays_within_a_kernel_budget(phase, budget):
     with CountOps() as ops:
         mix_batch(x, y, phase, num_classes=10, generator=gen())
     assert len(ops) <= budget, ops
+
+
+# ------------------------------------------------------------------------------------------------------------- CUDA
+
+CUDA_PHASES = [
+    ed.Phase(mixup_alpha=0.8),
+    ed.Phase(cutmix_alpha=1.0),
+    ed.Phase(cutmix_alpha=1.0, mode="batch", mix_prob=0.5),
+    ed.Phase(mixup_alpha=0.4, mix_prob=0.5, label_smoothing=0.1),
+]
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("phase", CUDA_PHASES)
+def test_cpu_and_cuda_mixing_agree_for_the_same_params(phase):
+    import enlight_data._fused as fused
+    from enlight_data.mixing import apply_mix
+
+    x, y = batch(b=12, h=20, w=24)
+    soft = to_soft_targets(y, 10, label_smoothing=phase.label_smoothing)
+    params = draw_mix(phase, 12, 20, 24, generator=gen(4))
+    cpu_x, cpu_y = apply_mix(x, soft, params)
+    cuda_x, cuda_y = apply_mix(x.cuda(), soft.cuda(), params.to("cuda"))
+    if params.box is not None:
+        assert torch.equal(cuda_x.cpu(), cpu_x)  # pasted pixels are copies
+    torch.testing.assert_close(cuda_x.cpu(), cpu_x, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(cuda_y.cpu(), cpu_y, atol=1e-6, rtol=1e-6)
+    assert not fused.FAILED, fused.FAILED  # the fused kernels ran (where Triton is present) and did not fall back
+
+
+@pytest.mark.needs_cuda
+def test_mixing_never_synchronises_on_cuda():
+    x, y = batch(b=16)
+    x, y = x.cuda(), y.cuda()
+    images = (x * 255).to(torch.uint8)
+    g = torch.Generator(device="cuda").manual_seed(0)
+    out = torch.empty_like(x)
+    mix_batch(x, y, CUDA_PHASES[1], num_classes=10, generator=g)  # warm-up: constants are made once per device
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        results = [mix_batch(x, y, phase, num_classes=10, generator=g) for phase in CUDA_PHASES]
+        results.append(mix_batch(images, y, CUDA_PHASES[1], num_classes=10, generator=g, out=out))
+        both = mix_batch(x, y, ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0), num_classes=10, generator=g)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert all(r[0].is_cuda and r[1].shape == (16, 10) for r in [*results, both])
+    assert results[-1][0] is out

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import enlight_data._fused as fused
 import enlight_data.augment as augment_module
 from enlight_data.augment import GpuAugment
 
@@ -21,10 +22,15 @@ triton = pytest.importorskip("triton", reason="Triton is not installed (it ships
 
 
 def _interpreted(code: str) -> None:
-    """Run ``code`` with TRITON_INTERPRET=1 (read when kernels are defined, hence a fresh process)."""
+    """Run ``code`` with TRITON_INTERPRET=1 (read when kernels are defined, hence a fresh process).
+
+    A kernel that fails falls back to PyTorch ops with a RuntimeWarning: here that is an error, so a comparison
+    against the PyTorch path never passes by running the PyTorch path twice.
+    """
+    code = "import warnings\nwarnings.simplefilter('error', RuntimeWarning)\n" + textwrap.dedent(code)
     path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -128,7 +134,7 @@ def test_rounding_in_the_draw_kernel_is_torch_round():
 def test_list_input_keeps_the_pytorch_draw(monkeypatch):
     # Per-image sizes are the PyTorch path's job: the kernel is for batches of one size.
     monkeypatch.setattr(augment_module, "_draw_backend", lambda device: "triton")
-    monkeypatch.setattr(augment_module, "_run_triton", lambda *a, **k: pytest.fail("the kernel ran for a list input"))
+    monkeypatch.setattr(fused, "run", lambda *a, **k: pytest.fail("the kernel ran for a list input"))
     aug = GpuAugment(8, brightness=0.2)
     images = [torch.randint(0, 256, (3, 10 + i, 12), dtype=torch.uint8) for i in range(3)]
     assert aug(images, generator=torch.Generator().manual_seed(0)).shape == (3, 3, 8, 8)
@@ -146,13 +152,153 @@ def test_a_failing_kernel_falls_back_to_pytorch_ops_and_warns_once(monkeypatch):
 
     monkeypatch.setattr(augment_module, "_colour_backend", lambda device, dtype, c: "triton")
     monkeypatch.setattr(augment_module, "_draw_backend", lambda device: "triton")
-    monkeypatch.setattr(augment_module, "_triton_kernel", lambda name: broken)
-    monkeypatch.setattr(augment_module, "_TRITON_FAILED", {})
+    monkeypatch.setattr(fused, "kernel", lambda name: broken)
+    monkeypatch.setattr(fused, "FAILED", {})
     with pytest.warns(RuntimeWarning, match="fused Triton (draw|colour) kernel failed .RuntimeError: no compiler here"):
         first = aug(x, generator=torch.Generator().manual_seed(1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         second = aug(x, generator=torch.Generator().manual_seed(1))  # not tried again, not warned again
-    assert len(calls) == 2 and set(augment_module._TRITON_FAILED) == {"draw", "colour"}
+    assert len(calls) == 2 and set(fused.FAILED) == {"draw", "colour"}
     torch.testing.assert_close(first, expected)
     torch.testing.assert_close(second, expected)
+
+
+def test_cut_boxes_kernel_gives_the_pytorch_boxes():
+    _interpreted("""
+        import torch
+        import enlight_data.mixing as M
+        for (h, w), n, coin in [((16, 16), 300, False), ((13, 20), 200, True), ((1, 7), 50, False),
+                                ((224, 224), 129, True), ((5, 5), 0, False)]:
+            drawn = {}
+            for fused in (False, True):
+                M._fused = lambda name, device, f=fused: f
+                g = torch.Generator().manual_seed(n + h)
+                applied = torch.rand(n, generator=g) < 0.5 if coin else None
+                drawn[fused] = M._cut_boxes(0.7, n, h, w, generator=g, device=torch.device("cpu"), applied=applied)
+            (ref_box, ref_lam), (box, lam) = drawn[False], drawn[True]
+            assert box.shape == (n, 4) and box.dtype == torch.float32 and lam.shape == (n,)
+            assert torch.equal(box, ref_box), (h, w, n)
+            torch.testing.assert_close(lam, ref_lam, atol=1e-7, rtol=0)
+            if coin and n:
+                assert (lam[~applied] == 1).all() and (box[~applied, 2] == box[~applied, 0]).all()
+    """)
+
+
+def test_blend_kernel_matches_lerp_and_where():
+    _interpreted("""
+        import torch
+        import enlight_data.mixing as M
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(7, 3, 9, 13, generator=g)
+        box = M._cut_boxes(1.0, 7, 9, 13, generator=g, device=torch.device("cpu"))[0]
+        weight = torch.rand(7, generator=g).view(7, 1, 1, 1)
+        labels = torch.rand(7, 10, generator=g)
+        cases = [  # (input, keyword arguments of _blend)
+            (x, dict(box=box)),
+            (x.contiguous(memory_format=torch.channels_last), dict(box=box)),
+            (x[:, :, 1:, ::2], dict(box=box[:, [0, 1, 2, 3]] // 2)),  # a strided view
+            ((x * 255).to(torch.uint8), dict(box=box)),  # read as float32, written as float32
+            ((x * 255).to(torch.uint8), dict(weight=weight)),
+            (x, dict(weight=weight)),
+            (x.half(), dict(weight=weight)),
+            (x, dict(weight=torch.tensor([0.3]).expand(7))),  # one λ for the batch
+            (x, dict(box=box[:1].expand(7, 4))),
+            (labels, dict(weight=weight.view(7))),
+            (labels, dict(weight=weight.view(7), complement=True)),
+            (x.view(7, -1), dict(weight=weight)),
+            (x[:1], dict(box=box[:1])),  # one sample: its own partner
+        ]
+        for k, (inp, kw) in enumerate(cases):
+            results = {}
+            for fused in (False, True):
+                M._fused = lambda name, device, f=fused: f
+                results[fused] = M._blend(inp, inp.shape[0] // 2, **kw)
+            ref, got = results[False], results[True]
+            assert got.dtype == ref.dtype and got.shape == inp.shape, k
+            if "box" in kw:
+                assert torch.equal(got, ref), k  # pixels are copied, not computed
+            else:
+                tol = 2e-3 if inp.dtype == torch.half else 1e-6  # the kernel computes in float32, rounds once
+                torch.testing.assert_close(got, ref, atol=tol, rtol=tol, msg=str(k))
+        out = torch.full_like(x, float("nan"))
+        M._blend(x, 3, box=box, out=out)
+        M._fused = lambda name, device: False
+        assert torch.equal(out, M._blend(x, 3, box=box))
+    """)
+
+
+def test_mix_batch_through_the_kernels_matches_the_pytorch_path():
+    _interpreted("""
+        import torch
+        import enlight_data as ed
+        import enlight_data.mixing as M
+        x = torch.rand(6, 3, 12, 10, generator=torch.Generator().manual_seed(0))
+        y = torch.randint(0, 5, (6,), generator=torch.Generator().manual_seed(1))
+        phases = [ed.Phase(mixup_alpha=0.8), ed.Phase(cutmix_alpha=1.0), ed.Phase(cutmix_alpha=1.0, mode="batch"),
+                  ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, mix_prob=0.5, label_smoothing=0.1),
+                  ed.Phase(cutmix_alpha=0.5, mix_prob=0.5)]
+        for phase in phases:
+            results = {}
+            for fused in (False, True):
+                M._fused = lambda name, device, f=fused: f
+                results[fused] = ed.mix_batch(x, y, phase, num_classes=5, generator=torch.Generator().manual_seed(2))
+            (rx, ry, rm), (gx, gy, gm) = results[False], results[True]
+            torch.testing.assert_close(gx, rx, atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(gy, ry, atol=1e-6, rtol=1e-6)
+            assert torch.equal(gm, rm)
+    """)
+
+
+def test_fused_mixing_launches_a_handful_of_kernels():
+    # The point of the kernels: on a GPU every op costs host time (NOTE [ Few kernels per CutMix draw ]).
+    _interpreted("""
+        import sys
+        sys.path.insert(0, "tests")
+        import torch
+        from torch.utils._python_dispatch import _disable_current_modes
+        import enlight_data as ed
+        import enlight_data._fused as F
+        import enlight_data.mixing as M
+        from helpers import CountOps
+
+        M._fused = lambda name, device: True
+        run, launched = F.run, []
+
+        def counted(name, *args, **kwargs):
+            launched.append(name)
+            with _disable_current_modes():  # the interpreter's own tensor ops are not ours
+                return run(name, *args, **kwargs)
+
+        F.run = counted
+        x, y = torch.rand(6, 3, 12, 10), torch.randint(0, 5, (6,))
+        budgets = [(ed.Phase(mixup_alpha=0.8), ["blend", "blend"], 7),
+                   (ed.Phase(cutmix_alpha=1.0), ["cut_boxes", "blend", "blend"], 9),
+                   (ed.Phase(cutmix_alpha=1.0, mix_prob=0.5, label_smoothing=0.1), ["cut_boxes", "blend", "blend"], 11)]
+        for phase, kernels, budget in budgets:
+            ed.mix_batch(x, y, phase, num_classes=5, generator=torch.Generator())  # constants are made once
+            launched.clear()
+            with CountOps() as ops:
+                ed.mix_batch(x, y, phase, num_classes=5, generator=torch.Generator())
+            assert launched == kernels, launched
+            ops = [op for op in ops if op not in ("empty", "empty_like", "aminmax")]  # allocations, the CPU-only check
+            assert len(ops) + len(launched) <= budget, (phase, ops, launched)
+    """)
+
+
+def test_mix_kernels_reject_arguments_they_cannot_mix():
+    from enlight_data._mix_kernel import blend, cut_boxes
+
+    x, box = torch.rand(4, 3, 8, 8), torch.zeros(4, 4)
+    with pytest.raises(ValueError, match="exactly one of weight and box"):
+        blend(x, torch.empty_like(x), shift=2, weight=torch.rand(4), box=box)
+    with pytest.raises(ValueError, match=r"box should be a float32 \(4, 4\) tensor for \(B, C, H, W\) input"):
+        blend(x.view(4, -1), torch.empty(4, 192), shift=2, box=box)
+    with pytest.raises(ValueError, match=r"weight should hold one value per sample \(4\), got shape \(4, 3\)"):
+        blend(x, torch.empty_like(x), shift=2, weight=torch.rand(4, 3))
+    with pytest.raises(ValueError, match=r"out should be a float tensor of x's shape \(4, 3, 8, 8\)"):
+        blend(x, torch.empty(4, 3, 8, 8, dtype=torch.uint8), shift=2, box=box)
+    with pytest.raises(ValueError, match=r"cx should be a contiguous float32 \(4,\) tensor, got torch.int64"):
+        cut_boxes(torch.rand(4), torch.zeros(4, dtype=torch.long), torch.zeros(4), None, size=(8, 8))
+    with pytest.raises(ValueError, match=r"applied should be None or a contiguous bool \(4,\) tensor"):
+        cut_boxes(torch.rand(4), torch.zeros(4), torch.zeros(4), torch.ones(4), size=(8, 8))

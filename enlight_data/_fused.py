@@ -1,0 +1,60 @@
+"""Dispatch to the fused Triton kernels of the CUDA path, with a warned-once fallback to PyTorch ops.
+
+Each kernel lives in its own module (``_colour_kernel``, ``_draw_kernel``, ``_mix_kernel``), imported only when a CUDA
+batch first needs it: Triton ships with PyTorch's CUDA wheels, not with every build. A kernel that cannot be imported
+is reported as missing; one that fails to compile or launch is recorded in :data:`FAILED`, warned about once, and not
+tried again in this process, and the caller then runs its PyTorch ops.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import warnings
+from typing import Any, Callable
+
+__all__ = ["FAILED", "kernel", "run"]
+
+# name -> (module, launcher)
+_KERNELS = {
+    "colour": ("_colour_kernel", "affine3_clamp"),
+    "draw": ("_draw_kernel", "draw_params"),
+    "cut_boxes": ("_mix_kernel", "cut_boxes"),
+    "blend": ("_mix_kernel", "blend"),
+}
+
+# name -> why the kernel failed, for the rest of the process.
+FAILED: dict[str, str] = {}
+
+
+@functools.lru_cache(maxsize=None)
+def kernel(name: str) -> Callable[..., Any] | None:
+    """The launcher of a fused kernel, or None where Triton cannot be imported.
+
+    Raises:
+        ValueError: For an unknown kernel name.
+    """
+    if name not in _KERNELS:
+        raise ValueError(f"name should be one of {sorted(_KERNELS)}, got name={name!r}")
+    module, launcher = _KERNELS[name]
+    try:
+        return getattr(importlib.import_module(f"{__package__}.{module}"), launcher)
+    except Exception:  # ImportError, or a Triton that cannot initialise here
+        return None
+
+
+def run(name: str, *args: Any, **kwargs: Any) -> Any:
+    """Run a fused kernel; None (warned once per kernel and process) where it is missing or cannot run here."""
+    launcher = kernel(name)
+    if launcher is None or name in FAILED:
+        return None
+    try:
+        return launcher(*args, **kwargs)
+    except Exception as exc:  # a compile or launch failure: PyTorch ops for the rest of the process
+        FAILED[name] = f"{type(exc).__name__}: {exc}"
+        warnings.warn(
+            f"enlight_data: the fused Triton {name} kernel failed ({FAILED[name]}); using PyTorch ops",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
