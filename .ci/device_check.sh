@@ -27,13 +27,17 @@ fi
 # $OUT brings back at most 8 files: the CUDA test log, gpu_augment.{json,png}, profile_augment.json, streaming.json.
 # Each step is capped so that the whole call ends inside 7 minutes and a second call (REPRODUCE=1, above) fits the
 # session's device time.
-# 0. Which kernels GpuAugment runs here (the fused Triton draw and colour map unless Triton is missing or fails).
+# 0. Which kernels GpuAugment and mixing run here (the fused Triton ones unless Triton is missing or fails).
 python3 - <<'PY'
 import torch, enlight_data.augment as A, enlight_data._fused as F
 out = A.GpuAugment(32, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)(
     torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8, device="cuda"))
-print("draw:", A._draw_backend(out.device), "colour map:", A._colour_backend(out.device, torch.float32, 3),
-      "failed:", F.FAILED, out.shape)
+import enlight_data as ed, enlight_data.mixing as M
+xm, ym, _ = ed.mix_batch(out, torch.arange(4, device="cuda"), ed.Phase(cutmix_alpha=1.0), num_classes=4,
+                         generator=torch.Generator(device="cuda"))
+print("draw:", A._draw_backend(out.device), "resample:", A._resample_backend(out.device),
+      "colour map:", A._colour_backend(out.device, torch.float32, 3), "mixing fused:", M._fused("blend", out.device),
+      "failed:", F.FAILED, out.shape, xm.shape)
 PY
 # 1. The CUDA tests (skipped on CPU-only CI): no per-step sync, CPU/CUDA agreement, GPU decode, resume, nccl.
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m needs_cuda -rs tests 2>&1 | tail -40 | tee "$out/cuda_tests.txt"

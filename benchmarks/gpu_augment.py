@@ -146,7 +146,7 @@ def _augment_peers(
          "float (B, 3, s*s), per-sample 3x3 matrix and bias")
         for label, kernel in kernels.items()
     ]
-    fused = _fused.kernel("colour") if device.type == "cuda" else None
+    fused = _fused.kernel("colour") if augment_module._colour_backend(device, torch.float32, 3) == "triton" else None
     if fused is not None:  # what GpuAugment uses on CUDA: the map and its clamp in one Triton kernel
         lo, hi = torch.zeros(3, device=device), torch.ones(3, device=device)
         colour_rows.append(("colour map: fused Triton", "kernel", b,
@@ -166,10 +166,20 @@ def _augment_peers(
          "float input, one batched call"),
         *colour_rows,
     ]
-    if device.type == "cuda" and augment_module._draw_backend(device) == "triton":
-        # The same call with the draw as PyTorch ops, as before the fused draw kernel (NOTE [ Few kernels per draw ]).
-        peers.insert(2, ("enlight GpuAugment, PyTorch-op draw", "augment", b, lambda: _with_op_draw(aug, x, g),
-                         "the draw as ~45 PyTorch ops instead of one Triton kernel"))
+    resample = _fused.kernel("resample") if augment_module._resample_backend(device) == "triton" else None
+    if resample is not None:  # what GpuAugment uses on CUDA (NOTE [ Resampling in one kernel ])
+        resampled = torch.empty((b, 3, out_size, out_size), device=device)
+        peers.insert(5, ("crop+resize+flip: fused Triton", "kernel", b,
+                         lambda: resample(xf, params.boxes, params.flip, resampled), "float input, one kernel"))
+    # The same call with one fused kernel swapped for its PyTorch ops, each row beside the all-fused one.
+    if augment_module._draw_backend(device) == "triton":
+        peers.insert(2, ("enlight GpuAugment, PyTorch-op draw", "augment", b,
+                         lambda: _with_backends(aug, x, g, "_draw_backend", "torch"),
+                         "the draw as ~45 PyTorch ops instead of one Triton kernel (NOTE [ Few kernels per draw ])"))
+    if resample is not None:
+        peers.insert(2, ("enlight GpuAugment, grid_sample", "augment", b,
+                         lambda: _with_backends(aug, x, g, "_resample_backend", "grid"),
+                         "float copy, grid and grid_sample instead of one kernel (NOTE [ Resampling in one kernel ])"))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)  # torchvision only draws from the global RNG; forked, restored on exit
         times = time_interleaved({p[0]: p[3] for p in peers}, repeats=repeats, warmup=1, device=device, calls=calls)
@@ -190,14 +200,14 @@ def _colour_map_conv(flat: torch.Tensor, mat: torch.Tensor, bias: torch.Tensor, 
     return torch.nn.functional.conv1d(flat.reshape(1, n * c, p), weight, bias.reshape(n * c), groups=n).view(n, c, p)
 
 
-def _with_op_draw(aug: GpuAugment, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """``aug(x)`` with the draw forced onto the PyTorch-op path (for the side-by-side row on CUDA)."""
-    chosen = augment_module._draw_backend
-    augment_module._draw_backend = lambda device: "torch"
+def _with_backends(aug: GpuAugment, x: torch.Tensor, g: torch.Generator, choice: str, backend: str) -> torch.Tensor:
+    """``aug(x)`` with one backend choice of ``augment.py`` (e.g. ``_draw_backend``) forced to ``backend``."""
+    chosen = getattr(augment_module, choice)
+    setattr(augment_module, choice, lambda device: backend)
     try:
         return aug(x, generator=g)
     finally:
-        augment_module._draw_backend = chosen
+        setattr(augment_module, choice, chosen)
 
 
 def _with_op_mixing(x: torch.Tensor, y: torch.Tensor, phase: Any, g: torch.Generator) -> Any:
@@ -390,6 +400,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "fused_draw_speedup": paired_ratio(aug_times["enlight GpuAugment, PyTorch-op draw"],
                                                aug_times["enlight GpuAugment"])
             if "enlight GpuAugment, PyTorch-op draw" in aug_times else None,
+            "fused_resample_speedup": paired_ratio(aug_times["enlight GpuAugment, grid_sample"],
+                                                   aug_times["enlight GpuAugment"])
+            if "enlight GpuAugment, grid_sample" in aug_times else None,
             "fused_mix_speedup": fused_mix,
             "grid_sample_over_roi_align": paired_ratio(
                 aug_times["crop+resize+flip: roi_align"], aug_times["crop+resize+flip: grid_sample"]
@@ -408,6 +421,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"GpuAugment / Kornia, sync per call: {result['ratios']['gpu_augment_over_kornia_sync_per_call']:.1f}x")
     if result["ratios"]["fused_draw_speedup"] is not None:
         print(f"GpuAugment, fused draw / PyTorch-op draw: {result['ratios']['fused_draw_speedup']:.2f}x")
+    if result["ratios"]["fused_resample_speedup"] is not None:
+        print(f"GpuAugment, fused resample / grid_sample: {result['ratios']['fused_resample_speedup']:.2f}x")
     for k, v in result["ratios"]["colour_map_speed_over_baddbmm"].items():
         print(f"colour map {k} / baddbmm: {v:.2f}x")
     for k, v in fused_mix.items():

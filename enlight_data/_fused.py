@@ -1,6 +1,6 @@
 """Dispatch to the fused Triton kernels of the CUDA path, with a warned-once fallback to PyTorch ops.
 
-Each kernel lives in its own module (``_colour_kernel``, ``_draw_kernel``, ``_mix_kernel``), imported only when a CUDA
+Each kernel lives in its own module (``_colour_kernel``, ``_draw_kernel``, ``_resample_kernel``, ``_mix_kernel``), imported only when a CUDA
 batch first needs it: Triton ships with PyTorch's CUDA wheels, not with every build. A kernel that cannot be imported
 is reported as missing; one that fails to compile or launch is recorded in :data:`FAILED`, warned about once, and not
 tried again in this process, and the caller then runs its PyTorch ops.
@@ -19,6 +19,7 @@ __all__ = ["FAILED", "kernel", "run"]
 _KERNELS = {
     "colour": ("_colour_kernel", "affine3_clamp"),
     "draw": ("_draw_kernel", "draw_params"),
+    "resample": ("_resample_kernel", "resample"),
     "cut_boxes": ("_mix_kernel", "cut_boxes"),
     "blend": ("_mix_kernel", "blend"),
 }

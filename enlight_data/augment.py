@@ -586,6 +586,10 @@ class GpuAugment:
         if jitter_on and c not in (1, 3):
             raise ValueError(f"colour jitter needs 1 or 3 channels, got x.shape={tuple(x.shape)}")
         dev = x.device
+        if _resample_backend(dev) == "triton":
+            fused = self._apply_fused(x, params, unit, jitter_on)
+            if fused is not None:
+                return fused
         if x.dtype in (torch.uint8, torch.float16, torch.bfloat16):
             x = self._buffer("input", tuple(x.shape), torch.float32, dev).copy_(x)
         grid = self._buffer("grid", (n, oh, ow, 2), x.dtype, dev)
@@ -600,6 +604,27 @@ class GpuAugment:
             self._colour(out, params, unit, result)
         else:
             self._normalise(out, unit, result)
+        return result
+
+    def _apply_fused(self, x: Tensor, params: AugmentParams, unit: float, jitter_on: bool) -> Tensor | None:
+        """:meth:`_apply` with crop, resize and flip (and, unjittered, the normalisation) in one Triton kernel.
+
+        None where the kernel cannot run (see NOTE [ Resampling in one kernel ]).
+        """
+        n, c, _, _ = x.shape
+        oh, ow = self.size
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        result = torch.empty((n, c, oh, ow), dtype=self.out_dtype, device=x.device, memory_format=fmt)
+        if not jitter_on:  # the normalisation rides along: one kernel for the whole apply
+            k = self._colour_consts(x.device, torch.float32, unit, c)
+            done = _fused.run("resample", x, params.boxes, params.flip, result, scale=k["scale"], shift=k["shift"])
+            return None if done is None else result
+        out = result if result.dtype == torch.float32 and not self.channels_last else None
+        if out is None:
+            out = torch.empty((n, c, oh, ow), dtype=torch.float32, device=x.device)
+        if _fused.run("resample", x, params.boxes, params.flip, out) is None:
+            return None
+        self._colour(out, params, unit, result)
         return result
 
     def _normalise(self, out: Tensor, unit: float, result: Tensor) -> None:
@@ -702,6 +727,15 @@ class GpuAugment:
         self.load_state_dict(saved)
 
 
+# NOTE [ Resampling in one kernel ]
+# On the CPU (and wherever Triton is missing or fails, warned once), crop, resize and flip are one `grid_sample` call
+# on a float copy of the input, with a sampling grid built from the boxes by about ten small ops. On an H200,
+# `grid_sample` was the largest kernel of a call (0.37 of 0.69 ms), the float copy another full pass. So on CUDA the
+# three run as one Triton kernel (`_resample_kernel.py`) that reads the input in its own dtype (uint8 stays uint8),
+# computes each output pixel's sample position from its box and flip, and writes the same bilinear blend up to float
+# rounding. An unjittered batch is normalised in the same kernel, written straight in the output's dtype and memory
+# format; a jittered one goes on to the colour map, whose contrast term needs the resized image's mean first.
+
 # NOTE [ Applying the colour map ]
 # y = M x + c with a per-sample 3x3 M is a batched matmul of (3, 3) by (3, H W). On the CPU one `baddbmm` is the
 # fastest, then one clamp. On CUDA the BLAS's batched GEMM is a poor fit for k = n = 3: an H200 profile showed a magma
@@ -744,6 +778,11 @@ def _colour_backend(device: torch.device, dtype: torch.dtype, c: int) -> str:
     if device.type == "cuda" and dtype == torch.float32 and c == 3 and _fused.kernel("colour") is not None:
         return "triton"
     return "channels"
+
+
+def _resample_backend(device: torch.device) -> str:
+    """``"triton"`` or ``"grid"``: how to crop, resize and flip, see NOTE [ Resampling in one kernel ]."""
+    return "triton" if device.type == "cuda" and _fused.kernel("resample") is not None else "grid"
 
 
 def _draw_backend(device: torch.device) -> str:

@@ -152,14 +152,15 @@ def test_a_failing_kernel_falls_back_to_pytorch_ops_and_warns_once(monkeypatch):
 
     monkeypatch.setattr(augment_module, "_colour_backend", lambda device, dtype, c: "triton")
     monkeypatch.setattr(augment_module, "_draw_backend", lambda device: "triton")
+    monkeypatch.setattr(augment_module, "_resample_backend", lambda device: "triton")
     monkeypatch.setattr(fused, "kernel", lambda name: broken)
     monkeypatch.setattr(fused, "FAILED", {})
-    with pytest.warns(RuntimeWarning, match="fused Triton (draw|colour) kernel failed .RuntimeError: no compiler here"):
+    with pytest.warns(RuntimeWarning, match="fused Triton (draw|resample|colour) kernel failed .RuntimeError: no compiler here"):
         first = aug(x, generator=torch.Generator().manual_seed(1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         second = aug(x, generator=torch.Generator().manual_seed(1))  # not tried again, not warned again
-    assert len(calls) == 2 and set(fused.FAILED) == {"draw", "colour"}
+    assert len(calls) == 3 and set(fused.FAILED) == {"draw", "resample", "colour"}
     torch.testing.assert_close(first, expected)
     torch.testing.assert_close(second, expected)
 
@@ -302,3 +303,120 @@ def test_mix_kernels_reject_arguments_they_cannot_mix():
         cut_boxes(torch.rand(4), torch.zeros(4, dtype=torch.long), torch.zeros(4), None, size=(8, 8))
     with pytest.raises(ValueError, match=r"applied should be None or a contiguous bool \(4,\) tensor"):
         cut_boxes(torch.rand(4), torch.zeros(4), torch.zeros(4), torch.ones(4), size=(8, 8))
+
+
+def test_resample_kernel_matches_grid_sample_for_boxes_flips_and_layouts():
+    _interpreted("""
+        import torch
+        import enlight_data.augment as A
+        from enlight_data._resample_kernel import resample
+        g = torch.Generator().manual_seed(0)
+        x = torch.randint(0, 256, (5, 3, 30, 37), dtype=torch.uint8, generator=g)
+        aug = A.GpuAugment((11, 13), scale=(0.02, 1.0), ratio=(0.2, 5.0))
+        p = aug.draw(5, 30, 37, generator=g)
+        p = A.AugmentParams(torch.cat((p.boxes[:4], torch.tensor([[36.0, 0.0, 37.0, 1.0]]))),  # a 1-pixel crop
+                            *(getattr(p, f) for f in ("flip", "jitter", "brightness", "contrast", "saturation", "hue")))
+        ref = A._crop_resize_flip_grid(x.float(), p, (11, 13))
+        assert p.flip.any() and not p.flip.all()
+        got = resample(x, p.boxes, p.flip, torch.empty(5, 3, 11, 13))
+        torch.testing.assert_close(got, ref, atol=2e-3, rtol=1e-5)  # 0..255 units: float rounding of positions
+        assert torch.equal(got[4], x[4, :, :1, 36:].float().expand(3, 11, 13))
+        walled = x.float()
+        walled[4] = float("nan")  # nothing outside a crop is read, not even with weight 0 (0 * NaN is NaN)
+        walled[4, :, 0, 36] = x[4, :, 0, 36].float()
+        walled[3, :, int(p.boxes[3, 3]):] = float("inf")
+        walled[3, :, :, int(p.boxes[3, 2]):] = float("inf")
+        got = resample(walled, p.boxes, p.flip, torch.empty(5, 3, 11, 13))
+        assert got.isfinite().all() and torch.equal(got[4], x[4, :, :1, 36:].float().expand(3, 11, 13))
+        # Strided float input, channels_last float16 output with a per-channel affine map.
+        xs = x.float().div(255).contiguous(memory_format=torch.channels_last)
+        scale, shift = torch.tensor([2.0, 3.0, 4.0]), torch.tensor([-1.0, 0.0, 1.0])
+        out = torch.empty(5, 3, 11, 13, dtype=torch.float16, memory_format=torch.channels_last)
+        resample(xs, p.boxes, p.flip, out, scale=scale, shift=shift)
+        expected = A._crop_resize_flip_grid(xs, p, (11, 13)) * scale.view(1, 3, 1, 1) + shift.view(1, 3, 1, 1)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out.float(), expected, atol=5e-3, rtol=2e-3)
+    """)
+
+
+def test_gpu_augment_through_the_resample_kernel_matches_the_pytorch_path():
+    _interpreted("""
+        import torch
+        import enlight_data.augment as A
+        jitter = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+        g = torch.Generator().manual_seed(1)
+        x = torch.randint(0, 256, (6, 3, 40, 44), dtype=torch.uint8, generator=g)
+        images = [torch.randint(0, 256, (3, 20 + 5 * i, 31 - 4 * i), dtype=torch.uint8, generator=g) for i in range(4)]
+        cases = [(x, {}), (x, dict(jitter, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))),
+                 (x, dict(mean=(0.5,), std=(0.25,), out_dtype=torch.float16, channels_last=True)),
+                 (x.float() / 255, dict(jitter, channels_last=True)), (images, dict(jitter)), (images, {})]
+        for k, (inp, kw) in enumerate(cases):
+            aug = A.GpuAugment(24, **kw)
+            results = {}
+            for backend in ("grid", "triton"):
+                A._resample_backend = lambda device, b=backend: b  # the CUDA choice, forced on the CPU
+                results[backend] = aug(inp, generator=torch.Generator().manual_seed(2))
+            ref, got = results["grid"], results["triton"]
+            assert got.dtype == ref.dtype and got.shape == ref.shape, k
+            assert got.is_contiguous(memory_format=torch.channels_last) == bool(kw.get("channels_last")), k
+            tol = 2e-3 if got.dtype == torch.float16 else 1e-4
+            torch.testing.assert_close(got.float(), ref.float(), atol=tol, rtol=tol, msg=str(k))
+    """)
+
+
+def test_fused_gpu_augment_launches_a_handful_of_kernels():
+    # 77 launches per call on the PyTorch-op path (H200 profile); NOTE [ Few kernels per draw ].
+    _interpreted("""
+        import sys
+        sys.path.insert(0, "tests")
+        import torch
+        from torch.utils._python_dispatch import _disable_current_modes
+        import enlight_data._fused as F
+        import enlight_data.augment as A
+        from helpers import CountOps
+
+        A._draw_backend = A._resample_backend = lambda device: "triton"  # the CUDA choices, forced on the CPU
+        A._colour_backend = lambda device, dtype, c: "triton"
+        run, launched = F.run, []
+
+        def counted(name, *args, **kwargs):
+            launched.append(name)
+            with _disable_current_modes():  # the interpreter's own tensor ops are not ours
+                return run(name, *args, **kwargs)
+
+        F.run = counted
+        x = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)
+        norm = dict(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+        for kw, kernels, budget in [(dict(norm, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
+                                     ["draw", "resample", "colour"], 18),
+                                    (norm, ["draw", "resample"], 3)]:
+            aug = A.GpuAugment(24, **kw)
+            aug(x, generator=torch.Generator())  # constants are made once per device
+            launched.clear()
+            with CountOps() as ops:
+                aug(x, generator=torch.Generator())
+            assert launched == kernels, launched
+            ops = [op for op in ops if op not in ("empty", "empty_like")]  # allocations launch nothing
+            assert len(ops) + len(launched) <= budget, (kw, ops, launched)
+    """)
+
+
+def test_gpu_augment_benchmark_times_each_fused_kernel_beside_its_pytorch_ops():
+    # The rows a CUDA run adds, run here through the interpreter so that a GPU session does not find their bugs.
+    _interpreted("""
+        import torch
+        import enlight_data.augment as A
+        import enlight_data.mixing as M
+        import benchmarks.gpu_augment as bench
+        A._draw_backend = A._resample_backend = lambda device: "triton"
+        A._colour_backend = lambda device, dtype, c: "triton"
+        M._fused = lambda name, device: True
+        x = torch.randint(0, 256, (2, 3, 20, 20), dtype=torch.uint8)
+        rows, times = bench._augment_peers(x, 12, torch.device("cpu"), repeats=1, tv_batch=2, calls=2)
+        names = {row["name"] for row in rows}
+        assert {"enlight GpuAugment, PyTorch-op draw", "enlight GpuAugment, grid_sample",
+                "crop+resize+flip: fused Triton", "colour map: fused Triton"} <= names, names
+        assert A._draw_backend(None) == A._resample_backend(None) == "triton"  # put back after their rows
+        rows, times = bench._mix_peers(x.float(), torch.randint(0, 10, (2,)), torch.device("cpu"), repeats=1, calls=1)
+        assert "enlight mix_batch cutmix elem, PyTorch ops" in {row["name"] for row in rows}
+    """)
