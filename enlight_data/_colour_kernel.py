@@ -19,6 +19,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ._fused import Unsupported
+
 __all__ = ["BLOCK", "affine3_clamp"]
 
 BLOCK = 1024
@@ -64,13 +66,13 @@ def affine3_clamp(x: Tensor, mat: Tensor, bias: Tensor, lo: Tensor, hi: Tensor, 
     """
     n, c, p = x.shape
     if c != 3 or mat.shape != (n, 3, 3) or bias.shape != (n, 3) or out.shape != x.shape:
-        raise ValueError(
+        raise Unsupported(
             f"affine3_clamp needs x and out of shape (N, 3, P), mat (N, 3, 3) and bias (N, 3), got x {tuple(x.shape)}, "
             f"mat {tuple(mat.shape)}, bias {tuple(bias.shape)}, out {tuple(out.shape)}"
         )
     blocks = triton.cdiv(p, BLOCK)
     if blocks > MAX_BLOCKS:
-        raise ValueError(f"affine3_clamp handles at most {MAX_BLOCKS * BLOCK} pixels per image, got P={p}")
+        raise Unsupported(f"affine3_clamp handles at most {MAX_BLOCKS * BLOCK} pixels per image, got P={p}")
     if n and p:
         # Triton launches on the current CUDA device, which need not be x's.
         with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():

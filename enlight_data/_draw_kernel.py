@@ -21,6 +21,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ._fused import Unsupported
+
 __all__ = ["BLOCK", "draw_params"]
 
 BLOCK = 128
@@ -113,9 +115,9 @@ def draw_params(
     n, k = u.shape
     size, area, log_ratio, fallback = (tuple(float(v) for v in t) for t in (size, area, log_ratio, fallback))
     if k != 2 * tries + 8 or not u.is_contiguous() or u.dtype != torch.float32:
-        raise ValueError(f"u should be a contiguous float32 (B, {2 * tries + 8}) tensor, got {u.dtype} {tuple(u.shape)}")
+        raise Unsupported(f"u should be a contiguous float32 (B, {2 * tries + 8}) tensor, got {u.dtype} {tuple(u.shape)}")
     if consts.numel() != 12 or not consts.is_contiguous() or consts.dtype != torch.float32:
-        raise ValueError(f"consts should hold 12 contiguous float32 values, got {consts.dtype} {tuple(consts.shape)}")
+        raise Unsupported(f"consts should hold 12 contiguous float32 values, got {consts.dtype} {tuple(consts.shape)}")
     boxes = torch.empty((n, 4), dtype=torch.float32, device=u.device)
     flags = torch.empty((n, 2), dtype=torch.uint8, device=u.device)
     factors = torch.empty((n, 4), dtype=torch.float32, device=u.device)

@@ -13,7 +13,7 @@ import importlib
 import warnings
 from typing import Any, Callable
 
-__all__ = ["FAILED", "kernel", "run"]
+__all__ = ["FAILED", "Unsupported", "kernel", "run"]
 
 # name -> (module, launcher)
 _KERNELS = {
@@ -23,6 +23,10 @@ _KERNELS = {
     "cut_boxes": ("_mix_kernel", "cut_boxes"),
     "blend": ("_mix_kernel", "blend"),
 }
+
+class Unsupported(ValueError):
+    """Raised by a kernel's launcher for arguments it does not handle: the caller runs its PyTorch ops for them."""
+
 
 # name -> why the kernel failed, for the rest of the process.
 FAILED: dict[str, str] = {}
@@ -45,12 +49,15 @@ def kernel(name: str) -> Callable[..., Any] | None:
 
 
 def run(name: str, *args: Any, **kwargs: Any) -> Any:
-    """Run a fused kernel; None (warned once per kernel and process) where it is missing or cannot run here."""
+    """Run a fused kernel; None where it is missing, cannot run here (warned once per kernel and process) or does not
+    handle these arguments (:class:`Unsupported`)."""
     launcher = kernel(name)
     if launcher is None or name in FAILED:
         return None
     try:
         return launcher(*args, **kwargs)
+    except Unsupported:  # not this kernel's input (a shape, a dtype): PyTorch ops for this call only
+        return None
     except Exception as exc:  # a compile or launch failure: PyTorch ops for the rest of the process
         FAILED[name] = f"{type(exc).__name__}: {exc}"
         warnings.warn(

@@ -25,6 +25,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ._fused import Unsupported
+
 __all__ = ["blend", "cut_boxes"]
 
 BOX_BLOCK = 128
@@ -78,12 +80,12 @@ def cut_boxes(
     n = share.shape[0]
     height, width = (int(s) for s in size)
     if share.dim() != 1 or share.dtype != torch.float32:
-        raise ValueError(f"share should be a float32 (n,) tensor, got {share.dtype} {tuple(share.shape)}")
+        raise Unsupported(f"share should be a float32 (n,) tensor, got {share.dtype} {tuple(share.shape)}")
     for name, t in (("cx", cx), ("cy", cy)):
         if t.shape != (n,) or t.dtype != torch.float32 or not t.is_contiguous():
-            raise ValueError(f"{name} should be a contiguous float32 ({n},) tensor, got {t.dtype} {tuple(t.shape)}")
+            raise Unsupported(f"{name} should be a contiguous float32 ({n},) tensor, got {t.dtype} {tuple(t.shape)}")
     if applied is not None and (applied.shape != (n,) or applied.dtype != torch.bool or not applied.is_contiguous()):
-        raise ValueError(f"applied should be None or a contiguous bool ({n},) tensor, got {applied.dtype} "
+        raise Unsupported(f"applied should be None or a contiguous bool ({n},) tensor, got {applied.dtype} "
                          f"{tuple(applied.shape)}")
     box = torch.empty((n, 4), dtype=torch.float32, device=share.device)
     lam = torch.empty((n,), dtype=torch.float32, device=share.device)
@@ -141,7 +143,7 @@ def _as_image(t: Tensor) -> Tensor:
     if t.dim() == 4:
         return t
     if not t.is_contiguous():
-        raise ValueError(f"blend needs a (B, C, H, W) or contiguous tensor, got shape {tuple(t.shape)} and strides "
+        raise Unsupported(f"blend needs a (B, C, H, W) or contiguous tensor, got shape {tuple(t.shape)} and strides "
                          f"{t.stride()}")
     return t.reshape(t.shape[0], 1, 1, -1)
 
@@ -173,16 +175,18 @@ def blend(
         ``out``.
     """
     if (weight is None) == (box is None):
-        raise ValueError("blend needs exactly one of weight and box")
+        raise Unsupported("blend needs exactly one of weight and box")
     if out.shape != x.shape or not out.is_floating_point():
-        raise ValueError(f"out should be a float tensor of x's shape {tuple(x.shape)}, got {out.dtype} "
+        raise Unsupported(f"out should be a float tensor of x's shape {tuple(x.shape)}, got {out.dtype} "
                          f"{tuple(out.shape)}")
     n = x.shape[0]
     if box is not None and (x.dim() != 4 or box.shape != (n, 4) or box.dtype != torch.float32):
-        raise ValueError(f"box should be a float32 ({n}, 4) tensor for (B, C, H, W) input, got box {box.dtype} "
+        raise Unsupported(f"box should be a float32 ({n}, 4) tensor for (B, C, H, W) input, got box {box.dtype} "
                          f"{tuple(box.shape)} and x of shape {tuple(x.shape)}")
     if weight is not None and (weight.dim() == 0 or weight.shape[0] != n or weight[0].numel() != 1):
-        raise ValueError(f"weight should hold one value per sample ({n}), got shape {tuple(weight.shape)}")
+        raise Unsupported(f"weight should hold one value per sample ({n}), got shape {tuple(weight.shape)}")
+    if box is not None and box.stride(-1) != 1:
+        box = box.contiguous()  # the kernel reads a box's four values side by side
     xi, oi = _as_image(x), _as_image(out)
     _, c, h, w = xi.shape
     if n == 0 or xi.numel() == 0:
@@ -191,7 +195,7 @@ def blend(
     block_h = min(triton.next_power_of_2(h), max(1, MAX_TILE // block_w))
     tiles = triton.cdiv(h, block_h) * triton.cdiv(w, block_w)
     if tiles > MAX_BLOCKS:
-        raise ValueError(f"blend handles at most {MAX_BLOCKS} tiles of {block_h}x{block_w} per channel, got {tiles}")
+        raise Unsupported(f"blend handles at most {MAX_BLOCKS} tiles of {block_h}x{block_w} per channel, got {tiles}")
     ref = box if box is not None else weight
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         _blend_kernel[(n * c, tiles)](

@@ -24,6 +24,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from ._fused import Unsupported
+
 __all__ = ["BLOCK", "resample"]
 
 BLOCK = 512
@@ -103,20 +105,22 @@ def resample(
         ``out``.
     """
     n, c, _, _ = x.shape
+    if boxes.dim() == 2 and boxes.stride(-1) != 1:
+        boxes = boxes.contiguous()  # the kernel reads a box's four values side by side
     if out.dim() != 4 or out.shape[:2] != (n, c) or not out.is_floating_point():
-        raise ValueError(f"out should be a float (B, C, h, w) tensor with x's B and C {(n, c)}, got {out.dtype} "
+        raise Unsupported(f"out should be a float (B, C, h, w) tensor with x's B and C {(n, c)}, got {out.dtype} "
                          f"{tuple(out.shape)}")
     if boxes.shape != (n, 4) or boxes.dtype != torch.float32 or flip.shape != (n,) or flip.dtype != torch.bool:
-        raise ValueError(f"boxes and flip should be float32 ({n}, 4) and bool ({n},), got {boxes.dtype} "
+        raise Unsupported(f"boxes and flip should be float32 ({n}, 4) and bool ({n},), got {boxes.dtype} "
                          f"{tuple(boxes.shape)} and {flip.dtype} {tuple(flip.shape)}")
     if (scale is None) != (shift is None) or (scale is not None and (scale.numel() != c or shift.numel() != c)):
-        raise ValueError(f"scale and shift should be given together, {c} values each")
+        raise Unsupported(f"scale and shift should be given together, {c} values each")
     if c > MAX_CHANNELS:
-        raise ValueError(f"resample handles at most {MAX_CHANNELS} channels, got C={c}")
+        raise Unsupported(f"resample handles at most {MAX_CHANNELS} channels, got C={c}")
     oh, ow = out.shape[2:]
     blocks = triton.cdiv(oh * ow, BLOCK)
     if blocks > MAX_BLOCKS:
-        raise ValueError(f"resample handles at most {MAX_BLOCKS * BLOCK} output pixels per image, got {oh * ow}")
+        raise Unsupported(f"resample handles at most {MAX_BLOCKS * BLOCK} output pixels per image, got {oh * ow}")
     if n and oh * ow:
         affine = scale is not None
         with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():

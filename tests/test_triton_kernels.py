@@ -420,3 +420,18 @@ def test_gpu_augment_benchmark_times_each_fused_kernel_beside_its_pytorch_ops():
         rows, times = bench._mix_peers(x.float(), torch.randint(0, 10, (2,)), torch.device("cpu"), repeats=1, calls=1)
         assert "enlight mix_batch cutmix elem, PyTorch ops" in {row["name"] for row in rows}
     """)
+
+
+def test_arguments_a_kernel_does_not_handle_fall_back_for_that_call_only(monkeypatch):
+    with pytest.raises(ValueError, match="name should be one of"):
+        fused.kernel("nonsense")
+
+    def picky(*args, **kwargs):
+        raise fused.Unsupported("not for this kernel")
+
+    monkeypatch.setattr(fused, "kernel", lambda name: picky)
+    monkeypatch.setattr(fused, "FAILED", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fused.run("blend", 1, 2) is None  # no warning: the PyTorch ops run for this call
+    assert fused.FAILED == {}  # and the kernel is tried again next time
