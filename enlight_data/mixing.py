@@ -142,6 +142,13 @@ def _cut_boxes(
     return torch.cat((lo, hi), dim=1), lam
 
 
+def _choice_generator(generator: torch.Generator, host_generator: torch.Generator | None) -> torch.Generator | None:
+    """The CPU generator for the per-batch Mixup-or-CutMix choice, or None: choose on the device."""
+    if host_generator is not None:
+        return host_generator
+    return generator if generator.device.type == "cpu" else None
+
+
 def draw_mix(
     phase: Phase,
     batch_size: int,
@@ -174,7 +181,7 @@ def draw_mix(
     n = 1 if phase.mode == "batch" else batch_size
     use_mix, use_cut = phase.mixup_alpha > 0, phase.cutmix_alpha > 0
     if use_mix and use_cut:
-        host = host_generator if host_generator is not None else (generator if generator.device.type == "cpu" else None)
+        host = _choice_generator(generator, host_generator)
         if host is not None:
             # switch_prob picks CutMix or Mixup for the whole batch: a host-side draw, no sync.
             cut_batch = bool(torch.rand((), generator=host) < phase.switch_prob)
@@ -183,11 +190,12 @@ def draw_mix(
     applied = torch.rand(n, generator=generator, device=device) < phase.mix_prob if phase.mix_prob < 1.0 else None
     weight = box = None
     if use_mix and use_cut:
+        # Both drawn, the choice made on the device: a (B, 1, H, W) weight, 1 inside the box if CutMix won.
         share = _beta(phase.mixup_alpha, n, generator=generator, device=device)  # the partner's share, 1 - λ
-        box, lam_cut = _cut_boxes(phase.cutmix_alpha, n, height, width, generator=generator, device=device)
+        cut_box, lam_cut = _cut_boxes(phase.cutmix_alpha, n, height, width, generator=generator, device=device)
         cut = torch.rand(1, generator=generator, device=device) < phase.switch_prob
         lam = torch.where(cut, lam_cut, 1.0 - share)
-        weight = torch.where(cut.view(1, 1, 1, 1), _box_mask(box, height, width).float(), share.view(-1, 1, 1, 1))
+        weight = torch.where(cut.view(1, 1, 1, 1), _box_mask(cut_box, height, width).float(), share.view(-1, 1, 1, 1))
         if applied is not None:
             weight = weight * applied.view(-1, 1, 1, 1)
             lam = torch.where(applied, lam, 1.0)
@@ -205,7 +213,7 @@ def draw_mix(
         lam = lam.expand(batch_size)
         weight = None if weight is None else weight.expand(batch_size, *weight.shape[1:])
         box = None if box is None else box.expand(batch_size, 4)
-    size = (height, width) if box is not None else (1, 1)
+    size = (height, width) if box is not None or (weight is not None and weight[0].numel() > 1) else (1, 1)
     return MixParams(lam=lam.contiguous(), weight=weight, box=box, shift=batch_size // 2, size=size)
 
 

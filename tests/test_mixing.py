@@ -279,3 +279,34 @@ def test_mixing_never_synchronises_on_cuda():
         torch.cuda.set_sync_debug_mode(0)
     assert all(r[0].is_cuda and r[1].shape == (16, 10) for r in [*results, both])
     assert results[-1][0] is out
+
+
+@pytest.mark.parametrize("mix_prob", [1.0, 0.5])
+def test_mixup_or_cutmix_chosen_on_the_device_mixes_as_the_choice_says(monkeypatch, mix_prob):
+    # A CUDA generator without a host one: both are drawn and the choice is made on the device (a (B, 1, H, W)
+    # weight). Forced here on the CPU; each batch must come out as pure Mixup or pure CutMix.
+    import enlight_data.mixing as mixing
+
+    monkeypatch.setattr(mixing, "_choice_generator", lambda generator, host: None)
+    x, y = batch(b=16, h=12, w=10)
+    phase = ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, mix_prob=mix_prob)
+    kinds = set()
+    for seed in range(12):
+        params = draw_mix(phase, 16, 12, 10, generator=gen(seed))
+        assert params.box is None and params.weight.shape == (16, 1, 12, 10) and params.size == (12, 10)
+        xm, ym = mixing.apply_mix(x, to_soft_targets(y, 10), params)
+        partner = x[(torch.arange(16) + 8) % 16]
+        w = params.weight
+        if ((w == 0) | (w == 1)).all():  # CutMix: pixels copied, λ the kept area
+            kinds.add("cutmix")
+            assert torch.equal(xm, torch.where(w.bool(), partner, x))
+            torch.testing.assert_close(params.lam, 1.0 - w.mean(dim=(1, 2, 3)))
+        else:  # Mixup: one weight per sample
+            kinds.add("mixup")
+            assert (w == w[:, :, :1, :1]).all()
+            torch.testing.assert_close(xm, torch.lerp(x, partner, w))
+            torch.testing.assert_close(params.lam, 1.0 - w[:, 0, 0, 0])
+        onehot = torch.nn.functional.one_hot(y, 10).float()
+        lam = params.lam[:, None]
+        torch.testing.assert_close(ym, lam * onehot + (1 - lam) * onehot[(torch.arange(16) + 8) % 16])
+    assert kinds == {"mixup", "cutmix"}

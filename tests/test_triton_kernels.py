@@ -236,10 +236,8 @@ def test_mix_batch_through_the_kernels_matches_the_pytorch_path():
         import enlight_data.mixing as M
         x = torch.rand(6, 3, 12, 10, generator=torch.Generator().manual_seed(0))
         y = torch.randint(0, 5, (6,), generator=torch.Generator().manual_seed(1))
-        phases = [ed.Phase(mixup_alpha=0.8), ed.Phase(cutmix_alpha=1.0), ed.Phase(cutmix_alpha=1.0, mode="batch"),
-                  ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, mix_prob=0.5, label_smoothing=0.1),
-                  ed.Phase(cutmix_alpha=0.5, mix_prob=0.5)]
-        for phase in phases:
+
+        def compare(phase):
             results = {}
             for fused in (False, True):
                 M._fused = lambda name, device, f=fused: f
@@ -248,6 +246,13 @@ def test_mix_batch_through_the_kernels_matches_the_pytorch_path():
             torch.testing.assert_close(gx, rx, atol=1e-6, rtol=1e-6)
             torch.testing.assert_close(gy, ry, atol=1e-6, rtol=1e-6)
             assert torch.equal(gm, rm)
+
+        both = ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, mix_prob=0.5, label_smoothing=0.1)
+        for phase in [ed.Phase(mixup_alpha=0.8), ed.Phase(cutmix_alpha=1.0), both,
+                      ed.Phase(cutmix_alpha=1.0, mode="batch"), ed.Phase(cutmix_alpha=0.5, mix_prob=0.5)]:
+            compare(phase)
+        M._choice_generator = lambda generator, host: None  # the choice made on the device, as a CUDA generator's
+        compare(both)
     """)
 
 
