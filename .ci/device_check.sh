@@ -42,10 +42,10 @@ PY
 # 1. The CUDA tests (skipped on CPU-only CI): no per-step sync, CPU/CUDA agreement, GPU decode, resume, nccl.
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m needs_cuda -rs tests 2>&1 | tail -40 | tee "$out/cuda_tests.txt"
 # 2. Augmentation and mixing against Kornia, timm, torchvision (goals: GpuAugment >= 20x Kornia, mixing >= 0.7x lerp).
-timeout 100 python3 benchmarks/gpu_augment.py --device cuda --out "$out/gpu_augment.json" 2>&1 | tail -32
-# 3. Where the time goes: torch.profiler per call, GpuAugment and Kornia.
+timeout 100 python3 benchmarks/gpu_augment.py --device cuda --out "$out/gpu_augment.json" 2>&1 | tail -50
+# 3. Where the time goes: torch.profiler per call, GpuAugment and Kornia, mix_batch and the bare lerp.
 timeout 45 python3 -m benchmarks.profile_augment --device cuda --out "$out/profile_augment.json" 2>&1 \
-  | grep -v -E "^(USDT|STAGE)" | tail -36
+  | grep -v -E "^(USDT|STAGE)" | tail -80
 # 4. Streaming on the GPU: decode="gpu" (nvjpeg) against decoding in 2 workers, both cropped by GpuAugment.
 timeout 100 python3 -m benchmarks.streaming --device cuda --samples 1024 --rounds 3 --out "$out/streaming.json" 2>&1 \
   | tail -12

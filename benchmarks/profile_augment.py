@@ -1,5 +1,8 @@
 """Where an augmentation call's time goes: a ``torch.profiler`` table for ``GpuAugment`` and Kornia, side by side.
 
+Mixup and CutMix (``mix_batch`` on the augmented batch) and the bare per-sample lerp they are held against are
+profiled the same way.
+
 For each pipeline (the same two as ``benchmarks/gpu_augment.py``: uint8 (B, 3, S, S) -> normalised float (B, 3, s, s),
 random resized crop + flip + colour jitter with p = 0.8), after warm-up, ``--calls`` calls are profiled. Reported per
 call: wall time with the device synchronised once at the end of the calls (the pipelined rate a training loop sees),
@@ -26,6 +29,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import environment, sync, write_json
 from benchmarks.gpu_augment import JITTER, MEAN, STD
+from enlight_data import Phase, mix_batch
 from enlight_data.augment import GpuAugment, apply_augment
 
 __all__ = ["main", "profile_calls"]
@@ -85,7 +89,7 @@ def profile_calls(fn: Callable[[], Any], device: torch.device, *, calls: int, to
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    """Profile both pipelines, print a summary and the top ops, write the JSON; return the results."""
+    """Profile every pipeline, print a summary and the top ops, write the JSON; return the results."""
     import kornia.augmentation as K
 
     args = _parser().parse_args(argv)
@@ -101,19 +105,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ).to(device)
     ga = torch.Generator(device=device).manual_seed(0)
     gk = torch.Generator(device=device).manual_seed(0)
+    # Mixing of the augmented batch, and the bare lerp it is held against (NOTE [ Few kernels per CutMix draw ]).
+    xm = aug(x, generator=ga)
+    y = torch.randint(0, 1000, (args.batch,), generator=g).to(device)
+    gm = torch.Generator(device=device).manual_seed(0)
+    w = torch.rand((args.batch, 1, 1, 1), generator=g).to(device)
+    half, lerped = args.batch // 2, torch.empty_like(xm)
+
+    def lerp() -> torch.Tensor:
+        k = args.batch - half
+        torch.lerp(xm[:k], xm[half:], w[:k], out=lerped[:k])
+        return torch.lerp(xm[k:], xm[:half], w[k:], out=lerped[k:])
+
     pipelines = {
         "enlight GpuAugment": lambda: aug(x, generator=ga),
         "kornia AugmentationSequential": lambda: apply_augment(kornia, x, generator=gk),
+        "enlight mix_batch mixup": lambda: mix_batch(xm, y, Phase(mixup_alpha=0.8), num_classes=1000, generator=gm),
+        "enlight mix_batch cutmix": lambda: mix_batch(xm, y, Phase(cutmix_alpha=1.0), num_classes=1000, generator=gm),
+        "bare per-sample torch.lerp": lerp,
     }
     results = {name: profile_calls(fn, device, calls=args.calls, top=args.top) for name, fn in pipelines.items()}
     ours, theirs = results["enlight GpuAugment"], results["kornia AugmentationSequential"]
+    floor = results["bare per-sample torch.lerp"]["wall_ms_per_call"]
     result = {
         "benchmark": "profile_augment",
         "config": {"batch": args.batch, "input": [3, args.in_size, args.in_size],
                    "output": [3, args.out_size, args.out_size], "calls": args.calls, "jitter": JITTER},
         "environment": environment(device),
         "results": results,
-        "ratios": {"wall_kornia_over_gpu_augment": theirs["wall_ms_per_call"] / ours["wall_ms_per_call"]},
+        "ratios": {
+            "wall_kornia_over_gpu_augment": theirs["wall_ms_per_call"] / ours["wall_ms_per_call"],
+            "wall_lerp_over_mix": {kind: floor / results[f"enlight mix_batch {kind}"]["wall_ms_per_call"]
+                                   for kind in ("mixup", "cutmix")},
+        },
     }
     unit = "kernel launches" if device.type == "cuda" else "top-level ops"
     print(f"{result['environment']['device']}, batch {args.batch}, {args.in_size}->{args.out_size}, {args.calls} calls")
@@ -123,6 +147,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for op in r["top_ops"]:
             print(f"  {op['self_ms_per_call']:8.3f} ms  x{op['calls_per_call']:<5.1f} {op['name'][:90]}")
     print(f"\nKornia / GpuAugment, pipelined wall time: {result['ratios']['wall_kornia_over_gpu_augment']:.1f}x")
+    for kind, ratio in result["ratios"]["wall_lerp_over_mix"].items():
+        print(f"mix_batch {kind} / bare lerp, pipelined speed: {ratio:.2f}x")
     print(f"wrote {write_json(args.out, result)}")
     return result
 
