@@ -440,3 +440,57 @@ def test_arguments_a_kernel_does_not_handle_fall_back_for_that_call_only(monkeyp
         warnings.simplefilter("error")
         assert fused.run("blend", 1, 2) is None  # no warning: the PyTorch ops run for this call
     assert fused.FAILED == {}  # and the kernel is tried again next time
+
+
+def test_every_kernel_compiles_for_a_hopper_gpu(tmp_path):
+    # The interpreter runs kernels as numpy code and accepts what the GPU compiler may reject (types, ops); this
+    # compiles each kernel, in the specialisations the library launches, to an sm_90 (H100/H200) binary without a
+    # GPU, through Triton's bundled ptxas.
+    code = """
+        import triton
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+        from enlight_data import _colour_kernel, _draw_kernel, _mix_kernel, _resample_kernel
+
+        F32 = "*fp32"
+
+        def floats(*names):
+            return dict.fromkeys(names, "fp32")
+
+        # Pointer and float arguments by name; every other runtime argument is an i32 (sizes, strides).
+        cases = [
+            (_mix_kernel._cut_boxes_kernel,
+             dict(share_ptr=F32, cx_ptr=F32, cy_ptr=F32, applied_ptr="*u8", box_ptr=F32, lam_ptr=F32,
+                  **floats("width", "height", "inv_area")), dict(HAS_APPLIED=True, BLOCK=_mix_kernel.BOX_BLOCK)),
+            (_mix_kernel._blend_kernel, dict(x_ptr="*u8", out_ptr=F32, weight_ptr=F32, box_ptr=F32),
+             dict(HAS_BOX=True, COMPLEMENT=False, BLOCK_H=8, BLOCK_W=256)),
+            (_mix_kernel._blend_kernel, dict(x_ptr="*fp16", out_ptr="*fp16", weight_ptr=F32, box_ptr=F32, sxn="i64"),
+             dict(HAS_BOX=False, COMPLEMENT=True, BLOCK_H=1, BLOCK_W=1024)),
+            (_resample_kernel._resample_kernel, dict(x_ptr="*u8", box_ptr=F32, flip_ptr="*u8", out_ptr=F32,
+                                                     scale_ptr=F32, shift_ptr=F32, **floats("inv_oh", "inv_ow")),
+             dict(C=3, AFFINE=False, BLOCK=_resample_kernel.BLOCK)),
+            (_resample_kernel._resample_kernel, dict(x_ptr=F32, box_ptr=F32, flip_ptr="*u8", out_ptr="*bf16",
+                                                     scale_ptr=F32, shift_ptr=F32, **floats("inv_oh", "inv_ow")),
+             dict(C=1, AFFINE=True, BLOCK=_resample_kernel.BLOCK)),
+            (_colour_kernel._affine3_clamp_kernel, dict(x_ptr=F32, m_ptr=F32, b_ptr=F32, lo_ptr=F32, hi_ptr=F32,
+                                                        y_ptr="*fp16"), dict(BLOCK=_colour_kernel.BLOCK)),
+            (_draw_kernel._draw_kernel,
+             dict(u_ptr=F32, consts_ptr=F32, boxes_ptr=F32, flags_ptr="*u8", factors_ptr=F32,
+                  **floats("w", "h", "area_scale", "area_shift", "log_r0", "log_span", "fx", "fy", "fw", "fh",
+                           "flip_p", "jitter_p")),
+             dict(TRIES=10, K=28, JITTER=True, BLOCK=_draw_kernel.BLOCK)),
+        ]
+        for fn, types, consts in cases:
+            signature = {a: "constexpr" if a in consts else types.get(a, "i32") for a in fn.arg_names}
+            binary = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=consts),
+                                    target=GPUTarget("cuda", 90, 32))
+            assert len(binary.asm["cubin"]) > 1000, fn.__name__
+    """
+    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path), PYTHONPATH=os.pathsep.join([str(ROOT),
+               os.environ.get("PYTHONPATH", "")]))
+    env.pop("TRITON_INTERPRET", None)
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    if done.returncode and "ptxas" in done.stderr and ("not found" in done.stderr or "No such file" in done.stderr):
+        pytest.skip("this Triton has no bundled ptxas")
+    assert done.returncode == 0, done.stdout + done.stderr
