@@ -61,3 +61,31 @@ class CountOps:
 
     def __exit__(self, *exc: object) -> None:
         self._mode.__exit__(*exc)
+
+
+class CountLaunches:
+    """Context manager listing the fused Triton kernels run inside it (``enlight_data._fused.run`` calls).
+
+    The tensor ops a launcher runs itself (allocations, and the interpreter's own work under ``TRITON_INTERPRET``) are
+    hidden from an enclosing :class:`CountOps`: a launch counts once, here.
+    """
+
+    def __enter__(self) -> list[str]:
+        import enlight_data._fused as fused
+        from torch.utils._python_dispatch import _disable_current_modes
+
+        names: list[str] = []
+        run = self._run = fused.run
+
+        def counted(name: str, *args: object, **kwargs: object) -> object:
+            names.append(name)
+            with _disable_current_modes():
+                return run(name, *args, **kwargs)
+
+        fused.run = counted
+        return names
+
+    def __exit__(self, *exc: object) -> None:
+        import enlight_data._fused as fused
+
+        fused.run = self._run

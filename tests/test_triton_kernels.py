@@ -262,29 +262,18 @@ def test_fused_mixing_launches_a_handful_of_kernels():
         import sys
         sys.path.insert(0, "tests")
         import torch
-        from torch.utils._python_dispatch import _disable_current_modes
         import enlight_data as ed
-        import enlight_data._fused as F
         import enlight_data.mixing as M
-        from helpers import CountOps
+        from helpers import CountLaunches, CountOps
 
         M._fused = lambda name, device: True
-        run, launched = F.run, []
-
-        def counted(name, *args, **kwargs):
-            launched.append(name)
-            with _disable_current_modes():  # the interpreter's own tensor ops are not ours
-                return run(name, *args, **kwargs)
-
-        F.run = counted
         x, y = torch.rand(6, 3, 12, 10), torch.randint(0, 5, (6,))
         budgets = [(ed.Phase(mixup_alpha=0.8), ["blend", "blend"], 7),
                    (ed.Phase(cutmix_alpha=1.0), ["cut_boxes", "blend", "blend"], 9),
                    (ed.Phase(cutmix_alpha=1.0, mix_prob=0.5, label_smoothing=0.1), ["cut_boxes", "blend", "blend"], 11)]
         for phase, kernels, budget in budgets:
             ed.mix_batch(x, y, phase, num_classes=5, generator=torch.Generator())  # constants are made once
-            launched.clear()
-            with CountOps() as ops:
+            with CountOps() as ops, CountLaunches() as launched:
                 ed.mix_batch(x, y, phase, num_classes=5, generator=torch.Generator())
             assert launched == kernels, launched
             ops = [op for op in ops if op not in ("empty", "empty_like", "aminmax")]  # allocations, the CPU-only check
@@ -375,21 +364,11 @@ def test_fused_gpu_augment_launches_a_handful_of_kernels():
         import sys
         sys.path.insert(0, "tests")
         import torch
-        from torch.utils._python_dispatch import _disable_current_modes
-        import enlight_data._fused as F
         import enlight_data.augment as A
-        from helpers import CountOps
+        from helpers import CountLaunches, CountOps
 
         A._draw_backend = A._resample_backend = lambda device: "triton"  # the CUDA choices, forced on the CPU
         A._colour_backend = lambda device, dtype, c: "triton"
-        run, launched = F.run, []
-
-        def counted(name, *args, **kwargs):
-            launched.append(name)
-            with _disable_current_modes():  # the interpreter's own tensor ops are not ours
-                return run(name, *args, **kwargs)
-
-        F.run = counted
         x = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)
         norm = dict(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
         for kw, kernels, budget in [(dict(norm, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1),
@@ -397,8 +376,7 @@ def test_fused_gpu_augment_launches_a_handful_of_kernels():
                                     (norm, ["draw", "resample"], 3)]:
             aug = A.GpuAugment(24, **kw)
             aug(x, generator=torch.Generator())  # constants are made once per device
-            launched.clear()
-            with CountOps() as ops:
+            with CountOps() as ops, CountLaunches() as launched:
                 aug(x, generator=torch.Generator())
             assert launched == kernels, launched
             ops = [op for op in ops if op not in ("empty", "empty_like")]  # allocations launch nothing
