@@ -532,7 +532,9 @@ def test_cpu_and_cuda_agree_for_the_same_params(jitter):
     p = aug.draw(16, 40, 48, generator=gen(13))
     cpu = aug.apply(x, p)
     cuda = aug.apply(x.cuda(), p.to("cuda"))
-    torch.testing.assert_close(cuda.cpu(), cpu, atol=1e-4, rtol=1e-4)
+    # CUDA resamples in one kernel that computes sample positions in pixel units, grid_sample in [-1, 1]: the two
+    # differ by float rounding, up to 3e-5 here and 3e-4 (0.02 grey levels) at 256 -> 224 through Triton's interpreter.
+    torch.testing.assert_close(cuda.cpu(), cpu, atol=2e-4, rtol=1e-4)
 
 
 @needs_cuda
