@@ -1,9 +1,10 @@
 """Dispatch to the fused Triton kernels of the CUDA path, with a warned-once fallback to PyTorch ops.
 
-Each kernel lives in its own module (``_colour_kernel``, ``_draw_kernel``, ``_resample_kernel``, ``_mix_kernel``), imported only when a CUDA
-batch first needs it: Triton ships with PyTorch's CUDA wheels, not with every build. A kernel that cannot be imported
-is reported as missing; one that fails to compile or launch is recorded in :data:`FAILED`, warned about once, and not
-tried again in this process, and the caller then runs its PyTorch ops.
+Each kernel lives in its own module (``_colour_kernel``, ``_draw_kernel``, ``_resample_kernel``, ``_mix_kernel``),
+imported only when a CUDA batch first needs it: Triton ships with PyTorch's CUDA wheels, not with every build. A kernel
+that cannot be imported is reported as missing; one that fails to compile or launch is recorded in :data:`FAILED`,
+warned about once, and not tried again in this process; one given arguments it does not handle raises
+:class:`Unsupported`. In every case the caller runs its PyTorch ops instead.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ _KERNELS = {
     "cut_boxes": ("_mix_kernel", "cut_boxes"),
     "blend": ("_mix_kernel", "blend"),
 }
+
 
 class Unsupported(ValueError):
     """Raised by a kernel's launcher for arguments it does not handle: the caller runs its PyTorch ops for them."""
@@ -49,8 +51,11 @@ def kernel(name: str) -> Callable[..., Any] | None:
 
 
 def run(name: str, *args: Any, **kwargs: Any) -> Any:
-    """Run a fused kernel; None where it is missing, cannot run here (warned once per kernel and process) or does not
-    handle these arguments (:class:`Unsupported`)."""
+    """Run a fused kernel and return what its launcher returns, or None for the caller's PyTorch ops.
+
+    None where the kernel is missing, where it cannot run here (warned once per kernel and process), or where it does
+    not handle these arguments (:class:`Unsupported`, for this call only).
+    """
     launcher = kernel(name)
     if launcher is None or name in FAILED:
         return None

@@ -68,7 +68,8 @@ def cut_boxes(
     """CutMix boxes ``(n, 4)`` float32 ``(x1, y1, x2, y2)`` and λ ``(n,)`` from the draws, in one kernel.
 
     Args:
-        share: ``(n,)`` float32 Beta(α, α) draws (any stride), ``1 - λ_raw``; the box's sides are ``sqrt(share)`` times the image's.
+        share: ``(n,)`` float32 Beta(α, α) draws (any stride), ``1 - λ_raw``; the box's sides are ``sqrt(share)``
+            times the image's.
         cx: ``(n,)`` float32 integer-valued box centres along x, in ``[0, width)``.
         cy: ``(n,)`` float32 box centres along y, in ``[0, height)``.
         applied: ``(n,)`` bool, or None; the box is empty where False.

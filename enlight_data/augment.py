@@ -741,10 +741,10 @@ class GpuAugment:
 # y = M x + c with a per-sample 3x3 M is a batched matmul of (3, 3) by (3, H W). On the CPU one `baddbmm` is the
 # fastest, then one clamp. On CUDA the BLAS's batched GEMM is a poor fit for k = n = 3: an H200 profile showed a magma
 # sgemm kernel taking 0.53 ms of a 1.37 ms GpuAugment call (0.6 TB/s). A per-channel chain of `addcmul`s with
-# per-sample scalars was 1.4x faster there (a grouped 1x1 conv1d 0.7x), still nine strided passes. So on CUDA, for 3 float32 channels, the map
-# and its clamp run as one Triton kernel (`_colour_kernel.py`) that reads each pixel once and writes the result in
-# its dtype and memory format; the `addcmul` chain remains for other cases and wherever Triton is missing or fails
-# (warned once). benchmarks/gpu_augment.py times all the candidates side by side.
+# per-sample scalars was 1.4x faster there (a grouped 1x1 conv1d 0.7x), still nine strided passes. So on CUDA, for 3
+# float32 channels, the map and its clamp run as one Triton kernel (`_colour_kernel.py`) that reads each pixel once
+# and writes the result in its dtype and memory format; the `addcmul` chain remains for other cases and wherever
+# Triton is missing or fails (warned once). benchmarks/gpu_augment.py times all the candidates side by side.
 
 
 def _colour_map_bmm(flat: Tensor, mat: Tensor, bias: Tensor, out: Tensor) -> Tensor:

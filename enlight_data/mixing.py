@@ -57,7 +57,7 @@ class MixParams:
 
     @property
     def mask(self) -> Tensor | None:
-        """``(B, 1, H, W)`` bool CutMix mask (``True`` = pasted from the partner), made from :attr:`box`; or ``None``."""
+        """``(B, 1, H, W)`` bool CutMix mask (``True`` = pasted from the partner), made from :attr:`box`, or None."""
         return None if self.box is None else _box_mask(self.box, *self.size)
 
 
@@ -80,7 +80,9 @@ def _box_consts(height: int, width: int, device: torch.device) -> tuple[Tensor, 
     """Half the image's ``(W, H)``, the ``(W, H)`` itself, and the pixel indices along x and y, made once."""
     host = ([width / 2.0, height / 2.0], [float(width), float(height)], range(width), range(height))
     made = tuple(torch.tensor(list(v), dtype=torch.float32) for v in host)
-    return made if device.type == "cpu" else tuple(t.to(device, non_blocking=True) for t in made)  # type: ignore[return-value]
+    if device.type != "cpu":
+        made = tuple(t.to(device, non_blocking=True) for t in made)
+    return made  # type: ignore[return-value]
 
 
 def _box_mask(box: Tensor, height: int, width: int) -> Tensor:
