@@ -184,7 +184,7 @@ def blend(
     if box is not None and (x.dim() != 4 or box.shape != (n, 4) or box.dtype != torch.float32):
         raise Unsupported(f"box should be a float32 ({n}, 4) tensor for (B, C, H, W) input, got box {box.dtype} "
                          f"{tuple(box.shape)} and x of shape {tuple(x.shape)}")
-    if weight is not None and (weight.dim() == 0 or weight.shape[0] != n or weight[0].numel() != 1):
+    if weight is not None and (weight.dim() == 0 or weight.shape[0] != n or weight.shape[1:].numel() != 1):
         raise Unsupported(f"weight should hold one value per sample ({n}), got shape {tuple(weight.shape)}")
     if box is not None and box.stride(-1) != 1:
         box = box.contiguous()  # the kernel reads a box's four values side by side

@@ -215,7 +215,7 @@ def draw_mix(
         lam = lam.expand(batch_size)
         weight = None if weight is None else weight.expand(batch_size, *weight.shape[1:])
         box = None if box is None else box.expand(batch_size, 4)
-    size = (height, width) if box is not None or (weight is not None and weight[0].numel() > 1) else (1, 1)
+    size = (height, width) if box is not None or (weight is not None and weight.shape[1:].numel() > 1) else (1, 1)
     return MixParams(lam=lam.contiguous(), weight=weight, box=box, shift=batch_size // 2, size=size)
 
 
@@ -250,7 +250,7 @@ def _blend(
     """
     if out is None:
         out = torch.empty_like(x, dtype=x.dtype if x.is_floating_point() else torch.float32)
-    per_sample = box is not None or cast(Tensor, weight)[0].numel() == 1
+    per_sample = box is not None or cast(Tensor, weight).shape[1:].numel() == 1
     if per_sample and _fused("blend", x.device):
         if _fused_kernels.run("blend", x, out, shift=shift, weight=weight, box=box, complement=complement) is not None:
             return out
@@ -267,7 +267,7 @@ def _blend(
         torch.where(mask[k:], x[:shift], x[k:], out=out[k:])
     else:
         w = cast(Tensor, weight)
-        w = w.reshape(b, *([1] * (x.dim() - 1))) if w[0].numel() == 1 else w
+        w = w.reshape(b, *([1] * (x.dim() - 1))) if w.shape[1:].numel() == 1 else w
         w = (1.0 - w if complement else w).to(x.dtype)
         torch.lerp(x[:k], x[shift:], w[:k], out=out[:k])
         torch.lerp(x[k:], x[:shift], w[k:], out=out[k:])
@@ -320,7 +320,7 @@ def apply_mix(
             f"{tuple(x.shape)}"
         )
     mixed_x = _blend(x, params.shift, weight=weight, box=box, out=out)
-    if weight is not None and weight[0].numel() == 1:
+    if weight is not None and weight.shape[1:].numel() == 1:
         mixed_y = _blend(soft_targets, params.shift, weight=weight)  # Mixup: the input's weight is the label's, 1 - λ
     else:
         mixed_y = _blend(soft_targets, params.shift, weight=params.lam, complement=True)
