@@ -29,10 +29,11 @@ CPU, multi-threaded timings swing by several times from one call to the next (th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` and `enlight_data` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -200,24 +201,27 @@ def _colour_map_conv(flat: torch.Tensor, mat: torch.Tensor, bias: torch.Tensor, 
     return torch.nn.functional.conv1d(flat.reshape(1, n * c, p), weight, bias.reshape(n * c), groups=n).view(n, c, p)
 
 
+@contextlib.contextmanager
+def _swapped(module: Any, name: str, value: Any) -> Iterator[None]:
+    """``module.name`` set to ``value`` inside the block: a backend choice forced for a side-by-side row."""
+    chosen = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, chosen)
+
+
 def _with_backends(aug: GpuAugment, x: torch.Tensor, g: torch.Generator, choice: str, backend: str) -> torch.Tensor:
     """``aug(x)`` with one backend choice of ``augment.py`` (e.g. ``_draw_backend``) forced to ``backend``."""
-    chosen = getattr(augment_module, choice)
-    setattr(augment_module, choice, lambda device: backend)
-    try:
+    with _swapped(augment_module, choice, lambda device: backend):
         return aug(x, generator=g)
-    finally:
-        setattr(augment_module, choice, chosen)
 
 
 def _with_op_mixing(x: torch.Tensor, y: torch.Tensor, phase: Any, g: torch.Generator) -> Any:
     """``mix_batch`` with the fused kernels off: the PyTorch-op path, for the side-by-side rows on CUDA."""
-    chosen = mixing_module._fused
-    mixing_module._fused = lambda name, device: False
-    try:
+    with _swapped(mixing_module, "_fused", lambda name, device: False):
         return mix_batch(x, y, phase, num_classes=NUM_CLASSES, generator=g)
-    finally:
-        mixing_module._fused = chosen
 
 
 def _mix_peers(
