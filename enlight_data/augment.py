@@ -36,6 +36,8 @@ _NUM_UNIFORMS = 2 * _NUM_TRIES + 8
 
 # ITU-R 601-2 luma weights, the ones torchvision's rgb_to_grayscale uses.
 _GRAY = (0.2989, 0.587, 0.114)
+# Jitter constants are cached per (device, strength); past this many strengths the cache starts over.
+_MAX_CACHED_STRENGTHS = 16
 
 # State dict keys.
 _SEED = "seed"
@@ -135,8 +137,8 @@ def _check_range(name: str, value: Any, *, high: float) -> tuple[float, float]:
     ):
         raise TypeError(f"{name} should be a pair of real numbers (lo, hi), got {name}={value!r}")
     lo, hi = float(value[0]), float(value[1])
-    if not 0.0 < lo <= hi <= high:
-        bound = f" <= {high:g}" if math.isfinite(high) else ""
+    if not 0.0 < lo <= hi <= high or not math.isfinite(hi):
+        bound = f" <= {high:g}" if math.isfinite(high) else " < inf"
         raise ValueError(f"{name} should satisfy 0 < lo <= hi{bound}, got {name}={tuple(value)}")
     return lo, hi
 
@@ -144,8 +146,8 @@ def _check_range(name: str, value: Any, *, high: float) -> tuple[float, float]:
 def _check_nonneg(name: str, value: Any, *, high: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} should be a real number, got {name}={value!r}")
-    if not 0.0 <= value <= high:
-        bound = f"[0, {high:g}]" if math.isfinite(high) else "[0, inf)"
+    if not 0.0 <= value <= high or not math.isfinite(value):
+        bound = f"[0, {high:g}]" if math.isfinite(high) else "[0, inf), finite"
         raise ValueError(f"{name} should be in {bound}, got {name}={value}")
     return float(value)
 
@@ -164,6 +166,8 @@ def _check_stats(name: str, value: Any) -> tuple[float, ...] | None:
         or any(isinstance(v, bool) or not isinstance(v, Real) for v in value)
     ):
         raise TypeError(f"{name} should be None or a non-empty sequence of real numbers, got {name}={value!r}")
+    if not all(math.isfinite(v) for v in value):
+        raise ValueError(f"{name} should hold finite numbers, got {name}={tuple(value)}")
     return tuple(float(v) for v in value)
 
 
@@ -211,6 +215,10 @@ class GpuAugment:
         Without ``generator=``, calls draw from the augmenter's own generator, which ``state_dict()`` saves and
         pickling carries along: copies sent to several worker processes would draw the same parameters. Pass a
         per-batch generator (as the loader does) whenever more than one process augments.
+
+    Note:
+        The settings are read-only after construction (they feed constants cached per device); make a new
+        ``GpuAugment`` to change one.
 
     Note:
         Single-channel (grayscale) input is supported: saturation and hue jitter are no-ops on it. Colour jitter on
@@ -289,6 +297,22 @@ class GpuAugment:
         self._generator: torch.Generator | None = None
         self._consts: dict[tuple[Any, ...], Any] = {}
         self._scratch: _Scratch | None = None
+        self._frozen = True
+
+    # Settings feed cached device constants (colour map, jitter ranges): changing one after construction would be
+    # silently ignored by the caches, so they are read-only, like a frozen dataclass' fields.
+    _SETTINGS = frozenset(
+        ("size", "scale", "ratio", "flip", "brightness", "contrast", "saturation", "hue", "jitter_prob", "mean", "std",
+         "out_dtype", "channels_last", "seed")
+    )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in self._SETTINGS and getattr(self, "_frozen", False):
+            raise AttributeError(
+                f"GpuAugment's settings are fixed at construction, got an assignment to {name}={value!r}; "
+                f"make a new GpuAugment instead"
+            )
+        super().__setattr__(name, value)
 
     def __repr__(self) -> str:
         return (
@@ -315,7 +339,7 @@ class GpuAugment:
         if missing:
             keys = sorted([_SEED, _GEN_STATE, _GEN_DEVICE])
             raise ValueError(f"state should have keys {keys}, got state missing {sorted(missing)}")
-        self.seed = int(state[_SEED])
+        object.__setattr__(self, "seed", int(state[_SEED]))
         if state[_GEN_STATE] is None:
             self._generator = None
         else:
@@ -350,8 +374,10 @@ class GpuAugment:
 
         Args:
             batch_size: Number of samples ``B``.
-            heights: Height of every image (``int``) or of each one (``(B,)`` tensor on ``device``).
-            widths: Width of every image (``int``) or of each one (``(B,)`` tensor on ``device``).
+            heights: Height of every image (``int``) or of each one (``(B,)`` tensor on ``device``); positive
+                (checked for ints and CPU tensors; a GPU tensor is not read back, so non-positive sizes there give
+                empty boxes).
+            widths: Width of every image (``int``) or of each one (``(B,)`` tensor on ``device``); positive.
             generator: Source of randomness; must live on ``device``.
             device: Device of the parameters; defaults to ``generator.device``.
             strength: Augmentation strength in ``[0, 1]`` (see the class docstring).
@@ -454,6 +480,10 @@ class GpuAugment:
         key = ("jitter", device, strength)
         cached = self._consts.get(key)
         if cached is None:
+            stale = [k for k in self._consts if k[0] == "jitter"]
+            if len(stale) >= _MAX_CACHED_STRENGTHS:  # a strength ramped every step must not grow the cache forever
+                for k in stale:
+                    del self._consts[k]
             s = strength
             mags = (self.brightness, self.contrast, self.saturation)
             low = [max(0.0, 1.0 - m * s) for m in mags] + [-self.hue * s]
@@ -473,6 +503,9 @@ class GpuAugment:
                 raise ValueError(f"{name} should have shape ({n},), got {name}.shape={tuple(value.shape)}")
             if value.device.type != device.type:
                 raise ValueError(f"{name} should be on {device}, got {name}.device={value.device}")
+            # Checked where it is free: on a GPU the check would wait for the device (a host sync per batch).
+            if value.device.type == "cpu" and value.numel() and float(value.min()) <= 0:
+                raise ValueError(f"{name} should be positive, got {name}={value.tolist()}")
             return value.to(torch.float32)
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError(f"{name} should be an int or a ({n},) tensor, got {name}={value!r}")
@@ -527,18 +560,25 @@ class GpuAugment:
         The unit is 1/255 for uint8 images (which stay in 0..255 until the colour stage), else 1.
         """
         if isinstance(x, Tensor):
-            if x.ndim != 4:
-                raise ValueError(f"x should be a (B, C, H, W) tensor, got x.shape={tuple(x.shape)}")
+            if x.ndim != 4 or x.shape[2] == 0 or x.shape[3] == 0:
+                raise ValueError(f"x should be a (B, C, H, W) tensor with H, W > 0, got x.shape={tuple(x.shape)}")
             self._check_dtype(x)
             return x, None, (1.0 / 255.0 if x.dtype == torch.uint8 else 1.0)
         if not isinstance(x, Sequence) or len(x) == 0 or not all(isinstance(t, Tensor) for t in x):
             raise TypeError(f"x should be a tensor or a non-empty list of (C, H, W) tensors, got x={type(x).__name__}")
         first = x[0]
         for i, t in enumerate(x):
-            if t.ndim != 3 or t.shape[0] != first.shape[0] or t.dtype != first.dtype or t.device != first.device:
+            if (
+                t.ndim != 3
+                or t.shape[0] != first.shape[0]
+                or t.shape[1] == 0
+                or t.shape[2] == 0
+                or t.dtype != first.dtype
+                or t.device != first.device
+            ):
                 raise ValueError(
-                    f"x should be a list of (C, H, W) tensors with the same C, dtype and device, got x[{i}] of "
-                    f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device} and x[0] of shape "
+                    f"x should be a list of (C, H, W) tensors, H, W > 0, with the same C, dtype and device, got "
+                    f"x[{i}] of shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device} and x[0] of shape "
                     f"{tuple(first.shape)}, dtype {first.dtype}, device {first.device}"
                 )
             self._check_dtype(t)
@@ -657,8 +697,8 @@ class GpuAugment:
             eye = [[float(i == j) for j in range(3)] for i in range(3)]
             g_rows = [list(_GRAY)] * 3  # 1 g^T: every output channel takes the gray level
             terms = [eye, g_rows] if self.hue == 0 else [_HUE_BASES[0], _HUE_BASES[1], _HUE_BASES[2], g_rows]
-        else:
-            terms = [[[1.0]]]
+        else:  # no colour jitter on other channel counts: the identity, scaled by the normalisation
+            terms = [[[float(i == j) for j in range(c)] for i in range(c)]]
         basis = [
             [m[i][j] * unit / stds[i] for i in range(c) for j in range(c)] + [sum(m[i]) / stds[i] for i in range(c)]
             for m in terms

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _fused as _fused_kernels
+from ._validate import check_int, check_range
 from .schedule import Phase
 
 __all__ = ["MixParams", "apply_mix", "draw_mix", "mix_batch", "mix_size", "to_soft_targets"]
@@ -175,9 +176,10 @@ def draw_mix(
             draws the choice on the device and blends both, which costs more.
 
     Note:
-        CutMix λ is the kept area: ``1 - box_area / (H * W)``.
+        CutMix λ is the kept area: ``1 - box_area / (H * W)``. Sample ``i`` is paired with
+        sample ``(i + B // 2) % B``, so a batch of one sample has no partner and is not mixed.
     """
-    if not phase.mixes or batch_size < 1:
+    if not phase.mixes or batch_size < 2:
         return None
     device = torch.device(device) if device is not None else generator.device
     n = 1 if phase.mode == "batch" else batch_size
@@ -331,12 +333,15 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
     """Turn class indices, one-hot or soft rows into smoothed float32 rows of ``num_classes``.
 
     Raises:
-        ValueError: For targets out of ``[0, num_classes)`` (checked when they are on the CPU,
-            so the check never synchronises a GPU) or rows of the wrong width.
-        TypeError: For targets that are not a tensor.
+        ValueError: For targets out of ``[0, num_classes)`` or integer rows holding other values than
+            0 and 1 (both checked when the targets are on the CPU, so the check never synchronises a
+            GPU), rows of the wrong width, ``num_classes < 1`` or ``label_smoothing`` outside ``[0, 1)``.
+        TypeError: For targets that are not a tensor, or a ``num_classes`` that is not an int.
     """
     if not isinstance(target, Tensor):
         raise TypeError(f"target should be a Tensor, got target of type {type(target).__name__}")
+    num_classes = cast(int, check_int("num_classes", num_classes, minimum=1))
+    label_smoothing = cast(float, check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True))
     if target.dim() == 1 and not target.is_floating_point() and target.dtype != torch.bool:
         if target.device.type == "cpu" and target.numel():
             lo, hi = (int(v) for v in torch.aminmax(target))
@@ -357,6 +362,12 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
     if target.shape[1] != num_classes:
         raise ValueError(
             f"target rows should have num_classes={num_classes} columns, got target of shape {tuple(target.shape)}"
+        )
+    if not target.is_floating_point() and target.device.type == "cpu" and target.numel() and int(target.max()) > 1:
+        # Integer rows are one-hot or multi-hot; anything else is likely indices with a trailing dimension.
+        raise ValueError(
+            f"integer target rows should hold only 0 and 1 (one-hot or multi-hot), got values up to "
+            f"{int(target.max())} in target of shape {tuple(target.shape)}; pass class indices as shape (B,)"
         )
     soft = target.to(torch.float32)
     if label_smoothing > 0:
@@ -390,6 +401,13 @@ def mix_batch(
     Returns:
         ``(mixed_input, soft_targets, mixed)``, ``mixed`` a ``(B,)`` bool mask.
     """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x should be a Tensor, got x of type {type(x).__name__}")
+    if isinstance(target, Tensor) and (x.dim() == 0 or target.dim() == 0 or target.shape[0] != x.shape[0]):
+        raise ValueError(
+            f"target should have x's batch size as its first dimension, got x of shape {tuple(x.shape)} and "
+            f"target of shape {tuple(target.shape)}"
+        )
     soft = to_soft_targets(target, num_classes, label_smoothing=phase.label_smoothing)
     h, w = mix_size(x, phase)
     params = draw_mix(phase, x.shape[0], h, w, generator=generator, device=x.device, host_generator=host_generator)

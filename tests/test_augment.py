@@ -250,6 +250,18 @@ def test_jitter_on_other_channel_counts_raises():
     assert GpuAugment(8)(images(2, c=4, h=16, w=16), generator=gen()).shape == (2, 4, 8, 8)
 
 
+@pytest.mark.parametrize("c", [2, 4])
+def test_other_channel_counts_are_normalised_per_channel(c):
+    x = images(3, c=c, h=16, w=16)
+    mean, std = tuple(0.1 * (i + 1) for i in range(c)), tuple(0.2 + 0.1 * i for i in range(c))
+    plain = GpuAugment(8)(x, generator=gen(), strength=0.0)
+    normed = GpuAugment(8, mean=mean, std=std)(x, generator=gen(), strength=0.0)
+    expected = (plain - torch.tensor(mean).view(1, c, 1, 1)) / torch.tensor(std).view(1, c, 1, 1)
+    torch.testing.assert_close(normed, expected, atol=1e-5, rtol=0)
+    one = GpuAugment(8, mean=(0.5,), std=(0.25,))(x, generator=gen(), strength=0.0)  # one value for every channel
+    torch.testing.assert_close(one, (plain - 0.5) / 0.25, atol=1e-5, rtol=0)
+
+
 def test_output_is_clamped_to_the_unit_range_before_normalising():
     aug = GpuAugment(8, brightness=5.0, contrast=5.0, saturation=5.0, jitter_prob=1.0, mean=MEAN, std=STD)
     out = aug(images(32, h=16, w=16), generator=gen(10))
@@ -403,12 +415,17 @@ def test_list_with_mixed_channels_raises():
         (dict(scale=(0.5, 0.1)), ValueError, r"scale should satisfy 0 < lo <= hi <= 1, got scale=\(0.5, 0.1\)"),
         (dict(scale=(0.0, 1.0)), ValueError, r"scale should satisfy 0 < lo"),
         (dict(scale=0.5), TypeError, r"scale should be a pair of real numbers \(lo, hi\), got scale=0.5"),
-        (dict(ratio=(2.0, 1.0)), ValueError, r"ratio should satisfy 0 < lo <= hi, got ratio=\(2.0, 1.0\)"),
+        (dict(ratio=(2.0, 1.0)), ValueError, r"ratio should satisfy 0 < lo <= hi < inf, got ratio=\(2.0, 1.0\)"),
+        (dict(ratio=(1.0, math.inf)), ValueError, r"ratio should satisfy 0 < lo <= hi < inf, got ratio=\(1.0, inf\)"),
+        (dict(brightness=math.inf), ValueError, r"brightness should be in \[0, inf\), finite, got brightness=inf"),
+        (dict(contrast=math.nan), ValueError, r"contrast should be in \[0, inf\), finite, got contrast=nan"),
+        (dict(mean=(0.5, math.nan, 0.5), std=STD), ValueError, r"mean should hold finite numbers, got mean="),
+        (dict(mean=MEAN, std=(math.inf,) * 3), ValueError, r"std should hold finite numbers, got std=\(inf, inf, inf\)"),
         (dict(flip=1.5), ValueError, r"flip should be in \[0, 1\], got flip=1.5"),
         (dict(flip="0.5"), TypeError, r"flip should be a real number in \[0, 1\], got flip='0.5'"),
-        (dict(brightness=-0.1), ValueError, r"brightness should be in \[0, inf\), got brightness=-0.1"),
+        (dict(brightness=-0.1), ValueError, r"brightness should be in \[0, inf\), finite, got brightness=-0.1"),
         (dict(contrast=True), TypeError, r"contrast should be a real number, got contrast=True"),
-        (dict(saturation=-1), ValueError, r"saturation should be in \[0, inf\), got saturation=-1"),
+        (dict(saturation=-1), ValueError, r"saturation should be in \[0, inf\), finite, got saturation=-1"),
         (dict(hue=0.6), ValueError, r"hue should be in \[0, 0.5\], got hue=0.6"),
         (dict(jitter_prob=-0.1), ValueError, r"jitter_prob should be in \[0, 1\], got jitter_prob=-0.1"),
         (dict(mean=MEAN), ValueError, r"mean and std should be given together"),
@@ -452,7 +469,7 @@ def test_bad_strength_raises(strength, error, match):
 
 def test_bad_inputs_raise():
     aug = GpuAugment(8)
-    with pytest.raises(ValueError, match=r"x should be a \(B, C, H, W\) tensor, got x.shape=\(3, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"x should be a \(B, C, H, W\) tensor with H, W > 0, got x.shape=\(3, 8, 8\)"):
         aug(torch.zeros(3, 8, 8), generator=gen())
     with pytest.raises(TypeError, match=r"x should be uint8 or floating point, got x.dtype=torch.int64"):
         aug(torch.zeros(1, 3, 8, 8, dtype=torch.long), generator=gen())
@@ -465,6 +482,31 @@ def test_bad_inputs_raise():
         aug.draw(2, 8, 8, generator=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"heights should have shape \(2,\), got heights.shape=\(3,\)"):
         aug.draw(2, torch.ones(3), 8, generator=gen())
+    with pytest.raises(ValueError, match=r"widths should be positive, got widths=\[8.0, 0.0\]"):
+        aug.draw(2, 8, torch.tensor([8.0, 0.0]), generator=gen())
+    with pytest.raises(ValueError, match=r"H, W > 0, got x.shape=\(2, 3, 0, 8\)"):
+        aug(torch.zeros(2, 3, 0, 8), generator=gen())
+    empty = [images(1, h=8, w=8)[0], torch.zeros(3, 5, 0, dtype=torch.uint8)]
+    with pytest.raises(ValueError, match=r"H, W > 0, .*got x\[1\] of shape \(3, 5, 0\)"):
+        aug(empty, generator=gen())
+
+
+def test_settings_are_read_only_after_construction():
+    aug = GpuAugment(8, mean=MEAN, std=STD)
+    before = aug(images(2, h=8, w=8), generator=gen())
+    for name, value in [("mean", (0.0, 0.0, 0.0)), ("brightness", 0.5), ("size", (4, 4)), ("seed", 3)]:
+        with pytest.raises(AttributeError, match=f"settings are fixed at construction, got an assignment to {name}="):
+            setattr(aug, name, value)
+    torch.testing.assert_close(aug(images(2, h=8, w=8), generator=gen()), before)
+    aug.load_state_dict({**aug.state_dict(), "seed": 5})  # restoring state still sets the seed
+    assert aug.seed == 5
+
+
+def test_a_ramped_strength_does_not_grow_the_constant_cache():
+    aug = GpuAugment(8, **JITTER)
+    for i in range(100):
+        aug(images(2, h=8, w=8), generator=gen(), strength=i / 100)
+    assert len(aug._consts) <= 20
 
 
 # ---------------------------------------------------------------------------------------------------- apply_augment

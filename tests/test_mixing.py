@@ -133,6 +133,35 @@ def test_to_soft_targets_forms_and_errors():
         to_soft_targets(torch.zeros(2, 3, 1), 3)
     with pytest.raises(TypeError, match="target should be a Tensor"):
         to_soft_targets([0, 1], 3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"label_smoothing should be in \[0, 1\), got label_smoothing=1.5"):
+        to_soft_targets(idx, 3, label_smoothing=1.5)
+    with pytest.raises(ValueError, match=r"label_smoothing should be in \[0, 1\), got label_smoothing=-0.2"):
+        to_soft_targets(idx, 3, label_smoothing=-0.2)
+    with pytest.raises(ValueError, match=r"num_classes should be >= 1, got num_classes=0"):
+        to_soft_targets(idx, 0)
+    for bad in (2.5, True):
+        with pytest.raises(TypeError, match=f"num_classes should be an int, got num_classes={bad}"):
+            to_soft_targets(idx, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"integer target rows should hold only 0 and 1.*got values up to 2"):
+        to_soft_targets(torch.tensor([[2], [0]]), 1)  # class indices with a trailing dimension
+    assert torch.equal(to_soft_targets(torch.tensor([[0, 1, 1]]), 3), torch.tensor([[0.0, 1.0, 1.0]]))  # multi-hot
+
+
+def test_mix_batch_checks_that_target_matches_the_batch():
+    x, y = batch(b=4)
+    for phase in (ed.Phase(mixup_alpha=1.0), ed.Phase(label_smoothing=0.1)):
+        with pytest.raises(ValueError, match=r"target should have x's batch size.*x of shape \(4, 3, 16, 16\) and "
+                                             r"target of shape \(3,\)"):
+            mix_batch(x, y[:3], phase, num_classes=10, generator=gen())
+
+
+@pytest.mark.parametrize("phase", [ed.Phase(mixup_alpha=1.0), ed.Phase(cutmix_alpha=1.0), ed.Phase(mixup_alpha=1.0,
+                                                                                                   cutmix_alpha=1.0)])
+def test_a_one_sample_batch_has_no_partner_and_is_not_mixed(phase):
+    x, y = batch(b=1)
+    xm, soft, mixed = mix_batch(x, y, phase, num_classes=10, generator=gen())
+    assert not mixed.any()
+    assert torch.equal(xm, x) and torch.equal(soft, to_soft_targets(y, 10))
 
 
 @pytest.mark.parametrize(

@@ -343,7 +343,9 @@ def test_gpu_augment_through_the_resample_kernel_matches_the_pytorch_path():
         images = [torch.randint(0, 256, (3, 20 + 5 * i, 31 - 4 * i), dtype=torch.uint8, generator=g) for i in range(4)]
         cases = [(x, {}), (x, dict(jitter, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))),
                  (x, dict(mean=(0.5,), std=(0.25,), out_dtype=torch.float16, channels_last=True)),
-                 (x.float() / 255, dict(jitter, channels_last=True)), (images, dict(jitter)), (images, {})]
+                 (x.float() / 255, dict(jitter, channels_last=True)), (images, dict(jitter)), (images, {}),
+                 (torch.cat((x, x[:, :1]), dim=1), {}),  # RGBA: no jitter, but normalised (identity colour map)
+                 (torch.cat((x, x[:, :1]), dim=1), dict(mean=(0.5,) * 4, std=(0.25,) * 4)), (x[:, :2], {})]
         for k, (inp, kw) in enumerate(cases):
             aug = A.GpuAugment(24, **kw)
             results = {}
