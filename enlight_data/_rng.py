@@ -22,6 +22,7 @@ class Stream:
     LOADER = 5
     SHARDS = 6
     BUFFER = 7
+    WORKER = 8
 
 
 def _splitmix64(x: int) -> int:

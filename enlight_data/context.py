@@ -8,6 +8,9 @@ The epoch lives in one place: the :class:`EnlightLoader` advances it once per
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import torch
 
 from .schedule import Phase, Schedule
@@ -25,12 +28,24 @@ class SharedClock:
     Note:
         Pickling this object (as DataLoader does when it starts workers) shares
         the tensors rather than copying them, so later updates are seen by workers.
+        Workers get the phases without their ``augment`` (it runs in the main process).
     """
 
     def __init__(self, schedule: Schedule, num_samples: int) -> None:
         self.schedule = schedule
         self._clock = torch.full((2,), -1, dtype=torch.int64).share_memory_()
         self.excluded = torch.zeros(num_samples, dtype=torch.bool).share_memory_()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Workers get the phases without their augmentations: those run on the batch in the main process, and a
+        # lambda or a CUDA module would keep spawn/forkserver workers from starting at all.
+        state = self.__dict__.copy()
+        phases = {name: getattr(self.schedule, name) for name in ("during", "after")}
+        if any(p.augment is not None for p in phases.values()):
+            state["schedule"] = dataclasses.replace(
+                self.schedule, **{k: dataclasses.replace(p, augment=None) for k, p in phases.items()}
+            )
+        return state
 
     @property
     def epoch(self) -> int:

@@ -7,6 +7,7 @@ batch augmentation and mixing. It keeps the one epoch counter of the run.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from typing import Any, Callable, Iterator, Protocol
 
@@ -93,7 +94,7 @@ class EnlightLoader:
         self.schedule = schedule
         self.num_classes = num_classes
         self.device = device
-        self.seed = seed
+        self.seed = int(seed)  # a NumPy integer would not load with torch.load(weights_only=True)
         self.input_key = input_key
         self.target_key = target_key
         self.augment = augment
@@ -115,6 +116,7 @@ class EnlightLoader:
         self._excluded = torch.empty(0, dtype=torch.int64)
         self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
         self._warned_nonfinite = -1
+        self._mixes = any(p.mixes for p in schedule.phases)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -164,8 +166,15 @@ class EnlightLoader:
         return self._source.num_batches() if coming is None else coming
 
     def set_epoch(self, epoch: int) -> None:
-        """Make the next ``iter()`` start ``epoch``."""
-        self._next_epoch = check_int("epoch", epoch, minimum=0)  # type: ignore[assignment]
+        """Make the next ``iter()`` start ``epoch``.
+
+        After :meth:`load_state_dict` of a state taken mid-epoch, ``set_epoch`` of that same
+        epoch (as a DDP loop calls it every epoch) keeps continuing it; any other epoch starts anew.
+        """
+        epoch = check_int("epoch", epoch, minimum=0)  # type: ignore[assignment]
+        if self._resume and epoch == self._epoch:
+            return
+        self._next_epoch = epoch
         self._resume = False
 
     # ------------------------------------------------------------------ loss feedback
@@ -173,13 +182,24 @@ class EnlightLoader:
         """Wrap ``criterion``: same reduced loss, and per-sample losses recorded in the table."""
         return TrackedLoss(criterion, self)
 
-    def record(self, per_sample_loss: Tensor, *, output: Tensor | None = None, target: Tensor | None = None) -> None:
+    def record(
+        self,
+        per_sample_loss: Tensor,
+        *,
+        output: Tensor | None = None,
+        target: Tensor | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
         """Record per-sample losses of the current batch (no host synchronisation).
 
         Args:
             per_sample_loss: ``(B,)`` or ``(B, ...)`` losses (extra dims are averaged).
-            output: The model output, for training accuracy (argmax over dim 1).
-            target: The batch's targets (indices or soft rows; argmax of rows is used).
+            output: The model output, for training accuracy: argmax over dim 1, or ``output > 0``
+                for a single logit (``(B,)`` or ``(B, 1)``, binary classification).
+            target: The batch's targets (indices or soft rows; argmax of rows is used; for a single
+                logit, ``target > 0.5``).
+            ignore_index: A class-index target value that does not count (padding): the accuracy
+                of dense predictions is taken over the other positions.
         """
         if self._batch is None:
             raise RuntimeError("record() needs a current batch: call it inside the loop over the loader")
@@ -209,9 +229,16 @@ class EnlightLoader:
                     )
             if output.dim() > 1 and output.shape[1] == 0:
                 raise ValueError(f"output should have classes along dim 1, got shape {tuple(output.shape)}")
-            predicted = output.detach().argmax(1) if output.dim() > 1 else (output.detach() > 0).long()
-            # Rows shaped like the output (one-hot or soft) give labels by argmax; else labels as given.
-            truth = target.argmax(1) if target.dim() > 1 and target.shape == output.shape else target
+            check_int("ignore_index", ignore_index, allow_none=True)
+            truth = target
+            if output.dim() == 1 or (output.dim() == 2 and output.shape[1] == 1):  # one logit: binary
+                predicted = (output.detach() > 0).flatten()
+                truth = (target > 0.5).flatten() if target.is_floating_point() else (target != 0).flatten()
+            else:
+                predicted = output.detach().argmax(1)
+                # Rows shaped like the output (one-hot or soft) give labels by argmax; else labels as given.
+                if target.dim() > 1 and target.shape == output.shape:
+                    truth = target.argmax(1)
             if predicted.shape != truth.shape:
                 raise ValueError(
                     f"output and target should give predictions of one shape, got output of shape "
@@ -220,7 +247,11 @@ class EnlightLoader:
                 )
             correct = predicted == truth.to(predicted.device)
             if correct.dim() > 1:  # dense predictions: the fraction right per sample
-                correct = correct.flatten(1).float().mean(1)
+                if ignore_index is not None and truth is target and not target.is_floating_point():
+                    counted = (truth != ignore_index).to(correct.device).flatten(1)
+                    correct = (correct.flatten(1) & counted).sum(1) / counted.sum(1).clamp_min(1)
+                else:
+                    correct = correct.flatten(1).float().mean(1)
         keep = None if mixed is None else ~mixed
         self._table.record(indices, losses, keep=keep, correct=correct)
 
@@ -297,7 +328,7 @@ class EnlightLoader:
 
     def _join(self, batch: Any, x: Any, y: Any) -> Any:
         if isinstance(batch, dict):
-            out = dict(batch) if type(batch) is not dict else batch.copy()
+            out = copy.copy(batch)  # keeps the mapping's own type (OrderedDict, defaultdict, ...), as collate does
             out[self.input_key] = x
             out[self.target_key] = y
             return out
@@ -353,11 +384,21 @@ class EnlightLoader:
     def _run(self, epoch: int, start: int) -> Iterator[Any]:
         phase = self.schedule.phases[self._tracker.phase_index(epoch)]
         augment = phase.augment if phase.augment is not None else self.augment
-        soft = self.schedule.soft_targets
         pairs: Iterator[tuple[Tensor, Any]] = self._check(self._source.batches())
         if self._prefetch is not None:
             pairs = self._prefetch(pairs)
         step = start
+        try:
+            yield from self._batches(pairs, epoch, step, phase, augment)
+        finally:  # also when the loop is left early: no later loss is recorded against this epoch's last batch
+            self._batch = None
+        if self._open and self._epoch == epoch:
+            self._finish_epoch()
+
+    def _batches(
+        self, pairs: Iterator[tuple[Tensor, Any]], epoch: int, step: int, phase: Phase, augment: Any
+    ) -> Iterator[Any]:
+        soft = self.schedule.soft_targets
         for indices, batch in pairs:
             x, y = self._split(batch)
             device = x.device if isinstance(x, Tensor) else _list_device(x)
@@ -379,14 +420,13 @@ class EnlightLoader:
                 if params is not None:
                     x, y = apply_mix(x, y, params)
                     mixed = params.mixed
+                elif self._mixes and not x.is_floating_point():
+                    x = x.float()  # as mixing gives it: one input dtype for the whole run
             self._batch = (indices, mixed)
             self._seen += int(indices.shape[0])
             step += 1
             self._position = step
             yield self._join(batch, x, y)
-        self._batch = None
-        if self._open and self._epoch == epoch:
-            self._finish_epoch()
 
     def _finish_epoch(self) -> None:
         """Close the current epoch: counters, the period decision, warnings."""
@@ -456,8 +496,10 @@ class EnlightLoader:
         if is_open:
             mask = torch.zeros(self._table.size, dtype=torch.bool)
             mask[excluded] = True
-            self._source.begin(epoch, mask, 0)  # every iter() begins its epoch again: no lasting change
-            total = self._source.num_batches()
+            total = self._source.peek_num_batches(epoch, mask)
+            if total is None:  # a sampler whose order cannot be replayed: begin the epoch to count it
+                self._source.begin(epoch, mask, 0)
+                total = self._source.num_batches()
             if position > total:
                 raise ValueError(
                     f"state['position'] should be at most the {total} batches of epoch {epoch}, got position={position}"
@@ -536,6 +578,11 @@ class EnlightLoader:
         history = state["history"]
         if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
             raise ValueError(f"state['history'] should be a list of dicts, got {history!r:.80}")
+        if is_open and (not history or history[-1].get("epoch") != epoch):
+            last = history[-1].get("epoch") if history else None
+            raise ValueError(
+                f"state['history'] should end with the open epoch {epoch}, got a history whose last epoch is {last!r}"
+            )
         tracker = state["tracker"]
         if not isinstance(tracker, dict) or isinstance(tracker.get("end_epoch"), bool) or not isinstance(
             tracker.get("end_epoch"), int
@@ -576,9 +623,16 @@ def resolve_device(device: torch.device | str | None) -> torch.device | None:
     if not isinstance(device, (str, torch.device)):
         raise TypeError(f"device should be a str, torch.device or None, got device={device!r}")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError as exc:
         raise ValueError(f"device should name a torch device such as 'cuda:0', got device={device!r}") from exc
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (dev.index is not None and dev.index >= count):
+            raise ValueError(
+                f"device should be an available device, got device={device!r} with {count} CUDA device(s) available"
+            )
+    return dev
 
 
 def enlighten(

@@ -8,13 +8,24 @@ the loader's clock, and each batch's dataset indices are taken from the sampler.
 
 from __future__ import annotations
 
+import random
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    Sampler,
+    SequentialSampler,
+    get_worker_info,
+)
 
-from ._rng import Stream, make_generator
+from ._rng import Stream, derive_seed, make_generator
 from .context import SharedClock
 from .sampler import EnlightSampler
 
@@ -25,17 +36,49 @@ class SampleError(RuntimeError):
     """Loading one sample failed; the message names its dataset index."""
 
 
+# NOTE [ Seeding workers per batch ]
+# A dataset's own random transforms (torchvision's, say) draw from the worker process' global torch, `random` and
+# NumPy states. DataLoader seeds those once per worker start: persistent workers keep drawing across epochs, and which
+# worker loads which batch depends on num_workers and, after a mid-epoch resume, on where the epoch resumed. So the
+# sampler hands each index over with its position in the epoch, and before a worker loads a batch it seeds those three
+# states from (seed, epoch, the batch's first position): a batch's samples are then the same after a resume, with
+# persistent workers and with any number of workers. In the main process (num_workers=0) the caller's global state is
+# left alone.
+
+
+class _Positioned(Sampler[tuple[int, int]]):
+    """The sampler's indices, each with its position in the epoch (see NOTE [ Seeding workers per batch ])."""
+
+    def __init__(self, sampler: EnlightSampler) -> None:
+        self.sampler = sampler
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        start = self.sampler.epoch_length - len(self.sampler)
+        return enumerate(self.sampler, start)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
+def _seed_worker(seed: int) -> None:
+    """Seed a worker's global torch, ``random`` and NumPy states."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
 class _ClockedDataset(Dataset):
     """Makes the loader's clock visible to the dataset and names the index of a failing sample.
 
     Whole batches are fetched through ``__getitems__`` (one call per batch, as
     DataLoader's fetcher does when it is defined), so the wrapper adds no Python
-    call per sample.
+    call per sample. Items come as ``(position, index)`` pairs from :class:`_Positioned`.
     """
 
-    def __init__(self, dataset: Dataset, clock: SharedClock) -> None:
+    def __init__(self, dataset: Dataset, clock: SharedClock, seed: int) -> None:
         self.dataset = dataset
         self.clock = clock
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -43,8 +86,15 @@ class _ClockedDataset(Dataset):
     def __getitem__(self, index: int) -> Any:
         return self.__getitems__([index])[0]
 
-    def __getitems__(self, indices: list[int]) -> list[Any]:
+    def __getitems__(self, items: list[tuple[int, int]] | list[int]) -> list[Any]:
         self.clock.activate()
+        indices: list[int]
+        if items and isinstance(items[0], tuple):
+            indices = [index for _, index in items]  # type: ignore[misc]
+            if get_worker_info() is not None:
+                _seed_worker(derive_seed(self.seed, self.clock.epoch, items[0][0], Stream.WORKER))  # type: ignore[index]
+        else:
+            indices = items  # type: ignore[assignment]
         dataset = self.dataset
         getitems = getattr(dataset, "__getitems__", None)
         if getitems is not None:
@@ -131,10 +181,10 @@ class MapSource:
         self.num_samples = len(dataset)  # type: ignore[arg-type]
         self.batch_size: int = loader.batch_size
         self.drop_last: bool = loader.drop_last
-        self.dataset = _ClockedDataset(dataset, clock)
+        self.dataset = _ClockedDataset(dataset, clock, seed)
         kwargs: dict[str, Any] = dict(
             batch_size=loader.batch_size,
-            sampler=self.sampler,
+            sampler=_Positioned(self.sampler),
             num_workers=loader.num_workers,
             collate_fn=loader.collate_fn,
             pin_memory=loader.pin_memory if pin_memory is None else pin_memory,

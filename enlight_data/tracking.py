@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from typing import Any, Callable, Protocol
 
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 __all__ = ["Recorder", "TrackedLoss"]
 
@@ -14,8 +16,35 @@ __all__ = ["Recorder", "TrackedLoss"]
 class Recorder(Protocol):
     """What :class:`TrackedLoss` reports to (the loader)."""
 
-    def record(self, per_sample_loss: Tensor, *, output: Tensor | None = None, target: Tensor | None = None) -> None:
+    def record(
+        self,
+        per_sample_loss: Tensor,
+        *,
+        output: Tensor | None = None,
+        target: Tensor | None = None,
+        ignore_index: int | None = None,
+    ) -> None:
         ...
+
+
+# NOTE [ Reducing the unreduced loss ]
+# A tracked criterion runs once, with reduction="none", and reduces the result itself, so tracking costs no second
+# loss evaluation. That is only right where we know how the criterion reduces:
+# - "none" and "sum" are the elementwise losses and their sum for every PyTorch loss;
+# - "batchmean" (KLDivLoss) is the sum over the batch size;
+# - "mean" of cross entropy and NLL with class-index targets divides by the summed class weights of the targets that
+#   are not ``ignore_index`` (their count without weights; the default ignore_index -100 counts too), and by the
+#   element count with probability targets;
+# - "mean" of the elementwise losses below is the mean over all elements (their ``weight`` rescales elements).
+# Any other criterion (an unknown module or callable, or a reduction we do not know) is evaluated a second time for
+# the value it returns, which is then exactly its own.
+_CLASS_WEIGHTED = (nn.CrossEntropyLoss, nn.NLLLoss)
+_CLASS_WEIGHTED_FNS = (F.cross_entropy, F.nll_loss)
+_ELEMENTWISE = (nn.BCEWithLogitsLoss, nn.BCELoss, nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.KLDivLoss)
+_ELEMENTWISE_FNS = (
+    F.binary_cross_entropy_with_logits, F.binary_cross_entropy, F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss,
+    F.kl_div,
+)
 
 
 def _accepts_reduction(fn: Callable[..., Any]) -> bool:
@@ -26,13 +55,24 @@ def _accepts_reduction(fn: Callable[..., Any]) -> bool:
     return "reduction" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of a loss function, a ``functools.partial``'s keywords included."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
+
+
 class TrackedLoss(nn.Module):
     """Wraps a criterion: returns its usual reduced loss and records per-sample losses.
 
     Works with ``nn.CrossEntropyLoss`` (hard or soft targets), ``nn.BCEWithLogitsLoss``,
     any loss module with a ``reduction`` attribute, ``F.cross_entropy`` and any callable
-    accepting ``reduction="none"``. Per-sample losses with extra dimensions (e.g. BCE's
-    ``(B, C)``) are averaged over them.
+    accepting ``reduction="none"``. The returned loss equals the criterion's own (same
+    reduction, same value; see NOTE [ Reducing the unreduced loss ]). Per-sample losses with
+    extra dimensions (e.g. BCE's ``(B, C)`` or a sequence's ``(B, T)``) are averaged over
+    them; with class-index targets, over the positions that are not ``ignore_index``.
 
     Args:
         criterion: The loss.
@@ -50,9 +90,18 @@ class TrackedLoss(nn.Module):
             unreduced.reduction = "none"
             self.reduction = str(criterion.reduction)
             self._unreduced: Callable[[Tensor, Tensor], Tensor] = unreduced
+            self._known = isinstance(criterion, _CLASS_WEIGHTED + _ELEMENTWISE)
+            self._class_weighted = isinstance(criterion, _CLASS_WEIGHTED)
+            weight = getattr(criterion, "weight", None)
+            ignore_index = getattr(criterion, "ignore_index", None)
         elif not isinstance(criterion, nn.Module) and callable(criterion) and _accepts_reduction(criterion):
-            self.reduction = "mean"
+            settings = _defaults(criterion)
+            fn = criterion.func if isinstance(criterion, functools.partial) else criterion
+            self.reduction = settings.get("reduction", "mean") if isinstance(settings.get("reduction"), str) else "?"
             self._unreduced = lambda output, target: criterion(output, target, reduction="none")
+            self._known = fn in _CLASS_WEIGHTED_FNS + _ELEMENTWISE_FNS
+            self._class_weighted = fn in _CLASS_WEIGHTED_FNS
+            weight, ignore_index = settings.get("weight"), settings.get("ignore_index")
         else:
             raise TypeError(
                 "track() needs a criterion that can return per-sample losses (a loss module with a "
@@ -60,6 +109,8 @@ class TrackedLoss(nn.Module):
                 f"criterion={criterion!r}; compute per-sample losses yourself and call "
                 "loader.record(per_sample_loss, output=output, target=target)"
             )
+        self._weight: Tensor | None = weight if isinstance(weight, Tensor) else None
+        self._ignore_index: int | None = ignore_index if isinstance(ignore_index, int) else None
         self.criterion = criterion
         self._recorder = recorder
 
@@ -70,17 +121,34 @@ class TrackedLoss(nn.Module):
                 f"the criterion with reduction='none' should return per-sample losses of shape (B, ...), "
                 f"got {per_element!r:.80}"
             )
+        indexed = not target.is_floating_point() and self._ignore_index is not None
+        valid = target != self._ignore_index if indexed and per_element.shape == target.shape else None
         per_sample = per_element.detach()
         if per_sample.dim() > 1:
-            per_sample = per_sample.flatten(1).mean(1)
-        self._recorder.record(per_sample, output=output.detach(), target=target)
+            if valid is None:
+                per_sample = per_sample.flatten(1).mean(1)
+            else:  # the mean over each sample's counted positions (0 for a sample with none)
+                per_sample = per_sample.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
+        self._recorder.record(
+            per_sample, output=output.detach(), target=target, ignore_index=self._ignore_index if indexed else None
+        )
+        return self._reduce(per_element, output, target, valid)
+
+    def _reduce(self, per_element: Tensor, output: Tensor, target: Tensor, valid: Tensor | None) -> Tensor:
+        """The criterion's own reduction of ``per_element``; see NOTE [ Reducing the unreduced loss ]."""
         if self.reduction == "none":
             return per_element
         if self.reduction == "sum":
             return per_element.sum()
-        weighted = getattr(self.criterion, "weight", None) is not None
-        ignoring = getattr(self.criterion, "ignore_index", -100) >= 0 and not target.is_floating_point()
-        if weighted and not target.is_floating_point() or ignoring:
-            # Weighted or ignore_index means: the criterion's own normalisation.
+        if self.reduction == "batchmean":
+            return per_element.sum() / output.shape[0]
+        if self.reduction != "mean" or not self._known:
             return self.criterion(output, target)
-        return per_element.mean()
+        if not self._class_weighted or target.is_floating_point():
+            return per_element.mean()
+        if valid is None:
+            valid = target != self._ignore_index if self._ignore_index is not None else target >= 0
+        if self._weight is None:
+            return per_element.sum() / valid.sum()
+        counted = self._weight[target.where(valid, 0)] * valid
+        return per_element.sum() / counted.sum()

@@ -7,6 +7,7 @@ does. The stream is created once per loader and reused across epochs.
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Iterable, Iterator, TypeVar
 
 import torch
@@ -26,7 +27,10 @@ def move_to(batch: T, device: torch.device, *, non_blocking: bool = True) -> T:
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to(b, device, non_blocking=non_blocking) for b in batch)  # type: ignore[return-value]
     if isinstance(batch, dict):
-        return type(batch)((k, move_to(v, device, non_blocking=non_blocking)) for k, v in batch.items())  # type: ignore[return-value]
+        moved = copy.copy(batch)  # keeps the mapping's type and its settings (a defaultdict's factory)
+        for k, v in batch.items():
+            moved[k] = move_to(v, device, non_blocking=non_blocking)
+        return moved  # type: ignore[return-value]
     return batch
 
 

@@ -521,3 +521,150 @@ def test_len_never_draws_a_custom_samplers_order_again():
         lengths.append(len(loader))
         assert base.draws == draws  # len() did not iterate the sampler
     assert lengths == [5, 3]  # the most recently started epoch's count: 20 samples, then 10 after removal
+
+
+# ------------------------------------------------------------------ review fixes
+
+
+def test_set_epoch_of_a_loaded_mid_epoch_state_keeps_resuming_it():
+    # A DDP-style loop calls set_epoch(e) before every epoch, the resumed one included.
+    def make():
+        return ed.enlighten(DataLoader(Images(40), batch_size=8, shuffle=True), ed.high_loss_removal(2, fraction=0.1))
+
+    full = make()
+    epochs = []
+    for epoch in range(2):
+        full.set_epoch(epoch)
+        epochs.append([ids_of(x) for x, _ in full])
+    cut = make()
+    it = iter(cut)
+    for _ in range(2):
+        next(it)
+    state = cut.state_dict()
+    resumed = make()
+    resumed.load_state_dict(state)
+    got = []
+    for epoch in range(2):
+        resumed.set_epoch(epoch)  # epoch 0 is the loaded one: continue it, do not replay it
+        got.append([ids_of(x) for x, _ in resumed])
+    assert got == [epochs[0][2:], epochs[1]]
+    assert [h["epoch"] for h in resumed.history] == [0, 1]
+
+
+def test_leaving_the_loop_early_leaves_no_current_batch():
+    loader = ed.enlighten(DataLoader(Images(16), batch_size=4), ed.high_loss_removal(2, fraction=0.25))
+    criterion = loader.track(nn.CrossEntropyLoss())
+    model = model_for()
+    for x, y in loader:
+        criterion(model(x), y)
+        break
+    with pytest.raises(RuntimeError, match="record\\(\\) needs a current batch"):
+        criterion(model(x), y)  # e.g. a validation pass with the tracked criterion
+    assert loader.history[-1]["recorded"] is None  # the epoch is closed at the next iter()
+    list(loader)
+    assert loader.history[0]["recorded"] == 4
+
+
+def test_dict_batches_keep_their_mapping_type():
+    class Dicts(Images):
+        def __getitem__(self, i):
+            x, y = super().__getitem__(i)
+            return collections.OrderedDict(image=x, label=y)
+
+    def collate(items):
+        out = collections.defaultdict(list)
+        out["image"] = torch.stack([d["image"] for d in items])
+        out["label"] = torch.tensor([d["label"] for d in items])
+        return out
+
+    for collate_fn, kind in ((None, collections.OrderedDict), (collate, collections.defaultdict)):
+        loader = ed.enlighten(
+            DataLoader(Dicts(8), batch_size=4, collate_fn=collate_fn), ed.mixup_pause(1, alpha=1.0), num_classes=4,
+            device="cpu", input_key="image", target_key="label",
+        )
+        for batch in loader:
+            assert type(batch) is kind and batch["label"].shape == (4, 4)
+        if kind is collections.defaultdict:
+            assert batch["missing"] == [] and batch.default_factory is list
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without CUDA")
+def test_a_cuda_device_without_cuda_is_a_clear_error():
+    for device in ("cuda", "cuda:3"):
+        with pytest.raises(ValueError, match=f"device should be an available device, got device='{device}' with 0"):
+            ed.enlighten(DataLoader(Images(8), batch_size=4), ed.mixup_pause(1, alpha=1.0), num_classes=4,
+                         device=device)
+
+
+def test_numpy_arguments_give_a_state_that_loads_with_weights_only():
+    import numpy as np
+
+    loader = ed.enlighten(DataLoader(Images(8), batch_size=4), ed.high_loss_removal(2, fraction=0.25),
+                          seed=np.int64(3))
+    list(loader)
+    buffer = io.BytesIO()
+    torch.save(loader.state_dict(), buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)
+    assert state["seed"] == 3 and type(state["seed"]) is int
+
+
+def test_integer_inputs_are_float_in_every_epoch_of_a_mixing_schedule():
+    images = TensorDataset(torch.randint(0, 256, (8, 3, 4, 4), dtype=torch.uint8), torch.arange(8) % 4)
+    loader = ed.enlighten(DataLoader(images, batch_size=4), ed.mixup_pause(1, alpha=1.0), num_classes=4)
+    dtypes = [[x.dtype for x, _ in loader] for _ in range(2)]
+    assert dtypes == [[torch.float32] * 2] * 2  # the pause as after it
+    first = next(iter(DataLoader(images, batch_size=4)))[0]
+    fresh = ed.enlighten(DataLoader(images, batch_size=4), ed.mixup_pause(1, alpha=1.0), num_classes=4)
+    assert torch.equal(next(iter(fresh))[0], first.float())  # same scale as mixing gives: 0..255
+    tokens = TensorDataset(torch.randint(0, 100, (8, 6)), torch.arange(8) % 4)  # smoothing only: ids stay ids
+    smoothing = ed.Schedule(1, during=ed.Phase(label_smoothing=0.1))
+    for x, _ in ed.enlighten(DataLoader(tokens, batch_size=4), smoothing, num_classes=4):
+        assert x.dtype == torch.int64
+
+
+class _RandomTransform(Images):
+    """Samples drawn with the worker's global RNGs, as a dataset's random transforms do."""
+
+    def __getitem__(self, i):
+        import random
+
+        import numpy as np
+
+        return torch.tensor([float(i), torch.rand(()).item(), random.random(), float(np.random.rand())]), i % 4
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_random_transforms_in_workers_repeat_after_a_resume_and_with_any_worker_count(persistent):
+    def make(workers):
+        return ed.enlighten(
+            DataLoader(_RandomTransform(24), batch_size=4, shuffle=True, num_workers=workers,
+                       persistent_workers=persistent),
+            ed.high_loss_removal(2, fraction=0.1),
+        )
+
+    full = make(2)
+    epochs = [[x for x, _ in full] for _ in range(2)]
+    assert not torch.equal(epochs[0][0][:, 1:], epochs[1][0][:, 1:])  # fresh draws every epoch
+    cut = make(2)
+    it = iter(cut)
+    for _ in range(3):
+        next(it)
+    resumed = make(2)
+    resumed.load_state_dict(cut.state_dict())
+    rest = [x for x, _ in resumed] + [x for x, _ in resumed]
+    assert all(torch.equal(a, b) for a, b in zip(rest, epochs[0][3:] + epochs[1], strict=True))
+    other = make(1)
+    assert all(torch.equal(a, b) for a, b in zip([x for x, _ in other], epochs[0], strict=True))
+
+
+def test_workers_get_the_schedule_without_phase_augmentations():
+    from multiprocessing.reduction import ForkingPickler
+
+    from enlight_data.context import SharedClock
+
+    schedule = ed.Schedule(1, during=ed.Phase(augment=lambda x: x), after=ed.Phase(mixup_alpha=1.0))
+    clock = SharedClock(schedule, 8)
+    copied = ForkingPickler.loads(ForkingPickler.dumps(clock))  # a lambda would not pickle (spawn workers)
+    assert copied.schedule.during.augment is None and copied.schedule.after == schedule.after
+    assert clock.schedule is schedule

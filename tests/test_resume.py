@@ -324,6 +324,8 @@ _DROP = object()
         ({"excluded": torch.tensor([0, 10_000])}, ValueError, r"state\['excluded'\]"),
         ({"excluded": [1, 2]}, ValueError, r"state\['excluded'\]"),
         ({"history": None}, ValueError, r"state\['history'\]"),
+        ({"history": []}, ValueError, r"state\['history'\] should end with the open epoch 1, got .* is None"),
+        ({"history": [{"epoch": 0}]}, ValueError, r"should end with the open epoch 1, got .* last epoch is 0"),
         ({"tracker": {}}, ValueError, r"state\['tracker'\]"),
         ({"table": {"size": 44}}, ValueError, r"state\['table'\]"),
         ({"signature": None}, ValueError, "signature"),
@@ -332,9 +334,10 @@ _DROP = object()
 )
 def test_malformed_state_is_rejected(mid_state, changes, error, match):
     loader = make_loader("removal", 0)
+    length = len(loader)
     with pytest.raises(error, match=match):
         loader.load_state_dict(_edit(mid_state, **changes))
-    assert loader.epoch == -1 and not loader.history  # untouched
+    assert loader.epoch == -1 and not loader.history and len(loader) == length  # untouched
 
 
 def test_table_of_wrong_shape_is_rejected(mid_state):

@@ -1,0 +1,121 @@
+"""track(criterion): the returned loss is the criterion's own, and per-sample losses are what the table needs."""
+
+import functools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import enlight_data as ed
+from enlight_data.tracking import TrackedLoss
+
+
+class Captured:
+    """A recorder that keeps what it is given."""
+
+    def __init__(self):
+        self.calls = []
+
+    def record(self, per_sample_loss, *, output=None, target=None, ignore_index=None):
+        self.calls.append((per_sample_loss, ignore_index))
+
+
+def _data(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(6, 5, generator=g, requires_grad=True)
+    labels = torch.randint(0, 5, (6,), generator=g)
+    labels[1] = -100  # ignored by default
+    seq_logits = torch.randn(6, 5, 7, generator=g, requires_grad=True)  # (B, C, T)
+    seq_labels = torch.randint(0, 5, (6, 7), generator=g)
+    seq_labels[0, 3:] = -100  # padding
+    seq_labels[2, 1:] = 3
+    probs = torch.softmax(torch.randn(6, 5, generator=g), 1)
+    binary = torch.randint(0, 2, (6, 5), generator=g).float()
+    return logits, labels, seq_logits, seq_labels, probs, binary
+
+
+WEIGHT = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.5])
+
+
+def _cases():
+    logits, labels, seq_logits, seq_labels, probs, binary = _data()
+    hard = labels.clamp_min(0)
+    return [
+        ("CE, ignore_index -100 present", nn.CrossEntropyLoss(), logits, labels),
+        ("CE, weight and -100", nn.CrossEntropyLoss(weight=WEIGHT), logits, labels),
+        ("CE, weight, smoothing, -100", nn.CrossEntropyLoss(weight=WEIGHT, label_smoothing=0.2), logits, labels),
+        ("CE, ignore_index=3", nn.CrossEntropyLoss(ignore_index=3), logits, hard),
+        ("CE, sequences with padding", nn.CrossEntropyLoss(), seq_logits, seq_labels),
+        ("CE, weighted sequences", nn.CrossEntropyLoss(weight=WEIGHT), seq_logits, seq_labels),
+        ("CE, soft targets, weight", nn.CrossEntropyLoss(weight=WEIGHT), logits, probs),
+        ("CE, sum", nn.CrossEntropyLoss(reduction="sum"), logits, labels),
+        ("NLL, weight", nn.NLLLoss(weight=WEIGHT), torch.log_softmax(logits, 1), labels),
+        ("BCE with logits, weight", nn.BCEWithLogitsLoss(weight=WEIGHT), logits, binary),
+        ("BCE with logits, pos_weight", nn.BCEWithLogitsLoss(pos_weight=WEIGHT), logits, binary),
+        ("KLDiv, batchmean", nn.KLDivLoss(reduction="batchmean"), torch.log_softmax(logits, 1), probs),
+        ("MSE", nn.MSELoss(), logits, probs),
+        ("F.cross_entropy", F.cross_entropy, logits, labels),
+        ("partial, weight", functools.partial(F.cross_entropy, weight=WEIGHT), logits, labels),
+        ("partial, sum", functools.partial(F.cross_entropy, reduction="sum"), logits, labels),
+        ("partial, ignore_index", functools.partial(F.cross_entropy, ignore_index=3), logits, hard),
+        ("MultiMarginLoss, weight (not known: evaluated again)", nn.MultiMarginLoss(weight=WEIGHT), logits, hard),
+        ("a callable with **kwargs", lambda out, y, **kw: F.cross_entropy(out, y, **kw), logits, labels),
+    ]
+
+
+@pytest.mark.parametrize("name, criterion, output, target", _cases(), ids=[c[0] for c in _cases()])
+def test_the_tracked_loss_is_the_criterions_value_and_gradient(name, criterion, output, target):
+    tracked = TrackedLoss(criterion, Captured())
+    ours = tracked(output, target)
+    theirs = criterion(output, target)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-7)
+    (g_ours,) = torch.autograd.grad(ours, output)
+    (g_theirs,) = torch.autograd.grad(theirs, output)
+    torch.testing.assert_close(g_ours, g_theirs, rtol=1e-5, atol=1e-7)
+
+
+def test_per_sample_losses_of_padded_sequences_average_the_counted_positions():
+    _, _, seq_logits, seq_labels, _, _ = _data()
+    recorder = Captured()
+    TrackedLoss(nn.CrossEntropyLoss(), recorder)(seq_logits, seq_labels)
+    (per_sample, ignore_index), = recorder.calls
+    assert ignore_index == -100
+    full = F.cross_entropy(seq_logits, seq_labels, reduction="none").detach()
+    torch.testing.assert_close(per_sample[0], full[0, :3].mean())  # padding does not dilute the loss
+    torch.testing.assert_close(per_sample[1:], full[1:].mean(1))
+    everything_padded = seq_labels.clone()
+    everything_padded[4] = -100
+    recorder = Captured()
+    TrackedLoss(nn.CrossEntropyLoss(), recorder)(seq_logits, everything_padded)
+    assert recorder.calls[0][0][4] == 0.0
+
+
+def _loader(inputs, targets, schedule=None):
+    dataset = TensorDataset(inputs, targets)
+    return ed.enlighten(DataLoader(dataset, batch_size=len(dataset)), schedule or ed.high_loss_removal(2, fraction=0.25))
+
+
+def test_accuracy_of_a_single_logit_is_its_sign_against_the_label():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(8, 3, generator=g), torch.tensor([0, 1, 1, 0, 1, 0, 0, 1]).float()
+    loader = _loader(x, y)
+    logits = torch.tensor([-1.0, 2.0, -0.5, 0.3, 1.0, -2.0, 0.5, 0.1]).unsqueeze(1)  # right: 0, 1, 4, 5, 7
+    criterion = loader.track(nn.BCEWithLogitsLoss())
+    for _, target in loader:
+        criterion(logits, target.unsqueeze(1))
+    assert loader.history[-1]["accuracy"] == 5 / 8
+
+
+def test_accuracy_of_padded_sequences_counts_the_unpadded_positions():
+    x = torch.zeros(2, 3)
+    target = torch.tensor([[1, 2, -100, -100], [0, 0, 0, 0]])
+    loader = _loader(x, target)
+    logits = torch.zeros(2, 3, 4)
+    logits[0, 1, 0] = logits[0, 0, 1] = 5.0  # sample 0: right at position 0, wrong at 1; padding after
+    logits[1, 0, :] = 5.0  # sample 1: all right
+    criterion = loader.track(nn.CrossEntropyLoss())
+    for _, t in loader:
+        criterion(logits, t)
+    assert loader.history[-1]["accuracy"] == (0.5 + 1.0) / 2
