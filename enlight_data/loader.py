@@ -117,6 +117,12 @@ class EnlightLoader:
         self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
         self._warned_nonfinite = -1
         self._mixes = any(p.mixes for p in schedule.phases)
+        # NOTE [ Per-rank random streams ]
+        # Each rank mixes and augments its own samples: with the rank among the keys, ranks draw independent λ,
+        # boxes and crops (the same ones on every run and after a resume), instead of the same draws for different
+        # samples. One process keeps its keys (and its results) as they were.
+        signature = source.signature()
+        self._rank_keys: tuple[int, ...] = (signature["rank"],) if signature.get("world_size", 1) > 1 else ()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -403,7 +409,7 @@ class EnlightLoader:
             x, y = self._split(batch)
             device = x.device if isinstance(x, Tensor) else _list_device(x)
             if augment is not None:
-                gen = self._generator(device, epoch, step, Stream.AUGMENT)
+                gen = self._generator(device, epoch, step, Stream.AUGMENT, *self._rank_keys)
                 x = _apply_augment(augment, x, generator=gen, strength=phase.augment_strength)
             mixed = None
             if soft and not isinstance(x, Tensor):
@@ -414,8 +420,9 @@ class EnlightLoader:
             if soft:
                 y = to_soft_targets(y, self.num_classes, label_smoothing=phase.label_smoothing)  # type: ignore[arg-type]
                 h, w = mix_size(x, phase)
-                gen = self._generator(device, epoch, step, Stream.MIX)
-                host = self._host_generator.manual_seed(derive_seed(self.seed, epoch, step, Stream.HOST))
+                gen = self._generator(device, epoch, step, Stream.MIX, *self._rank_keys)
+                host_seed = derive_seed(self.seed, epoch, step, Stream.HOST, *self._rank_keys)
+                host = self._host_generator.manual_seed(host_seed)
                 params = draw_mix(phase, x.shape[0], h, w, generator=gen, device=device, host_generator=host)
                 if params is not None:
                     x, y = apply_mix(x, y, params)

@@ -75,10 +75,11 @@ class _ClockedDataset(Dataset):
     call per sample. Items come as ``(position, index)`` pairs from :class:`_Positioned`.
     """
 
-    def __init__(self, dataset: Dataset, clock: SharedClock, seed: int) -> None:
+    def __init__(self, dataset: Dataset, clock: SharedClock, seed: int, rank_keys: tuple[int, ...] = ()) -> None:
         self.dataset = dataset
         self.clock = clock
         self.seed = seed
+        self.rank_keys = rank_keys  # NOTE [ Per-rank random streams ] in loader.py
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -92,7 +93,8 @@ class _ClockedDataset(Dataset):
         if items and isinstance(items[0], tuple):
             indices = [index for _, index in items]  # type: ignore[misc]
             if get_worker_info() is not None:
-                _seed_worker(derive_seed(self.seed, self.clock.epoch, items[0][0], Stream.WORKER))  # type: ignore[index]
+                position = items[0][0]  # type: ignore[index]
+                _seed_worker(derive_seed(self.seed, self.clock.epoch, position, Stream.WORKER, *self.rank_keys))
         else:
             indices = items  # type: ignore[assignment]
         dataset = self.dataset
@@ -181,7 +183,8 @@ class MapSource:
         self.num_samples = len(dataset)  # type: ignore[arg-type]
         self.batch_size: int = loader.batch_size
         self.drop_last: bool = loader.drop_last
-        self.dataset = _ClockedDataset(dataset, clock, seed)
+        self.rank_keys = (rank,) if world_size > 1 else ()
+        self.dataset = _ClockedDataset(dataset, clock, seed, self.rank_keys)
         kwargs: dict[str, Any] = dict(
             batch_size=loader.batch_size,
             sampler=_Positioned(self.sampler),
@@ -206,7 +209,7 @@ class MapSource:
     def begin(self, epoch: int, excluded: Tensor | None, start_batch: int = 0) -> None:
         """Prepare ``epoch`` without the ``excluded`` (bool mask) samples, from batch ``start_batch``."""
         self.sampler.begin(epoch, excluded, start_batch * self.batch_size)
-        self.loader.generator = make_generator(self.seed, epoch, Stream.LOADER)
+        self.loader.generator = make_generator(self.seed, epoch, Stream.LOADER, *self.rank_keys)
 
     def batches(self) -> Iterator[tuple[Tensor, Any]]:
         """The prepared epoch's ``(indices, batch)`` pairs."""

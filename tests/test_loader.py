@@ -631,7 +631,8 @@ class _RandomTransform(Images):
 
         import numpy as np
 
-        return torch.tensor([float(i), torch.rand(()).item(), random.random(), float(np.random.rand())]), i % 4
+        draws = [torch.rand(()).item(), random.random(), float(np.random.rand())]
+        return torch.tensor([float(i), *draws]), i % self.classes
 
 
 @pytest.mark.parametrize("persistent", [False, True])
@@ -668,3 +669,19 @@ def test_workers_get_the_schedule_without_phase_augmentations():
     copied = ForkingPickler.loads(ForkingPickler.dumps(clock))  # a lambda would not pickle (spawn workers)
     assert copied.schedule.during.augment is None and copied.schedule.after == schedule.after
     assert clock.schedule is schedule
+
+
+def test_each_rank_draws_its_own_mixing_and_worker_randomness():
+    def mixed(rank, world_size=2):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # no process group: the tables are not combined
+            loader = ed.enlighten(
+                DataLoader(_RandomTransform(16, classes=3), batch_size=4, num_workers=1), ed.mixup_pause(0, alpha=1.0),
+                num_classes=4, rank=rank, world_size=world_size,
+            )
+            return [(x, y) for x, y in loader]
+
+    r0, r1, again = mixed(0), mixed(1), mixed(1)
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(r1, again))  # reproducible
+    weights = [[y.max(1).values for _, y in run] for run in (r0, r1)]
+    assert not any(torch.equal(a, b) for a, b in zip(*weights))  # independent λ per rank
