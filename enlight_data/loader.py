@@ -141,6 +141,24 @@ class EnlightLoader:
         return self.schedule.phases[self._tracker.phase_index(max(self._epoch, 0))]
 
     @property
+    def dataset(self) -> Any:
+        """The wrapped DataLoader's dataset, as ``DataLoader.dataset`` (None for :func:`enlight_data.stream`).
+
+        ``len(loader.dataset)`` is the whole dataset, as in a plain loop, not this epoch's share.
+        """
+        return getattr(self._source, "user_dataset", None)
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per batch, as ``DataLoader.batch_size``."""
+        return int(self._source.signature()["batch_size"])
+
+    @property
+    def drop_last(self) -> bool:
+        """Whether a last incomplete batch is dropped, as ``DataLoader.drop_last``."""
+        return bool(self._source.signature()["drop_last"])
+
+    @property
     def table(self) -> LossTable:
         """The per-sample loss table."""
         return self._table

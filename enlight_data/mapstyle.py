@@ -180,6 +180,7 @@ class MapSource:
             pad=pad,
         )
         self.seed = seed
+        self.user_dataset = dataset
         self.num_samples = len(dataset)  # type: ignore[arg-type]
         self.batch_size: int = loader.batch_size
         self.drop_last: bool = loader.drop_last

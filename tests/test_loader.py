@@ -685,3 +685,10 @@ def test_each_rank_draws_its_own_mixing_and_worker_randomness():
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(r1, again))  # reproducible
     weights = [[y.max(1).values for _, y in run] for run in (r0, r1)]
     assert not any(torch.equal(a, b) for a, b in zip(*weights))  # independent λ per rank
+
+
+def test_dataloader_attributes_a_loop_body_reads():
+    data = Images(20)
+    loader = ed.enlighten(DataLoader(data, batch_size=8, drop_last=True), ed.mixup_pause(1, alpha=1.0), num_classes=4)
+    assert loader.dataset is data and len(loader.dataset) == 20
+    assert loader.batch_size == 8 and loader.drop_last is True
