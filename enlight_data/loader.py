@@ -228,6 +228,7 @@ class EnlightLoader:
         if self._batch is None:
             raise RuntimeError("record() needs a current batch: call it inside the loop over the loader")
         indices, mixed = self._batch
+        check_int("ignore_index", ignore_index, allow_none=True)
         if not isinstance(per_sample_loss, Tensor):
             raise TypeError(
                 f"per_sample_loss should be a Tensor, got per_sample_loss of type {type(per_sample_loss).__name__}"
@@ -253,7 +254,6 @@ class EnlightLoader:
                     )
             if output.dim() > 1 and output.shape[1] == 0:
                 raise ValueError(f"output should have classes along dim 1, got shape {tuple(output.shape)}")
-            check_int("ignore_index", ignore_index, allow_none=True)
             truth = target
             if output.dim() == 1 or (output.dim() == 2 and output.shape[1] == 1):  # one logit: binary
                 predicted = (output.detach() > 0).flatten()
