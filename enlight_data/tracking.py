@@ -129,9 +129,8 @@ class TrackedLoss(nn.Module):
                 per_sample = per_sample.flatten(1).mean(1)
             else:  # the mean over each sample's counted positions (0 for a sample with none)
                 per_sample = per_sample.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
-        self._recorder.record(
-            per_sample, output=output.detach(), target=target, ignore_index=self._ignore_index if indexed else None
-        )
+        extra = {"ignore_index": self._ignore_index} if indexed else {}  # a recorder of one's own may not take it
+        self._recorder.record(per_sample, output=output.detach(), target=target, **extra)
         return self._reduce(per_element, output, target, valid)
 
     def _reduce(self, per_element: Tensor, output: Tensor, target: Tensor, valid: Tensor | None) -> Tensor:
