@@ -19,15 +19,20 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, allow_none: 
     return int(value)
 
 
-def check_real(name: str, value: Any, *, allow_none: bool = False) -> float | None:
-    """Check that ``value`` is a finite real number (not a bool)."""
+def check_real(
+    name: str, value: Any, *, minimum: float | None = None, allow_none: bool = False
+) -> float | None:
+    """Check that ``value`` is a finite real number (not a bool), at least ``minimum``; return it as a float."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} should be a real number, got {name}={value!r} of type {type(value).__name__}")
+    given = value
     value = float(value)
     if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"{name} should be finite, got {name}={value!r}")
+        raise ValueError(f"{name} should be finite, got {name}={given!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} should be >= {minimum:g}, got {name}={given!r}")
     return value
 
 

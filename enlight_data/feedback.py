@@ -22,6 +22,9 @@ __all__ = ["EpochStats", "LossTable"]
 _CORRECT, _SCORED, _LOSS_SUM, _LOSS_COUNT, _NONFINITE, _RECORDED = range(6)
 _NUM_STATS = 6
 _FOLD_EVERY = 64
+# Index dtypes record() takes (copied into the int64 staging buffer). Bool and floats are refused:
+# a bool mask would become the indices 0/1, floats would be truncated.
+_INDEX_DTYPES = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
 
 EpochStats = dict[str, float]
 
@@ -75,12 +78,32 @@ class LossTable:
         """Add one batch of per-sample losses. No host synchronisation.
 
         Args:
-            indices: ``(B,)`` dataset indices of the batch.
+            indices: ``(B,)`` dataset indices of the batch, an integer tensor (not bool)
+                with values in ``[0, size)``.
             losses: ``(B,)`` per-sample losses (any float dtype, detached here).
             keep: ``(B,)`` bool, the samples whose loss enters the table (unmixed ones);
                 all when ``None``. Non-finite losses never enter it and are counted.
             correct: ``(B,)`` bool, whether each prediction was right (for accuracy).
+
+        Raises:
+            TypeError: If ``indices`` or ``losses`` is not a tensor, or ``indices`` is not
+                of an integer dtype.
+            ValueError: If the shapes disagree, or (for CPU ``indices``) an index is
+                outside ``[0, size)``.
+
+        Note:
+            The range of ``indices`` is checked only when they are on the CPU (a check
+            on a GPU would synchronise with the host). An out-of-range index on a GPU
+            is not caught here: it fails later, when the staged records are added to
+            the table (every 64 batches, or in :meth:`losses`/:meth:`finalize_epoch`), as
+            a CUDA device-side assertion reported at the next synchronisation.
         """
+        if not isinstance(indices, Tensor):
+            raise TypeError(f"indices should be a Tensor, got indices of type {type(indices).__name__}")
+        if not isinstance(losses, Tensor):
+            raise TypeError(f"losses should be a Tensor, got losses of type {type(losses).__name__}")
+        if indices.dtype not in _INDEX_DTYPES:
+            raise TypeError(f"indices should be an integer tensor (e.g. int64), got indices of dtype {indices.dtype}")
         if indices.dim() != 1:
             raise ValueError(f"indices should be 1-D, got indices of shape {tuple(indices.shape)}")
         for name, value in (("losses", losses), ("keep", keep), ("correct", correct)):
@@ -88,6 +111,13 @@ class LossTable:
                 raise ValueError(
                     f"{name} should have the shape of indices {tuple(indices.shape)}, got {name} of shape "
                     f"{tuple(value.shape)}"
+                )
+        if indices.is_cpu and indices.numel():  # about 2 us at B=256; never on a GPU (it would synchronise)
+            bounds = torch.aminmax(indices)
+            lo, hi = bounds[0].item(), bounds[1].item()
+            if lo < 0 or hi >= self.size:
+                raise ValueError(
+                    f"indices should be in [0, {self.size}) (the table's size), got indices with values in [{lo}, {hi}]"
                 )
         losses = losses.detach()
         if losses.device != self._device:

@@ -117,6 +117,7 @@ class EnlightLoader:
         self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
         self._warned_nonfinite = -1
         self._mixes = any(p.mixes for p in schedule.phases)
+        self._current_phase = 0  # the phase index the most recently started epoch began in
         # NOTE [ Per-rank random streams ]
         # Each rank mixes and augments its own samples: with the rank among the keys, ranks draw independent λ,
         # boxes and crops (the same ones on every run and after a resume), instead of the same draws for different
@@ -133,12 +134,16 @@ class EnlightLoader:
     @property
     def in_period(self) -> bool:
         """Whether the current epoch (or the next one, before any) lies in the period."""
-        return self._tracker.in_period(max(self._epoch, 0))
+        return self._phase_index() == 0
 
     @property
     def phase(self) -> Phase:
-        """The :class:`Phase` in force for the current epoch."""
-        return self.schedule.phases[self._tracker.phase_index(max(self._epoch, 0))]
+        """The :class:`Phase` in force for the current epoch (or the next one, before any)."""
+        return self.schedule.phases[self._phase_index()]
+
+    def _phase_index(self) -> int:
+        # The phase an epoch started in stays its phase after it ends, even where it ended the period.
+        return self._current_phase if self._epoch >= 0 else self._tracker.phase_index(self._next_epoch)
 
     @property
     def dataset(self) -> Any:
@@ -297,6 +302,7 @@ class EnlightLoader:
         phase = self.schedule.phases[phase_index]
         self._excluded = self._table.select_high_loss(phase.drop_high_loss)
         self._clock.set(epoch, phase_index, self._excluded)
+        self._current_phase = phase_index
         self._epoch = epoch
         self._next_epoch = epoch + 1
         self._position = 0
@@ -406,7 +412,7 @@ class EnlightLoader:
                 )
 
     def _run(self, epoch: int, start: int) -> Iterator[Any]:
-        phase = self.schedule.phases[self._tracker.phase_index(epoch)]
+        phase = self.schedule.phases[self._current_phase]
         augment = phase.augment if phase.augment is not None else self.augment
         pairs: Iterator[tuple[Tensor, Any]] = self._check(self._source.batches())
         if self._prefetch is not None:
@@ -540,8 +546,10 @@ class EnlightLoader:
         self._excluded = excluded
         self._batch = None
         self._resume = False
+        if self.history:  # the phase the last epoch started in (the latch may have closed the period since)
+            self._current_phase = 0 if self.history[-1].get("in_period") else 1
         if self._open:
-            phase_index = self._tracker.phase_index(self._epoch)
+            phase_index = self._current_phase = self._tracker.phase_index(self._epoch)
             self._clock.set(self._epoch, phase_index, self._excluded)
             self._source.begin(self._epoch, self._clock.excluded, 0)
             if self._position == self._source.num_batches():

@@ -13,6 +13,7 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler, Sampler, SequentialSampler
 
 from ._rng import Stream, make_generator
+from ._validate import check_int
 
 __all__ = ["EnlightSampler", "shard"]
 
@@ -26,7 +27,17 @@ def shard(order: Tensor, rank: int, world_size: int, *, pad: bool = True) -> Ten
         world_size: Number of ranks.
         pad: Repeat indices from the start to fill the last round (as
             ``DistributedSampler(drop_last=False)``), or else drop the remainder.
+
+    Returns:
+        ``rank``'s indices: every ``world_size``-th of the (padded or truncated) order.
+
+    Raises:
+        TypeError: If ``order`` is not a tensor, or ``rank``/``world_size`` not ints.
+        ValueError: If ``world_size < 1`` or ``rank`` is outside ``[0, world_size)``.
     """
+    if not isinstance(order, Tensor):
+        raise TypeError(f"order should be a Tensor, got order of type {type(order).__name__}")
+    rank, world_size = _check_rank(rank, world_size)
     if world_size == 1:
         return order
     n = order.numel()
@@ -55,9 +66,16 @@ class EnlightSampler(Sampler[int]):
         world_size: Number of ranks.
         pad: Pad shares to equal length by repetition (else truncate).
 
+    Raises:
+        TypeError: If ``seed``, ``rank`` or ``world_size`` is not an int.
+        ValueError: If ``world_size < 1`` or ``rank`` is outside ``[0, world_size)``.
+
     Note:
         The sampler keeps no epoch counter of its own: the loader calls
         :meth:`begin` with the epoch, the excluded mask and the start position.
+        ``excluded`` is a bool mask over the dataset (``True`` = left out), as the
+        loader's shared clock holds it; to leave out indices (such as
+        :meth:`LossTable.select_high_loss` returns) set them in a mask first.
     """
 
     def __init__(
@@ -74,9 +92,8 @@ class EnlightSampler(Sampler[int]):
         self.num_samples = len(data_source)
         self.shuffle = shuffle
         self.base = base
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
+        self.seed: int = check_int("seed", seed)  # type: ignore[assignment]
+        self.rank, self.world_size = _check_rank(rank, world_size)
         self.pad = pad
         self._indices = self._compute(0, None)
         self._start = 0
@@ -92,14 +109,56 @@ class EnlightSampler(Sampler[int]):
             return torch.randperm(self.num_samples, generator=make_generator(self.seed, epoch, Stream.SHUFFLE))
         return torch.arange(self.num_samples)
 
+    def _check_excluded(self, excluded: Tensor | None) -> None:
+        """``excluded`` should be ``None`` or a bool mask of shape ``(num_samples,)``."""
+        if excluded is None:
+            return
+        n = self.num_samples
+        if not isinstance(excluded, Tensor):
+            raise TypeError(
+                f"excluded should be a bool tensor of shape ({n},) or None, "
+                f"got excluded of type {type(excluded).__name__}"
+            )
+        if excluded.dtype != torch.bool:
+            hint = (
+                "; to leave out indices (e.g. from LossTable.select_high_loss), set them in a mask: "
+                f"mask = torch.zeros({n}, dtype=torch.bool); mask[indices] = True"
+                if not excluded.is_floating_point()
+                else ""
+            )
+            raise TypeError(
+                f"excluded should be a bool mask of shape ({n},) (True = left out), got excluded of dtype "
+                f"{excluded.dtype}{hint}"
+            )
+        if tuple(excluded.shape) != (n,):
+            raise ValueError(
+                f"excluded should be a bool mask of shape ({n},) (one flag per sample), got excluded of shape "
+                f"{tuple(excluded.shape)}"
+            )
+
     def _compute(self, epoch: int, excluded: Tensor | None) -> Tensor:
+        self._check_excluded(excluded)
         order = self._global_order(epoch)
         if excluded is not None and bool(excluded.any()):
             order = order[~excluded[order]]
         return shard(order, self.rank, self.world_size, pad=self.pad)
 
     def begin(self, epoch: int, excluded: Tensor | None = None, start: int = 0) -> None:
-        """Prepare ``epoch``: its order without ``excluded`` (a bool mask), from position ``start``."""
+        """Prepare ``epoch``: its order without ``excluded``, from position ``start``.
+
+        Args:
+            epoch: The epoch (>= 0); the order is drawn from (seed, epoch).
+            excluded: A bool mask of shape ``(len(data_source),)``, ``True`` for the
+                samples left out; ``None`` leaves out none.
+            start: Position in this rank's share to start from (>= 0).
+
+        Raises:
+            TypeError: If ``excluded`` is not a bool tensor (an int64 tensor of indices
+                included: set them in a mask), or ``epoch``/``start`` not ints.
+            ValueError: If ``excluded`` has another shape, or ``epoch``/``start`` < 0.
+        """
+        check_int("epoch", epoch, minimum=0)
+        start = check_int("start", start, minimum=0)  # type: ignore[assignment]
         self._indices = self._compute(epoch, excluded)
         self._start = start
 
@@ -110,6 +169,7 @@ class EnlightSampler(Sampler[int]):
         neither a ``generator`` we seed nor a known deterministic order would be iterated once
         more, which could change the batches it gives later.
         """
+        self._check_excluded(excluded)
         if self.base is None and self.pad and self.world_size == 1:
             kept = self.num_samples - (0 if excluded is None else int(excluded.sum()))
             return kept  # the common case needs no order
@@ -133,3 +193,12 @@ class EnlightSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, int(self._indices.numel()) - self._start)
+
+
+def _check_rank(rank: int, world_size: int) -> tuple[int, int]:
+    """``(rank, world_size)`` as ints, with ``world_size >= 1`` and ``0 <= rank < world_size``."""
+    world_size = check_int("world_size", world_size, minimum=1)  # type: ignore[assignment]
+    rank = check_int("rank", rank)  # type: ignore[assignment]
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank should be in [0, world_size) = [0, {world_size}), got rank={rank}")
+    return rank, world_size

@@ -9,6 +9,7 @@ reaches about 50%. A :class:`Schedule` pairs a :class:`Period` with the
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -38,12 +39,16 @@ class Period:
             so 0.04 of 500 is 20).
         total_epochs: The length of the whole run, only with ``fraction``.
         until_accuracy: The period lasts until an epoch's training accuracy
-            reaches this value (in (0, 1]); it ends after that epoch and never restarts.
+            reaches this value (in (0, 1]); it ends after that epoch and never restarts,
+            even when ``set_epoch()`` goes back. Accuracy is scored only from
+            ``loader.record(..., output=..., target=...)`` or ``loader.track(criterion)``.
         max_epochs: With ``until_accuracy`` only: the period ends after this many
             epochs at the latest.
 
     Note:
-        Epochs count from 0: ``Period(epochs=10)`` covers epochs 0..9.
+        Epochs count from 0: ``Period(epochs=10)`` covers epochs 0..9. Values are
+        stored as plain Python ``int``/``float`` (NumPy scalars are converted), so
+        checkpoints load with ``torch.load(weights_only=True)``.
     """
 
     epochs: int | None = None
@@ -59,11 +64,11 @@ class Period:
                 "Period needs exactly one of epochs, fraction (with total_epochs) or until_accuracy, "
                 f"got {', '.join(given) if given else 'none'}"
             )
-        check_int("epochs", self.epochs, minimum=0, allow_none=True)
-        check_int("total_epochs", self.total_epochs, minimum=1, allow_none=True)
-        check_int("max_epochs", self.max_epochs, minimum=1, allow_none=True)
+        _set(self, "epochs", check_int("epochs", self.epochs, minimum=0, allow_none=True))
+        _set(self, "total_epochs", check_int("total_epochs", self.total_epochs, minimum=1, allow_none=True))
+        _set(self, "max_epochs", check_int("max_epochs", self.max_epochs, minimum=1, allow_none=True))
         if self.fraction is not None:
-            check_range("fraction", self.fraction, 0.0, 1.0, low_open=True)
+            _set(self, "fraction", check_range("fraction", self.fraction, 0.0, 1.0, low_open=True))
             if self.total_epochs is None:
                 raise ValueError("Period(fraction=...) needs total_epochs, got total_epochs=None")
         elif self.total_epochs is not None:
@@ -71,7 +76,7 @@ class Period:
                 f"total_epochs is only used with fraction, got total_epochs={self.total_epochs} without fraction"
             )
         if self.until_accuracy is not None:
-            check_range("until_accuracy", self.until_accuracy, 0.0, 1.0, low_open=True)
+            _set(self, "until_accuracy", check_range("until_accuracy", self.until_accuracy, 0.0, 1.0, low_open=True))
         elif self.max_epochs is not None:
             raise ValueError(
                 f"max_epochs is only used with until_accuracy, got max_epochs={self.max_epochs} without until_accuracy"
@@ -110,7 +115,8 @@ class Phase:
 
     Note:
         Mixing pairs sample ``i`` with sample ``(i + B // 2) % B`` of the batch
-        (the batch rolled by half), which needs no copy of the batch.
+        (the batch rolled by half), which needs no copy of the batch. Numbers are
+        stored as plain Python ``float`` (NumPy scalars are converted).
     """
 
     mixup_alpha: float = 0.0
@@ -125,15 +131,15 @@ class Phase:
 
     def __post_init__(self) -> None:
         for name in ("mixup_alpha", "cutmix_alpha"):
-            if check_real(name, getattr(self, name)) < 0:  # type: ignore[operator]
-                raise ValueError(f"{name} should be >= 0, got {name}={getattr(self, name)!r}")
-        check_range("mix_prob", self.mix_prob, 0.0, 1.0)
-        check_range("switch_prob", self.switch_prob, 0.0, 1.0)
-        check_range("drop_high_loss", self.drop_high_loss, 0.0, 1.0, high_open=True)
-        check_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
-        check_range("augment_strength", self.augment_strength, 0.0, 1.0)
-        if self.mode not in ("elem", "batch"):
+            _set(self, name, check_real(name, getattr(self, name), minimum=0.0))
+        _set(self, "mix_prob", check_range("mix_prob", self.mix_prob, 0.0, 1.0))
+        _set(self, "switch_prob", check_range("switch_prob", self.switch_prob, 0.0, 1.0))
+        _set(self, "drop_high_loss", check_range("drop_high_loss", self.drop_high_loss, 0.0, 1.0, high_open=True))
+        _set(self, "label_smoothing", check_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True))
+        _set(self, "augment_strength", check_range("augment_strength", self.augment_strength, 0.0, 1.0))
+        if not isinstance(self.mode, str) or self.mode not in ("elem", "batch"):
             raise ValueError(f"mode should be 'elem' or 'batch', got mode={self.mode!r}")
+        _set(self, "mode", str(self.mode))
         if self.augment is not None and not callable(self.augment):
             raise TypeError(f"augment should be callable or None, got augment={self.augment!r}")
 
@@ -163,10 +169,7 @@ class Schedule:
     after: Phase = field(default_factory=Phase)
 
     def __post_init__(self) -> None:
-        if isinstance(self.period, bool) or not isinstance(self.period, (int, Period)):
-            raise TypeError(f"period should be an int or a Period, got period={self.period!r}")
-        if isinstance(self.period, int):
-            object.__setattr__(self, "period", Period(epochs=self.period))
+        _set(self, "period", _period(self.period))
         for name in ("during", "after"):
             if not isinstance(getattr(self, name), Phase):
                 raise TypeError(f"{name} should be a Phase, got {name}={getattr(self, name)!r}")
@@ -199,18 +202,46 @@ class PeriodTracker:
     """Decides, epoch by epoch, whether the period is in force.
 
     A fixed-length period is a pure function of the epoch. An accuracy period is
-    a latch: once an epoch's training accuracy reaches ``until_accuracy`` the
-    period ends after that epoch and never restarts.
+    a latch: once an epoch's training accuracy reaches ``until_accuracy`` (or epoch
+    ``max_epochs - 1`` is over) the period has ended, and it never restarts: from then
+    on no epoch lies in it, whatever its number (``set_epoch()`` going back included).
+
+    Args:
+        period: The period to track.
+
+    Attributes:
+        end_epoch: A fixed period's length. For an accuracy period ``None`` while it
+            lasts, then the first epoch after the one that ended it (the latch is set).
+
+    Note:
+        The latch is all the state (:meth:`state_dict`): it only changes when an epoch
+        is observed, at the epoch's end, so a state taken during an epoch resumes that
+        epoch in the phase it started in.
     """
 
     def __init__(self, period: Period) -> None:
+        if not isinstance(period, Period):
+            raise TypeError(f"period should be a Period, got period={period!r} of type {type(period).__name__}")
         self.period = period
         self.end_epoch: int | None = period.length
+        self._warned_unscored = False
+
+    @property
+    def ended(self) -> bool:
+        """Whether an accuracy period has ended (its latch is set); ``False`` for a fixed period."""
+        return self.period.until_accuracy is not None and self.end_epoch is not None
 
     def in_period(self, epoch: int) -> bool:
-        """Whether ``epoch`` lies inside the period."""
+        """Whether an epoch numbered ``epoch``, started now, lies inside the period.
+
+        Note:
+            Once an accuracy period has ended this is ``False`` for every epoch, the one
+            that ended it included (the history records which epochs ran in the period).
+        """
+        if self.period.until_accuracy is None:
+            return self.end_epoch is not None and epoch < self.end_epoch
         if self.end_epoch is not None:
-            return epoch < self.end_epoch
+            return False
         cap = self.period.max_epochs
         return cap is None or epoch < cap
 
@@ -219,49 +250,169 @@ class PeriodTracker:
         return 0 if self.in_period(epoch) else 1
 
     def observe(self, epoch: int, accuracy: float | None) -> None:
-        """Take an epoch's training accuracy into account (accuracy periods only)."""
+        """Take an epoch's training accuracy into account at the epoch's end (accuracy periods only).
+
+        Args:
+            epoch: The epoch that ended.
+            accuracy: Its training accuracy, ``None`` when no prediction was scored.
+
+        Warns:
+            RuntimeWarning: Once, when an epoch in an accuracy period ended with no
+                accuracy scored (the period could then only end at ``max_epochs``).
+        """
         target = self.period.until_accuracy
-        if target is None or self.end_epoch is not None or accuracy is None:
+        if target is None or self.end_epoch is not None:
             return
-        if self.in_period(epoch) and accuracy >= target:
-            self.end_epoch = epoch + 1
+        cap = self.period.max_epochs
+        if accuracy is None and self.in_period(epoch) and not self._warned_unscored:
+            self._warned_unscored = True
+            ending = "never ends" if cap is None else f"only ends at max_epochs={cap}"
+            warnings.warn(
+                f"epoch {epoch}: no training accuracy was scored, so the enlightenment period "
+                f"(until_accuracy={target}) cannot end on accuracy and {ending}; pass output= and target= "
+                "to loader.record(), or compute the loss with loader.track(criterion) (warned once)",
+                RuntimeWarning,
+                stacklevel=4,  # observe <- _finish_epoch <- the epoch's iterator <- the training loop
+            )
+        reached = accuracy is not None and accuracy >= target
+        if reached or (cap is not None and epoch + 1 >= cap):
+            self.end_epoch = epoch + 1 if cap is None else min(epoch + 1, cap)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"end_epoch": -1 if self.end_epoch is None else self.end_epoch}
+        """The latch as a plain int (``-1`` while an accuracy period lasts)."""
+        return {"end_epoch": -1 if self.end_epoch is None else int(self.end_epoch)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        end = int(state["end_epoch"])
+        """Restore a :meth:`state_dict`.
+
+        Raises:
+            TypeError: If ``state`` is not a dict or its ``end_epoch`` is not an int.
+            ValueError: If ``end_epoch`` is missing, or impossible for this period: not
+                the length of a fixed period, or outside ``-1`` / ``[1, max_epochs]`` for
+                an accuracy period.
+        """
+        if not isinstance(state, dict) or "end_epoch" not in state:
+            raise (ValueError if isinstance(state, dict) else TypeError)(
+                f"state should be a dict with an int end_epoch (from PeriodTracker.state_dict()), got {state!r:.80}"
+            )
+        end: int = check_int("state['end_epoch']", state["end_epoch"], minimum=-1)  # type: ignore[assignment]
+        length, cap = self.period.length, self.period.max_epochs
+        if length is not None:
+            if end != length:
+                raise ValueError(
+                    f"state['end_epoch'] should be {length} for a fixed period of {length} epochs, got end_epoch={end}"
+                )
+        elif end == 0 or (cap is not None and end > cap):
+            allowed = "-1 (not ended) or >= 1" if cap is None else f"-1 (not ended) or in [1, {cap}] (max_epochs={cap})"
+            raise ValueError(f"state['end_epoch'] should be {allowed} for an accuracy period, got end_epoch={end}")
         self.end_epoch = None if end < 0 else end
 
 
+def _set(obj: Any, name: str, value: Any) -> None:
+    """Store a normalised value on a frozen dataclass (in ``__post_init__``)."""
+    object.__setattr__(obj, name, value)
+
+
 def _period(period: int | Period) -> Period:
-    if isinstance(period, bool) or not isinstance(period, (int, Period)):
-        raise TypeError(f"period should be an int or a Period, got period={period!r}")
-    return Period(epochs=period) if isinstance(period, int) else period
+    """``period`` as a :class:`Period` (an int ``n`` is the first ``n`` epochs)."""
+    if isinstance(period, Period):
+        return period
+    if isinstance(period, bool) or not isinstance(period, numbers.Integral):
+        raise TypeError(
+            f"period should be an int or a Period, got period={period!r} of type {type(period).__name__}"
+        )
+    return Period(epochs=check_int("period", period, minimum=0))
 
 
 def mixup_pause(period: int | Period, *, alpha: float, cutmix_alpha: float = 0.0) -> Schedule:
-    """Mixup Pause: no Mixup (or CutMix) during the period, ``alpha`` after it."""
-    return Schedule(_period(period), during=Phase(), after=Phase(mixup_alpha=alpha, cutmix_alpha=cutmix_alpha))
+    """Mixup Pause: no Mixup (or CutMix) during the period, ``alpha`` after it.
+
+    Args:
+        period: An int (the first N epochs) or a :class:`Period`.
+        alpha: Mixup's α after the period (>= 0).
+        cutmix_alpha: CutMix's α after the period (>= 0).
+
+    Returns:
+        The :class:`Schedule`.
+
+    Warns:
+        UserWarning: When both alphas are 0 (no phase mixes, there is nothing to pause).
+    """
+    per = _period(period)
+    alpha = check_real("alpha", alpha, minimum=0.0)  # type: ignore[assignment]
+    cutmix_alpha = check_real("cutmix_alpha", cutmix_alpha, minimum=0.0)  # type: ignore[assignment]
+    schedule = Schedule(per, during=Phase(), after=Phase(mixup_alpha=alpha, cutmix_alpha=cutmix_alpha))
+    if alpha == 0 and cutmix_alpha == 0:
+        warnings.warn(
+            f"mixup_pause with alpha={alpha} and cutmix_alpha={cutmix_alpha} pauses nothing: no phase mixes; "
+            "give alpha > 0 (Mixup) or cutmix_alpha > 0 (CutMix) for the epochs after the period",
+            UserWarning,
+            stacklevel=2,
+        )
+    return schedule
 
 
 def alpha_boost(period: int | Period, *, alpha: float, boost_alpha: float) -> Schedule:
-    """Alpha Boost: Mixup with ``boost_alpha`` during the period, ``alpha`` after it."""
-    return Schedule(_period(period), during=Phase(mixup_alpha=boost_alpha), after=Phase(mixup_alpha=alpha))
+    """Alpha Boost: Mixup with ``boost_alpha`` during the period, ``alpha`` after it.
+
+    Args:
+        period: An int (the first N epochs) or a :class:`Period`.
+        alpha: Mixup's α after the period (>= 0).
+        boost_alpha: Mixup's α during the period (>= 0).
+
+    Returns:
+        The :class:`Schedule`.
+
+    Warns:
+        UserWarning: When ``boost_alpha`` equals ``alpha`` (nothing is boosted).
+    """
+    per = _period(period)
+    alpha = check_real("alpha", alpha, minimum=0.0)  # type: ignore[assignment]
+    boost_alpha = check_real("boost_alpha", boost_alpha, minimum=0.0)  # type: ignore[assignment]
+    schedule = Schedule(per, during=Phase(mixup_alpha=boost_alpha), after=Phase(mixup_alpha=alpha))
+    if boost_alpha == alpha:
+        warnings.warn(
+            f"alpha_boost with boost_alpha={boost_alpha} equal to alpha={alpha} boosts nothing: the same Mixup "
+            "runs in every epoch; give a boost_alpha different from alpha",
+            UserWarning,
+            stacklevel=2,
+        )
+    return schedule
 
 
 def high_loss_removal(period: int | Period, *, fraction: float) -> Schedule:
     """High-Loss Removal: leave out the ``fraction`` of highest-loss samples during the period.
+
+    Args:
+        period: An int (the first N epochs) or a :class:`Period`.
+        fraction: The fraction of samples with a recorded loss left out, in [0, 1).
+
+    Returns:
+        The :class:`Schedule`.
+
+    Warns:
+        UserWarning: When nothing would be removed: ``fraction=0``, or a period of one
+            epoch (or an accuracy period with ``max_epochs=1``).
 
     Note:
         Removal ranks the losses recorded so far, and epoch 0 has none: it trains on
         every sample, and removal starts at epoch 1. A one-epoch period removes
         nothing (a warning says so).
     """
-    schedule = Schedule(_period(period), during=Phase(drop_high_loss=fraction), after=Phase())
-    if schedule.period.length == 1 and fraction > 0:
+    per = _period(period)
+    fraction = check_range("fraction", fraction, 0.0, 1.0, high_open=True)  # type: ignore[assignment]
+    schedule = Schedule(per, during=Phase(drop_high_loss=fraction), after=Phase())
+    if fraction == 0:
         warnings.warn(
-            "high_loss_removal with a 1-epoch period removes nothing: epoch 0 has no recorded losses "
+            f"high_loss_removal with fraction={fraction} removes nothing: every sample is trained on in "
+            "every epoch; use a fraction in (0, 1)",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif per.length == 1 or (per.length is None and per.max_epochs == 1):
+        form = "a 1-epoch period" if per.length == 1 else "a period of at most 1 epoch (max_epochs=1)"
+        warnings.warn(
+            f"high_loss_removal with {form} removes nothing: epoch 0 has no recorded losses "
             "to rank; use a period of at least 2 epochs",
             UserWarning,
             stacklevel=2,

@@ -122,3 +122,53 @@ def test_record_checks_shapes():
         t.record(torch.tensor([0, 1]), torch.ones(2), keep=torch.ones(3, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"indices should be 1-D, got indices of shape \(2, 1\)"):
         t.record(torch.tensor([[0], [1]]), torch.ones(2, 1))
+
+
+@pytest.mark.parametrize(
+    "indices, error, match",
+    [
+        (torch.tensor([0.9, 2.7]), TypeError,
+         r"indices should be an integer tensor \(e.g. int64\), got indices of dtype torch.float32"),
+        (torch.tensor([True, False]), TypeError, "indices should be an integer tensor .* dtype torch.bool"),
+        ([0, 1], TypeError, "indices should be a Tensor, got indices of type list"),
+        (torch.tensor([-1, 2]), ValueError,
+         r"indices should be in \[0, 4\) \(the table's size\), got indices with values in \[-1, 2\]"),
+        (torch.tensor([0, 7]), ValueError, r"indices should be in \[0, 4\) .* values in \[0, 7\]"),
+        (torch.tensor([4, 1], dtype=torch.int32), ValueError, r"indices should be in \[0, 4\)"),
+    ],
+)
+def test_record_checks_indices_at_the_call(indices, error, match):
+    t = LossTable(4)
+    t.record(torch.tensor([1]), torch.tensor([3.0]))
+    with pytest.raises(error, match=match):
+        t.record(indices, torch.tensor([1.0, 2.0]))
+    # nothing of the bad batch was staged: the table and the epoch's counters are as before
+    stats = t.finalize_epoch()
+    assert stats["recorded"] == 1 and stats["loss_count"] == 1
+    assert t.losses()[1] == 3.0 and torch.isnan(t.losses()[[0, 2, 3]]).all()
+
+
+def test_record_checks_losses_type_and_takes_any_integer_indices():
+    t = LossTable(4)
+    with pytest.raises(TypeError, match="losses should be a Tensor, got losses of type list"):
+        t.record(torch.tensor([0]), [1.0])
+    for dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        t.record(torch.tensor([3, 0], dtype=dtype), torch.tensor([1.0, 2.0]))
+    t.record(torch.empty(0, dtype=torch.int64), torch.empty(0))
+    assert t.losses().tolist()[0] == 2.0 and t.losses().tolist()[3] == 1.0
+
+
+@pytest.mark.needs_cuda
+def test_record_on_cuda_does_not_synchronise():
+    t = LossTable(1000)
+    idx = torch.randint(0, 1000, (256,), device="cuda")
+    losses = torch.rand(256, device="cuda")
+    t.record(idx, losses)  # first call allocates on the device
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(200):  # crosses a fold
+            t.record(idx, losses, correct=torch.ones(256, dtype=torch.bool, device="cuda"))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert t.finalize_epoch()["recorded"] == 201 * 256

@@ -692,3 +692,17 @@ def test_dataloader_attributes_a_loop_body_reads():
     loader = ed.enlighten(DataLoader(data, batch_size=8, drop_last=True), ed.mixup_pause(1, alpha=1.0), num_classes=4)
     assert loader.dataset is data and len(loader.dataset) == 20
     assert loader.batch_size == 8 and loader.drop_last is True
+
+
+def test_phase_and_in_period_describe_the_epoch_they_name():
+    schedule = ed.mixup_pause(ed.Period(until_accuracy=0.01, max_epochs=5), alpha=1.0)  # ends after epoch 0
+    loader = ed.enlighten(DataLoader(Images(8), batch_size=4), schedule, num_classes=4)
+    assert loader.in_period and loader.phase == schedule.during  # epoch 0, not started yet
+    fixed = ed.enlighten(DataLoader(Images(8), batch_size=4), ed.mixup_pause(3, alpha=1.0), num_classes=4)
+    fixed.set_epoch(7)
+    assert not fixed.in_period and fixed.phase == fixed.schedule.after  # before the first iter(): the next epoch
+    run_epochs(loader, 1)
+    assert loader.epoch == 0 and loader.history[-1]["in_period"] and loader.history[-1]["accuracy"] > 0.01
+    assert loader.in_period and loader.phase == schedule.during  # epoch 0 began in the period, which it ended
+    list(loader)
+    assert not loader.in_period and loader.phase == schedule.after

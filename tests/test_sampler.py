@@ -59,3 +59,64 @@ def test_custom_sampler_keeps_distribution_and_filters():
     again = EnlightSampler(DATA, base=base, seed=1)
     again.begin(0, mask)
     assert list(again) == drawn  # seeded from (seed, epoch)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(rank=2, world_size=2), ValueError, r"rank should be in \[0, world_size\) = \[0, 2\), got rank=2"),
+        (dict(rank=-1, world_size=2), ValueError, r"rank should be in \[0, world_size\) = \[0, 2\), got rank=-1"),
+        (dict(rank=0, world_size=0), ValueError, "world_size should be >= 1, got world_size=0"),
+        (dict(rank=0, world_size=2.0), TypeError, "world_size should be an int, got world_size=2.0"),
+        (dict(rank=True, world_size=2), TypeError, "rank should be an int, got rank=True"),
+        (dict(seed="3"), TypeError, "seed should be an int, got seed='3'"),
+    ],
+)
+def test_sampler_and_shard_check_rank_and_world_size(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        EnlightSampler(DATA, shuffle=False, **kwargs)
+    if "seed" not in kwargs:
+        with pytest.raises(error, match=match):
+            shard(torch.arange(10), kwargs["rank"], kwargs["world_size"])
+
+
+def test_numpy_rank_seed_and_world_size_are_stored_as_ints():
+    np = pytest.importorskip("numpy")
+    s = EnlightSampler(DATA, seed=np.int64(3), rank=np.int64(1), world_size=np.int32(2))
+    assert (type(s.seed), type(s.rank), type(s.world_size)) == (int, int, int)
+    assert shard(torch.arange(10), np.int64(1), np.int64(2)).tolist() == [1, 3, 5, 7, 9]
+
+
+@pytest.mark.parametrize(
+    "excluded, error, match",
+    [
+        (torch.tensor([1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9]), TypeError,
+         r"excluded should be a bool mask of shape \(23,\) .*got excluded of dtype torch.int64; to leave out indices"),
+        (torch.tensor([3, 5]), TypeError, r"excluded should be a bool mask .*mask\[indices\] = True"),
+        (torch.zeros(23), TypeError, "excluded should be a bool mask .* dtype torch.float32"),
+        (torch.zeros(4, dtype=torch.bool), ValueError,
+         r"excluded should be a bool mask of shape \(23,\) .*got excluded of shape \(4,\)"),
+        (torch.zeros(23, 1, dtype=torch.bool), ValueError, r"got excluded of shape \(23, 1\)"),
+        ([False] * 23, TypeError,
+         r"excluded should be a bool tensor of shape \(23,\) or None, got excluded of type list"),
+    ],
+)
+def test_begin_and_length_for_require_a_bool_mask(excluded, error, match):
+    s = EnlightSampler(DATA, shuffle=False)
+    s.begin(0)
+    before = list(s)
+    with pytest.raises(error, match=match):
+        s.begin(1, excluded)
+    with pytest.raises(error, match=match):
+        s.length_for(1, excluded)
+    assert list(s) == before  # a rejected begin() changes nothing
+
+
+def test_begin_checks_epoch_and_start():
+    s = EnlightSampler(DATA, shuffle=False)
+    with pytest.raises(ValueError, match="start should be >= 0, got start=-3"):
+        s.begin(0, None, start=-3)  # would silently take the last 3 indices
+    with pytest.raises(ValueError, match="epoch should be >= 0, got epoch=-1"):
+        s.begin(-1)
+    s.begin(0, None, start=30)
+    assert list(s) == [] and len(s) == 0

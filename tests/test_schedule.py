@@ -1,4 +1,11 @@
+import io
+import math
+import warnings
+
+import numpy as np
 import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 import enlight_data as ed
 from enlight_data.schedule import PeriodTracker
@@ -81,9 +88,9 @@ def test_presets():
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: ed.mixup_pause(-1, alpha=0.8), "epochs should be >= 0"),
-        (lambda: ed.mixup_pause(2, alpha=-0.8), "mixup_alpha should be >= 0"),
-        (lambda: ed.high_loss_removal(2, fraction=1.5), "drop_high_loss should be in"),
+        (lambda: ed.mixup_pause(-1, alpha=0.8), "period should be >= 0, got period=-1"),
+        (lambda: ed.mixup_pause(2, alpha=-0.8), "alpha should be >= 0, got alpha=-0.8"),
+        (lambda: ed.high_loss_removal(2, fraction=1.5), r"fraction should be in \[0, 1\), got fraction=1.5"),
         (lambda: ed.high_loss_removal("2", fraction=0.1), "period should be an int or a Period"),
         (lambda: ed.Schedule(2, during="x"), "during should be a Phase"),
         (lambda: ed.alpha_boost(2.0, alpha=0.2, boost_alpha=1.0), "period should be an int or a Period"),
@@ -106,13 +113,14 @@ def test_accuracy_period_latches_and_caps():
     t.observe(0, 0.3)
     assert t.in_period(1)
     t.observe(1, 0.5)  # reached: ends after epoch 1
-    assert t.in_period(1) and not t.in_period(2)
+    assert t.end_epoch == 2 and t.ended and not t.in_period(2)
     t.observe(2, 0.1)  # never restarts
     assert not t.in_period(3)
     capped = PeriodTracker(ed.Period(until_accuracy=0.9, max_epochs=2))
     capped.observe(0, 0.1)
-    capped.observe(1, 0.1)
     assert capped.in_period(1) and not capped.in_period(2)
+    capped.observe(1, 0.1)
+    assert capped.ended and not capped.in_period(1)
     restored = PeriodTracker(ed.Period(until_accuracy=0.5))
     restored.load_state_dict(t.state_dict())
     assert restored.end_epoch == 2
@@ -131,3 +139,213 @@ def test_period_and_phase_are_keyword_only():
     with pytest.raises(TypeError):
         ed.Phase(0.8)  # type: ignore[misc]
     assert ed.Schedule(ed.Period(epochs=3), ed.Phase(), ed.Phase(mixup_alpha=0.8)).after.mixup_alpha == 0.8
+
+
+# ---------------------------------------------------------------------- NumPy scalars are stored as Python numbers
+def test_numpy_scalars_are_stored_as_python_numbers():
+    per = ed.Period(epochs=np.int64(3))
+    assert type(per.epochs) is int and per.epochs == 3
+    per = ed.Period(fraction=np.float64(0.04), total_epochs=np.int32(500))
+    assert type(per.fraction) is float and type(per.total_epochs) is int and per.length == 20
+    per = ed.Period(until_accuracy=np.float32(0.5), max_epochs=np.int64(4))
+    assert type(per.until_accuracy) is float and type(per.max_epochs) is int
+    phase = ed.Phase(
+        mixup_alpha=np.float64(0.2), cutmix_alpha=np.int64(1), mix_prob=np.float32(0.5), switch_prob=np.float64(0.5),
+        mode=np.str_("batch"), drop_high_loss=np.float64(0.1), label_smoothing=np.float64(0.1),
+        augment_strength=np.float64(1.0),
+    )
+    for name in ("mixup_alpha", "cutmix_alpha", "mix_prob", "switch_prob", "drop_high_loss", "label_smoothing",
+                 "augment_strength"):
+        assert type(getattr(phase, name)) is float, name
+    assert type(phase.mode) is str and phase == ed.Phase(
+        mixup_alpha=0.2, cutmix_alpha=1.0, mix_prob=0.5, mode="batch", drop_high_loss=0.1, label_smoothing=0.1
+    )
+    assert ed.Schedule(np.int64(2)).period == ed.Period(epochs=2)
+
+
+def test_numpy_hyperparameters_give_a_weights_only_checkpoint():
+    schedules = [
+        ed.high_loss_removal(ed.Period(epochs=np.int64(2)), fraction=np.float64(0.1)),
+        ed.alpha_boost(np.int64(2), alpha=np.float64(0.2), boost_alpha=np.float32(1.0)),
+        ed.mixup_pause(ed.Period(until_accuracy=np.float64(0.5), max_epochs=np.int64(3)), alpha=np.float64(0.4)),
+    ]
+    for schedule in schedules:
+        tracker = PeriodTracker(schedule.period)
+        tracker.observe(np.int64(0), np.float64(0.9))
+        buf = io.BytesIO()
+        torch.save({"signature": schedule.signature(), "tracker": tracker.state_dict()}, buf)
+        buf.seek(0)
+        loaded = torch.load(buf, weights_only=True)
+        assert loaded["signature"] == schedule.signature()
+
+
+# ---------------------------------------------------------------------- factories name their own arguments
+@pytest.mark.parametrize(
+    "make, error, match",
+    [
+        (lambda: ed.high_loss_removal(10, fraction=1.0), ValueError,
+         r"fraction should be in \[0, 1\), got fraction=1.0"),
+        (lambda: ed.high_loss_removal(10, fraction=-0.1), ValueError,
+         r"fraction should be in \[0, 1\), got fraction=-0.1"),
+        (lambda: ed.high_loss_removal(10, fraction="0.1"), TypeError, "fraction should be a real number"),
+        (lambda: ed.mixup_pause(10, alpha=-1.0), ValueError, "alpha should be >= 0, got alpha=-1.0"),
+        (lambda: ed.mixup_pause(10, alpha=1.0, cutmix_alpha=math.inf), ValueError, "cutmix_alpha should be finite"),
+        (lambda: ed.alpha_boost(10, alpha=0.2, boost_alpha=float("nan")), ValueError,
+         "boost_alpha should be finite, got boost_alpha=nan"),
+        (lambda: ed.alpha_boost(10, alpha=0.2, boost_alpha=-1), ValueError,
+         "boost_alpha should be >= 0, got boost_alpha=-1"),
+        (lambda: ed.alpha_boost(10, alpha="0.2", boost_alpha=1.0), TypeError,
+         "alpha should be a real number, got alpha='0.2' of type str"),
+        (lambda: ed.Schedule(-3), ValueError, "period should be >= 0, got period=-3"),
+        (lambda: ed.Schedule(True), TypeError, "period should be an int or a Period"),
+    ],
+)
+def test_factories_name_the_argument_given(make, error, match):
+    with pytest.raises(error, match=match) as info:
+        make()
+    assert "drop_high_loss" not in str(info.value) and "mixup_alpha" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: ed.high_loss_removal(10, fraction=0.0), "fraction=0.0 removes nothing"),
+        (lambda: ed.mixup_pause(10, alpha=0.0), "alpha=0.0 and cutmix_alpha=0.0 pauses nothing"),
+        (lambda: ed.alpha_boost(10, alpha=0.5, boost_alpha=0.5), "boosts nothing"),
+        (lambda: ed.high_loss_removal(ed.Period(until_accuracy=0.5, max_epochs=1), fraction=0.1),
+         r"at most 1 epoch \(max_epochs=1\) removes nothing"),
+    ],
+)
+def test_strategies_that_do_nothing_warn(make, match):
+    with pytest.warns(UserWarning, match=match) as caught:
+        make()
+    assert len(caught) == 1 and caught[0].filename == __file__  # points at the caller
+
+
+def test_working_strategies_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ed.high_loss_removal(10, fraction=0.1)
+        ed.high_loss_removal(ed.Period(until_accuracy=0.5, max_epochs=2), fraction=0.1)
+        ed.mixup_pause(10, alpha=0.0, cutmix_alpha=1.0)
+        ed.mixup_pause(0, alpha=1.0)  # no period: the plain-Mixup baseline
+        ed.alpha_boost(10, alpha=0.2, boost_alpha=1.0)
+
+
+# ---------------------------------------------------------------------- an ended accuracy period never restarts
+def test_ended_accuracy_period_never_restarts():
+    t = PeriodTracker(ed.Period(until_accuracy=0.5))
+    assert t.in_period(0) and not t.ended
+    t.observe(0, 0.9)
+    assert t.ended and t.end_epoch == 1
+    assert [t.in_period(e) for e in range(4)] == [False] * 4  # epoch 0 again included
+    t.observe(0, 0.1)  # a re-run epoch 0 with low accuracy does not restart it
+    assert not t.in_period(0)
+    restored = PeriodTracker(ed.Period(until_accuracy=0.5))
+    restored.load_state_dict(t.state_dict())
+    assert restored.ended and not restored.in_period(0)
+    fixed = PeriodTracker(ed.Period(epochs=2))  # a fixed period stays a pure function of the epoch
+    fixed.observe(3, 1.0)
+    assert [fixed.in_period(e) for e in range(3)] == [True, True, False] and not fixed.ended
+
+
+def test_accuracy_period_ended_by_max_epochs_never_restarts():
+    t = PeriodTracker(ed.Period(until_accuracy=0.9, max_epochs=2))
+    t.observe(0, 0.1)
+    assert not t.ended and t.in_period(1)
+    t.observe(1, 0.1)
+    assert t.ended and t.end_epoch == 2 and not t.in_period(0)
+    jumped = PeriodTracker(ed.Period(until_accuracy=0.9, max_epochs=2))
+    jumped.observe(5, 1.0)  # set_epoch() past the cap: the period ended at the cap
+    assert jumped.end_epoch == 2 and not jumped.in_period(0)
+
+
+def _labelled(n=20, classes=3):
+    g = torch.Generator().manual_seed(0)
+    return TensorDataset(torch.randn(n, 4, generator=g), torch.arange(n) % classes)
+
+
+def test_loader_set_epoch_back_does_not_restart_an_ended_period():
+    schedule = ed.mixup_pause(ed.Period(until_accuracy=0.5), alpha=0.4)
+    loader = ed.enlighten(DataLoader(_labelled(), batch_size=5), schedule, num_classes=3)
+    for _ in range(2):
+        for _, y in loader:
+            loader.record(torch.zeros(y.shape[0]), output=y, target=y)  # accuracy 1.0
+    assert [h["in_period"] for h in loader.history] == [True, False]
+    loader.set_epoch(0)
+    assert not loader.in_period and loader.phase == schedule.after
+    for _, y in loader:
+        loader.record(torch.zeros(y.shape[0]), output=y, target=y)
+    assert loader.epoch == 0 and loader.history[-1]["in_period"] is False
+    assert not loader.in_period and loader.phase.mixup_alpha == 0.4
+
+
+# ---------------------------------------------------------------------- an accuracy period with no accuracy warns
+def test_tracker_warns_once_when_no_accuracy_is_scored():
+    t = PeriodTracker(ed.Period(until_accuracy=0.5))
+    with pytest.warns(RuntimeWarning, match=r"epoch 0: no training accuracy was scored.*never ends.*output=") as caught:
+        t.observe(0, None)
+        t.observe(1, None)
+    assert len(caught) == 1 and t.in_period(2)
+    capped = PeriodTracker(ed.Period(until_accuracy=0.5, max_epochs=3))
+    with pytest.warns(RuntimeWarning, match="only ends at max_epochs=3"):
+        capped.observe(0, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PeriodTracker(ed.Period(epochs=2)).observe(0, None)  # a fixed period needs no accuracy
+        scored = PeriodTracker(ed.Period(until_accuracy=0.5))
+        scored.observe(0, 0.1)
+        scored.observe(1, 0.9)
+        scored.observe(2, None)  # ended: accuracy no longer matters
+
+
+def test_loader_warns_once_when_an_accuracy_period_gets_no_accuracy():
+    schedule = ed.mixup_pause(ed.Period(until_accuracy=0.5), alpha=0.4)
+    loader = ed.enlighten(DataLoader(_labelled(), batch_size=5), schedule, num_classes=3)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            for x, _ in loader:
+                loader.record(torch.zeros(x.shape[0]))  # no output=/target=: no accuracy
+    unscored = [w for w in caught if "no training accuracy" in str(w.message)]
+    assert len(unscored) == 1 and unscored[0].category is RuntimeWarning
+    assert unscored[0].filename == __file__  # points at the training loop
+    assert "loader.track(criterion)" in str(unscored[0].message)
+
+
+@pytest.mark.parametrize(
+    "period, state, error, match",
+    [
+        (ed.Period(epochs=10), {"end_epoch": -1}, ValueError,
+         r"state\['end_epoch'\] should be 10 for a fixed period of 10 epochs, got end_epoch=-1"),
+        (ed.Period(epochs=10), {"end_epoch": 3}, ValueError, "should be 10 for a fixed period"),
+        (ed.Period(until_accuracy=0.5), {"end_epoch": 0}, ValueError, r"should be -1 \(not ended\) or >= 1"),
+        (ed.Period(until_accuracy=0.5, max_epochs=4), {"end_epoch": 5}, ValueError, r"or in \[1, 4\] \(max_epochs=4\)"),
+        (ed.Period(until_accuracy=0.5), {"end_epoch": -2}, ValueError, "end_epoch'\\] should be >= -1"),
+        (ed.Period(until_accuracy=0.5), {"end_epoch": 1.0}, TypeError, "end_epoch'\\] should be an int"),
+        (ed.Period(until_accuracy=0.5), {}, ValueError, "state should be a dict with an int end_epoch"),
+        (ed.Period(until_accuracy=0.5), [1], TypeError, "state should be a dict with an int end_epoch"),
+    ],
+)
+def test_tracker_rejects_impossible_states(period, state, error, match):
+    t = PeriodTracker(period)
+    before = t.end_epoch
+    with pytest.raises(error, match=match):
+        t.load_state_dict(state)
+    assert t.end_epoch == before
+
+
+def test_tracker_state_roundtrip_keeps_the_latch():
+    for period, accuracies in [
+        (ed.Period(epochs=3), [0.9]),
+        (ed.Period(until_accuracy=0.5), [0.1, 0.2]),  # not ended yet
+        (ed.Period(until_accuracy=0.5), [0.1, 0.7]),
+        (ed.Period(until_accuracy=0.5, max_epochs=2), [0.1, 0.1]),
+    ]:
+        t = PeriodTracker(period)
+        for epoch, acc in enumerate(accuracies):
+            t.observe(epoch, acc)
+        u = PeriodTracker(period)
+        u.load_state_dict(t.state_dict())
+        assert u.end_epoch == t.end_epoch and u.ended == t.ended
+        assert [u.in_period(e) for e in range(5)] == [t.in_period(e) for e in range(5)]
