@@ -30,6 +30,7 @@ __all__ = ["INDEX_FORMAT", "ShardCatalog", "ShardError", "hash_id", "load_catalo
 INDEX_FORMAT = "enlight_data.shards"
 INDEX_VERSION = 1
 _KEY_WIDTH = 9
+_HASH_FACTOR = 16  # hashed ids (and integer keys used as ids) fall in [0, 16 * samples)
 _IMAGE_FORMATS = ("jpg", "png", "npy")
 # Index JSON keys.
 _FORMAT, _VERSION, _TOTAL, _NUM_CLASSES, _SHARDS = "format", "version", "total", "num_classes", "shards"
@@ -50,8 +51,22 @@ def _to_uint8_image(x: Any, index: int, image_format: str) -> Tensor | None:
     except ImportError:  # pragma: no cover - pillow comes with torchvision
         Image = None  # type: ignore[assignment]
     if Image is not None and isinstance(x, Image.Image):
-        if x.mode not in ("L", "RGB"):
+        # NOTE [ PIL modes ]
+        # jpg and png hold 8-bit grayscale or RGB here. "1" (bilevel) and "P" (palette) images without
+        # transparency convert to those exactly; any other mode (I;16, I, F, RGBA, LA, CMYK, ...) would lose values
+        # or channels, so image_format="npy" stores its pixels unchanged and jpg/png refuse it.
+        if x.mode == "1":
+            x = x.convert("L")
+        elif x.mode == "P" and "transparency" not in x.info:
             x = x.convert("RGB")
+        if x.mode not in ("L", "RGB"):
+            if image_format == "npy":
+                return None
+            raise ValueError(
+                f"PIL images should have mode 'L' or 'RGB' to be stored as {image_format} (other modes lose values "
+                f"or channels), got mode={x.mode!r} at dataset[{index}]; pass image_format='npy' to store the pixels "
+                "unchanged, or convert the image first"
+            )
         arr = np.asarray(x)
         t = torch.from_numpy(arr.copy())
         return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
@@ -66,6 +81,12 @@ def _to_uint8_image(x: Any, index: int, image_format: str) -> Tensor | None:
         return x.contiguous()
     if not x.is_floating_point():
         return None
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(
+            f"float images should have finite values to be stored as {image_format}, got {bad} NaN or infinite "
+            f"values at dataset[{index}]"
+        )
     lo, hi = float(x.min()), float(x.max())
     if lo < 0.0 or hi > 1.0:
         raise ValueError(
@@ -78,6 +99,11 @@ def _to_uint8_image(x: Any, index: int, image_format: str) -> Tensor | None:
 def _encode_input(x: Any, index: int, image_format: str, quality: int) -> tuple[str, bytes]:
     from torchvision.io import encode_jpeg, encode_png
 
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - pillow comes with torchvision
+        Image = None  # type: ignore[assignment]
+
     image = _to_uint8_image(x, index, image_format)
     if image is not None:
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs, warning on every call
@@ -85,6 +111,9 @@ def _encode_input(x: Any, index: int, image_format: str, quality: int) -> tuple[
             if image_format == "png" or image_format == "npy":  # npy only reaches here for PIL images
                 return "png", encode_png(image).numpy().tobytes()
             return "jpg", encode_jpeg(image, quality=quality).numpy().tobytes()
+    if Image is not None and isinstance(x, Image.Image):  # a mode jpg/png cannot hold: its pixels, as (C, H, W)
+        arr = np.asarray(x)
+        x = arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
     if isinstance(x, Tensor):
         x = x.detach().cpu().numpy()
     if isinstance(x, (numbers.Number, np.generic)):
@@ -101,16 +130,21 @@ def _encode_input(x: Any, index: int, image_format: str, quality: int) -> tuple[
 
 def _label(y: Any, index: int) -> int:
     if isinstance(y, Tensor) and y.numel() == 1 and not y.is_floating_point() and y.dtype != torch.bool:
-        return int(y)
-    if isinstance(y, (numbers.Integral, np.integer)) and not isinstance(y, (bool, np.bool_)):
-        return int(y)
-    raise TypeError(f"labels should be integers, got dataset[{index}][1]={y!r} of type {type(y).__name__}")
+        label = int(y)
+    elif isinstance(y, (numbers.Integral, np.integer)) and not isinstance(y, (bool, np.bool_)):
+        label = int(y)
+    else:
+        raise TypeError(f"labels should be integers, got dataset[{index}][1]={y!r} of type {type(y).__name__}")
+    if label < 0:
+        raise ValueError(f"labels should be class indices >= 0, got dataset[{index}][1]={label}")
+    return label
 
 
 def _index_path(pattern: str) -> str:
-    folder, name = os.path.split(pattern)
-    stem = name.split("%", 1)[0]
-    return os.path.join(folder, f"{stem}index.json")
+    """``<folder>/<prefix>index.json`` for a shard pattern whose ``%``-format is in the file name."""
+    name = os.path.basename(pattern)
+    stem = name.split("%", 1)[0].replace("%%", "%")
+    return os.path.join(os.path.dirname(pattern % 0), f"{stem}index.json")
 
 
 def write_shards(
@@ -125,7 +159,9 @@ def write_shards(
     """Write a map-style ``(input, label)`` dataset as webdataset tar shards and an index JSON.
 
     Images (uint8 or float ``(C, H, W)`` tensors/arrays with 1 or 3 channels, float ones in ``[0, 1]``, and PIL
-    images) are stored as ``jpg`` or ``png``; any other tensor, array or number as ``npy``; labels as ``cls``. Sample
+    images) are stored as ``jpg`` or ``png``; any other tensor, array or number as ``npy``, and with
+    ``image_format="npy"`` PIL images of other modes (``I;16``, ``F``, ``RGBA``, ...) as ``(C, H, W)`` ``npy``
+    arrays of their exact pixels; labels as ``cls``. Sample
     ``i`` gets ``__key__`` ``f"{i:09d}"``, its global id. The index, ``<prefix>index.json`` next to the shards (e.g.
     ``train-index.json`` for ``train-%06d.tar``), lists each shard's URL (relative to the index), sample count and
     first id, the total, and ``num_classes`` (``len(dataset.classes)`` when the dataset has ``classes``, else the
@@ -143,7 +179,9 @@ def write_shards(
         The path of the index JSON.
 
     Raises:
-        ValueError: For an empty dataset, a pattern without a shard number, or float images outside ``[0, 1]``.
+        ValueError: For an empty dataset, a pattern without a shard number in its file name, float images with
+            values outside ``[0, 1]`` or not finite, PIL images of a mode other than ``L``/``RGB`` (``1`` and ``P``
+            without transparency convert exactly) unless ``image_format="npy"``, or negative labels.
         TypeError: For samples that are not ``(input, label)`` pairs with integer labels.
     """
     import webdataset as wds
@@ -163,13 +201,18 @@ def write_shards(
         names = (pattern, pattern)
     if names[0] == names[1]:
         raise ValueError(f"pattern should contain a %-format for the shard number like %06d, got pattern={pattern!r}")
+    if os.path.dirname(names[0]) != os.path.dirname(names[1]):
+        raise ValueError(
+            "pattern should have its %-format for the shard number in the file name, not the folder, got "
+            f"pattern={pattern!r} (shards {names[0]!r}, {names[1]!r})"
+        )
     try:
         n = len(dataset)
     except TypeError:
         raise TypeError(f"dataset should have __len__ and __getitem__, got {type(dataset).__name__}") from None
     if n == 0:
         raise ValueError("dataset should not be empty, got len(dataset)=0")
-    folder = os.path.dirname(pattern)
+    folder = os.path.dirname(names[0])
     if folder:
         os.makedirs(folder, exist_ok=True)
     index_path = _index_path(pattern)
@@ -276,16 +319,38 @@ def _is_local(url: str) -> bool:
     return url.startswith("file:") or "://" not in url and not url.startswith("pipe:")
 
 
+def local_path(url: str) -> str | None:
+    """The file path of a local shard URL (a path or ``file:``), else None (``pipe:``, ``http(s)://``, ...)."""
+    return re.sub(r"^file://?", "", url) if _is_local(url) else None
+
+
 def _check_exists(urls: Sequence[str]) -> None:
     for url in urls:
-        if _is_local(url) and not os.path.isfile(re.sub(r"^file://?", "", url)):
+        path = local_path(url)
+        if path is not None and not os.path.isfile(path):
             raise FileNotFoundError(f"shard {url!r} does not exist")
+
+
+def member_key(info: tarfile.TarInfo) -> tuple[str, str] | None:
+    """``(key, extension)`` of a tar member as webdataset groups files, or None for members that are no sample data.
+
+    A new sample starts where the key differs from the previous member's. :func:`load_catalog`'s scan and the
+    stream's reader both count samples with this, so a sample's position in a shard means the same to both.
+    """
+    from webdataset.tariterators import base_plus_ext, meta_prefix, meta_suffix
+
+    name = info.name
+    if not info.isreg() or "/" not in name and name.startswith(meta_prefix) and name.endswith(meta_suffix):
+        return None
+    prefix, suffix = base_plus_ext(name)
+    if prefix is None:
+        return None
+    return prefix, suffix
 
 
 def _scan(url: str, handler: str) -> list[str]:
     """The sample keys of one shard, read from its tar headers (grouped as webdataset groups files)."""
     import webdataset as wds
-    from webdataset.tariterators import base_plus_ext, meta_prefix, meta_suffix
 
     keys: list[str] = []
     try:
@@ -293,13 +358,10 @@ def _scan(url: str, handler: str) -> list[str]:
         try:
             with tarfile.open(fileobj=stream, mode="r|*") as tar:
                 for info in tar:
-                    name = info.name
-                    meta = "/" not in name and name.startswith(meta_prefix) and name.endswith(meta_suffix)
-                    if not info.isreg() or meta:
-                        continue
-                    prefix, _ = base_plus_ext(name)
-                    if prefix is not None and (not keys or keys[-1] != prefix):
-                        keys.append(prefix)
+                    member = member_key(info)
+                    if member is not None and (not keys or keys[-1] != member[0]):
+                        keys.append(member[0])
+                    tar.members = []  # a stream-mode TarFile keeps every TarInfo otherwise
         finally:
             stream.close()
     except Exception as exc:
@@ -309,6 +371,13 @@ def _scan(url: str, handler: str) -> list[str]:
             raise err from exc
         warnings.warn(f"{err}; using the {len(keys)} samples before it", RuntimeWarning, stacklevel=3)
     return keys
+
+
+def _index_int(path: str, where: str, value: Any, minimum: int) -> int:
+    """``value`` of an index field, checked to be an integer ``>= minimum``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"index {path!r}: {where} should be an integer >= {minimum}, got {value!r}")
+    return value
 
 
 def _from_index(path: str) -> ShardCatalog:
@@ -321,25 +390,47 @@ def _from_index(path: str) -> ShardCatalog:
         raise ValueError(f"index {path!r} should be an {INDEX_FORMAT} index written by write_shards()")
     if index.get(_VERSION) != INDEX_VERSION:
         raise ValueError(f"index {path!r} should have version {INDEX_VERSION}, got version={index.get(_VERSION)!r}")
+    shards = index[_SHARDS]
+    if not isinstance(shards, list):
+        raise ValueError(f"index {path!r}: {_SHARDS!r} should be a list of shards, got {type(shards).__name__}")
     folder = os.path.dirname(path)
-    urls, counts, ids = [], [], []
-    for shard in index[_SHARDS]:
+    urls, counts, offsets = [], [], []
+    for i, shard in enumerate(shards):
+        where = f"{_SHARDS}[{i}]"
+        if not isinstance(shard, dict) or any(k not in shard for k in (_URL, _COUNT, _OFFSET)):
+            got = sorted(shard) if isinstance(shard, dict) else type(shard).__name__
+            raise ValueError(f"index {path!r}: {where} should have fields {[_URL, _COUNT, _OFFSET]}, got {got}")
         url = shard[_URL]
+        if not isinstance(url, str) or not url:
+            raise ValueError(f"index {path!r}: {where}.{_URL} should be a non-empty string, got {url!r}")
         urls.append(url if not _is_local(url) or os.path.isabs(url) else os.path.join(folder, url))
-        counts.append(int(shard[_COUNT]))
-        ids.append(torch.arange(int(shard[_OFFSET]), int(shard[_OFFSET]) + int(shard[_COUNT])))
+        counts.append(_index_int(path, f"{where}.{_COUNT}", shard[_COUNT], 0))
+        offsets.append(_index_int(path, f"{where}.{_OFFSET}", shard[_OFFSET], 0))
     if not urls or sum(counts) == 0:
         raise ValueError(f"source should hold samples, got an index {path!r} with {len(urls)} shards and no samples")
-    flat = torch.cat(ids)
-    total = int(index.get(_TOTAL, sum(counts)))
-    num_ids = max(total, int(flat.max()) + 1)
+    total = _index_int(path, _TOTAL, index.get(_TOTAL, sum(counts)), 1)
+    num_classes = index.get(_NUM_CLASSES)
+    if num_classes is not None:
+        _index_int(path, _NUM_CLASSES, num_classes, 1)
+    # The ids of the shards, offset .. offset + count - 1, should be disjoint and below the total.
+    end = 0
+    for i in sorted(range(len(urls)), key=lambda j: offsets[j]):
+        if counts[i] == 0:
+            continue
+        if offsets[i] < end or offsets[i] + counts[i] > total:
+            raise ValueError(
+                f"index {path!r}: {_SHARDS}[{i}] holds ids {offsets[i]}..{offsets[i] + counts[i] - 1}, which should "
+                f"be below {_TOTAL}={total} and not overlap another shard's"
+            )
+        end = offsets[i] + counts[i]
+    flat = torch.cat([torch.arange(o, o + c, dtype=torch.int64) for o, c in zip(offsets, counts)])
     return ShardCatalog(
         urls=urls,
         counts=torch.tensor(counts, dtype=torch.int64),
         ids=flat,
         starts=torch.tensor([0, *np.cumsum(counts).tolist()], dtype=torch.int64),
-        num_ids=num_ids,
-        num_classes=index.get(_NUM_CLASSES),
+        num_ids=total,
+        num_classes=num_classes,
     )
 
 
@@ -349,36 +440,42 @@ def _from_urls(urls: list[str], *, num_ids: int | None, handler: str) -> ShardCa
     if sum(counts) == 0:
         raise ValueError(f"source should hold samples, got {len(urls)} shards with none: {urls[:3]}")
     flat = [k for ks in keys for k in ks]
-    integer = all(k.isdigit() for k in flat)
-    collisions = 0
-    if integer and num_ids is None:
-        ids = torch.tensor([int(k) for k in flat], dtype=torch.int64)
+    # NOTE [ Integer keys ]
+    # Integer keys are the ids only when they are distinct across all shards (keys that restart in every shard
+    # would silently share ids) and below 16 * samples (large keys such as database ids or timestamps would size
+    # the loss table by the largest key); otherwise they are hashed like other keys, into the same 16 * samples.
+    hashed = num_ids is not None or not all(k.isdigit() for k in flat)
+    if not hashed:
+        values = [int(k) for k in flat]
+        hashed = max(values) >= _HASH_FACTOR * len(flat) or len(set(values)) < len(values)
+    if not hashed:
+        ids = torch.tensor(values, dtype=torch.int64)
         size = int(ids.max()) + 1
     else:
-        size = num_ids if num_ids is not None else 16 * len(flat)
+        size = num_ids if num_ids is not None else _HASH_FACTOR * len(flat)
         ids = torch.tensor([hash_id(u, k, size) for u, ks in zip(urls, keys) for k in ks], dtype=torch.int64)
-        uses = torch.bincount(ids, minlength=size)
-        collisions = int(uses[uses > 1].sum())
+    uses = torch.bincount(ids, minlength=size)
     return ShardCatalog(
         urls=urls,
         counts=torch.tensor(counts, dtype=torch.int64),
         ids=ids,
         starts=torch.tensor([0, *np.cumsum(counts).tolist()], dtype=torch.int64),
         num_ids=size,
-        hashed=not integer or num_ids is not None,
-        collisions=collisions,
+        hashed=hashed,
+        collisions=int(uses[uses > 1].sum()),
     )
 
 
 def load_catalog(source: Any, *, num_ids: int | None = None, handler: str = "raise") -> ShardCatalog:
     """The shard catalogue of an index JSON, a brace pattern or a list of shard URLs.
 
-    Without an index the shards' tar headers are scanned once (counts and keys). Integer keys are the ids (the
-    table holds ``max id + 1`` entries); other keys, or any keys when ``num_ids`` is given, are hashed with
-    :func:`hash_id` into ``num_ids`` slots (default ``16 * samples``).
+    Without an index the shards' tar headers are scanned once (counts and keys). Integer keys that are distinct
+    across the shards and below ``16 * samples`` are the ids (the table holds ``max id + 1`` entries); other keys,
+    or any keys when ``num_ids`` is given, are hashed with :func:`hash_id` into ``num_ids`` slots (default
+    ``16 * samples``; see NOTE [ Integer keys ]).
 
     Raises:
-        ValueError: For an empty source.
+        ValueError: For an empty source, or an index with missing or invalid fields (named in the message).
         FileNotFoundError: For a missing local shard or index.
         TypeError: For a source of another type.
     """

@@ -1,24 +1,28 @@
 """``stream()``: webdataset tar shards under an enlightenment-period schedule.
 
 A :class:`StreamSource` implements the loader's Source protocol over tar shards. Each DataLoader worker runs
-webdataset ``DataPipeline`` objects of small generator stages ``f(src, **kw)``: one per pass over its
-shards, chained by ``_passes`` and followed by the per-epoch stages::
+webdataset ``DataPipeline`` objects of small generator stages ``f(src, **kw)``: one per pass over its share of
+the epoch (a few segments of shards, see NOTE [ Equal epochs from shards ]), chained by ``_passes`` and followed by
+the per-epoch stages::
 
-    _passes(shard URLs -> wds.tarfile_to_samples -> _select (id, exclusion) -> _shuffle) -> _skip -> _decode -> _take
+    _passes(segments -> _read (tar members -> samples with ids, exclusion) -> _shuffle) -> _skip -> _decode -> _take
     -> _batch
 
 The id of a sample is its integer ``__key__`` (what :func:`enlight_data.write_shards` writes), or a blake2b hash of
-(shard basename, key) for foreign shards (see :func:`enlight_data.shards.hash_id`). Workers, persistent ones too,
+(shard basename, key) for foreign shards (see :func:`enlight_data.shards.hash_id`); the reader takes it from the
+shard catalogue by the sample's position in its shard and checks the key against it. Workers, persistent ones too,
 read the epoch and start batch from a small shared-memory tensor and the excluded-id mask from the loader's
-``SharedClock.excluded``. The ids are checked twice before anything is decoded: by webdataset's ``select_files``
-hook, from the tar member's name, so a removed sample's bytes are skipped in the tar stream and never copied out,
-and by ``_select`` on the grouped sample. A removed sample is never decoded."""
+``SharedClock.excluded``. The reader checks the id of a sample from its first tar member's header, so a removed
+sample's bytes are skipped in the tar stream and never copied out, let alone decoded. Every shard is closed as soon
+as its segment is read, or when the pipeline is closed or collected."""
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import io
 import re
+import tarfile
 import warnings
 from dataclasses import dataclass
 from functools import partial
@@ -35,7 +39,7 @@ from .context import SharedClock
 from .distributed import resolve_rank, table_reducer
 from .loader import EnlightLoader, check_arguments, check_soft_targets, resolve_device
 from .schedule import Schedule
-from .shards import ShardCatalog, ShardError, hash_id, load_catalog
+from .shards import ShardCatalog, ShardError, hash_id, load_catalog, local_path, member_key
 
 __all__ = ["ShardError", "StreamSource", "stream"]
 
@@ -47,22 +51,32 @@ _MESSAGE_BYTES = 400
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset.tariterators.base_plus_ext's pattern
 
 # NOTE [ Equal epochs from shards ]
-# Every rank must yield the same number of batches, or a distributed step hangs. The plan of an epoch is a pure
-# function of (seed, epoch, excluded mask, rank, world size, workers), computed identically in the main process and
-# in every worker from the shard catalogue:
+# Every rank must yield the same number of batches, or a distributed step hangs, and every kept sample should be
+# seen once per epoch. The plan of an epoch is a pure function of (seed, epoch, excluded mask, rank, world size,
+# workers), computed identically in the main process and in every worker from the shard catalogue:
 #   1. the shards are permuted with a generator from (seed, epoch, Stream.SHARDS); shards whose samples are all
-#      removed are dropped; the rest are dealt in that order, each to the rank furthest below its sample target
-#      (ties: lowest rank), then, within a rank, to the worker furthest below its quota (step 3);
-#   2. K = the epoch's kept samples (catalogue minus excluded ids); every rank yields S = ceil(K / world_size)
-#      samples in ceil(S / batch_size) batches (floor with drop_last);
+#      removed are dropped (never opened). The kept samples of the rest, in that order, are one sequence of K
+#      samples (K = catalogue minus excluded ids).
+#   2. every rank yields S = ceil(K / world_size) samples in ceil(S / batch_size) batches; with drop_last,
+#      floor(S / batch_size) batches of Q = batches * batch_size samples. Rank r takes Q (= S without drop_last)
+#      samples from position r * S of the sequence, read cyclically. So without drop_last every kept sample is
+#      seen exactly once, and the world_size * S - K < world_size positions past the end repeat the first samples
+#      (as DistributedSampler pads; none with one rank or when world_size divides K). With drop_last the S - Q
+#      samples after each rank's share (fewer than batch_size per rank) are left out for this epoch, and the
+#      world_size * Q - K < world_size positions past the end, if any, repeat.
 #   3. batch j of a rank comes from logical worker j % W, which is how a DataLoader interleaves iterable workers, so
-#      each worker knows its exact sample quota. A worker repeats its shards (a new shard order per pass, as wds's
-#      ``with_epoch`` repeats a stream) until its quota is met, and stops there: a worker with more samples than its
-#      quota leaves the rest for a later epoch, one with fewer sees some twice (dealing by counts keeps this to
-#      about one shard's worth). Nothing waits on anything else, so nothing hangs at the end of an epoch. A worker
-#      left without shards (all removed) draws from its rank's shards, a rank without shards from all of them.
-#   4. A whole pass over a worker's shards that yields no usable sample (missing, empty or corrupt shards under
-#      handler="warn") raises ShardError instead of repeating forever.
+#      each worker knows its exact sample quota; worker w takes the next quota samples of its rank's share. That is
+#      a few segments (shard, first, stop) of sample positions in the catalogue's order of each shard, so a shard
+#      can be split between workers and ranks. A segment that starts inside a shard reads past the tar members
+#      before it without copying them out (as for removed samples); one that ends inside a shard closes it there.
+#      A worker has at most one segment that starts inside a shard, two when its share wraps around (padding), so
+#      splitting costs each worker at most about one shard's worth of reading per epoch, and none when the shards
+#      divide evenly. Nothing waits on anything else, so nothing hangs at the end of an epoch.
+#   4. The reader counts the samples of a shard it reads to the end against the catalogue: fewer (a shard cut at a
+#      member boundary, or an index that overstates a count) raise ShardError, or count as skipped with
+#      handler="warn". Samples a worker could not use (handler="warn") leave it short of its quota: it reads its
+#      segments again, in a new order per pass, until the quota is met, so the epoch keeps its length. A whole
+#      pass that yields no usable sample raises ShardError instead of repeating forever.
 # Resume (``begin(epoch, excluded, start_batch)``): logical worker w skips its batches before ``start_batch``
 # (the samples pass the shuffle buffer but are not decoded), and DataLoader worker d plays logical worker
 # (d + start_batch) % W, so the first batch after resuming is batch ``start_batch``. The continuation is exact
@@ -71,12 +85,15 @@ _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset.tariterators.bas
 
 @dataclass(frozen=True)
 class _Plan:
-    """One epoch's plan for a rank (see NOTE [ Equal epochs from shards ])."""
+    """One epoch's plan (see NOTE [ Equal epochs from shards ]); the same on every rank."""
 
     order: list[int]
     kept: Tensor
-    per_rank: int
+    per_rank: int  # S: where each rank's share starts in the epoch's sequence is rank * per_rank
     num_batches: int
+    samples: int  # samples each rank yields: per_rank, or num_batches * batch_size with drop_last
+    catalog: ShardCatalog
+    excluded: Tensor | None
 
 
 def _plan(
@@ -94,27 +111,17 @@ def _plan(
     kept = catalog.kept(excluded)
     per_rank = -(-int(kept.sum()) // world_size)
     num_batches = per_rank // batch_size if drop_last else -(-per_rank // batch_size)
-    return _Plan(order, kept, per_rank, num_batches)
+    samples = min(per_rank, num_batches * batch_size)
+    return _Plan(order, kept, per_rank, num_batches, samples, catalog, excluded)
 
 
 @dataclass(frozen=True)
 class _Share:
     """What one logical worker reads in one epoch."""
 
-    pool: list[int]  # shard indices, pass 0 in this order
+    pool: list[tuple[int, int, int]]  # (shard, first, stop) sample positions; pass 0 reads them in this order
     quota: int  # samples of the whole epoch
     skip: int  # samples fast-forwarded without decoding (resume)
-
-
-def _deal(shards: list[int], kept: list[int], targets: list[int]) -> list[list[int]]:
-    """Deal ``shards`` in order, each to the pool furthest below its target count (ties: the lowest index)."""
-    pools: list[list[int]] = [[] for _ in targets]
-    deficit = list(targets)
-    for shard in shards:
-        i = max(range(len(deficit)), key=lambda j: (deficit[j], -j))
-        pools[i].append(shard)
-        deficit[i] -= kept[shard]
-    return pools
 
 
 def _quota(plan: _Plan, worker: int, num_workers: int, batch_size: int, drop_last: bool) -> int:
@@ -126,18 +133,39 @@ def _quota(plan: _Plan, worker: int, num_workers: int, batch_size: int, drop_las
     return quota
 
 
-def _share(plan: _Plan, *, rank: int, world_size: int, worker: int, num_workers: int, batch_size: int,
-           drop_last: bool, start_batch: int) -> _Share:
+def _positions(plan: _Plan, shard: int, lo: int, hi: int) -> tuple[int, int, int]:
+    """``(shard, first, stop)``: the positions in ``shard`` that span its kept samples ``lo .. hi - 1``."""
+    catalog = plan.catalog
+    if plan.excluded is None or int(plan.kept[shard]) == int(catalog.counts[shard]):
+        return shard, lo, hi
+    a, b = int(catalog.starts[shard]), int(catalog.starts[shard + 1])
+    where = torch.nonzero(~plan.excluded[catalog.ids[a:b]]).flatten()
+    return shard, int(where[lo]), int(where[hi - 1]) + 1
+
+
+def _segments(plan: _Plan, start: int, count: int) -> list[tuple[int, int, int]]:
+    """The segments of ``count`` samples from ``start`` in the epoch's sequence of kept samples, read cyclically."""
     kept = plan.kept.tolist()
     live = [s for s in plan.order if kept[s] > 0]  # a shard whose samples are all removed is not even opened
-    rank_shards = _deal(live, kept, [plan.per_rank] * world_size)[rank]
+    bounds = [0, *np.cumsum([kept[s] for s in live]).tolist()]
+    total = bounds[-1]
+    out: list[tuple[int, int, int]] = []
+    while count > 0 and total:
+        k = start % total
+        i = bisect.bisect_right(bounds, k) - 1
+        take = min(count, bounds[i + 1] - k)
+        out.append(_positions(plan, live[i], k - bounds[i], k - bounds[i] + take))
+        start += take
+        count -= take
+    return out
+
+
+def _share(plan: _Plan, *, rank: int, worker: int, num_workers: int, batch_size: int, drop_last: bool,
+           start_batch: int) -> _Share:
+    """Logical worker ``worker`` of ``rank``: its segments, quota and resume skip."""
     quotas = [_quota(plan, w, num_workers, batch_size, drop_last) for w in range(num_workers)]
-    pool = _deal(rank_shards, kept, quotas)[worker]
-    for candidate in (pool, rank_shards, live):
-        if candidate:
-            pool = candidate
-            break
     quota = quotas[worker]
+    pool = _segments(plan, rank * plan.per_rank + sum(quotas[:worker]), quota)
     skip = len(range(worker, min(start_batch, plan.num_batches), num_workers)) * batch_size
     return _Share(pool, quota, min(skip, quota))
 
@@ -166,7 +194,7 @@ def _key_of(fname: str) -> str:
 
 def _passes(*, make_pass: Callable[[int], Iterable[dict[str, Any]]], progress: _Progress,
             names: list[str]) -> Iterator[dict[str, Any]]:
-    """Pass 0, 1, ... over a worker's shards, each pass shuffled on its own; stop a pass that would repeat in vain."""
+    """Pass 0, 1, ... over a worker's segments, each pass shuffled on its own; stop a pass that would repeat in vain."""
     passes = 0
     while True:
         progress.kept_in_pass = 0
@@ -180,32 +208,94 @@ def _passes(*, make_pass: Callable[[int], Iterable[dict[str, Any]]], progress: _
             )
 
 
-def _shard_urls(src: Any = None, *, urls: list[str], order: list[int], progress: _Progress
-                ) -> Iterator[dict[str, str]]:
-    """``dict(url=...)`` for each shard of one pass, in ``order``."""
-    for i in order:
-        progress.url, progress.fname, progress.key = urls[i], "", ""
-        yield {"url": urls[i]}
+def _key_matches(catalog: ShardCatalog, url: str, key: str, sid: int) -> bool:
+    """Whether ``key`` in shard ``url`` is the sample the catalogue lists with id ``sid``."""
+    if catalog.hashed:
+        return hash_id(url, key, catalog.num_ids) == sid
+    return key.isdigit() and int(key) == sid
 
 
-def _select(src: Iterable[dict[str, Any]], *, id_of: Callable[[str, str], int], excluded: np.ndarray,
-            progress: _Progress, handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
-    """Attach each sample's id; drop excluded ids before anything decodes them."""
-    for sample in src:
-        key = sample["__key__"]
-        progress.key = key
+def _read_segment(catalog: ShardCatalog, shard: int, first: int, stop: int, excluded: np.ndarray,
+                  progress: _Progress) -> Iterator[dict[str, Any]]:
+    """The kept samples at positions ``first .. stop - 1`` of ``shard``, as webdataset sample dicts plus ``__id__``.
+
+    Members of other samples are read past without being copied out. The shard is closed when the segment ends,
+    and when the generator is closed early.
+    """
+    import webdataset as wds
+
+    url = catalog.urls[shard]
+    offset, count = int(catalog.starts[shard]), int(catalog.counts[shard])
+    progress.url, progress.fname, progress.key = url, "", ""
+    # NOTE [ Seeking past members ]
+    # A local shard is opened for random access: reading past a member (a removed sample, or the samples before a
+    # segment that starts inside the shard) then seeks over its data and reads only the next 512-byte header. Other
+    # URLs are streams, where tarfile reads the skipped bytes and throws them away (never copying them out).
+    path = local_path(url)
+    stream = open(path, "rb") if path is not None else wds.gopen(url, "rb")
+    tar = None
+    try:
+        tar = tarfile.open(fileobj=stream, mode="r|*" if path is None else "r:*")
+        pos, key = -1, None
+        sample: dict[str, Any] | None = None
+        for info in tar:
+            tar.members = []  # a stream-mode TarFile keeps every TarInfo otherwise
+            member = member_key(info)
+            if member is None:
+                continue
+            prefix, suffix = member
+            progress.fname = info.name
+            if prefix != key:
+                if sample is not None:
+                    yield sample
+                    sample = None
+                key, pos = prefix, pos + 1
+                if pos >= stop:
+                    return
+                if pos < first:
+                    continue
+                progress.key = key
+                sid = int(catalog.ids[offset + pos])
+                if not _key_matches(catalog, url, key, sid):
+                    raise ShardError(
+                        f"shard {url!r}, key {key!r}: sample {pos} of the shard should have id {sid} by the "
+                        "catalogue; was the shard rewritten after its index (or scan)?"
+                    )
+                progress.read += 1
+                if excluded[sid]:
+                    continue
+                progress.kept_in_pass += 1
+                sample = {"__key__": key, "__url__": url, "__id__": sid}
+            if sample is None:
+                continue
+            suffix = suffix.lower()
+            if suffix in sample:
+                raise ValueError(f"{info.name}: duplicate file name in the tar file")
+            sample[suffix] = tar.extractfile(info).read()
+        if sample is not None:
+            yield sample
+        if pos + 1 < stop:
+            raise ShardError(
+                f"shard {url!r} ends after {pos + 1} samples (last key {key!r}), but the catalogue lists {count}; "
+                "is it truncated?"
+            )
+    finally:
+        if tar is not None:
+            tar.close()
+        stream.close()
+
+
+def _read(src: Iterable[tuple[int, int, int]], *, catalog: ShardCatalog, excluded: np.ndarray, progress: _Progress,
+          handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
+    """The kept samples of each ``(shard, first, stop)`` segment; a failure skips the rest of the segment if
+    ``handler`` returns True."""
+    for shard, first, stop in src:
         try:
-            sid = id_of(sample["__url__"], key)
+            yield from _read_segment(catalog, shard, first, stop, excluded, progress)
         except Exception as exc:
             if handler(exc):
                 continue
             raise
-        progress.read += 1
-        if excluded[sid]:
-            continue
-        progress.kept_in_pass += 1
-        sample["__id__"] = sid
-        yield sample
 
 
 def _shuffle(src: Iterable[Any], *, bufsize: int, generator: torch.Generator) -> Iterator[Any]:
@@ -403,13 +493,6 @@ class _ShardStream(IterableDataset):
         self.decode = decode
         self.handler = handler
 
-    def _id_of(self, url: str, key: str) -> int:
-        if self.catalog.hashed:
-            return hash_id(url, key, self.catalog.num_ids)
-        if not key.isdigit() or int(key) >= self.catalog.num_ids:
-            raise ValueError(f"key {key!r} should be an integer id below {self.catalog.num_ids}")
-        return int(key)
-
     def _report(self, slot: int, err: Exception) -> None:
         self.skipped[slot] += 1
         if not bool(self.messages[slot, 0]):
@@ -419,7 +502,7 @@ class _ShardStream(IterableDataset):
     def _handler(self, progress: _Progress, slot: int) -> Callable[[Exception], bool]:
         def handle(exn: Exception) -> bool:
             if isinstance(exn, ShardError):
-                exn.args = exn.args[:1]  # webdataset appends (stream, url) to args on the way up
+                exn.args = exn.args[:1]
                 if self.handler == "raise":
                     raise exn
                 self._report(slot, exn)
@@ -430,7 +513,7 @@ class _ShardStream(IterableDataset):
             if self.handler == "raise":
                 raise err from exn
             where = (progress.url, progress.fname)
-            if where != progress.last_error:  # a broken tar stream raises twice: count it once
+            if where != progress.last_error:  # a repeat pass meets the same broken shard: count it once
                 progress.last_error = where
                 self._report(slot, err)
             return True
@@ -457,8 +540,8 @@ class _ShardStream(IterableDataset):
         excluded = self.clock.excluded if from_clock else self.excluded
         plan = _plan(self.catalog, excluded, seed=self.seed, epoch=epoch, world_size=self.world_size,
                      batch_size=self.batch_size, drop_last=self.drop_last)
-        share = _share(plan, rank=self.rank, world_size=self.world_size, worker=worker, num_workers=workers,
-                       batch_size=self.batch_size, drop_last=self.drop_last, start_batch=start)
+        share = _share(plan, rank=self.rank, worker=worker, num_workers=workers, batch_size=self.batch_size,
+                       drop_last=self.drop_last, start_batch=start)
         if share.quota - share.skip <= 0:
             return iter(())
         progress = _Progress()
@@ -466,36 +549,23 @@ class _ShardStream(IterableDataset):
         decoder, collate = self._decoder()
         mask = excluded.numpy()
         urls = self.catalog.urls
-        id_of = self._id_of
-
-        def note(fname: str) -> bool:
-            """webdataset's select_files hook: remember the file (for errors); skip removed samples' bytes."""
-            progress.fname = fname
-            try:
-                return not mask[id_of(progress.url, _key_of(fname))]
-            except Exception:  # a bad key: let _select report it
-                return True
 
         def make_pass(passes: int) -> Iterable[dict[str, Any]]:
-            order = share.pool
+            segments = share.pool
             bufsize = self.shuffle_buffer
             if passes:
                 g = make_generator(self.seed, epoch, Stream.SHARDS, self.rank, worker, passes)
-                order = [order[k] for k in torch.randperm(len(order), generator=g).tolist()]
+                segments = [segments[k] for k in torch.randperm(len(segments), generator=g).tolist()]
                 # A repeat pass tops up the quota: a buffer no larger than what is missing keeps it from reading
                 # (and holding) a whole pass for a few samples. Skipped samples count as delivered, so a resumed
                 # epoch sizes it alike.
                 bufsize = min(bufsize, max(1, share.quota - progress.out))
-            return wds.DataPipeline(
-                partial(_shard_urls, urls=urls, order=order, progress=progress),
-                wds.tarfile_to_samples(handler=handler, select_files=note),
-                partial(_select, id_of=id_of, excluded=mask, progress=progress, handler=handler),
-                partial(_shuffle, bufsize=bufsize,
-                        generator=make_generator(self.seed, epoch, Stream.BUFFER, self.rank, worker, passes)),
-            )
+            samples = _read(segments, catalog=self.catalog, excluded=mask, progress=progress, handler=handler)
+            return _shuffle(samples, bufsize=bufsize,
+                            generator=make_generator(self.seed, epoch, Stream.BUFFER, self.rank, worker, passes))
 
         pipeline = wds.DataPipeline(
-            partial(_passes, make_pass=make_pass, progress=progress, names=[urls[i] for i in share.pool]),
+            partial(_passes, make_pass=make_pass, progress=progress, names=[urls[s] for s, _, _ in share.pool]),
             partial(_skip, count=share.skip, progress=progress),
             partial(_decode, decoder=decoder, progress=progress, handler=handler),
             partial(_take, count=share.quota - share.skip),
@@ -514,7 +584,7 @@ class StreamSource:
         catalog: The shards and their sample ids (:func:`enlight_data.shards.load_catalog`).
         clock: The loader's shared clock; workers read the epoch and the excluded mask from it.
         batch_size: Samples per batch.
-        num_workers: DataLoader workers (at most ``shards // world_size``).
+        num_workers: DataLoader workers (at most ``shards with samples // world_size``).
         shuffle_buffer: Size of each worker's shuffle buffer (0 or 1: shard order only).
         seed: Base seed of the shard order and the shuffle buffers.
         decode: ``"rgb8"``, ``"l8"``, ``"gpu"`` or a callable ``sample dict -> (input, target)``.
@@ -543,14 +613,18 @@ class StreamSource:
         persistent_workers: bool = False,
         device: torch.device | None = None,
     ) -> None:
-        num_shards = len(catalog.urls)
+        # Empty shards do not count: every rank and worker should have about a shard's worth of its own to read.
+        num_shards = int((catalog.counts > 0).sum())
         if num_shards < world_size:
-            raise ValueError(f"source should have at least world_size={world_size} shards, got {num_shards}")
+            raise ValueError(
+                f"source should have at least world_size={world_size} shards that hold samples, got {num_shards} "
+                f"(of {len(catalog.urls)} shards)"
+            )
         workers = min(num_workers, num_shards // world_size)
         if workers < num_workers:
             warnings.warn(
-                f"{num_shards} shards over {world_size} ranks leave {num_shards // world_size} per rank: using "
-                f"num_workers={workers} instead of {num_workers}",
+                f"{num_shards} shards with samples over {world_size} ranks leave {num_shards // world_size} per rank: "
+                f"using num_workers={workers} instead of {num_workers}",
                 RuntimeWarning,
                 stacklevel=3,
             )
@@ -728,11 +802,13 @@ def stream(
         An :class:`~enlight_data.EnlightLoader` yielding ``(input, target)`` tuples.
 
     Note:
-        An epoch has ``ceil(ceil(K / world_size) / batch_size)`` batches on every rank, ``K`` being the samples not
-        removed this epoch; see NOTE [ Equal epochs from shards ] in ``streaming.py`` for how shards are dealt, cut
-        and repeated to get there. The order is a pure function of (seed, epoch, removal set, rank, world size,
-        workers). Hashed ids that collide share one loss entry and one removal decision
-        (``enlight_data.shards.load_catalog(source).collisions`` counts such samples).
+        An epoch has ``ceil(ceil(K / world_size) / batch_size)`` batches on every rank (floor with ``drop_last``),
+        ``K`` being the samples not removed this epoch. Every kept sample is read once per epoch; to keep the batch
+        counts equal, fewer than ``world_size`` samples repeat (none with one rank), and with ``drop_last`` fewer
+        than ``batch_size`` per rank are left out (see NOTE [ Equal epochs from shards ] in ``streaming.py``). The
+        source needs at least ``world_size`` shards that hold samples. The order is a pure function of (seed,
+        epoch, removal set, rank, world size, workers). Hashed ids that collide share one loss entry and one
+        removal decision (``enlight_data.shards.load_catalog(source).collisions`` counts such samples).
     """
     check_arguments(schedule, num_classes=num_classes, seed=seed, augment=augment)
     check_int("batch_size", batch_size, minimum=1)

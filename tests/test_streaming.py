@@ -5,10 +5,13 @@ Every test writes its own tiny shards into ``tmp_path``.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import io
 import json
 import os
 import tarfile
+import warnings
 
 import numpy as np
 import pytest
@@ -117,6 +120,37 @@ def test_write_shards_errors(tmp_path):
         ed.write_shards(Tiles(3), str(tmp_path / "d-%02d.tar"), image_format="gif", progress=False)
 
 
+def test_write_shards_refuses_lossy_or_invalid_samples(tmp_path):
+    from PIL import Image
+
+    nan = torch.full((3, 2, 2), 0.5)
+    nan[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"finite values.*1 NaN or infinite values at dataset\[0\]"):
+        ed.write_shards([(nan, 0)], str(tmp_path / "n-%02d.tar"), image_format="png", progress=False)
+    with pytest.raises(ValueError, match=r"labels should be class indices >= 0, got dataset\[1\]\[1\]=-1"):
+        ed.write_shards([(torch.zeros(2), 0), (torch.zeros(2), -1)], str(tmp_path / "l-%02d.tar"), progress=False)
+    # A shard number in the folder part: refused before anything is created.
+    with pytest.raises(ValueError, match="in the file name, not the folder"):
+        ed.write_shards(Tiles(4), str(tmp_path / "part-%03d" / "data.tar"), maxcount=2, progress=False)
+    assert not any(p.name.startswith("part-") for p in tmp_path.iterdir())
+    # PIL modes jpg/png cannot hold are refused there, and stored exactly as (C, H, W) npy with image_format="npy".
+    images = [
+        Image.fromarray(np.array([[0, 300, 1000, 65535]], dtype=np.uint16)),
+        Image.fromarray(np.array([[0.25, 0.5, 1.5, -2.0]], dtype=np.float32)),
+        Image.fromarray(np.array([[[10, 20, 30, 0], [10, 20, 30, 255]]], dtype=np.uint8), "RGBA"),
+    ]
+    for k, image in enumerate(images):
+        with pytest.raises(ValueError, match=f"mode 'L' or 'RGB'.*got mode={image.mode!r}.*image_format='npy'"):
+            ed.write_shards([(image, 0)], str(tmp_path / f"m{k}-%02d.tar"), image_format="png", progress=False)
+        index = ed.write_shards([(image, 0)], str(tmp_path / f"x{k}-%02d.tar"), image_format="npy", progress=False)
+        loader = ed.stream(index, ed.high_loss_removal(1, fraction=0.1), batch_size=1, num_workers=0,
+                           decode=lambda d: (torch.from_numpy(np.load(io.BytesIO(d["npy"]))), int(d["cls"])))
+        (x, _), = list(loader)
+        pixels = np.asarray(image)
+        expected = pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
+        assert x[0].numpy().dtype == expected.dtype and np.array_equal(x[0].numpy(), expected)
+
+
 # ---------------------------------------------------------------------------------------------- ids, exclusion
 
 
@@ -189,6 +223,117 @@ def test_uneven_ranks_still_yield_equal_batch_counts(tmp_path):
         batches = epoch_ids(loader)
         counts.add((len(batches), len(loader), sum(map(len, batches))))
     assert counts == {(6, 6, 23)}  # ceil(45 / 2) = 23 samples, ceil(23 / 4) = 6 batches on every rank
+
+
+def _catalog(counts):
+    from enlight_data.shards import ShardCatalog
+
+    n = sum(counts)
+    return ShardCatalog(urls=[f"s{i}.tar" for i in range(len(counts))], counts=torch.tensor(counts),
+                        ids=torch.arange(n), starts=torch.tensor([0, *np.cumsum(counts).tolist()]), num_ids=n)
+
+
+@pytest.mark.parametrize(
+    "counts,world_size,workers,batch_size,drop_last",
+    [
+        ([100] * 12, 1, 8, 10, False),  # the old plan left out and repeated 200 samples here
+        ([100] * 12, 8, 1, 10, False),
+        ([7] * 6 + [3], 2, 2, 4, False),
+        ([13, 0, 5, 9, 1, 30, 2], 3, 2, 4, False),
+        ([13, 0, 5, 9, 1, 30, 2], 3, 2, 4, True),
+        ([3, 1], 2, 1, 5, False),  # fewer samples than a batch
+    ],
+)
+def test_plan_reads_every_kept_sample_once(counts, world_size, workers, batch_size, drop_last):
+    # NOTE [ Equal epochs from shards ]: rank shares cover the kept samples once; only padding (fewer than
+    # world_size samples) repeats, and only drop_last leaves samples out (fewer than batch_size per rank).
+    from enlight_data.streaming import _plan, _share
+
+    catalog = _catalog(counts)
+    g = torch.Generator().manual_seed(len(counts))
+    for epoch, excluded in enumerate([None, torch.rand(catalog.num_ids, generator=g) < 0.3]):
+        plan = _plan(catalog, excluded, seed=0, epoch=epoch, world_size=world_size, batch_size=batch_size,
+                     drop_last=drop_last)
+        kept = catalog.num_ids if excluded is None else int((~excluded).sum())
+        uses = torch.zeros(catalog.num_ids, dtype=torch.int64)
+        for rank in range(world_size):
+            total = 0
+            for worker in range(workers):
+                share = _share(plan, rank=rank, worker=worker, num_workers=workers, batch_size=batch_size,
+                               drop_last=drop_last, start_batch=0)
+                got = 0
+                for shard, first, stop in share.pool:
+                    ids = catalog.ids[int(catalog.starts[shard]) + first: int(catalog.starts[shard]) + stop]
+                    ids = ids if excluded is None else ids[~excluded[ids]]
+                    uses[ids] += 1
+                    got += ids.numel()
+                assert got == share.quota
+                total += got
+            assert total == plan.samples  # every rank: the same samples, so the same batch count
+        if excluded is not None:
+            assert int(uses[excluded].sum()) == 0
+        repeated = int((uses - 1).clamp(min=0).sum())
+        left_out = int((uses == 0).sum()) - (0 if excluded is None else int(excluded.sum()))
+        assert int(uses.sum()) == world_size * plan.samples
+        if drop_last:
+            assert left_out == max(0, kept - world_size * plan.samples) < world_size * batch_size
+        else:
+            assert left_out == 0 and repeated == world_size * plan.per_rank - kept < world_size
+
+
+@pytest.mark.filterwarnings("ignore:world_size > 1 but torch.distributed is not initialised")
+def test_uneven_shards_are_read_once_over_workers_and_ranks(tmp_path):
+    index = write(tmp_path, n=20, maxcount=5)  # 4 shards of 5
+    # 3 workers, 10 batches of 2: quotas 8, 6, 6 samples, which whole shards could not match.
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=2, num_workers=3, shuffle_buffer=3)
+    assert sorted(i for b in epoch_ids(loader) for i in b) == list(range(20))
+    seen = []
+    for rank in range(3):  # ceil(20 / 3) = 7 samples per rank: one sample repeats, as DistributedSampler pads
+        loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=2, num_workers=0, rank=rank,
+                           world_size=3, shuffle_buffer=0)
+        share = [i for b in epoch_ids(loader) for i in b]
+        assert len(share) == 7 and len(loader) == 4
+        seen += share
+    assert set(seen) == set(range(20)) and len(seen) == 21
+
+
+@pytest.mark.filterwarnings("ignore:world_size > 1 but torch.distributed is not initialised")
+def test_empty_shards_do_not_count_as_shards_for_ranks(tmp_path):
+    index = write(tmp_path, n=20, maxcount=20)
+    empty = tmp_path / "empty.tar"
+    tarfile.open(empty, "w").close()
+    with pytest.raises(ValueError, match=r"at least world_size=2 shards that hold samples, got 1 \(of 2 shards\)"):
+        ed.stream([str(tmp_path / "train-0000.tar"), str(empty)], ed.mixup_pause(1, alpha=0.0), batch_size=5,
+                  num_workers=0, rank=0, world_size=2)
+    assert json.load(open(index))["total"] == 20
+
+
+def test_mid_epoch_resume_with_uneven_worker_shares(tmp_path):
+    index = write(tmp_path, n=23, maxcount=5)  # 5 shards, split between 3 workers
+
+    def make():
+        return ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=2, num_workers=3, shuffle_buffer=4)
+
+    def epoch(loader, stop=None):
+        out = []
+        for k, (x, _) in enumerate(loader):
+            out.append(ids_of(x))
+            loader.record(x.flatten(1)[:, 0].float())
+            if k == stop:
+                break
+        return out
+
+    full = make()
+    epoch(full)
+    reference = epoch(full)  # epoch 1, with removals
+    excluded = set(full.state_dict()["excluded"].tolist())
+    assert len(excluded) == 5 and sorted(i for b in reference for i in b) == sorted(set(range(23)) - excluded)
+    loader = make()
+    epoch(loader)
+    epoch(loader, stop=4)
+    resumed = make()
+    resumed.load_state_dict(loader.state_dict())
+    assert epoch_ids(resumed) == reference[5:]
 
 
 def test_same_seed_same_epoch(tmp_path):
@@ -375,6 +520,55 @@ def test_foreign_keys_are_hashed_ids(tmp_path):
             assert losses[hash_id(str(tmp_path / f"f-{s}.tar"), f"img_{k}", 160)] == 5 * s + k
 
 
+def _foreign(tmp_path, name, keys_per_shard):
+    import webdataset as wds
+
+    urls = []
+    for s, keys in enumerate(keys_per_shard):
+        urls.append(str(tmp_path / f"{name}-{s}.tar"))
+        with wds.TarWriter(urls[-1]) as w:
+            for k in keys:
+                buf = io.BytesIO()
+                np.save(buf, np.zeros(2, dtype=np.float32))
+                w.write({"__key__": str(k), "npy": buf.getvalue(), "cls": b"0"})
+    return urls
+
+
+def test_foreign_integer_keys_that_repeat_or_are_large_are_hashed(tmp_path):
+    restarting = load_catalog(_foreign(tmp_path, "r", [[f"{k:06d}" for k in range(10)]] * 2))
+    assert restarting.hashed and restarting.num_ids == 320 and restarting.ids.unique().numel() == 20
+    assert restarting.collisions == 0
+    large = load_catalog(_foreign(tmp_path, "l", [[20240101120000, 20240101120001]]))
+    assert large.hashed and large.num_ids == 32
+    plain = load_catalog(_foreign(tmp_path, "p", [[0, 1, 2], [3, 4, 5]]))
+    assert not plain.hashed and plain.num_ids == 6 and plain.ids.tolist() == list(range(6))
+
+
+def test_index_is_validated_naming_the_file_and_field(tmp_path):
+    index = write(tmp_path, n=20, maxcount=10)
+    good = json.load(open(index))
+
+    def broken(edit):
+        meta = json.loads(json.dumps(good))
+        edit(meta)
+        path = tmp_path / "bad-index.json"
+        path.write_text(json.dumps(meta))
+        return str(path)
+
+    cases = [
+        (lambda m: m["shards"][0].pop("offset"), r"shards\[0\] should have fields \['url', 'count', 'offset'\]"),
+        (lambda m: m.__setitem__("shards", {"a": 1}), r"'shards' should be a list of shards, got dict"),
+        (lambda m: m["shards"][0].__setitem__("count", -3), r"shards\[0\]\.count should be an integer >= 0, got -3"),
+        (lambda m: m["shards"][1].__setitem__("count", "10"), r"shards\[1\]\.count should be an integer"),
+        (lambda m: m["shards"][0].__setitem__("count", 12), r"shards\[1\] holds ids 10\.\.19, which should be below"),
+        (lambda m: m["shards"][1].__setitem__("offset", 10**12), r"holds ids 1000000000000\.\."),
+        (lambda m: m.__setitem__("num_classes", 0), r"num_classes should be an integer >= 1, got 0"),
+    ]
+    for edit, message in cases:
+        with pytest.raises(ValueError, match=r"index '.*bad-index\.json'.*" + message):
+            load_catalog(broken(edit))
+
+
 # ---------------------------------------------------------------------------------------------- bad data
 
 
@@ -426,6 +620,52 @@ def test_bad_data_warn_skips_counts_and_warns_once(tmp_path):
     assert loader.history[-1]["skipped"] >= 1
 
 
+def _cut_before(path, key):
+    with tarfile.open(path) as tar:
+        cut = next(m.offset for m in tar.getmembers() if m.name.startswith(f"{key}."))
+    with open(path, "r+b") as f:
+        f.truncate(cut)  # samples before `key` intact, no end-of-archive blocks: tarfile itself sees no error
+
+
+def test_shard_cut_at_a_member_boundary_is_not_silently_short(tmp_path):
+    index = write(tmp_path, n=20, maxcount=10)
+    _cut_before(tmp_path / "train-0000.tar", "000000006")
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=0, shuffle_buffer=0)
+    with pytest.raises(ShardError, match=r"train-0000\.tar' ends after 6 samples.*lists 10; is it truncated"):
+        list(loader)
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=0, shuffle_buffer=0,
+                       handler="warn")
+    with pytest.warns(RuntimeWarning, match="skipped 1 bad samples or shard tails.*ends after 6 samples"):
+        ids = [i for b in epoch_ids(loader) for i in b]
+    assert len(ids) == 20 and set(ids) == set(range(6)) | set(range(10, 20))  # the epoch keeps its length
+    assert loader.history[-1]["skipped"] == 1
+
+
+def _open_shards(folder):
+    fds = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            fds.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return [f for f in fds if f.startswith(str(folder)) and f.endswith(".tar")]
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
+def test_shards_are_closed_after_reading_and_when_a_loop_is_left(tmp_path):
+    index = write(tmp_path, n=40, maxcount=10)
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=0, shuffle_buffer=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)  # an unclosed file warns when collected
+        for x, _ in loader:
+            pass
+        gc.collect()
+        assert _open_shards(tmp_path) == []
+        it = iter(loader)
+        next(it)
+        assert len(_open_shards(tmp_path)) == 1
+        del it  # the loop left early: its shard closes with the iterator, not at some later collection
+        assert _open_shards(tmp_path) == []
+
+
 def test_missing_and_empty_sources(tmp_path):
     schedule = ed.mixup_pause(1, alpha=0.0)
     with pytest.raises(ValueError, match="at least one shard"):
@@ -455,7 +695,7 @@ def test_argument_errors(tmp_path):
         ed.stream(index, schedule, batch_size=0)
     with pytest.raises(TypeError, match="source should be"):
         ed.stream(3, schedule, batch_size=2)
-    with pytest.raises(ValueError, match="at least world_size=4 shards"):
+    with pytest.raises(ValueError, match="at least world_size=4 shards that hold samples"):
         ed.stream(index, schedule, batch_size=2, rank=0, world_size=4)
 
 
