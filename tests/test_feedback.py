@@ -172,3 +172,15 @@ def test_record_on_cuda_does_not_synchronise():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert t.finalize_epoch()["recorded"] == 201 * 256
+
+
+@pytest.mark.needs_cuda
+def test_tied_losses_at_the_cut_give_the_same_set_on_cpu_and_cuda():
+    losses = torch.tensor([1.0, 2.0, 2.0, 2.0, 2.0, 0.5] * 500)  # the cut falls inside a run of ties
+    chosen = []
+    for device in ("cpu", "cuda"):
+        t = LossTable(losses.numel())
+        t.record(torch.arange(losses.numel(), device=device), losses.to(device))
+        t.finalize_epoch()
+        chosen.append(sorted(t.select_high_loss(0.3).tolist()))
+    assert chosen[0] == chosen[1]
