@@ -55,13 +55,28 @@ SPARSE_MIN_SIZE = 16_000_000
 _SIZE, _ROWS, _STATS = 0, 1, 2
 
 
-def resolve_rank(rank: int | None, world_size: int | None) -> tuple[int, int]:
-    """Rank and world size: the arguments where given, else the process group's, else (0, 1)."""
+def resolve_rank(
+    rank: int | None, world_size: int | None, group: "dist.ProcessGroup | None" = None
+) -> tuple[int, int]:
+    """Rank and world size: the arguments where given, else ``group``'s (default: the process group's), else (0, 1).
+
+    Raises:
+        ValueError: If ``group`` is given without an initialised process group or without this process in it, if
+            ``world_size`` differs from ``group``'s size, or for a rank outside ``[0, world_size)``.
+    """
     initialised = dist.is_available() and dist.is_initialized()
+    if group is not None:
+        if not initialised:
+            raise ValueError(f"group needs an initialised process group, got group={group!r} before init_process_group()")
+        size, own = dist.get_world_size(group), dist.get_rank(group)
+        if own < 0:
+            raise ValueError(f"group should contain this process (global rank {dist.get_rank()}), got group={group!r}")
+        if world_size is not None and world_size != size:
+            raise ValueError(f"world_size should be group's size {size}, got world_size={world_size}")
     if world_size is None:
-        world_size = dist.get_world_size() if initialised else 1
+        world_size = dist.get_world_size(group) if initialised else 1
     if rank is None:
-        rank = dist.get_rank() if initialised else 0
+        rank = dist.get_rank(group) if initialised else 0
     check_int("world_size", world_size, minimum=1)
     check_int("rank", rank, minimum=0)
     if rank >= world_size:

@@ -680,6 +680,7 @@ def enlighten(
     augment: Callable[..., Tensor] | None = None,
     rank: int | None = None,
     world_size: int | None = None,
+    group: "torch.distributed.ProcessGroup | None" = None,
     pad: bool = True,
 ) -> EnlightLoader:
     """Wrap a map-style DataLoader so that it follows ``schedule``.
@@ -697,6 +698,8 @@ def enlighten(
             Kornia module, :class:`~enlight_data.GpuAugment` or any callable.
         rank: This process's rank; taken from ``torch.distributed`` when initialised.
         world_size: Number of ranks; taken from ``torch.distributed`` when initialised.
+        group: The data-parallel process group (e.g. with tensor or pipeline parallelism): rank and
+            world size come from it and the loss tables are combined over it. Default: the whole world.
         pad: Pad rank shares to equal size by repeating samples (else truncate).
 
     Returns:
@@ -711,7 +714,7 @@ def enlighten(
     check_soft_targets(schedule, num_classes)
     check_bool("pad", pad)
     dev = resolve_device(device)
-    rank, world_size = resolve_rank(rank, world_size)
+    rank, world_size = resolve_rank(rank, world_size, group)
     check_loader(loader)
     size = len(loader.dataset)  # type: ignore[arg-type]
     if size < 1:
@@ -736,5 +739,5 @@ def enlighten(
         input_key=input_key,
         target_key=target_key,
         augment=augment,
-        reduce=table_reducer() if world_size > 1 else None,
+        reduce=table_reducer(group) if world_size > 1 else None,
     )

@@ -767,6 +767,7 @@ def stream(
     drop_last: bool = False,
     rank: int | None = None,
     world_size: int | None = None,
+    group: "torch.distributed.ProcessGroup | None" = None,
     handler: str = "raise",
     persistent_workers: bool = False,
     num_ids: int | None = None,
@@ -792,6 +793,8 @@ def stream(
         drop_last: Drop the short last batch.
         rank: This process's rank (default: from ``torch.distributed``).
         world_size: Number of ranks (default: from ``torch.distributed``).
+        group: The data-parallel process group: rank and world size come from it and the loss tables are
+            combined over it (default: the whole world).
         handler: ``"raise"``: a corrupt shard or undecodable sample raises :class:`ShardError` naming the shard and
             the key; ``"warn"``: it is skipped, counted in ``history[-1]["skipped"]`` and warned about once per epoch.
         persistent_workers: Keep the DataLoader workers across epochs (they read each epoch's plan from shared memory).
@@ -832,7 +835,7 @@ def stream(
         if augment is None:
             raise ValueError("decode='gpu' needs augment (a GpuAugment) to crop the decoded images into one batch, "
                              "got augment=None")
-    rank, world_size = resolve_rank(rank, world_size)
+    rank, world_size = resolve_rank(rank, world_size, group)
     catalog = load_catalog(source, num_ids=num_ids, handler=handler)
     if num_classes is None:
         num_classes = catalog.num_classes
@@ -861,5 +864,5 @@ def stream(
         device=dev,
         seed=seed,
         augment=augment,
-        reduce=table_reducer() if world_size > 1 else None,
+        reduce=table_reducer(group) if world_size > 1 else None,
     )

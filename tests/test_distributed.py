@@ -13,6 +13,7 @@ import socket
 import tempfile
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,11 +46,11 @@ def _loss_value(ids: torch.Tensor, epoch: int, rank: int) -> torch.Tensor:
 
 
 def _hlr_run(n: int, *, pad: bool, batch_size: int, drop_last: bool, stop: tuple[int, int] | None = None,
-             state: dict[str, Any] | None = None) -> dict[str, Any]:
+             state: dict[str, Any] | None = None, group: Any = None) -> dict[str, Any]:
     """High-Loss Removal until epoch EPOCHS; ``stop=(epoch, batches)`` breaks off there and returns the state."""
-    rank = dist.get_rank()
+    rank = dist.get_rank(group)
     loader = DataLoader(_data(n), batch_size=batch_size, shuffle=True, drop_last=drop_last)
-    wrapped = ed.enlighten(loader, ed.high_loss_removal(3, fraction=FRACTION), seed=5, pad=pad)
+    wrapped = ed.enlighten(loader, ed.high_loss_removal(3, fraction=FRACTION), seed=5, pad=pad, group=group)
     if state is not None:
         wrapped.load_state_dict(state)
     out: dict[str, Any] = {"served": {}, "excluded": {}, "losses": {}, "batches": {}, "lengths": {}}
@@ -100,6 +101,21 @@ def _check_resume(world_size: int) -> dict[str, Any]:
     first = _hlr_run(n, pad=True, batch_size=8, drop_last=False, stop=(2, 3))
     rest = _hlr_run(n, pad=True, batch_size=8, drop_last=False, state=first.pop("state"))
     return {"full": full, "first": first, "rest": rest}
+
+
+def _check_group(world_size: int) -> dict[str, Any]:
+    """Data-parallel groups {0, 2} and {1}, as tensor parallelism makes them: each combines its own tables."""
+    pair, alone = dist.new_group([0, 2]), dist.new_group([1])  # every rank creates every group
+    group = alone if dist.get_rank() == 1 else pair
+    out: dict[str, Any] = {"resolved": resolve_rank(None, None, group)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # the group is synced: no "tables not combined" warning
+        out["hlr"] = _hlr_run(SIZES[2], pad=True, batch_size=8, drop_last=False, group=group)
+    try:
+        resolve_rank(None, 3, pair if dist.get_rank() != 1 else alone)
+    except ValueError as exc:
+        out["mismatch"] = str(exc)
+    return out
 
 
 def _check_mixup_pause(world_size: int) -> dict[str, Any]:
@@ -201,6 +217,7 @@ _CHECKS: dict[str, Callable[[int], dict[str, Any]]] = {
     "shares": _check_shares,
     "hlr": _check_hlr,
     "mixup_pause": _check_mixup_pause,
+    "group": _check_group,
     "sync": _check_sync,
     "resume": _check_resume,
     "stream": _check_stream,
@@ -267,12 +284,12 @@ def run2(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     samples = [(torch.tensor([float(i)]), i % 4) for i in range(SIZES[2])]
     index = ed.write_shards(samples, str(tmp_path_factory.mktemp("shards") / "train-%06d.tar"), maxcount=13,
                             image_format="npy", progress=False)
-    return _spawn(2, [name for name in _CHECKS if name != "nccl"], {"shards": index})
+    return _spawn(2, [name for name in _CHECKS if name not in ("nccl", "group")], {"shards": index})
 
 
 @pytest.fixture(scope="module")
 def run3() -> list[dict[str, Any]]:
-    return _spawn(3, ["shares", "hlr", "mixup_pause", "sync"])
+    return _spawn(3, ["shares", "hlr", "mixup_pause", "sync", "group"])
 
 
 @pytest.fixture(params=[2, 3])
@@ -490,3 +507,23 @@ def test_nccl_groups_get_the_ranks_cuda_device(monkeypatch, backend, table_devic
     monkeypatch.setattr(distributed.dist, "get_backend", lambda group=None: backend)
     monkeypatch.setattr(distributed.torch.cuda, "current_device", lambda: 3)  # torch.cuda.set_device(3) was called
     assert distributed._comm_device(None, torch.device(table_device)) == torch.device(expected)
+
+
+@pytest.mark.slow  # spawns gloo ranks
+def test_a_data_parallel_group_shards_and_syncs_within_itself(run3):
+    groups = [r["group"] for r in run3]
+    assert [g["resolved"] for g in groups] == [(0, 2), (0, 1), (1, 2)]
+    pair = [groups[0]["hlr"], groups[2]["hlr"]]
+    assert pair[0]["excluded"] == pair[1]["excluded"] and pair[0]["history"] == pair[1]["history"]
+    for epoch in range(EPOCHS):
+        assert _same(pair[0]["losses"][epoch], pair[1]["losses"][epoch])
+        served = pair[0]["served"][epoch] + pair[1]["served"][epoch]
+        assert set(served) == set(range(SIZES[2])) - set(pair[0]["excluded"][epoch])
+    alone = groups[1]["hlr"]
+    assert set(alone["served"][0]) == set(range(SIZES[2]))  # a group of one reads everything
+    assert all("world_size should be group's size" in g["mismatch"] for g in groups)
+
+
+def test_a_group_needs_an_initialised_process_group():
+    with pytest.raises(ValueError, match="group needs an initialised process group"):
+        ed.enlighten(DataLoader(_data(8), batch_size=4), ed.Schedule(1), group=object())
