@@ -309,8 +309,12 @@ class ShardCatalog:
 
 
 def hash_id(url: str, key: str, num_ids: int) -> int:
-    """A stable id in ``[0, num_ids)`` for a foreign key: blake2b-64 of ``"<shard basename>/<key>"``, modulo."""
-    base = url.rstrip("/").rsplit("/", 1)[-1]
+    """A stable id in ``[0, num_ids)`` for a foreign key: blake2b-64 of ``"<shard basename>/<key>"``, modulo.
+
+    The basename leaves out a URL's query and fragment, so a presigned URL whose token changes from run to run
+    (``...train-0001.tar?X-Amz-Signature=...``) keeps its samples' ids.
+    """
+    base = re.split(r"[?#]", url, maxsplit=1)[0].rstrip("/").rsplit("/", 1)[-1]
     digest = hashlib.blake2b(f"{base}/{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % num_ids
 

@@ -731,3 +731,12 @@ def test_write_shards_stream_unchanged_training_loop(tmp_path, schedule):
         assert h["mean_loss"] > 0 and 0.0 <= h["accuracy"] <= 1.0
     if schedule.during.drop_high_loss:
         assert history[1]["removed"] > 0 and history[2]["removed"] == 0
+
+
+def test_hashed_ids_ignore_a_urls_query_and_fragment():
+    plain = hash_id("https://bucket.example/data/train-0001.tar", "img_7", 1000)
+    for url in ("https://bucket.example/data/train-0001.tar?X-Amz-Signature=abc&X-Amz-Expires=60",
+                "https://bucket.example/data/train-0001.tar#part", "/mnt/other/train-0001.tar",
+                "pipe:curl -s 'https://bucket.example/data/train-0001.tar?token=xyz'"):
+        assert hash_id(url, "img_7", 1000) == plain, url
+    assert hash_id("https://bucket.example/data/train-0002.tar?X-Amz-Signature=abc", "img_7", 1000) != plain
