@@ -15,6 +15,8 @@ import numbers
 import os
 import re
 import tarfile
+import urllib.parse
+import urllib.request
 import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -319,13 +321,42 @@ def hash_id(url: str, key: str, num_ids: int) -> int:
     return int.from_bytes(digest, "little") % num_ids
 
 
+_SKIP_META = re.compile(r"__[^/]*__($|/)")
+
+
 def _is_local(url: str) -> bool:
     return url.startswith("file:") or "://" not in url and not url.startswith("pipe:")
 
 
 def local_path(url: str) -> str | None:
-    """The file path of a local shard URL (a path or ``file:``), else None (``pipe:``, ``http(s)://``, ...)."""
-    return re.sub(r"^file://?", "", url) if _is_local(url) else None
+    """The file path of a local shard URL (a path or ``file:``), else None (``pipe:``, ``http(s)://``, ...).
+
+    ``file:/a/b.tar``, ``file:///a/b.tar`` and ``file://localhost/a/b.tar`` are all ``/a/b.tar``.
+    """
+    if not _is_local(url):
+        return None
+    if url.startswith("file:"):
+        return urllib.request.url2pathname(urllib.parse.urlparse(url).path)
+    return url
+
+
+def close_stream(stream: Any, *, drain: bool) -> None:
+    """Close a shard's stream (a file, or a webdataset ``Pipe`` for ``pipe:`` and remote URLs).
+
+    A pipe's command exits with an error when its reader stops early (curl: 23, or a SIGPIPE), and a tar reader
+    stops at the end-of-archive marker, before the padding after it. So after a read to the tar's end (``drain``)
+    the rest is read first, and the command's exit status then means what it says; after an early stop (a segment
+    that ends inside a shard, a loop left early, an error) the command is stopped and its status ignored.
+    """
+    proc = getattr(stream, "proc", None)
+    if proc is not None:
+        if drain:
+            while stream.read(1 << 16):
+                pass
+        else:
+            stream.ignore_errors = True
+            proc.kill()
+    stream.close()
 
 
 def _check_exists(urls: Sequence[str]) -> None:
@@ -346,6 +377,8 @@ def member_key(info: tarfile.TarInfo) -> tuple[str, str] | None:
     name = info.name
     if not info.isreg() or "/" not in name and name.startswith(meta_prefix) and name.endswith(meta_suffix):
         return None
+    if _SKIP_META.search(name):  # webdataset's tar_file_iterator(skip_meta=...): __meta__/... and the like
+        return None
     prefix, suffix = base_plus_ext(name)
     if prefix is None:
         return None
@@ -359,6 +392,7 @@ def _scan(url: str, handler: str) -> list[str]:
     keys: list[str] = []
     try:
         stream = wds.gopen(url, "rb")
+        finished = False
         try:
             with tarfile.open(fileobj=stream, mode="r|*") as tar:
                 for info in tar:
@@ -366,8 +400,9 @@ def _scan(url: str, handler: str) -> list[str]:
                     if member is not None and (not keys or keys[-1] != member[0]):
                         keys.append(member[0])
                     tar.members = []  # a stream-mode TarFile keeps every TarInfo otherwise
+            finished = True
         finally:
-            stream.close()
+            close_stream(stream, drain=finished)
     except Exception as exc:
         where = f"after key {keys[-1]!r}" if keys else "at its start"
         err = ShardError(f"shard {url!r} is unreadable {where}: {type(exc).__name__}: {exc}")
@@ -407,7 +442,8 @@ def _from_index(path: str) -> ShardCatalog:
         url = shard[_URL]
         if not isinstance(url, str) or not url:
             raise ValueError(f"index {path!r}: {where}.{_URL} should be a non-empty string, got {url!r}")
-        urls.append(url if not _is_local(url) or os.path.isabs(url) else os.path.join(folder, url))
+        path_ = local_path(url)
+        urls.append(url if path_ is None or os.path.isabs(path_) else os.path.join(folder, path_))
         counts.append(_index_int(path, f"{where}.{_COUNT}", shard[_COUNT], 0))
         offsets.append(_index_int(path, f"{where}.{_OFFSET}", shard[_OFFSET], 0))
     if not urls or sum(counts) == 0:
@@ -448,7 +484,7 @@ def _from_urls(urls: list[str], *, num_ids: int | None, handler: str) -> ShardCa
     # Integer keys are the ids only when they are distinct across all shards (keys that restart in every shard
     # would silently share ids) and below 16 * samples (large keys such as database ids or timestamps would size
     # the loss table by the largest key); otherwise they are hashed like other keys, into the same 16 * samples.
-    hashed = num_ids is not None or not all(k.isdigit() for k in flat)
+    hashed = num_ids is not None or not all(k.isascii() and k.isdigit() for k in flat)
     if not hashed:
         values = [int(k) for k in flat]
         hashed = max(values) >= _HASH_FACTOR * len(flat) or len(set(values)) < len(values)

@@ -39,7 +39,7 @@ from .context import SharedClock
 from .distributed import resolve_rank, table_reducer
 from .loader import EnlightLoader, check_arguments, check_soft_targets, resolve_device
 from .schedule import Schedule
-from .shards import ShardCatalog, ShardError, hash_id, load_catalog, local_path, member_key
+from .shards import ShardCatalog, ShardError, close_stream, hash_id, load_catalog, local_path, member_key
 
 __all__ = ["ShardError", "StreamSource", "stream"]
 
@@ -180,7 +180,7 @@ class _Progress:
         self.read = 0
         self.kept_in_pass = 0
         self.out = 0
-        self.last_error: tuple[str, str] | None = None
+        self.reported: set[tuple[str, str]] = set()  # failures counted this epoch: a repeat pass meets them again
 
 
 def _key_of(fname: str) -> str:
@@ -212,7 +212,7 @@ def _key_matches(catalog: ShardCatalog, url: str, key: str, sid: int) -> bool:
     """Whether ``key`` in shard ``url`` is the sample the catalogue lists with id ``sid``."""
     if catalog.hashed:
         return hash_id(url, key, catalog.num_ids) == sid
-    return key.isdigit() and int(key) == sid
+    return key.isascii() and key.isdigit() and int(key) == sid
 
 
 def _read_segment(catalog: ShardCatalog, shard: int, first: int, stop: int, excluded: np.ndarray,
@@ -234,6 +234,7 @@ def _read_segment(catalog: ShardCatalog, shard: int, first: int, stop: int, excl
     path = local_path(url)
     stream = open(path, "rb") if path is not None else wds.gopen(url, "rb")
     tar = None
+    finished = False  # read to the tar's end (else stopped early: see close_stream)
     try:
         tar = tarfile.open(fileobj=stream, mode="r|*" if path is None else "r:*")
         pos, key = -1, None
@@ -272,6 +273,7 @@ def _read_segment(catalog: ShardCatalog, shard: int, first: int, stop: int, excl
             if suffix in sample:
                 raise ValueError(f"{info.name}: duplicate file name in the tar file")
             sample[suffix] = tar.extractfile(info).read()
+        finished = True
         if sample is not None:
             yield sample
         if pos + 1 < stop:
@@ -282,7 +284,7 @@ def _read_segment(catalog: ShardCatalog, shard: int, first: int, stop: int, excl
     finally:
         if tar is not None:
             tar.close()
-        stream.close()
+        close_stream(stream, drain=finished)
 
 
 def _read(src: Iterable[tuple[int, int, int]], *, catalog: ShardCatalog, excluded: np.ndarray, progress: _Progress,
@@ -505,7 +507,10 @@ class _ShardStream(IterableDataset):
                 exn.args = exn.args[:1]
                 if self.handler == "raise":
                     raise exn
-                self._report(slot, exn)
+                where = ("", str(exn))  # the message names the shard and the sample
+                if where not in progress.reported:
+                    progress.reported.add(where)
+                    self._report(slot, exn)
                 return True
             first = exn.args[0] if exn.args else ""
             key = _key_of(progress.fname) if progress.fname else progress.key
@@ -513,8 +518,8 @@ class _ShardStream(IterableDataset):
             if self.handler == "raise":
                 raise err from exn
             where = (progress.url, progress.fname)
-            if where != progress.last_error:  # a repeat pass meets the same broken shard: count it once
-                progress.last_error = where
+            if where not in progress.reported:  # a repeat pass meets the same broken shard: count it once
+                progress.reported.add(where)
                 self._report(slot, err)
             return True
 

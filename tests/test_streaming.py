@@ -740,3 +740,67 @@ def test_hashed_ids_ignore_a_urls_query_and_fragment():
                 "pipe:curl -s 'https://bucket.example/data/train-0001.tar?token=xyz'"):
         assert hash_id(url, "img_7", 1000) == plain, url
     assert hash_id("https://bucket.example/data/train-0002.tar?X-Amz-Signature=abc", "img_7", 1000) != plain
+
+
+@pytest.mark.filterwarnings("ignore:world_size > 1 but torch.distributed is not initialised")
+@pytest.mark.parametrize("command", ["exec cat", "cat"])
+def test_pipe_urls_split_between_ranks_read_every_sample_once(tmp_path, command):
+    # A segment that ends inside a shard closes the pipe while its command still writes: not a read error.
+    class Large(Tiles):  # 48 kB a sample: a shard is far larger than a pipe's buffer
+        def __getitem__(self, i):
+            return torch.full((3, 64, 64), float(i)), i % CLASSES
+
+    ed.write_shards(Large(45), str(tmp_path / "train-%04d.tar"), maxcount=15, image_format="npy", progress=False)
+    urls = [f"pipe:{command} {tmp_path}/train-{s:04d}.tar" for s in range(3)]
+    served = []
+    for rank in range(2):
+        loader = ed.stream(urls, ed.Schedule(1), batch_size=4, rank=rank, world_size=2, shuffle_buffer=0)
+        for _ in range(3):  # each epoch reopens (and closes early) the pipes
+            ids = [i for b in epoch_ids(loader) for i in b]
+            assert len(ids) == 23
+        served += ids
+    assert sorted(set(served)) == list(range(45))
+
+
+def test_file_urls_are_local_paths(tmp_path):
+    write(tmp_path, n=8, maxcount=4)
+    for prefix in ("file:", "file://"):
+        urls = [f"{prefix}{tmp_path}/train-{s:04d}.tar" for s in range(2)]
+        loader = ed.stream(urls, ed.Schedule(1), batch_size=4, shuffle_buffer=0)
+        assert sorted(i for b in epoch_ids(loader) for i in b) == list(range(8))
+    index = json.loads((tmp_path / "train-index.json").read_text())
+    for shard in index["shards"]:
+        shard["url"] = f"file://{tmp_path}/{shard['url']}"
+    (tmp_path / "file-index.json").write_text(json.dumps(index))
+    loader = ed.stream(str(tmp_path / "file-index.json"), ed.Schedule(1), batch_size=4, shuffle_buffer=0)
+    assert sorted(i for b in epoch_ids(loader) for i in b) == list(range(8))  # absolute: not joined to the folder
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_catalog([f"file://{tmp_path}/missing.tar"])
+
+
+def test_keys_webdataset_skips_or_cannot_read_as_integers(tmp_path):
+    import webdataset as wds
+
+    path = str(tmp_path / "odd.tar")
+    with wds.TarWriter(path) as w:
+        for key in ("0", "__meta__/s1", "²", "3"):
+            w.write({"__key__": key, "cls": b"0", "npy": b""})
+    catalog = load_catalog([path])
+    assert catalog.hashed and catalog.counts.tolist() == [3]  # __meta__/ members are no samples, '²' no integer
+
+
+def test_a_bad_sample_met_again_by_a_repeat_pass_counts_once(tmp_path):
+    index = write(tmp_path, n=12, maxcount=6, fmt="npy")
+    path = tmp_path / "train-0000.tar"
+    with tarfile.open(path) as src:
+        members = [(m, src.extractfile(m).read()) for m in src.getmembers()]
+    with tarfile.open(path, "w") as out:  # sample 0 cannot be decoded: its worker tops up from a repeat pass
+        for member, data in members:
+            data = b"garbage" if member.name.startswith("000000000.npy") else data
+            member.size = len(data)
+            out.addfile(member, io.BytesIO(data))
+    for buffer in (0, 100):
+        loader = ed.stream(index, ed.Schedule(1), batch_size=4, handler="warn", shuffle_buffer=buffer)
+        with pytest.warns(RuntimeWarning, match="skipped 1 bad samples"):
+            assert sum(len(b) for b in epoch_ids(loader)) == 12
+        assert loader.history[-1]["skipped"] == 1
