@@ -73,6 +73,8 @@ def resolve_rank(
             raise ValueError(f"group should contain this process (global rank {dist.get_rank()}), got group={group!r}")
         if world_size is not None and world_size != size:
             raise ValueError(f"world_size should be group's size {size}, got world_size={world_size}")
+        if rank is not None and rank != own:
+            raise ValueError(f"rank should be this process' rank {own} in group, got rank={rank}")
     if world_size is None:
         world_size = dist.get_world_size(group) if initialised else 1
     if rank is None:

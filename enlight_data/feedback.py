@@ -83,7 +83,8 @@ class LossTable:
             losses: ``(B,)`` per-sample losses (any float dtype, detached here).
             keep: ``(B,)`` bool, the samples whose loss enters the table (unmixed ones);
                 all when ``None``. Non-finite losses never enter it and are counted.
-            correct: ``(B,)`` bool, whether each prediction was right (for accuracy).
+            correct: ``(B,)`` bool, whether each prediction was right (for accuracy), or float: the
+                fraction right (dense predictions), NaN for a sample with nothing to score.
 
         Raises:
             TypeError: If ``indices`` or ``losses`` is not a tensor, or ``indices`` is not
@@ -138,7 +139,7 @@ class LossTable:
         staged = self._stage.take()
         if staged is None:
             return
-        indices, values, keep, correct, scored = staged
+        indices, values, keep, correct = staged
         finite = torch.isfinite(values)
         clean = torch.where(finite, values, 0.0)
         take = finite if keep is None else finite & keep
@@ -151,8 +152,8 @@ class LossTable:
         finite_count = finite.sum(dtype=torch.float64)
         self._stats += torch.stack(
             [
-                correct.sum(dtype=torch.float64) if correct is not None else finite_count.new_zeros(()),
-                torch.full_like(finite_count, float(scored)),
+                correct.nansum(dtype=torch.float64) if correct is not None else finite_count.new_zeros(()),
+                (~correct.isnan()).sum(dtype=torch.float64) if correct is not None else finite_count.new_zeros(()),
                 clean.sum(dtype=torch.float64),
                 finite_count,
                 n - finite_count,
@@ -266,7 +267,6 @@ class _Stage:
     def __init__(self) -> None:
         self.capacity = 0
         self.fill = 0
-        self.scored = 0  # samples with an accuracy verdict in the window (a host count)
         self.keep_on = self.correct_on = False
         self.device = torch.device("cpu")
         self.indices = self.losses = self.keep = self.correct = torch.empty(0)
@@ -299,20 +299,20 @@ class _Stage:
             self.keep[lo:hi].copy_(keep)
         elif self.keep_on:
             self.keep[lo:hi].fill_(True)
+        # NaN marks a sample without an accuracy verdict (a batch recorded without one, or a sample with nothing to
+        # score); the fold counts the others on the device.
         if correct is not None and not self.correct_on:
             self.correct_on = True
-            self.correct[:lo].zero_()
+            self.correct[:lo].fill_(math.nan)
         if self.correct_on and correct is not None:
             self.correct[lo:hi].copy_(correct)
         elif self.correct_on:
-            self.correct[lo:hi].zero_()
-        if correct is not None:
-            self.scored += b
+            self.correct[lo:hi].fill_(math.nan)
         self.fill = hi
         return True
 
-    def take(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None, int] | None:
-        """The staged ``(indices, losses, keep, correct, scored)`` as views, and an empty stage; ``None`` if empty.
+    def take(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None] | None:
+        """The staged ``(indices, losses, keep, correct)`` as views, and an empty stage; ``None`` if empty.
 
         The views stay valid until the next :meth:`add`, which the fold never calls.
         """
@@ -324,11 +324,10 @@ class _Stage:
             self.losses[:n],
             self.keep[:n] if self.keep_on else None,
             self.correct[:n] if self.correct_on else None,
-            self.scored,
         )
         self.clear()
         return staged
 
     def clear(self) -> None:
-        self.fill = self.scored = 0
+        self.fill = 0
         self.keep_on = self.correct_on = False

@@ -8,6 +8,7 @@ batch augmentation and mixing. It keeps the one epoch counter of the run.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from typing import Any, Callable, Iterator, Protocol
 
@@ -224,11 +225,13 @@ class EnlightLoader:
         Args:
             per_sample_loss: ``(B,)`` or ``(B, ...)`` losses (extra dims are averaged).
             output: The model output, for training accuracy: argmax over dim 1, or ``output > 0``
-                for a single logit (``(B,)`` or ``(B, 1)``, binary classification).
+                for a single logit (``(B,)``, ``(B, 1)`` or ``(B, 1, ...)``: binary classification or
+                segmentation).
             target: The batch's targets (indices or soft rows; argmax of rows is used; for a single
                 logit, ``target > 0.5``).
             ignore_index: A class-index target value that does not count (padding): the accuracy
-                of dense predictions is taken over the other positions.
+                of dense predictions is taken over the other positions, and a sample with none
+                left is not scored and its loss does not enter the table.
         """
         if self._batch is None:
             raise RuntimeError("record() needs a current batch: call it inside the loop over the loader")
@@ -248,6 +251,7 @@ class EnlightLoader:
         if losses.dim() > 1:
             losses = losses.flatten(1).float().mean(1)
         correct = None
+        keep = None if mixed is None else ~mixed
         if output is not None and target is not None:
             for name, value in (("output", output), ("target", target)):
                 if not isinstance(value, Tensor):
@@ -260,9 +264,12 @@ class EnlightLoader:
             if output.dim() > 1 and output.shape[1] == 0:
                 raise ValueError(f"output should have classes along dim 1, got shape {tuple(output.shape)}")
             truth = target
-            if output.dim() == 1 or (output.dim() == 2 and output.shape[1] == 1):  # one logit: binary
-                predicted = (output.detach() > 0).flatten()
-                truth = (target > 0.5).flatten() if target.is_floating_point() else (target != 0).flatten()
+            if output.dim() == 1 or output.shape[1] == 1:  # one logit (per position): binary, by its sign
+                predicted = output.detach() > 0
+                predicted = predicted if output.dim() == 1 else predicted.squeeze(1)
+                if target.dim() == output.dim() and target.dim() > 1 and target.shape[1] == 1:
+                    target = target.squeeze(1)
+                truth = target > 0.5 if target.is_floating_point() else target != 0
             else:
                 predicted = output.detach().argmax(1)
                 # Rows shaped like the output (one-hot or soft) give labels by argmax; else labels as given.
@@ -275,13 +282,19 @@ class EnlightLoader:
                     f"{tuple(target.shape)} (labels {tuple(truth.shape)})"
                 )
             correct = predicted == truth.to(predicted.device)
-            if correct.dim() > 1:  # dense predictions: the fraction right per sample
-                if ignore_index is not None and truth is target and not target.is_floating_point():
-                    counted = (truth != ignore_index).to(correct.device).flatten(1)
-                    correct = (correct.flatten(1) & counted).sum(1) / counted.sum(1).clamp_min(1)
+            if ignore_index is not None and truth is target and not target.is_floating_point():
+                # Positions at ignore_index do not count; a sample with none left has no verdict (NaN).
+                counted = (truth != ignore_index).to(correct.device)
+                if correct.dim() > 1:
+                    counted = counted.flatten(1)
+                    correct = (correct.flatten(1) & counted).sum(1) / counted.sum(1)
+                    counted = counted.any(1)
                 else:
-                    correct = correct.flatten(1).float().mean(1)
-        keep = None if mixed is None else ~mixed
+                    correct = torch.where(counted, correct.float(), math.nan)
+                counted = counted.to(losses.device)
+                keep = counted if keep is None else keep & counted  # nothing counted: no loss for the table
+            elif correct.dim() > 1:  # dense predictions: the fraction right per sample
+                correct = correct.flatten(1).float().mean(1)
         self._table.record(indices, losses, keep=keep, correct=correct)
 
     # ------------------------------------------------------------------ iteration
@@ -417,16 +430,25 @@ class EnlightLoader:
         pairs: Iterator[tuple[Tensor, Any]] = self._check(self._source.batches())
         if self._prefetch is not None:
             pairs = self._prefetch(pairs)
-        step = start
+        handed: list[Any] = [None]  # the current batch this iterator set last
         try:
-            yield from self._batches(pairs, epoch, step, phase, augment)
-        finally:  # also when the loop is left early: no later loss is recorded against this epoch's last batch
-            self._batch = None
+            yield from self._batches(pairs, epoch, start, phase, augment, handed)
+        finally:
+            # Also when the loop is left early: no later loss is recorded against this epoch's last batch. An
+            # iterator closed late (collected after a newer epoch began) leaves the newer batch alone.
+            if self._batch is handed[0]:
+                self._batch = None
         if self._open and self._epoch == epoch:
             self._finish_epoch()
 
     def _batches(
-        self, pairs: Iterator[tuple[Tensor, Any]], epoch: int, step: int, phase: Phase, augment: Any
+        self,
+        pairs: Iterator[tuple[Tensor, Any]],
+        epoch: int,
+        step: int,
+        phase: Phase,
+        augment: Any,
+        handed: list[Any],
     ) -> Iterator[Any]:
         soft = self.schedule.soft_targets
         for indices, batch in pairs:
@@ -453,7 +475,7 @@ class EnlightLoader:
                     mixed = params.mixed
                 elif self._mixes and not x.is_floating_point():
                     x = x.float()  # as mixing gives it: one input dtype for the whole run
-            self._batch = (indices, mixed)
+            self._batch = handed[0] = (indices, mixed)
             self._seen += int(indices.shape[0])
             step += 1
             self._position = step

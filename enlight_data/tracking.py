@@ -7,6 +7,7 @@ import functools
 import inspect
 from typing import Any, Callable, Protocol
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -41,6 +42,9 @@ class Recorder(Protocol):
 _CLASS_WEIGHTED = (nn.CrossEntropyLoss, nn.NLLLoss)
 _CLASS_WEIGHTED_FNS = (F.cross_entropy, F.nll_loss)
 _ELEMENTWISE = (nn.BCEWithLogitsLoss, nn.BCELoss, nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.KLDivLoss)
+# Regression losses: their output and target are no class scores, so they give no training accuracy.
+_REGRESSION = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
+_REGRESSION_FNS = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss)
 _ELEMENTWISE_FNS = (
     F.binary_cross_entropy_with_logits, F.binary_cross_entropy, F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss,
     F.kl_div,
@@ -72,7 +76,9 @@ class TrackedLoss(nn.Module):
     accepting ``reduction="none"``. The returned loss equals the criterion's own (same
     reduction, same value; see NOTE [ Reducing the unreduced loss ]). Per-sample losses with
     extra dimensions (e.g. BCE's ``(B, C)`` or a sequence's ``(B, T)``) are averaged over
-    them; with class-index targets, over the positions that are not ``ignore_index``.
+    them; with class-index targets, over the positions that are not ``ignore_index``. The output
+    and target also give the training accuracy, except for regression losses (MSE, L1,
+    smooth L1, Huber).
 
     Args:
         criterion: The loss.
@@ -85,34 +91,54 @@ class TrackedLoss(nn.Module):
 
     def __init__(self, criterion: Callable[..., Tensor], recorder: Recorder) -> None:
         super().__init__()
-        if isinstance(criterion, nn.Module) and hasattr(criterion, "reduction"):
-            unreduced = copy.copy(criterion)
-            unreduced.reduction = "none"
-            self.reduction = str(criterion.reduction)
-            self._unreduced: Callable[[Tensor, Tensor], Tensor] = unreduced
-            self._known = isinstance(criterion, _CLASS_WEIGHTED + _ELEMENTWISE)
-            self._class_weighted = isinstance(criterion, _CLASS_WEIGHTED)
-            weight = getattr(criterion, "weight", None)
-            ignore_index = getattr(criterion, "ignore_index", None)
-        elif not isinstance(criterion, nn.Module) and callable(criterion) and _accepts_reduction(criterion):
-            settings = _defaults(criterion)
+        # A torch.compile'd module: its settings live on the module it wraps (a copy of the wrapper would share it).
+        base = getattr(criterion, "_orig_mod", criterion)
+        self._module: nn.Module | None = None
+        if isinstance(base, nn.Module) and hasattr(base, "reduction"):
+            self._module = base
+            self._copy = copy.copy(base)
+            self._unreduced: Callable[[Tensor, Tensor], Tensor] = self._module_unreduced
+            # Exact types only: a subclass may override forward (a focal loss, say) and reduce its own way.
+            self._known = type(base) in _CLASS_WEIGHTED + _ELEMENTWISE
+            self._class_weighted = type(base) in _CLASS_WEIGHTED
+            self._scores = not isinstance(base, _REGRESSION)
+            self._settings: dict[str, Any] = {}
+        elif callable(criterion) and _accepts_reduction(criterion):
+            self._settings = _defaults(criterion)
             fn = criterion.func if isinstance(criterion, functools.partial) else criterion
-            self.reduction = settings.get("reduction", "mean") if isinstance(settings.get("reduction"), str) else "?"
             self._unreduced = lambda output, target: criterion(output, target, reduction="none")
-            self._known = fn in _CLASS_WEIGHTED_FNS + _ELEMENTWISE_FNS
-            self._class_weighted = fn in _CLASS_WEIGHTED_FNS
-            weight, ignore_index = settings.get("weight"), settings.get("ignore_index")
+            self._known = not isinstance(criterion, nn.Module) and fn in _CLASS_WEIGHTED_FNS + _ELEMENTWISE_FNS
+            self._class_weighted = self._known and fn in _CLASS_WEIGHTED_FNS
+            self._scores = fn not in _REGRESSION_FNS
         else:
             raise TypeError(
                 "track() needs a criterion that can return per-sample losses (a loss module with a "
-                "`reduction` attribute, or a callable accepting reduction='none'), got "
+                "`reduction` attribute, or a callable or module accepting reduction='none'), got "
                 f"criterion={criterion!r}; compute per-sample losses yourself and call "
                 "loader.record(per_sample_loss, output=output, target=target)"
             )
-        self._weight: Tensor | None = weight if isinstance(weight, Tensor) else None
-        self._ignore_index: int | None = ignore_index if isinstance(ignore_index, int) else None
         self.criterion = criterion
         self._recorder = recorder
+
+    def _setting(self, name: str) -> Any:
+        """The criterion's ``reduction``, ``weight`` or ``ignore_index`` as it is now (a module's may change)."""
+        if self._module is not None:
+            return getattr(self._module, name, None)
+        return self._settings.get(name)
+
+    @property
+    def reduction(self) -> str:
+        """The criterion's reduction (``"?"`` for a callable whose default is not known)."""
+        value = self._setting("reduction")
+        if self._module is None and value is None:
+            return "mean"
+        return value if isinstance(value, str) else "?"
+
+    def _module_unreduced(self, output: Tensor, target: Tensor) -> Tensor:
+        unreduced = self._copy
+        unreduced.__dict__.update(self._module.__dict__)  # the criterion's settings as they are now
+        unreduced.reduction = "none"
+        return unreduced(output, target)
 
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
         per_element = self._unreduced(output, target)
@@ -121,33 +147,43 @@ class TrackedLoss(nn.Module):
                 f"the criterion with reduction='none' should return per-sample losses of shape (B, ...), "
                 f"got {per_element!r:.80}"
             )
-        indexed = not target.is_floating_point() and self._ignore_index is not None
-        valid = target != self._ignore_index if indexed and per_element.shape == target.shape else None
+        ignore_index = self._setting("ignore_index")
+        indexed = not target.is_floating_point() and isinstance(ignore_index, int) and not isinstance(
+            ignore_index, bool
+        )
+        valid = target != ignore_index if indexed and per_element.shape == target.shape else None
         per_sample = per_element.detach()
         if per_sample.dim() > 1:
             if valid is None:
                 per_sample = per_sample.flatten(1).mean(1)
             else:  # the mean over each sample's counted positions (0 for a sample with none)
                 per_sample = per_sample.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
-        extra = {"ignore_index": self._ignore_index} if indexed else {}  # a recorder of one's own may not take it
-        self._recorder.record(per_sample, output=output.detach(), target=target, **extra)
-        return self._reduce(per_element, output, target, valid)
+        extra = {"ignore_index": ignore_index} if indexed else {}  # a recorder of one's own may not take it
+        if self._scores:
+            self._recorder.record(per_sample, output=output.detach(), target=target, **extra)
+        else:
+            self._recorder.record(per_sample)
+        return self._reduce(per_element, output, target, valid, ignore_index if indexed else None)
 
-    def _reduce(self, per_element: Tensor, output: Tensor, target: Tensor, valid: Tensor | None) -> Tensor:
+    def _reduce(
+        self, per_element: Tensor, output: Tensor, target: Tensor, valid: Tensor | None, ignore_index: int | None
+    ) -> Tensor:
         """The criterion's own reduction of ``per_element``; see NOTE [ Reducing the unreduced loss ]."""
-        if self.reduction == "none":
+        reduction = self.reduction
+        if reduction == "none":
             return per_element
-        if self.reduction == "sum":
+        if reduction == "sum":
             return per_element.sum()
-        if self.reduction == "batchmean":
+        if reduction == "batchmean":
             return per_element.sum() / output.shape[0]
-        if self.reduction != "mean" or not self._known:
+        if reduction != "mean" or not self._known:
             return self.criterion(output, target)
         if not self._class_weighted or target.is_floating_point():
             return per_element.mean()
         if valid is None:
-            valid = target != self._ignore_index if self._ignore_index is not None else target >= 0
-        if self._weight is None:
+            valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+        weight = self._setting("weight")
+        if not isinstance(weight, Tensor):
             return per_element.sum() / valid.sum()
-        counted = self._weight[target.where(valid, 0)] * valid
+        counted = weight[target.where(valid, 0).long()] * valid
         return per_element.sum() / counted.sum()

@@ -119,3 +119,84 @@ def test_accuracy_of_padded_sequences_counts_the_unpadded_positions():
     for _, t in loader:
         criterion(logits, t)
     assert loader.history[-1]["accuracy"] == (0.5 + 1.0) / 2
+
+
+class _Focal(nn.CrossEntropyLoss):
+    """A subclass that reduces its own way: the tracked value must still be its own."""
+
+    def forward(self, output, target):
+        ce = F.cross_entropy(output, target, weight=self.weight, reduction="none")
+        focal = (1 - torch.exp(-ce)) ** 2 * ce
+        return focal.mean() if self.reduction == "mean" else focal if self.reduction == "none" else focal.sum()
+
+
+class _KeywordLoss(nn.Module):
+    """A module without a `reduction` attribute whose forward takes one."""
+
+    def forward(self, output, target, reduction="mean"):
+        return F.cross_entropy(output, target, reduction=reduction)
+
+
+def test_subclasses_keyword_modules_changed_settings_and_uint8_labels_keep_the_criterions_value():
+    logits, labels, *_ = _data()
+    hard = labels.clamp_min(0)
+    for criterion, target in [(_Focal(weight=WEIGHT), hard), (_KeywordLoss(), hard),
+                              (nn.CrossEntropyLoss(weight=WEIGHT), hard.to(torch.uint8))]:
+        torch.testing.assert_close(TrackedLoss(criterion, Captured())(logits, target), criterion(logits, target))
+    criterion = nn.CrossEntropyLoss(weight=WEIGHT)
+    tracked = TrackedLoss(criterion, Captured())
+    criterion.weight = torch.tensor([5.0, 0.1, 1.0, 1.0, 2.0])  # re-balanced after wrapping
+    criterion.ignore_index = 3
+    torch.testing.assert_close(tracked(logits, hard), criterion(logits, hard))
+    torch.testing.assert_close(tracked.double()(logits.double(), hard), criterion(logits.double(), hard))
+
+
+def test_wrapping_a_compiled_criterion_leaves_it_alone():
+    criterion = nn.CrossEntropyLoss()
+    compiled = torch.compile(criterion, backend="eager")
+    logits, labels, *_ = _data()
+    tracked = TrackedLoss(compiled, Captured())
+    assert criterion.reduction == "mean" and compiled(logits, labels).dim() == 0
+    torch.testing.assert_close(tracked(logits, labels), criterion(logits, labels))
+
+
+def test_a_fully_padded_sample_is_neither_scored_nor_recorded():
+    x = torch.zeros(4, 3)
+    target = torch.tensor([[1, 2, 0], [-100, -100, -100], [0, 0, 0], [-100, -100, -100]])
+    loader = _loader(x, target)
+    logits = torch.zeros(4, 3, 3)
+    logits[0, 1, 0] = logits[0, 2, 1] = logits[0, 0, 2] = 5.0  # all right
+    logits[2, 1, :] = 5.0  # all wrong
+    criterion = loader.track(nn.CrossEntropyLoss())
+    for _, t in loader:
+        criterion(logits, t)
+    assert loader.history[-1]["accuracy"] == 0.5  # samples 0 and 2 only
+    recorded = loader.losses()
+    assert recorded[[1, 3]].isnan().all() and not recorded[[0, 2]].isnan().any()
+
+
+def test_an_iterator_closed_late_leaves_a_newer_epochs_batch_alone():
+    loader = _loader(torch.randn(16, 3), torch.randint(0, 3, (16,)))
+    old = iter(loader)
+    next(old)  # epoch 0 left open, its iterator kept
+    for step, (x, y) in enumerate(loader):  # epoch 1
+        if step == 0:
+            old.close()  # e.g. a stored traceback dropped, or a garbage collection
+        loader.record(torch.ones(len(y)))  # still a current batch
+    assert loader.history[-1]["recorded"] == 16
+
+
+def test_binary_segmentation_accuracy_is_per_pixel_and_regression_gives_none():
+    x = torch.zeros(2, 3)
+    mask = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]], [[[1.0, 1.0], [1.0, 1.0]]]])  # (B, 1, H, W)
+    loader = _loader(x, mask)
+    logits = torch.tensor([[[[2.0, -1.0], [3.0, -1.0]]], [[[1.0, 1.0], [1.0, -1.0]]]])  # 3/4 right each
+    criterion = loader.track(nn.BCEWithLogitsLoss())
+    for _, t in loader:
+        criterion(logits, t)
+    assert loader.history[-1]["accuracy"] == 0.75
+    regression = _loader(x, torch.randn(2, 4))
+    criterion = regression.track(nn.MSELoss())
+    for _, t in regression:
+        criterion(torch.zeros(2, 4), t)
+    assert regression.history[-1]["accuracy"] is None and regression.history[-1]["recorded"] == 2
