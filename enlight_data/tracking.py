@@ -93,11 +93,13 @@ class TrackedLoss(nn.Module):
         super().__init__()
         # A torch.compile'd module: its settings live on the module it wraps (a copy of the wrapper would share it).
         base = getattr(criterion, "_orig_mod", criterion)
-        self._module: nn.Module | None = None
+        # Kept out of the module tree (``self.criterion`` is in it): no second copy in state_dict(), and the copy
+        # shares the criterion's buffers anyway.
+        self.__dict__["_module"] = None
+        self._unreduced: Callable[[Tensor, Tensor], Tensor] | None = None
         if isinstance(base, nn.Module) and hasattr(base, "reduction"):
-            self._module = base
-            self._copy = copy.copy(base)
-            self._unreduced: Callable[[Tensor, Tensor], Tensor] = self._module_unreduced
+            self.__dict__["_module"] = base
+            self.__dict__["_copy"] = copy.copy(base)
             # Exact types only: a subclass may override forward (a focal loss, say) and reduce its own way.
             self._known = type(base) in _CLASS_WEIGHTED + _ELEMENTWISE
             self._class_weighted = type(base) in _CLASS_WEIGHTED
@@ -141,7 +143,9 @@ class TrackedLoss(nn.Module):
         return unreduced(output, target)
 
     def forward(self, output: Tensor, target: Tensor) -> Tensor:
-        per_element = self._unreduced(output, target)
+        # (A bound method kept as an attribute would make a reference cycle through the loader and its workers.)
+        unreduced = self._unreduced
+        per_element = self._module_unreduced(output, target) if unreduced is None else unreduced(output, target)
         if not isinstance(per_element, Tensor) or per_element.dim() == 0:
             raise TypeError(
                 f"the criterion with reduction='none' should return per-sample losses of shape (B, ...), "

@@ -200,3 +200,23 @@ def test_binary_segmentation_accuracy_is_per_pixel_and_regression_gives_none():
     for _, t in regression:
         criterion(torch.zeros(2, 4), t)
     assert regression.history[-1]["accuracy"] is None and regression.history[-1]["recorded"] == 2
+
+
+def test_a_tracked_loss_makes_no_reference_cycle_that_keeps_the_loader_alive():
+    # A loader kept alive until a garbage collection keeps its persistent workers too: their shutdown then runs at
+    # some later, arbitrary point (seen as 5-10 s stalls in unrelated tests).
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        for criterion in (nn.CrossEntropyLoss(weight=WEIGHT), F.cross_entropy):
+            loader = _loader(torch.zeros(4, 5), torch.tensor([0, 1, 2, 3]))
+            tracked = loader.track(criterion)
+            for _, y in loader:
+                tracked(torch.zeros(4, 5), y)
+            alive = weakref.ref(loader)
+            del loader, tracked
+            assert alive() is None
+    finally:
+        gc.enable()
