@@ -101,7 +101,7 @@ def test_write_shards_index_keys_and_formats(tmp_path):
     pil = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
     index = ed.write_shards([(pil, 1), (torch.full((3, 4, 4), 0.5), 2)], str(tmp_path / "pil-%02d.tar"),
                             image_format="png", progress=False)
-    x, y = next(iter(ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=2, num_workers=0, shuffle_buffer=0)))
+    x, y = next(iter(ed.stream(index, ed.Schedule(1), batch_size=2, num_workers=0, shuffle_buffer=0)))
     assert torch.equal(x[0], torch.from_numpy(np.array(pil)).permute(2, 0, 1)) and (x[1] == 128).all()
     assert y.tolist() == [1, 2]
 
@@ -205,7 +205,7 @@ def test_ranks_get_disjoint_complete_equal_shares(tmp_path, workers):
     index = write(tmp_path, n=48, maxcount=8)  # 6 shards: 2 per rank, 1 per worker
     shares = []
     for rank in range(3):
-        loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=workers, rank=rank,
+        loader = ed.stream(index, ed.Schedule(1), batch_size=4, num_workers=workers, rank=rank,
                            world_size=3, shuffle_buffer=4)
         shares.append([i for b in epoch_ids(loader) for i in b])
         assert len(loader) == 4
@@ -218,7 +218,7 @@ def test_uneven_ranks_still_yield_equal_batch_counts(tmp_path):
     index = write(tmp_path, n=45, maxcount=7)  # 7 shards of 7, 7, ..., 3
     counts = set()
     for rank in range(2):
-        loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=2, rank=rank,
+        loader = ed.stream(index, ed.Schedule(1), batch_size=4, num_workers=2, rank=rank,
                            world_size=2, shuffle_buffer=0)
         batches = epoch_ids(loader)
         counts.add((len(batches), len(loader), sum(map(len, batches))))
@@ -285,11 +285,11 @@ def test_plan_reads_every_kept_sample_once(counts, world_size, workers, batch_si
 def test_uneven_shards_are_read_once_over_workers_and_ranks(tmp_path):
     index = write(tmp_path, n=20, maxcount=5)  # 4 shards of 5
     # 3 workers, 10 batches of 2: quotas 8, 6, 6 samples, which whole shards could not match.
-    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=2, num_workers=3, shuffle_buffer=3)
+    loader = ed.stream(index, ed.Schedule(1), batch_size=2, num_workers=3, shuffle_buffer=3)
     assert sorted(i for b in epoch_ids(loader) for i in b) == list(range(20))
     seen = []
     for rank in range(3):  # ceil(20 / 3) = 7 samples per rank: one sample repeats, as DistributedSampler pads
-        loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=2, num_workers=0, rank=rank,
+        loader = ed.stream(index, ed.Schedule(1), batch_size=2, num_workers=0, rank=rank,
                            world_size=3, shuffle_buffer=0)
         share = [i for b in epoch_ids(loader) for i in b]
         assert len(share) == 7 and len(loader) == 4
@@ -303,7 +303,7 @@ def test_empty_shards_do_not_count_as_shards_for_ranks(tmp_path):
     empty = tmp_path / "empty.tar"
     tarfile.open(empty, "w").close()
     with pytest.raises(ValueError, match=r"at least world_size=2 shards that hold samples, got 1 \(of 2 shards\)"):
-        ed.stream([str(tmp_path / "train-0000.tar"), str(empty)], ed.mixup_pause(1, alpha=0.0), batch_size=5,
+        ed.stream([str(tmp_path / "train-0000.tar"), str(empty)], ed.Schedule(1), batch_size=5,
                   num_workers=0, rank=0, world_size=2)
     assert json.load(open(index))["total"] == 20
 
@@ -340,7 +340,7 @@ def test_same_seed_same_epoch(tmp_path):
     index = write(tmp_path, n=40)
 
     def run(seed, workers):
-        loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=workers, seed=seed,
+        loader = ed.stream(index, ed.Schedule(1), batch_size=4, num_workers=workers, seed=seed,
                            shuffle_buffer=6)
         return [epoch_ids(loader) for _ in range(2)]
 
@@ -383,7 +383,7 @@ def test_callable_decoder_on_sequences_and_current_epoch_in_workers(tmp_path):
         x = torch.from_numpy(np.load(io.BytesIO(sample["npy"])))
         return x, ed.current_epoch()  # the epoch, read from shared memory inside the worker
 
-    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=5, num_workers=2, decode=decode,
+    loader = ed.stream(index, ed.Schedule(1), batch_size=5, num_workers=2, decode=decode,
                        persistent_workers=True)
     for epoch in range(2):
         starts = []
@@ -397,7 +397,7 @@ def test_callable_decoder_on_sequences_and_current_epoch_in_workers(tmp_path):
 
 def test_rgb8_decodes_uint8_chw(tmp_path):
     index = write(tmp_path, n=12, fmt="jpg")
-    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=0)
+    loader = ed.stream(index, ed.Schedule(1), batch_size=4, num_workers=0)
     x, y = next(iter(loader))
     assert x.dtype == torch.uint8 and x.shape == (4, 3, 4, 4) and y.dtype == torch.int64
 
@@ -405,7 +405,7 @@ def test_rgb8_decodes_uint8_chw(tmp_path):
 def test_rgb8_batches_need_one_image_size(tmp_path):
     data = [(torch.zeros(3, 4, 4, dtype=torch.uint8), 0), (torch.zeros(3, 5, 4, dtype=torch.uint8), 1)]
     index = ed.write_shards(data, str(tmp_path / "s-%02d.tar"), image_format="png", progress=False)
-    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=2, num_workers=0)
+    loader = ed.stream(index, ed.Schedule(1), batch_size=2, num_workers=0)
     with pytest.raises(ValueError, match="inputs of one shape.*decode='gpu'"):
         list(loader)
 
@@ -414,9 +414,9 @@ def test_gpu_decode_needs_cuda(tmp_path):
     index = write(tmp_path, n=8, fmt="jpg")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="decode='gpu' needs a CUDA device"):
-            ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, decode="gpu")
+            ed.stream(index, ed.Schedule(1), batch_size=4, decode="gpu")
     with pytest.raises(ValueError, match="decode should be one of"):
-        ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, decode="jpeg")
+        ed.stream(index, ed.Schedule(1), batch_size=4, decode="jpeg")
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -511,7 +511,7 @@ def test_foreign_keys_are_hashed_ids(tmp_path):
     source = str(tmp_path / "f-{0..1}.tar")
     catalog = load_catalog(source)
     assert catalog.hashed and catalog.num_ids == 160 and catalog.total == 10
-    loader = ed.stream(source, ed.mixup_pause(1, alpha=0.0), batch_size=3, num_workers=0)
+    loader = ed.stream(source, ed.Schedule(1), batch_size=3, num_workers=0)
     for x, _ in loader:
         loader.record(x[:, 0])
     losses = loader.losses()
@@ -593,19 +593,19 @@ def _corrupt_jpeg_index(tmp_path):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_bad_data_raises_naming_shard_and_key(tmp_path, workers):
     index = _corrupt_jpeg_index(tmp_path)
-    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=3, num_workers=workers)
+    loader = ed.stream(index, ed.Schedule(1), batch_size=3, num_workers=workers)
     with pytest.raises(ShardError, match=r"train-0001\.tar.*000000008.*cannot decode"):
         list(loader)
     index = write(tmp_path / "t", n=12, maxcount=6)
     _truncate(tmp_path / "t" / "train-0000.tar", 2000)
-    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=workers)
+    loader = ed.stream(index, ed.Schedule(1), batch_size=4, num_workers=workers)
     with pytest.raises(ShardError, match=r"train-0000\.tar.*key '00000000\d'"):
         list(loader)
 
 
 def test_bad_data_warn_skips_counts_and_warns_once(tmp_path):
     index = _corrupt_jpeg_index(tmp_path)
-    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=3, num_workers=2, handler="warn")
+    loader = ed.stream(index, ed.Schedule(1), batch_size=3, num_workers=2, handler="warn")
     with pytest.warns(RuntimeWarning, match=r"skipped 1 bad samples.*000000008") as record:
         batches = list(loader)
     assert len([w for w in record if "skipped" in str(w.message)]) == 1
@@ -614,7 +614,7 @@ def test_bad_data_warn_skips_counts_and_warns_once(tmp_path):
     # A truncated shard: its tail is skipped, the epoch still ends with the planned batch count.
     index = write(tmp_path / "t", n=12, maxcount=6)
     _truncate(tmp_path / "t" / "train-0000.tar", 2000)
-    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=0, handler="warn")
+    loader = ed.stream(index, ed.Schedule(1), batch_size=4, num_workers=0, handler="warn")
     with pytest.warns(RuntimeWarning, match="train-0000.tar"):
         assert len(list(loader)) == 3
     assert loader.history[-1]["skipped"] >= 1
@@ -630,10 +630,10 @@ def _cut_before(path, key):
 def test_shard_cut_at_a_member_boundary_is_not_silently_short(tmp_path):
     index = write(tmp_path, n=20, maxcount=10)
     _cut_before(tmp_path / "train-0000.tar", "000000006")
-    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=0, shuffle_buffer=0)
+    loader = ed.stream(index, ed.Schedule(1), batch_size=4, num_workers=0, shuffle_buffer=0)
     with pytest.raises(ShardError, match=r"train-0000\.tar' ends after 6 samples.*lists 10; is it truncated"):
         list(loader)
-    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=0, shuffle_buffer=0,
+    loader = ed.stream(index, ed.Schedule(1), batch_size=4, num_workers=0, shuffle_buffer=0,
                        handler="warn")
     with pytest.warns(RuntimeWarning, match="skipped 1 bad samples or shard tails.*ends after 6 samples"):
         ids = [i for b in epoch_ids(loader) for i in b]
@@ -652,7 +652,7 @@ def _open_shards(folder):
 @pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc/self/fd")
 def test_shards_are_closed_after_reading_and_when_a_loop_is_left(tmp_path):
     index = write(tmp_path, n=40, maxcount=10)
-    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.0), batch_size=4, num_workers=0, shuffle_buffer=0)
+    loader = ed.stream(index, ed.Schedule(1), batch_size=4, num_workers=0, shuffle_buffer=0)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ResourceWarning)  # an unclosed file warns when collected
         for x, _ in loader:
@@ -667,7 +667,7 @@ def test_shards_are_closed_after_reading_and_when_a_loop_is_left(tmp_path):
 
 
 def test_missing_and_empty_sources(tmp_path):
-    schedule = ed.mixup_pause(1, alpha=0.0)
+    schedule = ed.Schedule(1)
     with pytest.raises(ValueError, match="at least one shard"):
         ed.stream([], schedule, batch_size=2)
     with pytest.raises(FileNotFoundError, match="nope-1.tar"):
