@@ -82,12 +82,13 @@ class _ClockedDataset(Dataset):
 
     def __init__(self, dataset: Dataset, clock: SharedClock, seed: int, rank_keys: tuple[int, ...] = ()) -> None:
         self.dataset = dataset
+        self.size = len(dataset)  # type: ignore[arg-type]
         self.clock = clock
         self.seed = seed
         self.rank_keys = rank_keys  # NOTE [ Per-rank random streams ] in loader.py
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return self.size
 
     def __getitem__(self, index: int) -> Any:
         return self.__getitems__([index])[0]
@@ -95,7 +96,7 @@ class _ClockedDataset(Dataset):
     def __getitems__(self, indices: list[int]) -> list[Any]:
         self.clock.activate()
         if indices and get_worker_info() is not None:
-            batch, first = divmod(indices[0], len(self.dataset))  # type: ignore[arg-type]
+            batch, first = divmod(indices[0], self.size)
             indices = [first, *indices[1:]]
             _seed_worker(derive_seed(self.seed, self.clock.epoch, batch, Stream.WORKER, *self.rank_keys))
         dataset = self.dataset
