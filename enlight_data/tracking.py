@@ -34,7 +34,7 @@ class Recorder(Protocol):
 # - "none" and "sum" are the elementwise losses and their sum for every PyTorch loss;
 # - "batchmean" (KLDivLoss) is the sum over the batch size;
 # - "mean" of cross entropy and NLL with class-index targets divides by the summed class weights of the targets that
-#   are not ``ignore_index`` (their count without weights; the default ignore_index -100 counts too), and by the
+#   are not ``ignore_index`` (their count without weights; the default ignore_index, -100, included), and by the
 #   element count with probability targets;
 # - "mean" of the elementwise losses below is the mean over all elements (their ``weight`` rescales elements).
 # Any other criterion (an unknown module or callable, or a reduction we do not know) is evaluated a second time for
@@ -160,7 +160,7 @@ class TrackedLoss(nn.Module):
         if per_sample.dim() > 1:
             if valid is None:
                 per_sample = per_sample.flatten(1).mean(1)
-            else:  # the mean over each sample's counted positions (0 for a sample with none)
+            else:  # the mean over each sample's counted positions (0 for a sample with none: the loader skips it)
                 per_sample = per_sample.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
         extra = {"ignore_index": ignore_index} if indexed else {}  # a recorder of one's own may not take it
         if self._scores:
