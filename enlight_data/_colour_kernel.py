@@ -37,9 +37,10 @@ def _affine3_clamp_kernel(
     offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < p
     xb = x_ptr + n * sxn + offs * sxp
+    sxc64 = sxc.to(tl.int64)  # twice a channel stride can pass 2**31 (a channel-major view)
     x0 = tl.load(xb, mask=mask).to(tl.float32)
-    x1 = tl.load(xb + sxc, mask=mask).to(tl.float32)
-    x2 = tl.load(xb + 2 * sxc, mask=mask).to(tl.float32)
+    x1 = tl.load(xb + sxc64, mask=mask).to(tl.float32)
+    x2 = tl.load(xb + 2 * sxc64, mask=mask).to(tl.float32)
     m = m_ptr + n * smn
     yb = y_ptr + n * syn + offs * syp
     for i in tl.static_range(3):
@@ -47,7 +48,7 @@ def _affine3_clamp_kernel(
              + tl.load(b_ptr + n * sbn + i * sbc))
         y = tl.maximum(y, tl.load(lo_ptr + i), propagate_nan=tl.PropagateNan.ALL)
         y = tl.minimum(y, tl.load(hi_ptr + i), propagate_nan=tl.PropagateNan.ALL)
-        tl.store(yb + i * syc, y.to(y_ptr.dtype.element_ty), mask=mask)
+        tl.store(yb + i * syc.to(tl.int64), y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 def affine3_clamp(x: Tensor, mat: Tensor, bias: Tensor, lo: Tensor, hi: Tensor, out: Tensor) -> Tensor:

@@ -6,7 +6,8 @@ This kernel computes the same quantities, in float32, in one launch: per sample,
 candidates that fits, else torchvision's centred fallback (computed on the host: the batch shares one image size),
 the crop's offset, the flip and jitter coins, and the four jitter factors. It consumes the uniforms exactly as the
 PyTorch path does, so both give the same parameters up to float rounding (an FMA here and there can move a box
-edge that sits on a rounding tie by one pixel).
+edge that sits on a rounding tie by one pixel); exp, sqrt and division are the correctly rounded (or CUDA libm)
+ones, not the approximate PTX instructions ``tl.exp``/``tl.sqrt`` compile to.
 
 Imported only when a CUDA batch needs it; ``augment.py`` falls back to the PyTorch ops where Triton is missing or
 fails to compile.
@@ -15,11 +16,13 @@ fails to compile.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.language.extra import libdevice
 
 from ._fused import Unsupported
 
@@ -41,7 +44,7 @@ def _round_half_even(v):
 def _draw_kernel(
     u_ptr, consts_ptr, boxes_ptr, flags_ptr, factors_ptr, n,
     w, h, area_scale, area_shift, log_r0, log_span, fx, fy, fw, fh, flip_p, jitter_p,
-    TRIES: tl.constexpr, K: tl.constexpr, JITTER: tl.constexpr, BLOCK: tl.constexpr,
+    TRIES: tl.constexpr, K: tl.constexpr, JITTER: tl.constexpr, EXACT_EXP: tl.constexpr, BLOCK: tl.constexpr,
 ):
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = i < n
@@ -51,9 +54,15 @@ def _draw_kernel(
     found = tl.zeros((BLOCK,), tl.int32)  # 1 once a candidate fits
     for t in tl.static_range(TRIES):
         area = tl.load(row + t, mask=mask, other=0.0) * area_scale + area_shift
-        aspect = tl.exp(tl.load(row + TRIES + t, mask=mask, other=0.0) * log_span + log_r0)
-        tw = _round_half_even(tl.sqrt(area * aspect))
-        th = _round_half_even(tl.sqrt(area / aspect))
+        # Correctly rounded exp, sqrt and division, as torch's CUDA kernels compute them: tl.exp and tl.sqrt are the
+        # approximate PTX instructions on a GPU, whose ulp or two moved about 1 box in 26,000 off the PyTorch draw.
+        log_aspect = tl.load(row + TRIES + t, mask=mask, other=0.0) * log_span + log_r0
+        if EXACT_EXP:
+            aspect = libdevice.exp(log_aspect)  # CUDA's expf, which torch.exp calls
+        else:
+            aspect = tl.exp(log_aspect)  # Triton's interpreter has no libdevice; numpy's exp is exact there
+        tw = _round_half_even(tl.sqrt_rn(area * aspect))
+        th = _round_half_even(tl.sqrt_rn(tl.div_rn(area, aspect)))
         take = (tw > 0.0) & (tw <= w) & (th > 0.0) & (th <= h) & (found == 0)
         cw = tl.where(take, tw, cw)
         ch = tl.where(take, th, ch)
@@ -126,6 +135,6 @@ def draw_params(
         with torch.cuda.device(u.device) if u.is_cuda else contextlib.nullcontext():
             _draw_kernel[(triton.cdiv(n, BLOCK),)](
                 u, consts, boxes, flags, factors, n, *size, *area, *log_ratio, *fallback, float(flip_p), float(jitter_p),
-                TRIES=tries, K=k, JITTER=jitter_p > 0, BLOCK=BLOCK,
+                TRIES=tries, K=k, JITTER=jitter_p > 0, EXACT_EXP=os.environ.get("TRITON_INTERPRET") != "1", BLOCK=BLOCK,
             )
     return boxes, flags, factors

@@ -40,7 +40,7 @@ def _tap(base, iy, ix, sxh, sxw, mask):
 
 @triton.jit
 def _resample_kernel(
-    x_ptr, box_ptr, flip_ptr, out_ptr, scale_ptr, shift_ptr, oh, ow, inv_oh, inv_ow,
+    x_ptr, box_ptr, flip_ptr, out_ptr, scale_ptr, shift_ptr, oh, ow, inv_oh, inv_ow, ih, iw,
     sxn, sxc, sxh, sxw, son, soc, soh, sow, sbn, sfn,
     C: tl.constexpr, AFFINE: tl.constexpr, BLOCK: tl.constexpr,
 ):
@@ -56,9 +56,12 @@ def _resample_kernel(
     y2 = tl.load(box + 3)
     flip = tl.load(flip_ptr + n * sfn) != 0
     kx = tl.where(flip, ow - 1 - ox, ox)
-    # Sample positions in pixel-centre units, clamped to the crop's first and last pixel centres.
-    sx = tl.minimum(tl.maximum(x1 + (kx + 0.5) * inv_ow * (x2 - x1) - 0.5, x1), x2 - 1.0)
-    sy = tl.minimum(tl.maximum(y1 + (oy + 0.5) * inv_oh * (y2 - y1) - 0.5, y1), y2 - 1.0)
+    # Sample positions in pixel-centre units, clamped to the crop's first and last pixel centres, then to the
+    # image's (grid_sample's border mode: a box drawn for a larger image never reads outside this one).
+    x_last = tl.minimum(x2, iw) - 1.0
+    y_last = tl.minimum(y2, ih) - 1.0
+    sx = tl.maximum(tl.minimum(tl.maximum(x1 + (kx + 0.5) * inv_ow * (x2 - x1) - 0.5, x1), x_last), 0.0)
+    sy = tl.maximum(tl.minimum(tl.maximum(y1 + (oy + 0.5) * inv_oh * (y2 - y1) - 0.5, y1), y_last), 0.0)
     fx = tl.floor(sx)
     fy = tl.floor(sy)
     wx = sx - fx
@@ -66,20 +69,20 @@ def _resample_kernel(
     ix0 = fx.to(tl.int32)
     iy0 = fy.to(tl.int32)
     # The far neighbour stays inside the crop (its weight is 0 when the sample sits on the last pixel centre).
-    ix1 = tl.minimum(ix0 + 1, (x2 - 1.0).to(tl.int32))
-    iy1 = tl.minimum(iy0 + 1, (y2 - 1.0).to(tl.int32))
+    ix1 = tl.maximum(tl.minimum(ix0 + 1, x_last.to(tl.int32)), 0)
+    iy1 = tl.maximum(tl.minimum(iy0 + 1, y_last.to(tl.int32)), 0)
     w00 = (1.0 - wx) * (1.0 - wy)
     w01 = wx * (1.0 - wy)
     w10 = (1.0 - wx) * wy
     w11 = wx * wy
     dst = out_ptr + n * son + oy.to(tl.int64) * soh + ox.to(tl.int64) * sow
     for c in tl.static_range(C):
-        base = x_ptr + n * sxn + c * sxc
+        base = x_ptr + n * sxn + c * sxc.to(tl.int64)  # a channel-major view's stride times C can pass 2**31
         v = (_tap(base, iy0, ix0, sxh, sxw, mask) * w00 + _tap(base, iy0, ix1, sxh, sxw, mask) * w01
              + _tap(base, iy1, ix0, sxh, sxw, mask) * w10 + _tap(base, iy1, ix1, sxh, sxw, mask) * w11)
         if AFFINE:
             v = v * tl.load(scale_ptr + c) + tl.load(shift_ptr + c)
-        tl.store(dst + c * soc, v.to(out_ptr.dtype.element_ty), mask=mask)
+        tl.store(dst + c * soc.to(tl.int64), v.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 def resample(
@@ -95,7 +98,8 @@ def resample(
 
     Args:
         x: ``(B, C, H, W)`` uint8 or float input, any strides.
-        boxes: ``(B, 4)`` float32 integer-valued ``(x1, y1, x2, y2)`` crops, each at least one pixel wide and high.
+        boxes: ``(B, 4)`` float32 integer-valued ``(x1, y1, x2, y2)`` crops, each at least one pixel wide and high;
+            sample positions are also clamped to the image, as ``grid_sample``'s border mode does.
         flip: ``(B,)`` bool horizontal flips.
         out: ``(B, C, h, w)`` float output, any strides (channels_last included).
         scale: Optional ``C`` contiguous float32 per-channel factors, given with ``shift``: ``out = v * scale + shift``.
@@ -126,7 +130,8 @@ def resample(
         with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
             _resample_kernel[(n, blocks)](
                 x, boxes, flip.view(torch.uint8), out, scale if affine else boxes, shift if affine else boxes,
-                oh, ow, 1.0 / oh, 1.0 / ow, *x.stride(), *out.stride(), boxes.stride(0), flip.stride(0),
+                oh, ow, 1.0 / oh, 1.0 / ow, float(x.shape[2]), float(x.shape[3]), *x.stride(), *out.stride(),
+                boxes.stride(0), flip.stride(0),
                 C=c, AFFINE=affine, BLOCK=BLOCK,
             )
     return out

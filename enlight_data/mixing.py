@@ -44,6 +44,13 @@ class MixParams:
     shift: int
     size: tuple[int, int] = (1, 1)
 
+    def __post_init__(self) -> None:
+        n = int(self.lam.shape[0]) if isinstance(self.lam, Tensor) and self.lam.dim() == 1 else None
+        if n is None:
+            raise ValueError(f"lam should be a (B,) tensor, got {self.lam!r:.80}")
+        if isinstance(self.shift, bool) or not isinstance(self.shift, int) or not 0 <= self.shift < max(n, 1):
+            raise ValueError(f"shift should be an int in [0, {n}) (the batch size {n}), got shift={self.shift!r}")
+
     def to(self, device: torch.device | str) -> MixParams:
         """Return a copy with every tensor moved to ``device``."""
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -286,6 +293,9 @@ def _check_out(out: Tensor, x: Tensor) -> None:
             f"out should have shape {tuple(x.shape)}, dtype {dtype} and device {x.device} (those of the mixed "
             f"input), got out of shape {tuple(out.shape)}, dtype {out.dtype} and device {out.device}"
         )
+    if any(st == 0 and size > 1 for st, size in zip(out.stride(), out.shape)):
+        # An expanded tensor: several samples would be written to the same memory.
+        raise ValueError(f"out should not overlap itself, got out with strides {out.stride()} for shape {tuple(out.shape)}")
     if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
         # Each sample is blended with another one: writing over the input would read overwritten partners.
         raise ValueError("out should not share memory with the input x, got out sharing x's storage")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import enlight_data as ed
-from enlight_data.mixing import draw_mix, mix_batch, to_soft_targets
+from enlight_data.mixing import MixParams, draw_mix, mix_batch, to_soft_targets
 from helpers import CountOps
 
 
@@ -207,6 +207,17 @@ def test_out_buffer_is_validated():
         mix_batch(big[:4], y, phase, num_classes=10, generator=gen(), out=big[4:])
     with pytest.raises(TypeError, match="out should be a Tensor or None, got out of type list"):
         mix_batch(x, y, phase, num_classes=10, generator=gen(), out=[])  # type: ignore[arg-type]
+    expanded = torch.empty(1, 3, 16, 16).expand(4, 3, 16, 16)  # every sample written to one place
+    with pytest.raises(ValueError, match=r"out should not overlap itself, got out with strides \(0, 256, 16, 1\)"):
+        mix_batch(x, y, phase, num_classes=10, generator=gen(), out=expanded)
+
+
+def test_mix_params_check_the_shift():
+    lam = torch.ones(4)
+    for shift in (-1, 4, 1.0, True):
+        with pytest.raises(ValueError, match=f"shift should be an int in \\[0, 4\\) \\(the batch size 4\\), got shift={shift}"):
+            MixParams(lam=lam, weight=None, box=torch.zeros(4, 4), shift=shift)
+    assert MixParams(lam=lam, weight=None, box=torch.zeros(4, 4), shift=3).shift == 3
 
 
 def test_cutmix_box_is_the_outer_product_of_its_row_and_column_ranges():

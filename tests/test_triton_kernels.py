@@ -447,10 +447,10 @@ def test_every_kernel_compiles_for_a_hopper_gpu(tmp_path):
             (_mix_kernel._blend_kernel, dict(x_ptr="*fp16", out_ptr="*fp16", weight_ptr=F32, box_ptr=F32, sxn="i64"),
              dict(HAS_BOX=False, COMPLEMENT=True, BLOCK_H=1, BLOCK_W=1024)),
             (_resample_kernel._resample_kernel, dict(x_ptr="*u8", box_ptr=F32, flip_ptr="*u8", out_ptr=F32,
-                                                     scale_ptr=F32, shift_ptr=F32, **floats("inv_oh", "inv_ow")),
+                                                     scale_ptr=F32, shift_ptr=F32, **floats("inv_oh", "inv_ow", "ih", "iw")),
              dict(C=3, AFFINE=False, BLOCK=_resample_kernel.BLOCK)),
             (_resample_kernel._resample_kernel, dict(x_ptr=F32, box_ptr=F32, flip_ptr="*u8", out_ptr="*bf16",
-                                                     scale_ptr=F32, shift_ptr=F32, **floats("inv_oh", "inv_ow")),
+                                                     scale_ptr=F32, shift_ptr=F32, **floats("inv_oh", "inv_ow", "ih", "iw")),
              dict(C=1, AFFINE=True, BLOCK=_resample_kernel.BLOCK)),
             (_colour_kernel._affine3_clamp_kernel, dict(x_ptr=F32, m_ptr=F32, b_ptr=F32, lo_ptr=F32, hi_ptr=F32,
                                                         y_ptr="*fp16"), dict(BLOCK=_colour_kernel.BLOCK)),
@@ -458,7 +458,7 @@ def test_every_kernel_compiles_for_a_hopper_gpu(tmp_path):
              dict(u_ptr=F32, consts_ptr=F32, boxes_ptr=F32, flags_ptr="*u8", factors_ptr=F32,
                   **floats("w", "h", "area_scale", "area_shift", "log_r0", "log_span", "fx", "fy", "fw", "fh",
                            "flip_p", "jitter_p")),
-             dict(TRIES=10, K=28, JITTER=True, BLOCK=_draw_kernel.BLOCK)),
+             dict(TRIES=10, K=28, JITTER=True, EXACT_EXP=True, BLOCK=_draw_kernel.BLOCK)),
         ]
         for fn, types, consts in cases:
             signature = {a: "constexpr" if a in consts else types.get(a, "i32") for a in fn.arg_names}
@@ -474,3 +474,35 @@ def test_every_kernel_compiles_for_a_hopper_gpu(tmp_path):
     if done.returncode and "ptxas" in done.stderr and ("not found" in done.stderr or "No such file" in done.stderr):
         pytest.skip("this Triton has no bundled ptxas")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_resample_kernel_clamps_to_the_image_like_grid_samples_border_mode():
+    # Parameters drawn for a larger image, applied to a smaller one: the PyTorch path clamps to the border; the kernel
+    # must too, never reading outside the input (on a GPU: garbage or an illegal address at the next sync).
+    _interpreted("""
+        import torch
+        import enlight_data.augment as A
+        aug = A.GpuAugment(16)
+        params = aug.draw(4, 96, 96, generator=torch.Generator().manual_seed(3))
+        storage = torch.full((4 * 3 * 32 * 32 + 4096,), 255, dtype=torch.uint8)  # 255s just past the batch
+        x = storage[: 4 * 3 * 32 * 32].view(4, 3, 32, 32)
+        x.copy_(torch.randint(0, 200, x.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(4)))
+        results = {}
+        for backend in ("grid", "triton"):
+            A._resample_backend = lambda device, b=backend: b
+            results[backend] = aug.apply(x, params)
+        torch.testing.assert_close(results["triton"], results["grid"], atol=2e-4, rtol=0)
+    """)
+
+
+def test_blend_kernel_takes_a_negative_shift_as_its_positive_equivalent():
+    _interpreted("""
+        import torch
+        from enlight_data import _mix_kernel
+        x = torch.arange(4 * 2 * 3 * 3, dtype=torch.float32).view(4, 2, 3, 3)
+        weight = torch.full((4,), 0.25)
+        got = _mix_kernel.blend(x, torch.empty_like(x), shift=-1, weight=weight)
+        want = _mix_kernel.blend(x, torch.empty_like(x), shift=3, weight=weight)
+        assert torch.equal(got, want)
+        torch.testing.assert_close(got, torch.lerp(x, x.roll(1, 0), 0.25))
+    """)
