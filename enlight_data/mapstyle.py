@@ -9,6 +9,7 @@ the loader's clock, and each batch's dataset indices are taken from the sampler.
 from __future__ import annotations
 
 import random
+import traceback
 from typing import Any, Iterator
 
 import numpy as np
@@ -225,8 +226,12 @@ class MapSource:
             for b, batch in enumerate(self.loader):
                 yield order[b * size : (b + 1) * size], batch
         except Exception as exc:
-            # A failed epoch (a sample raising, a killed worker) leaves persistent workers in an
-            # unknown state: drop them, so the next epoch starts fresh ones instead of failing.
+            # A failed epoch (a sample raising, a killed worker) leaves the workers in an unknown state: they are
+            # dropped, so the next epoch starts fresh ones instead of failing. The traceback's frames inside the
+            # DataLoader iterator are cleared of their locals first: they held the iterator (their `self`), and with
+            # it the old workers, until a garbage collection, which then shut them down in the middle of a later
+            # epoch (a 10 s stall, or a dead worker's pid still registered with DataLoader's SIGCHLD handler).
+            traceback.clear_frames(exc.__traceback__)
             if self.loader.persistent_workers:
                 self.loader._iterator = None
             if self.loader.num_workers > 0 and isinstance(exc, (ConnectionError, EOFError)):
