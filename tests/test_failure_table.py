@@ -196,6 +196,10 @@ def _record_outside():
     loader = _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)))
     with pytest.raises(RuntimeError, match="record\\(\\) needs a current batch"):
         loader.record(torch.zeros(4))
+    for _ in loader:
+        break
+    with pytest.raises(RuntimeError, match="record\\(\\) needs a current batch"):
+        loader.record(torch.zeros(4))  # after the loop was left: not against its last batch
 
 
 @check("bad-config")
@@ -220,6 +224,32 @@ def _no_num_classes():
 def _device():
     with pytest.raises(ValueError, match="device should name a torch device"):
         _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)), device="gpu0")
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last device (cuda:0 without CUDA)
+    with pytest.raises(ValueError, match=f"device should be an available device, got device='{missing}'"):
+        _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)), device=missing)
+
+
+@check("no-accuracy")
+def _no_accuracy():
+    schedule = ed.mixup_pause(ed.Period(until_accuracy=0.5), alpha=0.2)
+    loader = _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)), schedule)
+    with pytest.warns(RuntimeWarning, match="no training accuracy was scored") as caught:
+        for _ in range(2):
+            for x, _y in loader:
+                loader.record(torch.ones(x.shape[0]))  # losses without output/target: nothing to score
+    assert len([w for w in caught if "no training accuracy" in str(w.message)]) == 1
+    assert loader.in_period
+
+
+@check("noop-strategy")
+def _noop_strategy():
+    for make_schedule, match in [
+        (lambda: ed.high_loss_removal(5, fraction=0.0), "removes nothing"),
+        (lambda: ed.mixup_pause(5, alpha=0.0), "pauses nothing"),
+        (lambda: ed.alpha_boost(5, alpha=0.4, boost_alpha=0.4), "boosts nothing|nothing is boosted"),
+    ]:
+        with pytest.warns(UserWarning, match=match):
+            make_schedule()
 
 
 @check("empty-dataset")
