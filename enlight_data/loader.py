@@ -219,24 +219,37 @@ class EnlightLoader:
         output: Tensor | None = None,
         target: Tensor | None = None,
         ignore_index: int | None = None,
+        threshold: float = 0.0,
+        multi_label: bool = False,
     ) -> None:
         """Record per-sample losses of the current batch (no host synchronisation).
 
         Args:
             per_sample_loss: ``(B,)`` or ``(B, ...)`` losses (extra dims are averaged).
-            output: The model output, for training accuracy: argmax over dim 1, or ``output > 0``
-                for a single logit (``(B,)``, ``(B, 1)`` or ``(B, 1, ...)``: binary classification or
-                segmentation).
+            output: The model output, for training accuracy: argmax over dim 1, or
+                ``output > threshold`` for a single score (``(B,)``, ``(B, 1)`` or ``(B, 1, ...)``:
+                binary classification or segmentation) and with ``multi_label``.
             target: The batch's targets (indices or soft rows; argmax of rows is used; for a single
                 logit, ``target > 0.5``).
             ignore_index: A class-index target value that does not count (padding): the accuracy
                 of dense predictions is taken over the other positions, and a sample with none
                 left is not scored and its loss does not enter the table.
+            threshold: The score above which a single score (or, with ``multi_label``, each
+                class's score) predicts the positive class: ``0.0`` for logits, ``0.5`` for
+                probabilities (``nn.BCELoss`` after a sigmoid). :func:`track` sets it.
+            multi_label: ``output`` holds an independent score per class (BCE on multi-hot
+                targets of the output's shape): a sample's accuracy is the fraction of its
+                labels predicted right (``output > threshold`` against ``target > 0.5``, or
+                ``target != 0`` for integer targets). :func:`track` sets it for the BCE losses.
         """
         if self._batch is None:
             raise RuntimeError("record() needs a current batch: call it inside the loop over the loader")
         indices, mixed = self._batch
         check_int("ignore_index", ignore_index, allow_none=True)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise ValueError(f"threshold should be a finite number, got threshold={threshold!r}")
+        if not isinstance(multi_label, bool):
+            raise TypeError(f"multi_label should be a bool, got multi_label of type {type(multi_label).__name__}")
         if not isinstance(per_sample_loss, Tensor):
             raise TypeError(
                 f"per_sample_loss should be a Tensor, got per_sample_loss of type {type(per_sample_loss).__name__}"
@@ -264,8 +277,16 @@ class EnlightLoader:
             if output.dim() > 1 and output.shape[1] == 0:
                 raise ValueError(f"output should have classes along dim 1, got shape {tuple(output.shape)}")
             truth = target
-            if output.dim() == 1 or output.shape[1] == 1:  # one logit (per position): binary, by its sign
-                predicted = output.detach() > 0
+            if multi_label:  # a score per class: each label is right or wrong
+                if target.shape != output.shape:
+                    raise ValueError(
+                        f"with multi_label=True, target should have the output's shape {tuple(output.shape)}, "
+                        f"got target of shape {tuple(target.shape)}"
+                    )
+                predicted = output.detach() > threshold
+                truth = target > 0.5 if target.is_floating_point() else target != 0
+            elif output.dim() == 1 or output.shape[1] == 1:  # one score (per position): binary, by the threshold
+                predicted = output.detach() > threshold
                 predicted = predicted if output.dim() == 1 else predicted.squeeze(1)
                 if target.dim() == output.dim() and target.dim() > 1 and target.shape[1] == 1:
                     target = target.squeeze(1)

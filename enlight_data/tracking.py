@@ -24,6 +24,8 @@ class Recorder(Protocol):
         output: Tensor | None = None,
         target: Tensor | None = None,
         ignore_index: int | None = None,
+        threshold: float = 0.0,
+        multi_label: bool = False,
     ) -> None:
         ...
 
@@ -49,6 +51,9 @@ _ELEMENTWISE_FNS = (
     F.binary_cross_entropy_with_logits, F.binary_cross_entropy, F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss,
     F.kl_div,
 )
+# Binary cross entropy scores each class on its own (multi-label); BCELoss's scores are probabilities.
+_BINARY = (nn.BCEWithLogitsLoss, nn.BCELoss)
+_BINARY_FNS = (F.binary_cross_entropy_with_logits, F.binary_cross_entropy)
 
 
 def _accepts_reduction(fn: Callable[..., Any]) -> bool:
@@ -78,7 +83,9 @@ class TrackedLoss(nn.Module):
     extra dimensions (e.g. BCE's ``(B, C)`` or a sequence's ``(B, T)``) are averaged over
     them; with class-index targets, over the positions that are not ``ignore_index``. The output
     and target also give the training accuracy, except for regression losses (MSE, L1,
-    smooth L1, Huber).
+    smooth L1, Huber): the argmax over classes, or for binary cross entropy each class's own
+    verdict (``output > 0`` for logits, ``> 0.5`` for ``nn.BCELoss``'s probabilities; a sample's
+    accuracy is the fraction of its labels right).
 
     Args:
         criterion: The loss.
@@ -104,6 +111,8 @@ class TrackedLoss(nn.Module):
             self._known = type(base) in _CLASS_WEIGHTED + _ELEMENTWISE
             self._class_weighted = type(base) in _CLASS_WEIGHTED
             self._scores = not isinstance(base, _REGRESSION)
+            self._binary = isinstance(base, _BINARY)
+            self._probabilities = isinstance(base, nn.BCELoss)
             self._settings: dict[str, Any] = {}
         elif callable(criterion) and _accepts_reduction(criterion):
             self._settings = _defaults(criterion)
@@ -112,6 +121,8 @@ class TrackedLoss(nn.Module):
             self._known = not isinstance(criterion, nn.Module) and fn in _CLASS_WEIGHTED_FNS + _ELEMENTWISE_FNS
             self._class_weighted = self._known and fn in _CLASS_WEIGHTED_FNS
             self._scores = fn not in _REGRESSION_FNS
+            self._binary = fn in _BINARY_FNS
+            self._probabilities = fn is F.binary_cross_entropy
         else:
             raise TypeError(
                 "track() needs a criterion that can return per-sample losses (a loss module with a "
@@ -162,7 +173,12 @@ class TrackedLoss(nn.Module):
                 per_sample = per_sample.flatten(1).mean(1)
             else:  # the mean over each sample's counted positions (0 for a sample with none: the loader skips it)
                 per_sample = per_sample.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
-        extra = {"ignore_index": ignore_index} if indexed else {}  # a recorder of one's own may not take it
+        # Only what differs from record()'s defaults: a recorder of one's own may not take these.
+        extra: dict[str, Any] = {"ignore_index": ignore_index} if indexed else {}
+        if self._binary:
+            extra["multi_label"] = True
+            if self._probabilities:
+                extra["threshold"] = 0.5
         if self._scores:
             self._recorder.record(per_sample, output=output.detach(), target=target, **extra)
         else:

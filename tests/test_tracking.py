@@ -18,7 +18,7 @@ class Captured:
     def __init__(self):
         self.calls = []
 
-    def record(self, per_sample_loss, *, output=None, target=None, ignore_index=None):
+    def record(self, per_sample_loss, *, output=None, target=None, ignore_index=None, threshold=0.0, multi_label=False):
         self.calls.append((per_sample_loss, ignore_index))
 
 
@@ -106,6 +106,42 @@ def test_accuracy_of_a_single_logit_is_its_sign_against_the_label():
     for _, target in loader:
         criterion(logits, target.unsqueeze(1))
     assert loader.history[-1]["accuracy"] == 5 / 8
+
+
+@pytest.mark.parametrize("kind", ["module", "function"])
+def test_accuracy_of_bce_on_probabilities_thresholds_them_at_one_half(kind):
+    x, y = torch.zeros(8, 3), torch.tensor([0, 1, 1, 0, 1, 0, 0, 1]).float()
+    loader = _loader(x, y)
+    # Probabilities, all in (0, 1): a threshold at 0 would call every one positive (4/8 right).
+    probs = torch.tensor([0.1, 0.9, 0.4, 0.6, 0.7, 0.2, 0.55, 0.8])  # right: 0, 1, 4, 5, 7
+    criterion = loader.track(nn.BCELoss() if kind == "module" else F.binary_cross_entropy)
+    for _, target in loader:
+        criterion(probs, target)
+    assert loader.history[-1]["accuracy"] == 5 / 8
+
+
+def test_multi_label_accuracy_is_the_fraction_of_labels_right():
+    x = torch.zeros(2, 3)
+    target = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])  # multi-hot
+    logits = torch.tensor([[3.0, -1.0, -2.0, -1.0], [-1.0, 2.0, 1.0, 4.0]])  # 3/4 and 2/4 right
+    loader = _loader(x, target)
+    criterion = loader.track(nn.BCEWithLogitsLoss())
+    for _, t in loader:
+        criterion(logits, t)
+    # The argmax would score sample 0 right and sample 1 wrong (1/2); the labels say (3/4 + 2/4) / 2.
+    assert loader.history[-1]["accuracy"] == (0.75 + 0.5) / 2
+
+
+def test_record_checks_threshold_and_multi_label():
+    loader = _loader(torch.zeros(2, 3), torch.zeros(2, 4))
+    for _, t in loader:
+        with pytest.raises(ValueError, match="threshold should be a finite number, got threshold=nan"):
+            loader.record(torch.ones(2), output=torch.zeros(2, 4), target=t, threshold=float("nan"))
+        with pytest.raises(TypeError, match="multi_label should be a bool, got multi_label of type int"):
+            loader.record(torch.ones(2), output=torch.zeros(2, 4), target=t, multi_label=1)
+        with pytest.raises(ValueError, match=r"target should have the output's shape \(2, 4\), got target of shape \(2,\)"):
+            loader.record(torch.ones(2), output=torch.zeros(2, 4), target=t[:, 0], multi_label=True)
+        loader.record(torch.ones(2))
 
 
 def test_accuracy_of_padded_sequences_counts_the_unpadded_positions():
