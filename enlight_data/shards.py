@@ -170,7 +170,8 @@ def write_shards(
     largest label + 1).
 
     Args:
-        dataset: Any object with ``__len__`` and ``__getitem__`` returning ``(input, label, ...)``.
+        dataset: Any object with ``__len__`` and ``__getitem__`` returning ``(input, label)`` (further fields
+            are not written; a ``UserWarning`` says so once).
         pattern: Shard file names, a ``%``-format taking the shard number, e.g. ``"out/train-%06d.tar"``.
         maxcount: Samples per shard.
         image_format: ``"jpg"`` (lossy), ``"png"`` (lossless) or ``"npy"`` (store tensors unchanged).
@@ -230,6 +231,7 @@ def write_shards(
     shards: list[dict[str, Any]] = []
     writer = None
     max_label = -1
+    warned = False
     try:
         for i in range(n):
             if writer is None or shards[-1][_COUNT] == maxcount:
@@ -244,6 +246,14 @@ def write_shards(
                 raise TypeError(
                     f"samples should be (input, label) pairs, got dataset[{i}] of type {type(sample).__name__}"
                 )
+            if len(sample) > 2 and not warned:
+                warnings.warn(
+                    f"write_shards stores each sample's input and label only: dataset[{i}] has {len(sample)} fields, "
+                    f"and the other {len(sample) - 2} are not written (warned once)",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                warned = True
             ext, data = _encode_input(sample[0], i, image_format, quality)
             label = _label(sample[1], i)
             max_label = max(max_label, label)

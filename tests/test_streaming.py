@@ -120,6 +120,17 @@ def test_write_shards_errors(tmp_path):
         ed.write_shards(Tiles(3), str(tmp_path / "d-%02d.tar"), image_format="gif", progress=False)
 
 
+def test_write_shards_warns_once_about_fields_it_does_not_write(tmp_path):
+    samples = [(torch.zeros(3, 2, 2, dtype=torch.uint8), i, f"extra-{i}") for i in range(3)]
+    with pytest.warns(UserWarning, match=r"dataset\[0\] has 3 fields, and the other 1 are not written") as caught:
+        index = ed.write_shards(samples, str(tmp_path / "e-%02d.tar"), progress=False)
+    assert len([w for w in caught if "fields" in str(w.message)]) == 1
+    assert json.loads(open(index).read())["total"] == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pairs: nothing to say
+        ed.write_shards([s[:2] for s in samples], str(tmp_path / "f-%02d.tar"), progress=False)
+
+
 def test_write_shards_refuses_lossy_or_invalid_samples(tmp_path):
     from PIL import Image
 
