@@ -173,6 +173,16 @@ class EnlightLoader:
         """Each sample's most recent recorded loss: CPU float32, NaN where none is recorded."""
         return self._table.losses()
 
+    def removed_indices(self) -> Tensor:
+        """The samples High-Loss Removal leaves out of the current epoch, e.g. to look at them.
+
+        Returns:
+            A sorted CPU int64 tensor of dataset indices (sample ids for :func:`enlight_data.stream`), empty where
+            nothing is removed and before the first ``iter()``. Every rank gets the same set (it is chosen from the
+            loss table all ranks share), before its split into their shares.
+        """
+        return torch.sort(self._excluded).values
+
     def __len__(self) -> int:
         """Batches of the epoch in progress, else of the epoch the next ``iter()`` starts.
 

@@ -251,7 +251,8 @@ def test_high_loss_removal_drops_exactly_the_highest_and_restores(workers):
     n, fraction = 100, 0.29
     loader = ed.enlighten(DataLoader(Counting(n), batch_size=16, shuffle=True, num_workers=workers),
                           ed.high_loss_removal(2, fraction=fraction), seed=4)
-    seen_per_epoch = []
+    seen_per_epoch, removed = [], []
+    assert loader.removed_indices().tolist() == []  # before the first epoch
     for _ in range(3):
         seen = []
         for x, _ in loader:
@@ -259,6 +260,8 @@ def test_high_loss_removal_drops_exactly_the_highest_and_restores(workers):
             loader.record(ids.float())  # loss = sample id: the highest ids are the highest losses
             seen += ids.tolist()
         seen_per_epoch.append(seen)
+        removed.append(loader.removed_indices().tolist())
+    assert removed == [[], list(range(n - 29, n)), []]
     assert sorted(seen_per_epoch[0]) == list(range(n))  # epoch 0 trains on everything
     assert sorted(seen_per_epoch[1]) == list(range(n - 29))  # 0.29 x 100 = 29 exactly
     assert sorted(seen_per_epoch[2]) == list(range(n))  # restored after the period
