@@ -50,3 +50,14 @@ def test_ddp_example_runs_on_two_processes_and_removes_samples_during_the_period
     batches = [int(b) for *_, b in epochs]
     assert removed[0] == 0 and removed[1] > 0 and removed[2:] == [0] * 4, result.stdout
     assert batches[1] < batches[0] == batches[2], result.stdout  # each rank's share shrinks, then comes back
+
+
+def test_noisy_sequences_removal_finds_mostly_the_mislabelled_sequences():
+    example = _load("noisy_sequences")
+    with torch.random.fork_rng(devices=[]):
+        run = example.main(["--sequences", "1000", "--epochs", "4", "--period", "3", "--quiet"])
+    removed = [h["removed"] for h in run["history"]]
+    assert removed == [0, 200, 200, 0]
+    base = run["noisy"].float().mean().item()
+    assert 0.15 < base < 0.25
+    assert run["noisy_removed"][2] / 200 > 2.5 * base, run["noisy_removed"]  # the noisy ones, far above chance
