@@ -116,6 +116,8 @@ class EnlightLoader:
         self._resume = False  # the next iter() continues the current epoch
         self._excluded = torch.empty(0, dtype=torch.int64)
         self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
+        self._recorded: tuple[Tensor, Tensor | None] | None = None  # the batch recorded last (one record each)
+        self._warned_again = False
         self._warned_nonfinite = -1
         self._mixes = any(p.mixes for p in schedule.phases)
         self._current_phase = 0  # the phase index the most recently started epoch began in
@@ -189,11 +191,14 @@ class EnlightLoader:
         The next epoch's count includes its removal (High-Loss Removal leaves out samples
         chosen from the losses recorded so far), so ``tqdm(loader)`` and step counts are
         right in every epoch. An epoch left mid-way counts as in progress until the next
-        ``iter()``. Between epochs this ranks the loss table (``select_high_loss``). With a
+        ``iter()``; after :meth:`load_state_dict` of a state taken mid-epoch, it is the
+        batches left in that epoch. Between epochs this ranks the loss table (``select_high_loss``). With a
         custom sampler that has no ``generator`` (so its order cannot be replayed without
         drawing it again), it counts the most recently started epoch instead.
         """
-        if self._open or self._resume:
+        if self._resume:  # the rest of an epoch restored mid-way: what the next iter() yields
+            return self._source.num_batches() - self._position
+        if self._open:
             return self._source.num_batches()
         epoch = self._next_epoch
         phase = self.schedule.phases[self._tracker.phase_index(epoch)]
@@ -234,6 +239,10 @@ class EnlightLoader:
     ) -> None:
         """Record per-sample losses of the current batch (no host synchronisation).
 
+        Only the first call per batch is recorded: a later one (a tracked loss applied to an
+        auxiliary head, or to a validation batch inside the loop) is ignored, with a warning
+        the first time, so it cannot overwrite the training batch's losses and accuracy.
+
         Args:
             per_sample_loss: ``(B,)`` or ``(B, ...)`` losses (extra dims are averaged).
             output: The model output, for training accuracy: argmax over dim 1, or
@@ -254,6 +263,17 @@ class EnlightLoader:
         """
         if self._batch is None:
             raise RuntimeError("record() needs a current batch: call it inside the loop over the loader")
+        if self._recorded is self._batch:
+            if not self._warned_again:
+                self._warned_again = True
+                warnings.warn(
+                    "record() (or a tracked loss) was called again for the same batch; only the first call per "
+                    "batch is recorded. For an auxiliary head or an evaluation inside the loop, call the "
+                    "criterion itself (tracked.criterion), not the tracked loss (warned once)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            return
         indices, mixed = self._batch
         check_int("ignore_index", ignore_index, allow_none=True)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
@@ -327,6 +347,7 @@ class EnlightLoader:
             elif correct.dim() > 1:  # dense predictions: the fraction right per sample
                 correct = correct.flatten(1).float().mean(1)
         self._table.record(indices, losses, keep=keep, correct=correct)
+        self._recorded = self._batch
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Any]:
@@ -561,10 +582,11 @@ class EnlightLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the next ``iter()`` continues where it was taken.
 
-        A state taken after k batches of an epoch makes the next ``iter()`` continue
-        that epoch with batch k + 1 (the skipped samples are not loaded); one taken
-        after an epoch's last batch makes it start the next epoch. Nothing is changed
-        when the state is rejected.
+        A state taken inside the loop after k batches of an epoch makes the next ``iter()``
+        continue that epoch with batch k + 1 (the skipped samples are not loaded); after
+        the epoch's last batch that pass yields nothing and closes the epoch, so a loop that
+        resumes the saved epoch stays in step. One taken after the loop ended makes it start
+        the next epoch. Nothing is changed when the state is rejected.
 
         Raises:
             TypeError: If ``state`` is not a dict.
@@ -605,13 +627,10 @@ class EnlightLoader:
             phase_index = self._current_phase = self._tracker.phase_index(self._epoch)
             self._clock.set(self._epoch, phase_index, self._excluded)
             self._source.begin(self._epoch, self._clock.excluded, 0)
-            if self._position == self._source.num_batches():
-                # Taken after the epoch's last batch: close it now, so the next iter()
-                # starts the next epoch instead of an empty pass.
-                self._finish_epoch()
-            else:
-                # A set_epoch() before the state was taken wins over continuing.
-                self._resume = self._next_epoch == self._epoch + 1
+            # Taken inside the loop, after any batch (the last one too: a step-based checkpoint cannot know), it
+            # continues that epoch, so the loop that resumes the saved epoch stays in step with the loader. A
+            # set_epoch() before the state was taken wins over continuing.
+            self._resume = self._next_epoch == self._epoch + 1
 
     def _check_state(self, state: Any) -> tuple[int, int, int, bool, Tensor]:
         """Validate a state against this loader; returns (epoch, next_epoch, position, open, excluded)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import traceback
+import warnings
 from typing import Any, Iterator
 
 import numpy as np
@@ -159,6 +160,13 @@ class MapSource:
         pin_memory: bool | None = None,
     ) -> None:
         check_loader(loader)
+        if loader.generator is not None:
+            warnings.warn(
+                "the DataLoader's generator is not used: the order and every other draw come from "
+                "enlighten(seed=...), per epoch (pass the seed you want there)",
+                UserWarning,
+                stacklevel=3,
+            )
         dataset = loader.dataset
         sampler = loader.sampler
         plain_shuffle = isinstance(sampler, RandomSampler) and not sampler.replacement and sampler._num_samples is None

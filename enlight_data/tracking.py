@@ -114,7 +114,10 @@ class TrackedLoss(nn.Module):
             self._binary = isinstance(base, _BINARY)
             self._probabilities = isinstance(base, nn.BCELoss)
             self._settings: dict[str, Any] = {}
-        elif callable(criterion) and _accepts_reduction(criterion):
+        elif callable(criterion) and _accepts_reduction(
+            # A module's signature is Module.__call__(*args, **kwargs): what its forward accepts is what counts.
+            criterion.forward if isinstance(criterion, nn.Module) else criterion
+        ):
             self._settings = _defaults(criterion)
             fn = criterion.func if isinstance(criterion, functools.partial) else criterion
             self._unreduced = lambda output, target: criterion(output, target, reduction="none")

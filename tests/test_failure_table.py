@@ -317,9 +317,14 @@ def _state_end_of_epoch():
     for _ in range(3):
         next(it)  # the last batch, the loop not yet ended
     state = _save(loader)
-    resumed = _loader(_tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long)))
-    resumed.load_state_dict(state)
-    assert len(list(resumed)) == 3 and resumed.epoch == 1
+    for set_epoch in (False, True):  # a plain loop, and a DDP-style loop that calls set_epoch(saved epoch)
+        resumed = _loader(_tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long)))
+        resumed.load_state_dict(state)
+        assert len(resumed) == 0
+        if set_epoch:
+            resumed.set_epoch(0)
+        assert list(resumed) == [] and resumed.epoch == 0 and resumed.history[-1]["batches"] == 3
+        assert len(list(resumed)) == 3 and resumed.epoch == 1 and [h["epoch"] for h in resumed.history] == [0, 1]
 
 
 # ---------------------------------------------------------------------- the tests

@@ -270,6 +270,48 @@ def test_high_loss_removal_drops_exactly_the_highest_and_restores(workers):
     assert len(loader) == -(-100 // 16)
 
 
+def test_only_the_first_record_per_batch_counts():
+    """An auxiliary head or a validation batch of the same size, scored with the tracked loss inside the loop,
+    must not overwrite the training batch's losses and accuracy."""
+    loader = ed.enlighten(DataLoader(Counting(16, classes=4), batch_size=4), ed.high_loss_removal(2, fraction=0.25))
+    criterion = loader.track(nn.CrossEntropyLoss())
+    with pytest.warns(UserWarning, match="called again for the same batch; only the first call per batch") as caught:
+        for x, y in loader:
+            right = F.one_hot(y, 4).float() * 10  # the main head is right: small losses
+            criterion(right, y)
+            criterion(-right, y)  # an auxiliary head, all wrong: large losses
+            criterion.criterion(-right, y)  # the criterion itself records nothing
+    assert len([w for w in caught if "called again" in str(w.message)]) == 1  # warned once
+    h = loader.history[-1]
+    assert h["accuracy"] == 1.0 and h["recorded"] == 16
+    assert (loader.losses() < 1e-3).all()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_len_after_a_mid_epoch_resume_counts_the_batches_left(workers):
+    def make():
+        return ed.enlighten(DataLoader(Counting(20), batch_size=4, shuffle=True, num_workers=workers),
+                            ed.high_loss_removal(2, fraction=0.25))
+
+    loader = make()
+    it = iter(loader)
+    next(it), next(it)
+    resumed = make()
+    resumed.load_state_dict(loader.state_dict())
+    assert len(resumed) == 3 and len(list(resumed)) == 3
+    assert len(resumed) == 5  # the next epoch, whole
+
+
+def test_the_dataloaders_own_generator_is_not_used_and_says_so():
+    def order(seed):
+        dl = DataLoader(Counting(10), batch_size=10, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        with pytest.warns(UserWarning, match="the DataLoader's generator is not used"):
+            loader = ed.enlighten(dl, ed.high_loss_removal(2, fraction=0.1), seed=3)
+        return next(iter(loader))[0].flatten().tolist()
+
+    assert order(1) == order(2)
+
+
 def test_unrecorded_samples_are_kept():
     loader = ed.enlighten(DataLoader(Counting(40), batch_size=10), ed.high_loss_removal(3, fraction=0.5))
     for x, _ in loader:

@@ -207,13 +207,18 @@ def test_resume_does_not_load_skipped_samples(workers):
 
 
 @pytest.mark.parametrize("at", ["last", "boundary"])
-def test_state_after_the_last_batch_starts_the_next_epoch(at):
+def test_state_after_the_last_batch_resumes_in_step_with_the_loop(at):
+    """Inside the loop after the last batch ("last"), the epoch goes on: an empty pass closes it, as a loop that
+    resumes the saved epoch expects. After the loop ended ("boundary"), the next iter() starts the next epoch."""
     ref = reference("removal", 0)
     epoch = ref["epochs"]["inside"]
     _, data = _checkpoint(ref, "inside", at)
     loader = make_loader("removal", 0)
     loader.load_state_dict(load_state(data))
+    if at == "last":
+        assert len(loader) == 0 and list(loader) == [] and loader.epoch == epoch
     assert loader.history[-1]["batches"] == ref["batches"][epoch]  # the epoch is closed
+    assert loader.history == ref["history"][: epoch + 1]
     batches = list(loader)
     assert loader.epoch == epoch + 1 and len(batches) == ref["batches"][epoch + 1]
 

@@ -144,6 +144,23 @@ def test_record_checks_threshold_and_multi_label():
         loader.record(torch.ones(2))
 
 
+def test_track_refuses_a_module_whose_forward_takes_no_reduction():
+    class Plain(nn.Module):  # Module.__call__ takes **kwargs: its forward is what decides
+        def forward(self, output, target):
+            return F.cross_entropy(output, target)
+
+    class Reducing(nn.Module):
+        def forward(self, output, target, reduction="mean"):
+            return F.cross_entropy(output, target, reduction=reduction)
+
+    with pytest.raises(TypeError, match=r"track\(\) needs a criterion that can return per-sample losses.*Plain\(\)"):
+        TrackedLoss(Plain(), Captured())
+    logits, labels = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    recorder = Captured()
+    torch.testing.assert_close(TrackedLoss(Reducing(), recorder)(logits, labels), F.cross_entropy(logits, labels))
+    torch.testing.assert_close(recorder.calls[0][0], F.cross_entropy(logits, labels, reduction="none"))
+
+
 def test_accuracy_of_padded_sequences_counts_the_unpadded_positions():
     x = torch.zeros(2, 3)
     target = torch.tensor([[1, 2, -100, -100], [0, 0, 0, 0]])
