@@ -118,6 +118,8 @@ class EnlightLoader:
         self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
         self._recorded: tuple[Tensor, Tensor | None] | None = None  # the batch recorded last (one record each)
         self._warned_again = False
+        self._warned_left = False
+        self._failed_epoch = -1  # the last epoch an error ended
         self._warned_nonfinite = -1
         self._mixes = any(p.mixes for p in schedule.phases)
         self._current_phase = 0  # the phase index the most recently started epoch began in
@@ -355,6 +357,16 @@ class EnlightLoader:
             self._resume = False
             start = self._position
         else:
+            left = self._open and self._failed_epoch != self._epoch and self._position < self._source.num_batches()
+            if left and not self._warned_left:
+                self._warned_left = True
+                warnings.warn(
+                    f"epoch {self._epoch} ends after {self._position} of its {self._source.num_batches()} batches: "
+                    "each iter() starts the next epoch, so a loop left early (or next(iter(loader)) to peek at a "
+                    "batch) uses one up; peek at the wrapped DataLoader instead (warned once)",
+                    UserWarning,
+                    stacklevel=2,
+                )
             self._finish_epoch()
             start = 0
             self._begin_epoch(self._next_epoch)
@@ -485,6 +497,9 @@ class EnlightLoader:
         handed: list[Any] = [None]  # the current batch this iterator set last
         try:
             yield from self._batches(pairs, epoch, start, phase, augment, handed)
+        except Exception:
+            self._failed_epoch = epoch  # ended by an error, not left early: no warning about that
+            raise
         finally:
             # Also when the loop is left early: no later loss is recorded against this epoch's last batch. An
             # iterator closed late (collected after a newer epoch began) leaves the newer batch alone.

@@ -426,9 +426,14 @@ def test_break_early_finishes_epoch_at_next_iter():
         loader.record(torch.ones(8))
         break
     assert loader.history[-1]["seen"] is None
-    list(loader)
+    with pytest.warns(UserWarning, match=r"epoch 0 ends after 1 of its 4 batches: each iter\(\) starts the next"):
+        list(loader)
     assert loader.history[0]["recorded"] == 8 and loader.history[0]["batches"] == 1
     assert loader.history[1]["removed"] == 4
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # warned once; a whole epoch says nothing
+        next(iter(loader))
+        list(loader)
 
 
 def test_library_never_uses_global_rng(forbid_global_rng):
