@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
-from ._rng import Stream, make_generator
+from ._rng import Stream, derive_seed, make_generator, seed_globals
 from ._validate import check_bool, check_int
 from .context import SharedClock
 from .distributed import resolve_rank, table_reducer
@@ -331,9 +331,16 @@ def _skip(src: Iterable[Any], *, count: int, progress: _Progress) -> Iterator[An
 
 
 def _decode(src: Iterable[dict[str, Any]], *, decoder: Callable[[dict[str, Any]], Any], progress: _Progress,
-            handler: Callable[[Exception], bool]) -> Iterator[tuple[int, Any]]:
-    """``(id, decoder(sample))``; failures name the shard and the key, then go to ``handler``."""
+            handler: Callable[[Exception], bool], batch_size: int,
+            reseed: Callable[[int], None] | None = None) -> Iterator[tuple[int, Any]]:
+    """``(id, decoder(sample))``; failures name the shard and the key, then go to ``handler``.
+
+    ``reseed(k)``, when given, runs before the first sample of this worker's k-th batch of the epoch (the skipped
+    ones counted): NOTE [ Seeding workers per batch ] in mapstyle.py.
+    """
     for sample in src:
+        if reseed is not None and progress.out % batch_size == 0:
+            reseed(progress.out // batch_size)
         try:
             out = decoder(sample)
         except Exception as exc:
@@ -569,10 +576,21 @@ class _ShardStream(IterableDataset):
             return _shuffle(samples, bufsize=bufsize,
                             generator=make_generator(self.seed, epoch, Stream.BUFFER, self.rank, worker, passes))
 
+        reseed = None
+        if info is not None and callable(self.decode):
+            # A decode function's own random draws (the global states of this worker) are the same for a batch after
+            # a resume, with persistent workers, and differ between ranks. This worker's k-th batch is numbered
+            # worker + k * workers: one number per batch of the epoch (the loader takes them round-robin).
+            keys = (self.rank,) if self.world_size > 1 else ()
+
+            def reseed(k: int) -> None:
+                seed_globals(derive_seed(self.seed, epoch, worker + k * workers, Stream.WORKER, *keys))
+
         pipeline = wds.DataPipeline(
             partial(_passes, make_pass=make_pass, progress=progress, names=[urls[s] for s, _, _ in share.pool]),
             partial(_skip, count=share.skip, progress=progress),
-            partial(_decode, decoder=decoder, progress=progress, handler=handler),
+            partial(_decode, decoder=decoder, progress=progress, handler=handler, batch_size=self.batch_size,
+                    reseed=reseed),
             partial(_take, count=share.quota - share.skip),
             partial(_batch, batch_size=self.batch_size, collate=collate),
         )
@@ -643,6 +661,7 @@ class StreamSource:
         self.drop_last = drop_last
         self.rank = rank
         self.world_size = world_size
+        self._rank_keys = (rank,) if world_size > 1 else ()  # NOTE [ Per-rank random streams ] in loader.py
         self.device = device
         self._clock = clock
         # Shared with the workers (persistent ones too): [epoch, start batch, mask is the clock's], and the
@@ -687,7 +706,7 @@ class StreamSource:
         self._cursor.copy_(torch.tensor([epoch, start_batch, int(mask is self._clock.excluded)]))
         self._skipped.zero_()
         self._messages.zero_()
-        self.loader.generator = make_generator(self.seed, epoch, Stream.LOADER)
+        self.loader.generator = make_generator(self.seed, epoch, Stream.LOADER, *self._rank_keys)
 
     def batches(self) -> Iterator[tuple[Tensor, Any]]:
         """The begun epoch's ``(ids, (input, target))`` batches."""

@@ -17,7 +17,7 @@ from typing import Callable
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset, WeightedRandomSampler
 
 import enlight_data as ed
 from fault_helpers import BAD, N, make
@@ -293,6 +293,17 @@ def _state_mismatch():
     other = _loader(_tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long)), world_size=2, rank=0)
     with pytest.raises(ValueError, match="world_size"):
         other.load_state_dict(state)
+    # Another sampling replays the saved positions in another order: samples twice or never.
+    data = _tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long))
+    for loader, match in (
+        (ed.enlighten(DataLoader(data, batch_size=4, shuffle=True), ed.mixup_pause(1, alpha=0.2), num_classes=3),
+         "source shuffle is False in the state and True here"),
+        (ed.enlighten(DataLoader(data, batch_size=4, sampler=WeightedRandomSampler(torch.ones(12), 12)),
+                      ed.mixup_pause(1, alpha=0.2), num_classes=3),
+         "source sampler is None in the state and 'WeightedRandomSampler' here"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            loader.load_state_dict(state)
 
 
 @check("state-malformed")

@@ -815,3 +815,45 @@ def test_a_bad_sample_met_again_by_a_repeat_pass_counts_once(tmp_path):
         with pytest.warns(RuntimeWarning, match="skipped 1 bad samples"):
             assert sum(len(b) for b in epoch_ids(loader)) == 12
         assert loader.history[-1]["skipped"] == 1
+
+
+def _noisy_decode(sample):
+    """A decode function with its own random draws (from the worker's global torch state)."""
+    i = int(sample["__key__"])
+    return torch.full((3, 4, 4), float(i)) + torch.rand(()), int(sample["cls"])
+
+
+def _noisy_run(index, *, state=None, persistent=False, rank=0, world_size=1, stop=None):
+    loader = ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=2, seed=5,
+                       decode=_noisy_decode, persistent_workers=persistent, rank=rank, world_size=world_size,
+                       num_classes=CLASSES)
+    if state is not None:
+        loader.load_state_dict(state)
+    batches = []
+    for _ in range(3 - max(loader.epoch, 0)):
+        for x, _ in loader:
+            loader.record(x.flatten(1)[:, 0] % 7)
+            batches.append(x.clone())
+            if stop is not None and len(batches) == stop:
+                return batches, loader.state_dict()
+    return batches, None
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_stream_decode_draws_are_the_same_after_a_resume(tmp_path, persistent):
+    """A decode function's random draws come from per-batch seeds, as map-style datasets' do: a resumed run (fresh
+    workers, another physical worker for each batch) gets the same inputs, persistent workers too."""
+    index = write(tmp_path, n=48, fmt="npy")
+    whole, _ = _noisy_run(index, persistent=persistent)
+    for stop in (7, 15):  # mid-epoch 1 (odd: the other worker goes first after the resume), and a later epoch
+        first, state = _noisy_run(index, persistent=persistent, stop=stop)
+        rest, _ = _noisy_run(index, state=state, persistent=persistent)
+        assert len(first) + len(rest) == len(whole)
+        for a, b in zip(first + rest, whole):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_stream_decode_draws_differ_between_ranks(tmp_path):
+    index = write(tmp_path, n=48, fmt="npy")
+    draws = [[x - x.round() for x in _noisy_run(index, rank=r, world_size=2)[0]] for r in (0, 1)]
+    assert not any(torch.equal(a, b) for a, b in zip(*draws))
