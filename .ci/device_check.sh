@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# GPU checks for a session lent a device machine: one call of the device tool, about 2.5 minutes on an H200 (at most
-# 7; the first H200 run, 2026-11-27, took 152 s plus a 30 s start). Results: benchmarks/results/h200/.
+# GPU checks for a session lent a device machine: one call of the device tool. Results: benchmarks/results/h200/.
+#
+# Time: every step runs under `timeout`; the caps (wheel install and imports included) add up to 270 s, so run it
+# with timeout_s=300 (the rest is nvidia-smi and slack). A session has 15 minutes of device time in all and a machine
+# takes 2-4 minutes to start: that leaves room for this call, and for the REPRODUCE=1 call at the end (caps 270 s as
+# well) only straight away while the machine is warm. The first H200 run (2026-11-27) took 152 s plus a 30 s start;
+# the per-step caps below split that run's total with room to spare, and were not each measured.
 #
 # Prepare once here (the device machine has torch, torchvision, timm, scikit-learn, hypothesis, pytest, not kornia,
 # webdataset or Fashion-MNIST; see ../.library/device/README.md on carrying wheels):
@@ -10,25 +15,60 @@
 #     -d .whl kornia==0.9.0 kornia_rs==0.2.0 webdataset==1.0.2 braceexpand
 #   mkdir -p .fmnist && cp /usr/share/datasets/fashion-mnist/*.gz .fmnist/   # 31 MB, from dataset-fashion-mnist
 # Then: run(command="bash .ci/device_check.sh", carry=[".whl", ".fmnist"], timeout_s=300), and give the machine back
-# (or, straight away while it is warm, the REPRODUCE=1 call below: 173 s on an H200).
-set -u
+# (or, straight away while it is warm and device time is left, the REPRODUCE=1 call at the end).
+#
+# Each step writes its own file under $OUT as soon as it ends (a kill at the call's limit keeps the earlier ones),
+# its exit code goes to $OUT/steps.txt, and the script ends non-zero, with a one-line summary, when any step failed
+# (timeout's 124 included). $OUT brings back at most 8 files: steps.txt, kernels.txt, cuda_tests.txt,
+# gpu_augment.{json,png}, profile_augment.json, streaming.json (and the logs of the three benchmarks go into
+# bench_logs.txt).
+set -u -o pipefail
 out=${OUT:-/tmp/enlight_out}
 mkdir -p "$out"
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  && export PYTHONPATH=/tmp/site:$PWD || exit 1
-nvidia-smi -L
-python3 -c "import torch, kornia, webdataset; print(torch.__version__, torch.cuda.get_device_name())"
-export PYTHONUNBUFFERED=1
-if [ "${REPRODUCE:-0}" = 1 ]; then  # the second call: the paper's strategies, least urgent
-  timeout 280 python3 -m benchmarks.reproduce --gpu --seeds 2 --fashion-dir .fmnist --no-progress --no-plots \
-    --out "$out" 2>&1 | tail -25
-  exit
+: >"$out/steps.txt"
+failed=()
+
+# step NAME CAP LOG COMMAND...: run COMMAND under `timeout CAP`, its output appended to LOG (and shown), then record
+# the exit code of COMMAND (not of tee) in steps.txt.
+step() {
+  local name=$1 cap=$2 log=$3
+  shift 3
+  local start=$SECONDS
+  echo "=== $name (cap ${cap} s) ===" | tee -a "$log"
+  timeout "$cap" "$@" 2>&1 | tee -a "$log"
+  local rc=${PIPESTATUS[0]}
+  echo "$name rc=$rc ${cap}s-cap $((SECONDS - start))s" >>"$out/steps.txt"
+  [ "$rc" = 0 ] || failed+=("$name:$rc")
+}
+
+finish() {
+  if [ ${#failed[@]} -eq 0 ]; then
+    echo "device_check: all steps passed ($(wc -l <"$out/steps.txt") steps, ${SECONDS} s)" | tee -a "$out/steps.txt"
+    exit 0
+  fi
+  echo "device_check: FAILED ${failed[*]} (${SECONDS} s)" | tee -a "$out/steps.txt"
+  exit 1
+}
+
+# Caps, in seconds: 15 (wheels) + 15 (imports) + then either 240 (reproduce) or 25 + 80 + 55 + 25 + 55 = 240.
+if [ -d .whl ]; then
+  timeout 15 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    .whl/*.whl || { echo "device_check: FAILED wheel install" | tee -a "$out/steps.txt"; exit 1; }
 fi
-# $OUT brings back at most 8 files: the CUDA test log, gpu_augment.{json,png}, profile_augment.json, streaming.json.
-# Each step is capped so that the whole call ends inside 7 minutes and a second call (REPRODUCE=1, above) fits the
-# session's device time.
-# 0. Which kernels GpuAugment and mixing run here (the fused Triton ones unless Triton is missing or fails).
-python3 - <<'PY'
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+nvidia-smi -L
+timeout 15 python3 -c "import torch, kornia, webdataset; print(torch.__version__, torch.cuda.get_device_name())" \
+  || { echo "device_check: FAILED imports" | tee -a "$out/steps.txt"; exit 1; }
+
+if [ "${REPRODUCE:-0}" = 1 ]; then  # the second call: the paper's strategies, least urgent
+  step reproduce 240 "$out/reproduce_log.txt" python3 -m benchmarks.reproduce --gpu --seeds 2 --fashion-dir .fmnist \
+    --no-progress --no-plots --out "$out"
+  finish
+fi
+
+# 0. Which kernels GpuAugment and mixing run here (the fused Triton ones unless Triton is missing or fails); the
+#    first Triton compiles happen here.
+step kernels 25 "$out/kernels.txt" python3 - <<'PY'
 import torch, enlight_data.augment as A, enlight_data._fused as F
 out = A.GpuAugment(32, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)(
     torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8, device="cuda"))
@@ -40,14 +80,15 @@ print("draw:", A._draw_backend(out.device), "resample:", A._resample_backend(out
       "failed:", F.FAILED, out.shape, xm.shape)
 PY
 # 1. The CUDA tests (skipped on CPU-only CI): no per-step sync, CPU/CUDA agreement, GPU decode, resume, nccl.
-timeout 150 python3 -m pytest -q -p no:cacheprovider -m needs_cuda -rs tests 2>&1 | tail -40 | tee "$out/cuda_tests.txt"
+step cuda_tests 80 "$out/cuda_tests.txt" python3 -m pytest -q -p no:cacheprovider -m needs_cuda -rs tests
 # 2. Augmentation and mixing against Kornia, timm, torchvision (goals: GpuAugment >= 20x Kornia, mixing >= 0.7x lerp).
-timeout 100 python3 benchmarks/gpu_augment.py --device cuda --out "$out/gpu_augment.json" 2>&1 | tail -50
+step gpu_augment 55 "$out/bench_logs.txt" python3 benchmarks/gpu_augment.py --device cuda --out "$out/gpu_augment.json"
 # 3. Where the time goes: torch.profiler per call, GpuAugment and Kornia, mix_batch and the bare lerp.
-timeout 45 python3 -m benchmarks.profile_augment --device cuda --out "$out/profile_augment.json" 2>&1 \
-  | grep -v -E "^(USDT|STAGE)" | tail -80
+step profile_augment 25 "$out/bench_logs.txt" python3 -m benchmarks.profile_augment --device cuda \
+  --out "$out/profile_augment.json"
 # 4. Streaming on the GPU: decode="gpu" (nvjpeg) against decoding in 2 workers, both cropped by GpuAugment.
-timeout 100 python3 -m benchmarks.streaming --device cuda --samples 1024 --rounds 3 --out "$out/streaming.json" 2>&1 \
-  | tail -12
-# The paper's strategies on a GPU (3 strategies x 2 seeds, Fashion-MNIST 32x32) run in a second call if time is left:
+step streaming 55 "$out/bench_logs.txt" python3 -m benchmarks.streaming --device cuda --samples 1024 --rounds 3 \
+  --out "$out/streaming.json"
+finish
+# The paper's strategies on a GPU (3 strategies x 2 seeds, Fashion-MNIST 32x32), only if device time is left:
 #   run(command="REPRODUCE=1 bash .ci/device_check.sh", carry=[".whl", ".fmnist"], timeout_s=300)

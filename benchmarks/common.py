@@ -11,7 +11,30 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["environment", "paired_ratio", "summarize_times", "sync", "time_calls", "time_interleaved", "write_json"]
+__all__ = [
+    "RESULTS_DIR",
+    "default_out",
+    "environment",
+    "paired_ratio",
+    "summarize_times",
+    "sync",
+    "time_calls",
+    "time_interleaved",
+    "write_json",
+]
+
+#: Where full runs write their JSON; ``--quick`` runs write to its ``quick/`` folder, so they never overwrite them.
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def default_out(name: str, quick: bool) -> Path:
+    """The default results JSON of benchmark ``name``: ``results/<name>.json``, or ``results/quick/<name>.json``.
+
+    Args:
+        name: The benchmark's name (its module's name).
+        quick: Whether this is a ``--quick`` smoke run.
+    """
+    return (RESULTS_DIR / "quick" if quick else RESULTS_DIR) / f"{name}.json"
 
 
 def sync(device: torch.device | str) -> None:

@@ -6,12 +6,15 @@ table the size of ImageNet-1k (1.3M samples) and a 100M-sample id space, with
 an ImageNet-like number of records per rank (1.28M samples per epoch split
 over the ranks). Each repetition re-records the epoch outside the timed region;
 ranks meet at a barrier before each timed sync and the slowest rank's time is
-kept. Besides the sync, it times the local per-epoch table work (finalising the
-epoch, selecting the top 10%) and the local parts of a sparse sync (scanning the
-counts, adding the gathered rows), and from these and the measured gloo
-throughput estimates the cost on 8 ranks against an ImageNet epoch.
+kept. The dense and sparse repetitions are interleaved (one of each per round,
+in alternating order), so drift on the machine hits both alike. Besides the
+sync, it times the local per-epoch table work (finalising the epoch, selecting
+the top 10%) and the local parts of a sparse sync (scanning the counts, adding
+the gathered rows), and from these and the measured gloo throughput estimates
+the cost on 8 ranks against an ImageNet epoch.
 
-Run: ``python benchmarks/distributed_sync.py [--quick]``.
+Run: ``python benchmarks/distributed_sync.py [--quick]`` (``--world-size`` >= 2, ``--repeats`` >= 1). The results
+go to ``benchmarks/results/distributed_sync.json``, or ``benchmarks/results/quick/`` with ``--quick``.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import torch.multiprocessing as mp
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.common import default_out  # noqa: E402
 from enlight_data.distributed import SPARSE_MIN_SIZE, sync_table  # noqa: E402
 from enlight_data.feedback import LossTable  # noqa: E402
 
@@ -109,6 +113,15 @@ def _local_costs(table: LossTable, records_total: int, repeats: int, table_work:
     return {k: statistics.median(v) for k, v in out.items() if v}
 
 
+def _rounds(modes: list[str], repeats: int) -> list[tuple[int, str]]:
+    """``(repetition, mode)`` in timing order: the modes interleaved, one of each per round, in alternating order.
+
+    Repetition 0 is the warm-up of each mode. Interleaving puts the machine's drift (other jobs, clock and cache
+    state) on both modes alike, where all dense repetitions before all sparse ones would give each its own minutes.
+    """
+    return [(rep, mode) for rep in range(repeats + 1) for mode in (modes if rep % 2 == 0 else modes[::-1])]
+
+
 def _worker(
     rank: int, world_size: int, port: int, cases: list[dict[str, Any]], repeats: int, quick: bool, out_dir: str
 ) -> None:
@@ -122,18 +135,19 @@ def _worker(
             size, records = case["size"], case["records_per_rank"]
             table = LossTable(size)
             row: dict[str, Any] = dict(case)
-            for mode in case["modes"]:
-                times = []
-                for rep in range(repeats + 1):  # the first is the warm-up
-                    _record_epoch(table, size, records, rank, world_size, rep)
-                    dist.barrier()
-                    t0 = time.perf_counter()
-                    used = sync_table(table, mode=mode)
-                    elapsed = _slowest(time.perf_counter() - t0)
-                    if rep:
-                        times.append(elapsed)
-                row[mode] = {"used": used, "median_s": statistics.median(times), "min_s": min(times),
-                             "max_s": max(times), "repeats": len(times)}
+            times: dict[str, list[float]] = {mode: [] for mode in case["modes"]}
+            used: dict[str, str] = {}
+            for rep, mode in _rounds(case["modes"], repeats):
+                _record_epoch(table, size, records, rank, world_size, rep)
+                dist.barrier()
+                t0 = time.perf_counter()
+                used[mode] = sync_table(table, mode=mode)
+                elapsed = _slowest(time.perf_counter() - t0)
+                if rep:  # the first of each mode is the warm-up
+                    times[mode].append(elapsed)
+            for mode, t in times.items():
+                row[mode] = {"used": used[mode], "median_s": statistics.median(t), "min_s": min(t),
+                             "max_s": max(t), "repeats": len(t), "seconds": t}
             if case.get("local", False) and rank == 0:
                 _record_epoch(table, size, records, rank, world_size, 0)
                 row["local"] = _local_costs(table, records * world_size, 1 if quick else 3, table_work=not quick)
@@ -237,14 +251,25 @@ def _print(rows: list[dict[str, Any]], estimates: list[dict[str, Any]], world_si
               + ("" if e["table_work_s"] is None else f"; per-epoch table work {1e3 * e['table_work_s']:.0f} ms"))
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1.3M dense and sparse and 100M sparse (< 60 s)")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / f"{NAME}.json"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"results JSON (default benchmarks/results/{NAME}.json, or results/quick/ with --quick)")
     parser.add_argument("--device", default="cpu", choices=["cpu"], help="gloo on the CPU (nccl needs a GPU per rank)")
-    parser.add_argument("--world-size", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--world-size", type=int, default=2, help="processes (>= 2: a sync needs a peer; default 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed syncs per mode (>= 1; default 5, 3 quick)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark, print a table, write the JSON; return the results."""
+    parser = _parser()
     args = parser.parse_args(argv)
+    if args.world_size < 2:
+        parser.error(f"--world-size should be >= 2 (the sync needs a peer to exchange with), got {args.world_size}")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats should be >= 1, got {args.repeats}")
     world_size = args.world_size
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
     imagenet_per_rank = IMAGENET_IMAGES // world_size
@@ -284,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_s": wall,
     }
     _print(rows, estimates, world_size)
-    out = Path(args.out)
+    out = args.out or default_out(NAME, args.quick)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out} ({wall:.1f} s)")

@@ -23,7 +23,9 @@ median over rounds of the two peers' times within the round, since this machine'
 
 Run: ``python benchmarks/gpu_augment.py [--quick] [--device cpu|cuda] [--threads N] [--out PATH.json]``. On a busy
 CPU, multi-threaded timings swing by several times from one call to the next (threads wait for descheduled peers);
-``--quick`` therefore runs single-threaded on the CPU unless ``--threads`` says otherwise.
+``--quick`` therefore runs single-threaded on the CPU unless ``--threads`` says otherwise. The results go to
+``benchmarks/results/gpu_augment.json``, or ``benchmarks/results/quick/`` with ``--quick``. ``--batch`` should be even
+(timm's ``Mixup`` and the lerp floor pair sample ``i`` with ``i + B/2``).
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `enlight
 
 import torch
 
-from benchmarks.common import environment, paired_ratio, summarize_times, time_interleaved, write_json
+from benchmarks.common import default_out, environment, paired_ratio, summarize_times, time_interleaved, write_json
 import enlight_data._fused as _fused
 import enlight_data.augment as augment_module
 import enlight_data.mixing as mixing_module
@@ -55,7 +57,7 @@ from enlight_data.augment import (
 
 __all__ = ["main"]
 
-DEFAULT_OUT = Path("benchmarks/results/gpu_augment.json")
+NAME = "gpu_augment"
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
@@ -69,8 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small batch and images, few repeats (< 60 s on 2 CPU cores)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"results JSON (default {DEFAULT_OUT})")
-    p.add_argument("--batch", type=int, default=None, help="override the batch size")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"results JSON (default benchmarks/results/{NAME}.json, or results/quick/ with --quick)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="override the batch size (even and >= 2: timm's Mixup pairs the batch's two halves)")
     p.add_argument("--repeats", type=int, default=None, help="override the number of timed repeats")
     p.add_argument("--calls-per-round", type=int, default=None,
                    help="calls queued per round before one device sync (default: 8 on CUDA, the pipelined rate of "
@@ -333,7 +337,15 @@ def _plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmark, print a table, write the JSON and a PNG bar chart next to it; return the results."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.batch is not None and (args.batch < 2 or args.batch % 2):
+        parser.error(f"--batch should be an even number >= 2 (timm's Mixup asserts an even batch), got {args.batch}")
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats should be >= 1, got {args.repeats}")
+    if args.calls_per_round is not None and args.calls_per_round < 1:
+        parser.error(f"--calls-per-round should be >= 1, got {args.calls_per_round}")
+    out_path = args.out or default_out(NAME, args.quick)
     device = torch.device(args.device)
     threads = args.threads if args.threads is not None else (1 if args.quick and device.type == "cpu" else None)
     if threads is not None:
@@ -367,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                  for name, t in mix_times.items() if name.endswith(OP_MIX)}
     aug_goal = GOALS["augment_vs_kornia"]["cuda" if device.type == "cuda" else "cpu"]
     result: dict[str, Any] = {
-        "benchmark": "gpu_augment",
+        "benchmark": NAME,
         "quick": args.quick,
         "config": {
             "batch": batch,
@@ -433,7 +445,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"{k}, fused kernels / PyTorch ops: {v:.2f}x")
     for k, v in mix_ratios.items():
         print(f"{k} / lerp: {v:.2f} (goal >= {GOALS['mix_vs_lerp']})")
-    out = write_json(args.out, result)
+    out = write_json(out_path, result)
     png = out.with_suffix(".png")
     _plot(rows, png, title)
     print(f"wrote {out} and {png}")

@@ -11,8 +11,9 @@ test accuracy as mean ± std with Welch's t-test against the baseline.
 Protocol: the test split is fixed by ``--split-seed``; the remaining training
 data is split again into a fit part and a validation part. Hyper-parameters
 (Mixup α, the period length, the boosted α, the removed fraction) are chosen on
-the validation part with tuning seeds that the reported runs do not use; the
-reported runs train on the fit part and are measured once per epoch on the test
+the validation part with tuning seeds that the reported runs do not use (the
+``--gpu`` preset, and ``--no-tune``, tune nothing and keep the preset's
+defaults); the reported runs train on the fit part and are measured once per epoch on the test
 split (for the curves only: nothing is chosen from them).
 
 Presets: ``--quick`` (≈ 6 minutes on 2 CPU cores), ``--full`` (about two hours
@@ -36,6 +37,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` and `enlight_data` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 import torch.nn.functional as F

@@ -3,9 +3,11 @@
 ``python -m benchmarks`` (or ``python benchmarks/run_all.py``) runs, in order: loader
 overhead, GPU augmentation and mixing, streaming, distributed sync; ``--reproduce``
 adds ``benchmarks/reproduce.py``. Each benchmark writes its own JSON (and charts)
-beside ``all.json``, which gathers them (device and versions included), with
-``summary.png`` (each measured ratio against its goal). ``--quick`` results go to
-``benchmarks/results/quick/`` so they never overwrite full runs.
+beside ``all.json``, which gathers them (versions, and the device each benchmark ran on),
+with ``summary.png`` (each measured ratio against its goal). ``--quick`` results go to
+``benchmarks/results/quick/`` so they never overwrite full runs. The benchmarks that can use
+a GPU (GPU augmentation, streaming) run on CUDA when it is present; the loader overhead and
+the gloo sync run on the CPU.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `enlight
 
 import torch
 
-from benchmarks.common import environment, write_json
+from benchmarks.common import default_out, environment, write_json
 
 __all__ = ["main"]
 
@@ -36,6 +38,19 @@ ROOT = Path(__file__).resolve().parents[1]
 # THP_MEM_ALLOC_ENABLE=1 makes every peer's large allocations use huge pages alike.
 ENV = {**os.environ, "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1")}
 BENCHMARKS = ("loader_overhead", "gpu_augment", "streaming", "distributed_sync")
+# Benchmarks that take --device (the others run on the CPU whatever is present).
+DEVICE_FLAG = ("gpu_augment", "streaming")
+
+
+def _device_of(name: str, result: dict[str, Any]) -> str | None:
+    """The device a benchmark's JSON says it ran on (each benchmark records it in its own place)."""
+    if name == "reproduce":  # its environment names the device kind, and the GPU where there is one
+        env = result.get("environment") or {}
+        return env.get("gpu") or env.get("device")
+    for env_key in ("env", "environment"):
+        if isinstance(result.get(env_key), dict) and "device" in result[env_key]:
+            return str(result[env_key]["device"])
+    return None if result.get("device") is None else str(result["device"])
 
 
 def _ratios(name: str, result: dict[str, Any]) -> list[tuple[str, float, float, str]]:
@@ -87,6 +102,7 @@ def _chart(rows: list[tuple[str, float, float, str]], path: Path) -> Path | None
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmarks, each in its own process; write ``all.json`` and ``summary.png``; return the summary."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every benchmark in its quick mode (minutes on a CPU)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
@@ -95,12 +111,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="gathered JSON (default benchmarks/results/all.json, or results/quick/all.json with --quick); "
                         "each benchmark writes its own JSON beside it")
     args = parser.parse_args(argv)
-    out = Path(args.out or ("benchmarks/results/quick/all.json" if args.quick else "benchmarks/results/all.json"))
+    out = Path(args.out) if args.out else default_out("all", args.quick)
     names = list(args.only) + (["reproduce"] if args.reproduce else [])
     try:
         from tqdm import tqdm
     except ImportError:  # progress bars are optional
         tqdm = None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     results: dict[str, Any] = {}
     seconds: dict[str, float] = {}
     bar = tqdm(names, desc="benchmarks", unit="bench") if tqdm else names
@@ -110,6 +127,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         start = time.perf_counter()
         print(f"\n=== {name} ===", flush=True)
         flags = ["--quick"] if args.quick else []
+        if name in DEVICE_FLAG:
+            flags += ["--device", device]
         target = out.parent if name == "reproduce" else out.with_name(f"{name}.json")  # reproduce takes a folder
         # NOTE [ One process per benchmark ]
         # Each benchmark runs in a fresh interpreter: a heap shaped by the previous benchmark
@@ -122,10 +141,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = [r for name in names for r in _ratios(name, results[name])]
     chart = _chart(rows, out.with_name("summary.png"))
     summary = {
-        "env": environment("cuda" if torch.cuda.is_available() else "cpu"),
+        "env": environment(device),
         "quick": args.quick,
         "THP_MEM_ALLOC_ENABLE": ENV["THP_MEM_ALLOC_ENABLE"],
         "seconds": seconds,
+        "devices": {name: _device_of(name, results[name]) for name in names},
         "ratios": [{"label": l, "measured": v, "goal": g, "direction": d, "met": v <= g if d == "<=" else v >= g}
                    for l, v, g, d in rows],
         "results": results,

@@ -386,11 +386,20 @@ def torch_threads(threads: int = 1) -> Iterator[int]:
 
 
 # --------------------------------------------------------------------------- command line
+#: High-Loss Removal's shortest useful period: its first epoch records every sample's loss, removal starts at epoch 1.
+_HLR_MIN_PERIOD = 2
+
+
+def _hlr_period(period: int) -> int:
+    """The period High-Loss Removal runs with: ``period``, raised to :data:`_HLR_MIN_PERIOD` epochs."""
+    return max(_HLR_MIN_PERIOD, period)
+
+
 def _strategies(epochs: int, period: int, alpha: float, fraction: float) -> list[tuple[str, ed.Schedule]]:
     return [
         ("Mixup throughout", ed.Schedule(0, during=ed.Phase(mixup_alpha=alpha), after=ed.Phase(mixup_alpha=alpha))),
         ("Mixup Pause", ed.mixup_pause(period, alpha=alpha)),
-        ("High-Loss Removal", ed.high_loss_removal(max(2, period), fraction=fraction)),
+        ("High-Loss Removal", ed.high_loss_removal(_hlr_period(period), fraction=fraction)),
     ]
 
 
@@ -402,10 +411,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default 30, 3 with --quick)")
     p.add_argument("--period", type=int, default=None,
-                   help="enlightenment period in epochs (default: a tenth of --epochs, at least 1)")
-    p.add_argument("--alpha", type=float, default=0.4, help="Mixup alpha (default 0.4)")
+                   help="enlightenment period in epochs, >= 1 (default: a tenth of --epochs, at least 1); "
+                        f"High-Loss Removal runs at least {_HLR_MIN_PERIOD} epochs, since its first epoch only "
+                        "records the losses it ranks")
+    p.add_argument("--alpha", type=float, default=0.4, help="Mixup alpha, >= 0 (default 0.4)")
     p.add_argument("--fraction", type=float, default=0.1,
-                   help="share of highest-loss samples High-Loss Removal leaves out (default 0.1)")
+                   help="share of highest-loss samples High-Loss Removal leaves out, in [0, 1) (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seeds the split, the model init and the loader (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--quick", action="store_true", help="a few seconds: 3 epochs, a narrower model")
@@ -421,19 +432,32 @@ def main(argv: list[str] | None = None) -> int:
     """
     from tqdm.auto import tqdm
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     epochs = args.epochs if args.epochs is not None else (3 if args.quick else 30)
-    for name, value in (("--epochs", epochs), ("--threads", args.threads)):
-        if value < 1:
-            print(f"error: {name} should be >= 1, got {value}", file=sys.stderr)
-            return 2
+    problems = [f"{name} should be >= 1, got {value}"
+                for name, value in (("--epochs", epochs), ("--threads", args.threads), ("--period", args.period))
+                if value is not None and value < 1]
+    if not args.alpha >= 0:  # NaN fails too
+        problems.append(f"--alpha should be >= 0, got {args.alpha}")
+    if not 0 <= args.fraction < 1:
+        problems.append(f"--fraction should be in [0, 1), got {args.fraction}")
+    if problems:
+        parser.print_usage(sys.stderr)
+        for problem in problems:
+            print(f"{parser.prog}: error: {problem}", file=sys.stderr)
+        return 2
     period = args.period if args.period is not None else max(1, epochs // 10)
+    hlr_period = _hlr_period(period)
     widths = (16, 32) if args.quick else (32, 64)
 
     train, test = load_digits_tensors(seed=args.seed)
     strategies = _strategies(epochs, period, args.alpha, args.fraction)
+    hlr_note = ""
+    if hlr_period != period:
+        hlr_note = f" (High-Loss Removal: {hlr_period}, its {_HLR_MIN_PERIOD}-epoch minimum)"
     print(f"digits: {len(train)} train / {len(test)} test images, 8x8, 10 classes; {epochs} epochs, "
-          f"period {period} epoch(s), Mixup alpha {args.alpha}, seed {args.seed}")
+          f"period {period} epoch(s){hlr_note}, Mixup alpha {args.alpha}, seed {args.seed}")
 
     results: list[tuple[str, TrainResult]] = []
     with torch_threads(args.threads):
@@ -462,6 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in results:
         removed = sum(int(h["removed"]) for h in r.history)
         print(f"{name:<20} {r.test_accuracy:>13.4f} {r.period_end_epoch:>5} ep {removed:>8} {r.seconds:>6.1f}s")
+    if hlr_period != period:
+        print(f"High-Loss Removal ran a {hlr_period}-epoch period, not {period}: its first epoch records every "
+              f"sample's loss and removal starts at epoch 1, so a period under {_HLR_MIN_PERIOD} epochs "
+              "removes nothing.")
     return 0
 
 

@@ -67,3 +67,290 @@ def test_mixing_rows_time_the_pytorch_op_path_beside_the_fused_one(monkeypatch):
     assert all(len(times[name]) == 1 for name in names if name in times)
     assert mixing._fused("blend", torch.device("cpu"))  # the PyTorch-op rows put the backend choice back
     assert forced  # and the fused rows asked for the kernels
+
+
+# --------------------------------------------------------------------------- results paths and the "quick" field
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _stub_loader_overhead(monkeypatch):
+    import benchmarks.loader_overhead as bench
+
+    row = {"num_workers": 0, "plain_img_per_s": 1.0, "enlighten_img_per_s": 1.0, "time_ratio_median": 1.0,
+           "time_ratio_min": 1.0, "time_ratio_max": 1.0, "time_ratio_of_medians": 1.0,
+           "main_process_cpu_ratio_median": 1.0, "gc_per_1k_samples": {"plain": [0.0], "enlighten": [0.0]}}
+    costs = {"record_step_us": 1.0, "record_single_call_median_us": 1.0, "select_10pct_ms": 1.0,
+             "finalize_epoch_ms": 1.0}
+    monkeypatch.setattr(bench, "_throughput", lambda args, workers: dict(row, num_workers=workers))
+    monkeypatch.setattr(bench, "_table_costs", lambda repeats: costs)
+    return bench, ["--workers", "0"]
+
+
+def _stub_distributed_sync(monkeypatch):
+    import benchmarks.distributed_sync as bench
+
+    monkeypatch.setattr(bench, "_spawn", lambda *args, **kwargs: [])  # no processes: the JSON's plumbing only
+    return bench, []
+
+
+def _tiny_streaming(monkeypatch):
+    import benchmarks.streaming as bench
+
+    # Real, tiny: 16 photos, one round, no workers; --decode-compare adds the GpuAugment peer (item 12's warning).
+    return bench, ["--samples", "16", "--rounds", "1", "--workers", "0", "--batch-size", "8", "--buffer", "8",
+                   "--device", "cpu", "--decode-compare"]
+
+
+def _tiny_gpu_augment(monkeypatch):
+    import benchmarks.gpu_augment as bench
+
+    return bench, ["--batch", "4", "--repeats", "1", "--device", "cpu", "--threads", "1"]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # webdataset's unclosed tar files
+@pytest.mark.parametrize("name, setup", [
+    ("loader_overhead", _stub_loader_overhead),
+    ("distributed_sync", _stub_distributed_sync),
+    ("streaming", _tiny_streaming),
+    ("gpu_augment", _tiny_gpu_augment),
+])
+def test_quick_runs_write_to_the_quick_folder_and_say_so(tmp_path, monkeypatch, name, setup):
+    import benchmarks.common as common
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    bench, extra = setup(monkeypatch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. high_loss_removal(fraction=0.0) for a peer that removes nothing
+        bench.main(["--quick", *extra])
+    assert not (tmp_path / f"{name}.json").exists()  # the full run's file is untouched
+    written = json.loads((tmp_path / "quick" / f"{name}.json").read_text())
+    assert written["quick"] is True
+
+
+def test_full_runs_default_to_the_results_folder(tmp_path, monkeypatch):
+    import benchmarks.common as common
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path)
+    bench, extra = _stub_loader_overhead(monkeypatch)
+    bench.main(extra)
+    assert json.loads((tmp_path / "loader_overhead.json").read_text())["quick"] is False
+    assert common.default_out("streaming", True) == tmp_path / "quick" / "streaming.json"
+
+
+# --------------------------------------------------------------------------- every script runs as a file
+RUNNABLE = ("distributed_sync", "gpu_augment", "loader_overhead", "profile_augment", "reproduce", "run_all",
+            "streaming")
+
+
+def test_every_benchmark_script_runs_as_a_file_from_any_folder(tmp_path):
+    # `python benchmarks/x.py` puts benchmarks/ (not the repository root) first on sys.path.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    procs = {name: subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--help"], cwd=tmp_path,
+                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for name in RUNNABLE}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, f"{name}.py --help failed:\n{err}"
+        assert "usage:" in out
+
+
+# --------------------------------------------------------------------------- loader_overhead: recording cost
+def test_record_step_cost_counts_the_fold_of_every_64th_call(monkeypatch):
+    import benchmarks.common as common
+    import benchmarks.loader_overhead as bench
+    import enlight_data as ed
+    from enlight_data.feedback import _FOLD_EVERY
+
+    clock = [0.0]
+    monkeypatch.setattr(common.time, "perf_counter", lambda: clock[0])
+
+    class FoldingTable:  # 1 us per call, and every 64th call also folds: 64 us more
+        def __init__(self, size: int) -> None:
+            self.calls = 0
+
+        def record(self, *args, **kwargs) -> None:
+            self.calls += 1
+            clock[0] += 1e-6 + (64e-6 if self.calls % _FOLD_EVERY == 0 else 0.0)
+
+        def state_dict(self) -> dict:
+            return {}
+
+        def load_state_dict(self, state: dict) -> None:
+            pass
+
+        def select_high_loss(self, fraction: float) -> None:
+            pass
+
+        def finalize_epoch(self) -> None:
+            pass
+
+    monkeypatch.setattr(ed, "LossTable", FoldingTable)
+    costs = bench._table_costs(repeats=3)
+    assert costs["record_step_us"] == pytest.approx(2.0)  # (64 * 1 + 64) / 64: the fold is in the per-step cost
+    assert costs["record_single_call_median_us"] == pytest.approx(1.0)  # what the single-call median sees
+
+
+# --------------------------------------------------------------------------- streaming: paired ratios, device
+def test_streaming_headline_ratios_are_paired_with_ratios_of_medians_beside():
+    from benchmarks.streaming import _ratios
+
+    # Round 3 ran on a slow machine for every peer: round by round, stream is 1.0x webdataset and removal 0.8x.
+    times = {"webdataset": [1.0, 1.0, 10.0], "stream": [1.0, 1.0, 10.0], "stream_removed": [0.8, 0.8, 8.0]}
+    times["stream"] = [1.0, 1.2, 10.0]
+    times["webdataset"] = [1.0, 1.0, 12.5]
+    r = _ratios(times, times, {k: [1 / t for t in v] for k, v in times.items()})
+    assert r["ratio_stream_vs_webdataset"] == pytest.approx(1.0)  # median of 1.0, 1.2, 0.8
+    assert r["ratio_of_medians_stream_vs_webdataset"] == pytest.approx(1.2)  # median 1.2 / median 1.0
+    assert r["ratio_removed_vs_full"] == pytest.approx(0.8)
+    assert r["cpu_ratio_stream_vs_webdataset"] == pytest.approx(1.0)
+    assert "ratio_gpu_decode_vs_cpu_decode" not in r
+
+
+def test_streaming_defaults_to_cuda_when_present(monkeypatch):
+    import benchmarks.streaming as bench
+
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: True)
+    assert bench._parser().parse_args([]).device == "cuda"
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: False)
+    assert bench._parser().parse_args([]).device == "cpu"
+
+
+def test_run_all_passes_the_device_and_records_each_benchmarks_device(tmp_path, monkeypatch):
+    import benchmarks.run_all as run_all
+
+    commands: list[list[str]] = []
+    fake = {
+        "loader_overhead": {"env": {"device": "cpu (x86_64)"}, "throughput": []},
+        "streaming": {"device": "NVIDIA H200", "ratio_stream_vs_webdataset": 1.0, "ratio_removed_vs_full": 0.8},
+    }
+
+    def run(cmd, **kwargs):
+        commands.append(cmd)
+        name = cmd[2].split(".")[1]
+        Path(cmd[cmd.index("--out") + 1]).write_text(json.dumps(fake[name]))
+
+    monkeypatch.setattr(run_all.subprocess, "run", run)
+    monkeypatch.setattr(run_all.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(run_all, "environment", lambda device: {"device": device})
+    monkeypatch.setattr(run_all, "_chart", lambda rows, path: None)
+    summary = run_all.main(["--only", "loader_overhead", "streaming", "--out", str(tmp_path / "all.json")])
+    streaming_cmd = next(c for c in commands if c[2] == "benchmarks.streaming")
+    assert streaming_cmd[streaming_cmd.index("--device") + 1] == "cuda"
+    assert "--device" not in next(c for c in commands if c[2] == "benchmarks.loader_overhead")
+    assert summary["devices"] == {"loader_overhead": "cpu (x86_64)", "streaming": "NVIDIA H200"}
+    assert json.loads((tmp_path / "all.json").read_text())["devices"] == summary["devices"]
+
+
+# --------------------------------------------------------------------------- distributed_sync
+def test_distributed_sync_interleaves_dense_and_sparse_rounds():
+    from benchmarks.distributed_sync import _rounds
+
+    order = _rounds(["dense", "sparse"], 3)
+    assert order == [(0, "dense"), (0, "sparse"), (1, "sparse"), (1, "dense"), (2, "dense"), (2, "sparse"),
+                     (3, "sparse"), (3, "dense")]
+    assert _rounds(["sparse"], 2) == [(0, "sparse"), (1, "sparse"), (2, "sparse")]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--world-size", "1"], "--world-size should be >= 2 .*got 1"),
+    (["--repeats", "0"], "--repeats should be >= 1, got 0"),
+])
+def test_distributed_sync_rejects_arguments_it_cannot_run(argv, message, capsys, monkeypatch):
+    import re
+
+    import benchmarks.distributed_sync as bench
+
+    monkeypatch.setattr(bench, "_spawn", lambda *a, **k: pytest.fail("should stop before spawning"))
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(argv)
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+# --------------------------------------------------------------------------- gpu_augment
+@pytest.mark.parametrize("argv, message", [
+    (["--batch", "7"], "--batch should be an even number >= 2 .*got 7"),
+    (["--batch", "0"], "--batch should be an even number >= 2 .*got 0"),
+    (["--repeats", "0"], "--repeats should be >= 1, got 0"),
+])
+def test_gpu_augment_rejects_batches_timm_cannot_pair(argv, message, capsys):
+    import re
+
+    import benchmarks.gpu_augment as bench
+
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--device", "cpu", *argv])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+# --------------------------------------------------------------------------- profile_augment
+def test_profiled_host_time_is_the_unprofiled_time_before_the_sync(monkeypatch):
+    import torch
+
+    import benchmarks.profile_augment as bench
+
+    clock = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(bench, "sync", lambda device: clock.__setitem__(0, clock[0] + 10.0))  # a long device wait
+
+    def call() -> None:  # 2 ms of host work per call
+        clock[0] += 2e-3
+
+    r = bench.profile_calls(call, torch.device("cpu"), calls=4, top=3)
+    assert r["host_ms_per_call"] == pytest.approx(2.0)  # the wait for the device is not host time
+    assert r["wall_ms_per_call"] == pytest.approx(2.0 + 10.0 / 4 * 1e3)
+    assert "profiled_self_cpu_ms_per_call" in r
+
+
+# --------------------------------------------------------------------------- .ci/device_check.sh
+@pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
+@pytest.mark.parametrize("failing", [None, "gpu_augment"])
+def test_device_check_records_each_steps_exit_code_and_fails_when_one_fails(tmp_path, failing):
+    # The GPU is replaced by stubs: `python3` echoes its arguments and fails for the step named in FAIL_STEP.
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "nvidia-smi").write_text("#!/bin/sh\necho 'GPU 0: stub'\n")
+    (fake_bin / "python3").write_text(
+        "#!/bin/sh\ncat >/dev/null\necho \"stub python3 $*\"\n"
+        "case \"$*\" in *\"$FAIL_STEP\"*) [ -n \"$FAIL_STEP\" ] && exit 3;; esac\nexit 0\n")
+    for f in fake_bin.iterdir():
+        f.chmod(0o755)
+    out = tmp_path / "out"
+    env = dict(os.environ, PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}", OUT=str(out), FAIL_STEP=failing or "")
+    proc = subprocess.run(["bash", str(ROOT / ".ci" / "device_check.sh")], cwd=tmp_path, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    steps = (out / "steps.txt").read_text().splitlines()
+    names = ["kernels", "cuda_tests", "gpu_augment", "profile_augment", "streaming"]
+    assert [line.split()[0] for line in steps[:-1]] == names  # every step ran and wrote its exit code
+    for name, line in zip(names, steps):
+        assert f"rc={3 if name == failing else 0}" in line
+    assert (out / "cuda_tests.txt").read_text().count("stub python3 -m pytest") == 1  # written as the step ended
+    if failing:
+        assert proc.returncode == 1
+        assert steps[-1].startswith(f"device_check: FAILED {failing}:3")
+    else:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert steps[-1].startswith("device_check: all steps passed")
+
+
+def test_device_check_caps_fit_the_suggested_timeout():
+    import re
+
+    script = (ROOT / ".ci" / "device_check.sh").read_text()
+    suggested = int(re.search(r'run\(command="bash \.ci/device_check\.sh".*timeout_s=(\d+)\)', script)[1])
+    main_part = script.split('if [ "${REPRODUCE:-0}" = 1 ]')[0] + script.split("\nfi\n", 2)[-1]
+    caps = [int(c) for c in re.findall(r"^\s*(?:timeout|step \w+) (\d+) ", main_part, flags=re.M)]
+    assert len(caps) == 7 and sum(caps) <= 270 <= suggested - 20
+    reproduce = re.search(r"step reproduce (\d+) ", script)
+    assert sum(caps[:2]) + int(reproduce[1]) <= 270

@@ -32,6 +32,9 @@ def test_demo_quick_prints_a_table_and_leaves_global_state(capsys, forbid_global
     assert rows["Mixup throughout"][1] == 0  # the baseline has no period
     assert rows["Mixup Pause"][1] == 1  # a tenth of 3 epochs, at least 1
     assert rows["High-Loss Removal"][1] == 2 and rows["High-Loss Removal"][2] > 0
+    # The period is 1 epoch, but High-Loss Removal runs its 2-epoch minimum: the banner and the table say so.
+    assert "period 1 epoch(s) (High-Loss Removal: 2, its 2-epoch minimum)" in out
+    assert "High-Loss Removal ran a 2-epoch period, not 1" in out
     # The per-epoch phase log: the pause has no Mixup in its period, Mixup after it.
     assert re.search(r"\[Mixup Pause\] epoch\s+0 \| in period \| alpha 0\.00", out)
     assert re.search(r"\[Mixup Pause\] epoch\s+1 \| after\s+\| alpha 0\.40", out)
@@ -40,6 +43,28 @@ def test_demo_quick_prints_a_table_and_leaves_global_state(capsys, forbid_global
 def test_demo_rejects_bad_epochs(capsys):
     assert demo.main(["--epochs", "0", "--no-progress"]) == 2
     assert "--epochs should be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--fraction", "1.5"], r"--fraction should be in [0, 1), got 1.5"),
+    (["--fraction", "-0.1"], r"--fraction should be in [0, 1), got -0.1"),
+    (["--alpha", "-1"], r"--alpha should be >= 0, got -1.0"),
+    (["--alpha", "nan"], r"--alpha should be >= 0, got nan"),
+    (["--period", "-1"], r"--period should be >= 1, got -1"),
+    (["--period", "0"], r"--period should be >= 1, got 0"),
+])
+def test_demo_rejects_bad_hyper_parameters_before_training(argv, message, capsys, monkeypatch):
+    monkeypatch.setattr(demo, "train_and_evaluate", lambda *a, **k: pytest.fail("should stop before training"))
+    assert demo.main([*argv, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("usage: ")
+
+
+def test_demo_help_says_high_loss_removal_runs_at_least_two_epochs(capsys):
+    with pytest.raises(SystemExit):
+        demo.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "High-Loss Removal runs at least 2 epochs" in help_text
 
 
 @pytest.mark.parametrize("fraction", [0.25, 0.5])
