@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import sys
 import warnings
 from typing import Any, Callable, Iterator, Protocol
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ._rng import Stream, derive_seed
-from ._validate import check_bool, check_int
+from ._validate import check_bool, check_int, check_real
 from .context import SharedClock
 from .distributed import resolve_rank, table_reducer
 from .feedback import LossTable
@@ -56,6 +58,22 @@ class Source(Protocol):
 
     def signature(self) -> dict[str, Any]:
         ...
+
+
+# This package's files and torch.nn's (a tracked loss is called through nn.Module.__call__).
+_INTERNAL = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(nn.modules.module.__file__)))
+
+
+def _caller_stacklevel() -> int:
+    """A ``stacklevel`` for a warning raised in the caller: the first frame outside this package and ``torch.nn``.
+
+    So a warning from ``record()`` names the user's line, whether it called ``record()`` or a tracked loss (through
+    ``nn.Module.__call__``).
+    """
+    frame, level = sys._getframe(2), 2  # the caller of the function that warns
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _apply_augment(augment: Callable[..., Tensor], x: Tensor, *, generator: torch.Generator, strength: float) -> Tensor:
@@ -114,6 +132,7 @@ class EnlightLoader:
         self._seen = 0  # samples of the current epoch handed out by this process
         self._open = False  # the current epoch has not been finalised
         self._resume = False  # the next iter() continues the current epoch
+        self._pass_start = 0  # the batch the current pass over the epoch began at (> 0 for a resumed one)
         self._excluded = torch.empty(0, dtype=torch.int64)
         self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
         self._recorded: tuple[Tensor, Tensor | None] | None = None  # the batch recorded last (one record each)
@@ -129,6 +148,13 @@ class EnlightLoader:
         # samples. One process keeps its keys (and its results) as they were.
         signature = source.signature()
         self._rank_keys: tuple[int, ...] = (signature["rank"],) if signature.get("world_size", 1) > 1 else ()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(epoch={self._epoch}, in_period={self.in_period}, "
+            f"num_samples={self._source.num_samples}, batch_size={self.batch_size}, device={self.device}, "
+            f"seed={self.seed}, schedule={self.schedule!r})"
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -194,14 +220,15 @@ class EnlightLoader:
         chosen from the losses recorded so far), so ``tqdm(loader)`` and step counts are
         right in every epoch. An epoch left mid-way counts as in progress until the next
         ``iter()``; after :meth:`load_state_dict` of a state taken mid-epoch, it is the
-        batches left in that epoch. Between epochs this ranks the loss table (``select_high_loss``). With a
+        batches left in that epoch, until it ends (a step count for a learning-rate schedule
+        is best taken from a fresh loader, or before loading the state). Between epochs this ranks the loss table (``select_high_loss``). With a
         custom sampler that has no ``generator`` (so its order cannot be replayed without
         drawing it again), it counts the most recently started epoch instead.
         """
         if self._resume:  # the rest of an epoch restored mid-way: what the next iter() yields
             return self._source.num_batches() - self._position
-        if self._open:
-            return self._source.num_batches()
+        if self._open:  # what this pass over the epoch yields (the rest, for a resumed one)
+            return self._source.num_batches() - self._pass_start
         epoch = self._next_epoch
         phase = self.schedule.phases[self._tracker.phase_index(epoch)]
         excluded = self._table.select_high_loss(phase.drop_high_loss)
@@ -225,9 +252,15 @@ class EnlightLoader:
         self._resume = False
 
     # ------------------------------------------------------------------ loss feedback
-    def track(self, criterion: Callable[..., Tensor]) -> TrackedLoss:
-        """Wrap ``criterion``: same reduced loss, and per-sample losses recorded in the table."""
-        return TrackedLoss(criterion, self)
+    def track(self, criterion: Callable[..., Tensor], *, multi_label: bool = False) -> TrackedLoss:
+        """Wrap ``criterion``: same reduced loss, and per-sample losses recorded in the table.
+
+        Args:
+            criterion: The loss (see :class:`~enlight_data.tracking.TrackedLoss`).
+            multi_label: The targets are multi-hot rows (several labels per sample, binary cross
+                entropy): the training accuracy scores each label, not the argmax.
+        """
+        return TrackedLoss(criterion, self, multi_label=multi_label)
 
     def record(
         self,
@@ -261,7 +294,7 @@ class EnlightLoader:
             multi_label: ``output`` holds an independent score per class (BCE on multi-hot
                 targets of the output's shape): a sample's accuracy is the fraction of its
                 labels predicted right (``output > threshold`` against ``target > 0.5``, or
-                ``target != 0`` for integer targets). :func:`track` sets it for the BCE losses.
+                ``target != 0`` for integer targets). ``track(criterion, multi_label=True)`` sets it.
         """
         if self._batch is None:
             raise RuntimeError("record() needs a current batch: call it inside the loop over the loader")
@@ -273,13 +306,12 @@ class EnlightLoader:
                     "batch is recorded. For an auxiliary head or an evaluation inside the loop, call the "
                     "criterion itself (tracked.criterion), not the tracked loss (warned once)",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=_caller_stacklevel(),
                 )
             return
         indices, mixed = self._batch
         check_int("ignore_index", ignore_index, allow_none=True)
-        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
-            raise ValueError(f"threshold should be a finite number, got threshold={threshold!r}")
+        threshold = check_real("threshold", threshold)  # type: ignore[assignment]
         if not isinstance(multi_label, bool):
             raise TypeError(f"multi_label should be a bool, got multi_label of type {type(multi_label).__name__}")
         if not isinstance(per_sample_loss, Tensor):
@@ -370,6 +402,7 @@ class EnlightLoader:
             self._finish_epoch()
             start = 0
             self._begin_epoch(self._next_epoch)
+        self._pass_start = start
         self._clock.activate()
         self._source.begin(self._epoch, self._clock.excluded, start)
         return self._run(self._epoch, start)
@@ -601,7 +634,9 @@ class EnlightLoader:
         continue that epoch with batch k + 1 (the skipped samples are not loaded); after
         the epoch's last batch that pass yields nothing and closes the epoch, so a loop that
         resumes the saved epoch stays in step. One taken after the loop ended makes it start
-        the next epoch. Nothing is changed when the state is rejected.
+        the next epoch. Nothing is changed when the state is rejected. (With a custom sampler
+        that has no ``generator``, whose order cannot be replayed without drawing it, a position
+        past the epoch's end is not caught: that epoch's pass is then empty.)
 
         Raises:
             TypeError: If ``state`` is not a dict.
@@ -617,11 +652,10 @@ class EnlightLoader:
         if is_open:
             mask = torch.zeros(self._table.size, dtype=torch.bool)
             mask[excluded] = True
+            # A sampler whose order cannot be replayed (None) would have to draw it to count it, which a rejected
+            # state must not do: its position is not checked.
             total = self._source.peek_num_batches(epoch, mask)
-            if total is None:  # a sampler whose order cannot be replayed: begin the epoch to count it
-                self._source.begin(epoch, mask, 0)
-                total = self._source.num_batches()
-            if position > total:
+            if total is not None and position > total:
                 raise ValueError(
                     f"state['position'] should be at most the {total} batches of epoch {epoch}, got position={position}"
                 )
@@ -663,6 +697,8 @@ class EnlightLoader:
             if not isinstance(given, dict):
                 raise ValueError(f"state['signature'][{part!r}] should be a dict, got {given!r:.80}")
             for key, value in mine[part].items():
+                if key not in given and part == "source":
+                    continue  # a state from a version that did not record it (sampling settings): unknown, not other
                 if key == "rank" and state.get("open") is False:
                     # NOTE [ Epoch-boundary checkpoints are rank-independent ]
                     # Between epochs every rank holds the same synced table, latch and
@@ -752,6 +788,13 @@ def resolve_device(device: torch.device | str | None) -> torch.device | None:
             raise ValueError(
                 f"device should be an available device, got device={device!r} with {count} CUDA device(s) available"
             )
+    elif dev.type != "cpu":  # mps, xpu, ...: only a tensor made there proves the device is there
+        try:
+            torch.empty(0, device=dev)
+        except (RuntimeError, AssertionError) as exc:
+            raise ValueError(
+                f"device should be an available device, got device={device!r}, which this machine lacks ({exc})"
+            ) from None
     return dev
 
 

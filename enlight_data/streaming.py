@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import hashlib
 import io
+import os
 import re
 import tarfile
 import warnings
@@ -662,6 +664,9 @@ class StreamSource:
         self.rank = rank
         self.world_size = world_size
         self._rank_keys = (rank,) if world_size > 1 else ()  # NOTE [ Per-rank random streams ] in loader.py
+        # The shards' names and sizes: the same samples in another layout are read in another order.
+        layout = [f"{os.path.basename(url)}:{int(n)}" for url, n in zip(catalog.urls, catalog.counts)]
+        self._layout = hashlib.blake2b("\n".join(layout).encode(), digest_size=8).hexdigest()
         self.device = device
         self._clock = clock
         # Shared with the workers (persistent ones too): [epoch, start batch, mask is the clock's], and the
@@ -770,6 +775,7 @@ class StreamSource:
             "world_size": self.world_size,
             "rank": self.rank,
             "num_shards": len(self.catalog.urls),
+            "shards": self._layout,
             "num_workers": self.num_workers,
             "shuffle_buffer": self.shuffle_buffer,
             "drop_last": self.drop_last,

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ._validate import check_bool
+
 __all__ = ["Recorder", "TrackedLoss"]
 
 
@@ -51,9 +53,7 @@ _ELEMENTWISE_FNS = (
     F.binary_cross_entropy_with_logits, F.binary_cross_entropy, F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss,
     F.kl_div,
 )
-# Binary cross entropy scores each class on its own (multi-label); BCELoss's scores are probabilities.
-_BINARY = (nn.BCEWithLogitsLoss, nn.BCELoss)
-_BINARY_FNS = (F.binary_cross_entropy_with_logits, F.binary_cross_entropy)
+# BCELoss's scores are probabilities: a single score predicts the positive class above 0.5, not above 0.
 
 
 def _accepts_reduction(fn: Callable[..., Any]) -> bool:
@@ -83,21 +83,24 @@ class TrackedLoss(nn.Module):
     extra dimensions (e.g. BCE's ``(B, C)`` or a sequence's ``(B, T)``) are averaged over
     them; with class-index targets, over the positions that are not ``ignore_index``. The output
     and target also give the training accuracy, except for regression losses (MSE, L1,
-    smooth L1, Huber): the argmax over classes, or for binary cross entropy each class's own
-    verdict (``output > 0`` for logits, ``> 0.5`` for ``nn.BCELoss``'s probabilities; a sample's
-    accuracy is the fraction of its labels right).
+    smooth L1, Huber): the argmax over classes (top-1, also for binary cross entropy on one-hot
+    or mixed rows), a single score's sign (``> 0.5`` for ``nn.BCELoss``'s probabilities), or with
+    ``multi_label`` each class's own verdict (a sample's accuracy is the fraction of its labels right).
 
     Args:
         criterion: The loss.
         recorder: The loader that owns the current batch.
+        multi_label: The targets are multi-hot rows, one independent label per class (binary cross
+            entropy over several labels): score each label on its own instead of the argmax.
 
     Raises:
         TypeError: If the criterion cannot produce unreduced losses; use
             ``loader.record(per_sample_loss, output=..., target=...)`` then.
     """
 
-    def __init__(self, criterion: Callable[..., Tensor], recorder: Recorder) -> None:
+    def __init__(self, criterion: Callable[..., Tensor], recorder: Recorder, *, multi_label: bool = False) -> None:
         super().__init__()
+        self._multi_label = check_bool("multi_label", multi_label)
         # A torch.compile'd module: its settings live on the module it wraps (a copy of the wrapper would share it).
         base = getattr(criterion, "_orig_mod", criterion)
         # Kept out of the module tree (``self.criterion`` is in it): no second copy in state_dict(), and the copy
@@ -111,12 +114,12 @@ class TrackedLoss(nn.Module):
             self._known = type(base) in _CLASS_WEIGHTED + _ELEMENTWISE
             self._class_weighted = type(base) in _CLASS_WEIGHTED
             self._scores = not isinstance(base, _REGRESSION)
-            self._binary = isinstance(base, _BINARY)
             self._probabilities = isinstance(base, nn.BCELoss)
             self._settings: dict[str, Any] = {}
         elif callable(criterion) and _accepts_reduction(
-            # A module's signature is Module.__call__(*args, **kwargs): what its forward accepts is what counts.
-            criterion.forward if isinstance(criterion, nn.Module) else criterion
+            # A module's signature is Module.__call__(*args, **kwargs) (a compiled one's forward too): what the
+            # forward of the module it wraps accepts is what counts.
+            base.forward if isinstance(base, nn.Module) else criterion
         ):
             self._settings = _defaults(criterion)
             fn = criterion.func if isinstance(criterion, functools.partial) else criterion
@@ -124,7 +127,6 @@ class TrackedLoss(nn.Module):
             self._known = not isinstance(criterion, nn.Module) and fn in _CLASS_WEIGHTED_FNS + _ELEMENTWISE_FNS
             self._class_weighted = self._known and fn in _CLASS_WEIGHTED_FNS
             self._scores = fn not in _REGRESSION_FNS
-            self._binary = fn in _BINARY_FNS
             self._probabilities = fn is F.binary_cross_entropy
         else:
             raise TypeError(
@@ -178,10 +180,10 @@ class TrackedLoss(nn.Module):
                 per_sample = per_sample.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
         # Only what differs from record()'s defaults: a recorder of one's own may not take these.
         extra: dict[str, Any] = {"ignore_index": ignore_index} if indexed else {}
-        if self._binary:
+        if self._multi_label:
             extra["multi_label"] = True
-            if self._probabilities:
-                extra["threshold"] = 0.5
+        if self._probabilities:
+            extra["threshold"] = 0.5
         if self._scores:
             self._recorder.record(per_sample, output=output.detach(), target=target, **extra)
         else:

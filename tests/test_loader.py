@@ -281,7 +281,8 @@ def test_only_the_first_record_per_batch_counts():
             criterion(right, y)
             criterion(-right, y)  # an auxiliary head, all wrong: large losses
             criterion.criterion(-right, y)  # the criterion itself records nothing
-    assert len([w for w in caught if "called again" in str(w.message)]) == 1  # warned once
+    again = [w for w in caught if "called again" in str(w.message)]
+    assert len(again) == 1 and again[0].filename == __file__  # warned once, at the loop's line
     h = loader.history[-1]
     assert h["accuracy"] == 1.0 and h["recorded"] == 16
     assert (loader.losses() < 1e-3).all()
@@ -298,8 +299,24 @@ def test_len_after_a_mid_epoch_resume_counts_the_batches_left(workers):
     next(it), next(it)
     resumed = make()
     resumed.load_state_dict(loader.state_dict())
-    assert len(resumed) == 3 and len(list(resumed)) == 3
+    assert len(resumed) == 3
+    assert [len(resumed) for _ in resumed] == [3, 3, 3]  # the same count while the pass runs
     assert len(resumed) == 5  # the next epoch, whole
+
+
+def test_a_state_without_the_newer_sampling_keys_still_loads():
+    def make():
+        return ed.enlighten(DataLoader(Counting(20), batch_size=4, shuffle=True), ed.high_loss_removal(2, fraction=0.25))
+
+    loader = make()
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    for key in ("shuffle", "sampler", "pad"):  # recorded since the checkpoint checks the sampling
+        del state["signature"]["source"][key]
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert len(list(resumed)) == 4
 
 
 def test_the_dataloaders_own_generator_is_not_used_and_says_so():
@@ -646,6 +663,18 @@ def test_a_cuda_device_without_cuda_is_a_clear_error():
                          device=device)
 
 
+def test_an_accelerator_this_machine_lacks_is_a_clear_error():
+    for device in ("mps", "xpu:0", "meta"):
+        try:
+            torch.empty(0, device=device)
+            continue  # it is there (meta always is)
+        except (RuntimeError, AssertionError):
+            pass
+        with pytest.raises(ValueError, match=f"device should be an available device, got device='{device}', which"):
+            ed.enlighten(DataLoader(Images(8), batch_size=4), ed.mixup_pause(1, alpha=1.0), num_classes=4,
+                         device=device)
+
+
 def test_numpy_arguments_give_a_state_that_loads_with_weights_only():
     import numpy as np
 
@@ -756,3 +785,10 @@ def test_phase_and_in_period_describe_the_epoch_they_name():
     assert loader.in_period and loader.phase == schedule.during  # epoch 0 began in the period, which it ended
     list(loader)
     assert not loader.in_period and loader.phase == schedule.after
+
+
+def test_repr_names_the_state_and_the_schedule():
+    loader = ed.enlighten(DataLoader(Counting(20), batch_size=4), ed.high_loss_removal(2, fraction=0.25), seed=3)
+    text = repr(loader)
+    assert text.startswith("EnlightLoader(epoch=-1, in_period=True, num_samples=20, batch_size=4, device=None, seed=3")
+    assert "drop_high_loss=0.25" in text

@@ -857,3 +857,19 @@ def test_stream_decode_draws_differ_between_ranks(tmp_path):
     index = write(tmp_path, n=48, fmt="npy")
     draws = [[x - x.round() for x in _noisy_run(index, rank=r, world_size=2)[0]] for r in (0, 1)]
     assert not any(torch.equal(a, b) for a, b in zip(*draws))
+
+
+def test_a_stream_state_loads_only_into_the_same_shard_layout(tmp_path):
+    """The same samples in shards of other sizes are read in another order: a mid-epoch state must not load there."""
+    a = ed.write_shards(Tiles(24), str(tmp_path / "a-%02d.tar"), maxcount=7, progress=False)
+    b = ed.write_shards(Tiles(24), str(tmp_path / "b-%02d.tar"), maxcount=6, progress=False)
+
+    def make(index):
+        return ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=0)
+
+    loader = make(a)
+    next(iter(loader))
+    state = loader.state_dict()
+    with pytest.raises(ValueError, match="state does not match this loader: source shards is"):
+        make(b).load_state_dict(state)
+    make(a).load_state_dict(state)  # the same layout (the index's own name does not matter)

@@ -125,18 +125,46 @@ def test_multi_label_accuracy_is_the_fraction_of_labels_right():
     target = torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])  # multi-hot
     logits = torch.tensor([[3.0, -1.0, -2.0, -1.0], [-1.0, 2.0, 1.0, 4.0]])  # 3/4 and 2/4 right
     loader = _loader(x, target)
-    criterion = loader.track(nn.BCEWithLogitsLoss())
+    criterion = loader.track(nn.BCEWithLogitsLoss(), multi_label=True)
     for _, t in loader:
         criterion(logits, t)
     # The argmax would score sample 0 right and sample 1 wrong (1/2); the labels say (3/4 + 2/4) / 2.
     assert loader.history[-1]["accuracy"] == (0.75 + 0.5) / 2
 
 
+def test_bce_on_single_label_rows_is_scored_top_1_so_an_accuracy_period_does_not_end_at_once():
+    # BCE on one-hot (or mixed) rows of single-label data, as DeiT/timm train: a label-wise score would be about
+    # 1 - 2/C for any prediction (here 0.8) and end a 50 % accuracy period after epoch 0.
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 10, (40,), generator=g)
+    rows = F.one_hot(labels, 10).float()
+    logits = torch.randn(40, 10, generator=g)
+    loader = _loader(torch.zeros(40, 3), rows, ed.high_loss_removal(ed.Period(until_accuracy=0.5, max_epochs=5), fraction=0.25))
+    criterion = loader.track(nn.BCEWithLogitsLoss())
+    for _, t in loader:
+        criterion(logits, t)
+    assert loader.history[-1]["accuracy"] == (logits.argmax(1) == labels).sum().item() / 40 < 0.5
+    assert loader.in_period
+
+
+def test_track_checks_the_forward_of_a_compiled_module():
+    class Plain(nn.Module):
+        def forward(self, output, target):
+            return F.cross_entropy(output, target)
+
+    compiled = torch.compile(Plain())
+    with pytest.raises(TypeError, match="track\\(\\) needs a criterion that can return per-sample losses"):
+        TrackedLoss(compiled, Captured())
+
+
 def test_record_checks_threshold_and_multi_label():
     loader = _loader(torch.zeros(2, 3), torch.zeros(2, 4))
     for _, t in loader:
-        with pytest.raises(ValueError, match="threshold should be a finite number, got threshold=nan"):
+        with pytest.raises(ValueError, match="threshold should be finite, got threshold=nan"):
             loader.record(torch.ones(2), output=torch.zeros(2, 4), target=t, threshold=float("nan"))
+        for bad in (True, "0.5"):
+            with pytest.raises(TypeError, match="threshold should be a real number"):
+                loader.record(torch.ones(2), output=torch.zeros(2, 4), target=t, threshold=bad)
         with pytest.raises(TypeError, match="multi_label should be a bool, got multi_label of type int"):
             loader.record(torch.ones(2), output=torch.zeros(2, 4), target=t, multi_label=1)
         with pytest.raises(ValueError, match=r"target should have the output's shape \(2, 4\), got target of shape \(2,\)"):
