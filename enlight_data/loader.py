@@ -644,7 +644,7 @@ class EnlightLoader:
                 world size, rank, seed or schedule, or is malformed.
         """
         epoch, next_epoch, position, is_open, excluded = self._check_state(state)
-        seen = check_int("state['seen']", state["seen"], minimum=0)
+        seen = _state_int("seen", state["seen"], minimum=0)
         scratch = LossTable(self._table.size)
         scratch.load_state_dict(state["table"])  # validates before anything changes
         tracker = PeriodTracker(self.schedule.period)
@@ -714,9 +714,9 @@ class EnlightLoader:
             raise ValueError(
                 f"state does not match this loader: seed is {state['seed']!r} in the state and {self.seed!r} here"
             )
-        epoch = check_int("state['epoch']", state["epoch"], minimum=-1)
-        next_epoch = check_int("state['next_epoch']", state["next_epoch"], minimum=0)
-        position = check_int("state['position']", state["position"], minimum=0)
+        epoch = _state_int("epoch", state["epoch"], minimum=-1)
+        next_epoch = _state_int("next_epoch", state["next_epoch"], minimum=0)
+        position = _state_int("position", state["position"], minimum=0)
         is_open = state["open"]
         if not isinstance(is_open, bool):
             raise ValueError(f"state['open'] should be a bool, got open={is_open!r}")
@@ -747,6 +747,14 @@ class EnlightLoader:
         if not isinstance(state["table"], dict) or not set(_TABLE_KEYS) <= set(state["table"]):
             raise ValueError(f"state['table'] should be a dict with keys {list(_TABLE_KEYS)}, got {state['table']!r:.80}")
         return epoch, next_epoch, position, is_open, excluded.clone()  # type: ignore[return-value]
+
+
+def _state_int(key: str, value: Any, *, minimum: int) -> int:
+    """A state's integer field; anything else is a malformed state (``ValueError`` naming the key)."""
+    try:
+        return check_int(f"state[{key!r}]", value, minimum=minimum)  # type: ignore[return-value]
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _list_device(x: Any) -> torch.device:
