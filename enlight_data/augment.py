@@ -17,7 +17,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any
 
 import torch
@@ -334,18 +334,79 @@ class GpuAugment:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
-        missing = {_SEED, _GEN_STATE, _GEN_DEVICE} - set(state)
+        """Restore what :meth:`state_dict` returned: the own generator's state.
+
+        The state is checked in full before anything changes. Its seed must be this augmenter's: the
+        settings (the seed included) are fixed at construction, so a state saved by an augmenter with
+        another seed is refused rather than changing the seed.
+
+        Args:
+            state: What :meth:`state_dict` returned.
+
+        Raises:
+            TypeError: If ``state`` is not a dict.
+            ValueError: If a key is missing, the seed is not an int in ``[0, 2**64)`` or differs from
+                this augmenter's, or the generator state is not a ``uint8`` tensor that a generator on
+                the saved device (a device string) takes (both are ``None`` before first use).
+            RuntimeError: If the saved generator's device is not available here (a CUDA state
+                without CUDA).
+        """
+        if not isinstance(state, dict):
+            raise TypeError(
+                f"state should be a dict (from GpuAugment.state_dict()), got state of type {type(state).__name__}"
+            )
+        keys = sorted([_SEED, _GEN_STATE, _GEN_DEVICE])
+        missing = sorted(set(keys) - set(state))
         if missing:
-            keys = sorted([_SEED, _GEN_STATE, _GEN_DEVICE])
-            raise ValueError(f"state should have keys {keys}, got state missing {sorted(missing)}")
-        object.__setattr__(self, "seed", int(state[_SEED]))
-        if state[_GEN_STATE] is None:
-            self._generator = None
-        else:
-            g = torch.Generator(device=state[_GEN_DEVICE])
-            g.set_state(state[_GEN_STATE])
-            self._generator = g
+            raise ValueError(f"state should have keys {keys}, got state missing {missing}")
+        seed = state[_SEED]
+        if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**64:
+            raise ValueError(f"state[{_SEED!r}] should be an int in [0, 2**64), got state[{_SEED!r}]={seed!r:.80}")
+        if int(seed) != self.seed:
+            raise ValueError(
+                f"state[{_SEED!r}] should be this augmenter's seed={self.seed} (settings are fixed at construction; "
+                f"make a GpuAugment(seed={int(seed)}) to load it), got state[{_SEED!r}]={int(seed)}"
+            )
+        gen_state, gen_device = state[_GEN_STATE], state[_GEN_DEVICE]
+        generator = None
+        if (gen_state is None) != (gen_device is None):
+            raise ValueError(
+                f"state[{_GEN_STATE!r}] and state[{_GEN_DEVICE!r}] should both be None (the generator not used yet) "
+                f"or both be set, got state[{_GEN_STATE!r}] of type {type(gen_state).__name__} and "
+                f"state[{_GEN_DEVICE!r}]={gen_device!r:.80}"
+            )
+        if gen_state is not None:
+            if not isinstance(gen_state, Tensor) or gen_state.dtype != torch.uint8 or gen_state.dim() != 1:
+                got = (
+                    f"a tensor of dtype {gen_state.dtype} and shape {tuple(gen_state.shape)}"
+                    if isinstance(gen_state, Tensor)
+                    else f"{gen_state!r:.80} of type {type(gen_state).__name__}"
+                )
+                raise ValueError(
+                    f"state[{_GEN_STATE!r}] should be a 1-D uint8 tensor (torch.Generator.get_state()) or None, "
+                    f"got {got}"
+                )
+            if not isinstance(gen_device, str):
+                raise ValueError(
+                    f"state[{_GEN_DEVICE!r}] should be a device string such as 'cpu' or 'cuda:0', got "
+                    f"state[{_GEN_DEVICE!r}]={gen_device!r:.80} of type {type(gen_device).__name__}"
+                )
+            try:
+                device = torch.device(gen_device)
+            except RuntimeError as err:
+                raise ValueError(
+                    f"state[{_GEN_DEVICE!r}] should be a device string such as 'cpu' or 'cuda:0', got "
+                    f"state[{_GEN_DEVICE!r}]={gen_device!r} ({err})"
+                ) from None
+            generator = torch.Generator(device=device)  # a CUDA state on a machine without CUDA fails here
+            try:
+                generator.set_state(gen_state)
+            except RuntimeError as err:
+                raise ValueError(
+                    f"state[{_GEN_STATE!r}] should be the state of a {generator.device.type} generator, got a "
+                    f"uint8 tensor of {gen_state.numel()} bytes ({err})"
+                ) from None
+        self._generator = generator
 
     def _own_generator(self, device: torch.device) -> torch.Generator:
         if self._generator is None:

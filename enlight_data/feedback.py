@@ -10,11 +10,14 @@ and the epoch's accuracy and loss counters stay on the device until
 from __future__ import annotations
 
 import math
+import numbers
 from fractions import Fraction
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 from torch import Tensor
+
+from ._validate import check_int, check_range
 
 __all__ = ["EpochStats", "LossTable"]
 
@@ -33,7 +36,11 @@ class LossTable:
     """Each sample's most recent unmixed loss, plus the running epoch's counters.
 
     Args:
-        size: Number of samples (``len(dataset)``, or the id space of a stream).
+        size: Number of samples (``len(dataset)``, or the id space of a stream), an int >= 1.
+
+    Raises:
+        TypeError: If ``size`` is not an int (NumPy integers are accepted).
+        ValueError: If ``size < 1``.
 
     Note:
         The table lives on the device the first recorded losses come from. Values
@@ -42,9 +49,8 @@ class LossTable:
     """
 
     def __init__(self, size: int) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"size should be a positive int, got size={size!r}")
-        self.size = size
+        self.size: int = cast(int, check_int("size", size, minimum=1))
+        size = self.size
         self._device = torch.device("cpu")
         self._last = torch.full((size,), math.nan, dtype=torch.float32)
         self._sum = torch.zeros(size, dtype=torch.float32)
@@ -54,7 +60,12 @@ class LossTable:
 
     @property
     def device(self) -> torch.device:
+        """The device the table and counters live on."""
         return self._device
+
+    def __repr__(self) -> str:
+        # Cheap and sync-free: no fold, no read of device tensors.
+        return f"{type(self).__name__}(size={self.size}, device={self._device}, staged={self._stage.fill})"
 
     def to(self, device: torch.device | str) -> "LossTable":
         """Move the table and counters to ``device`` (done automatically on first record)."""
@@ -81,14 +92,15 @@ class LossTable:
             indices: ``(B,)`` dataset indices of the batch, an integer tensor (not bool)
                 with values in ``[0, size)``.
             losses: ``(B,)`` per-sample losses (any float dtype, detached here).
-            keep: ``(B,)`` bool, the samples whose loss enters the table (unmixed ones);
+            keep: ``(B,)`` bool tensor, the samples whose loss enters the table (unmixed ones);
                 all when ``None``. Non-finite losses never enter it and are counted.
-            correct: ``(B,)`` bool, whether each prediction was right (for accuracy), or float: the
-                fraction right (dense predictions), NaN for a sample with nothing to score.
+            correct: ``(B,)`` bool tensor, whether each prediction was right (for accuracy), or a float
+                tensor: the fraction right (dense predictions), NaN for a sample with nothing to score.
 
         Raises:
-            TypeError: If ``indices`` or ``losses`` is not a tensor, or ``indices`` is not
-                of an integer dtype.
+            TypeError: If ``indices`` or ``losses`` is not a tensor, ``indices`` is not
+                of an integer dtype, ``keep`` is not ``None`` or a bool tensor, or ``correct``
+                is not ``None`` or a bool or float tensor.
             ValueError: If the shapes disagree, or (for CPU ``indices``) an index is
                 outside ``[0, size)``.
 
@@ -105,6 +117,19 @@ class LossTable:
             raise TypeError(f"losses should be a Tensor, got losses of type {type(losses).__name__}")
         if indices.dtype not in _INDEX_DTYPES:
             raise TypeError(f"indices should be an integer tensor (e.g. int64), got indices of dtype {indices.dtype}")
+        if keep is not None and (not isinstance(keep, Tensor) or keep.dtype != torch.bool):
+            got = f"dtype {keep.dtype}" if isinstance(keep, Tensor) else f"type {type(keep).__name__}"
+            raise TypeError(
+                f"keep should be a bool tensor or None (True = the loss enters the table), got keep of {got}"
+            )
+        if correct is not None and (
+            not isinstance(correct, Tensor) or not (correct.dtype == torch.bool or correct.is_floating_point())
+        ):
+            got = f"dtype {correct.dtype}" if isinstance(correct, Tensor) else f"type {type(correct).__name__}"
+            raise TypeError(
+                f"correct should be a bool tensor (right or not), a float tensor (the fraction right) or None, "
+                f"got correct of {got}"
+            )
         if indices.dim() != 1:
             raise ValueError(f"indices should be 1-D, got indices of shape {tuple(indices.shape)}")
         for name, value in (("losses", losses), ("keep", keep), ("correct", correct)):
@@ -211,9 +236,12 @@ class LossTable:
         no recorded loss are never selected. Returns a CPU int64 tensor (in no particular order).
         The ranking runs on the CPU, so tied losses at the cut give the same set whatever device
         the table is on (about 20 ms for 1.3M samples on one core, once per epoch).
+
+        Raises:
+            TypeError: If ``fraction`` is not a real number.
+            ValueError: If ``fraction`` is outside ``[0, 1)``.
         """
-        if not 0.0 <= fraction < 1.0:
-            raise ValueError(f"fraction should be in [0, 1), got fraction={fraction!r}")
+        fraction = cast(float, check_range("fraction", fraction, 0.0, 1.0, high_open=True))
         if fraction == 0.0:
             return torch.empty(0, dtype=torch.int64)
         known = ~torch.isnan(self._last)
@@ -238,16 +266,52 @@ class LossTable:
             "stats": self._stats.cpu().clone(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        size = int(state["size"])
+    def load_state_dict(self, state: dict[str, Any], *, prefix: str = "state") -> None:
+        """Restore a :meth:`state_dict`: the table and the running epoch's accumulators (staged records are dropped).
+
+        The state is checked in full before anything changes; the tensors are copied to the table's device.
+
+        Args:
+            state: What :meth:`state_dict` returned.
+            prefix: How error messages name ``state``, e.g. ``"state['table']"`` when it is nested
+                in a loader's state.
+
+        Raises:
+            TypeError: If ``state`` is not a dict.
+            ValueError: If a key is missing, ``size`` is not an int or differs from this table's size,
+                or ``last``/``sum``/``count``/``stats`` is not a float tensor of the right shape.
+        """
+        if not isinstance(state, dict):
+            raise TypeError(
+                f"{prefix} should be a dict (from LossTable.state_dict()), got {prefix} of type {type(state).__name__}"
+            )
+        keys = ("size", "last", "sum", "count", "stats")
+        missing = [k for k in keys if k not in state]
+        if missing:
+            raise ValueError(f"{prefix} should have the keys {list(keys)}, got {prefix} missing {missing}")
+        size = state["size"]
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral):
+            raise ValueError(
+                f"{prefix}['size'] should be an int, got {prefix}['size']={size!r:.80} of type {type(size).__name__}"
+            )
         if size != self.size:
             raise ValueError(
-                f"loss table size mismatch: the checkpoint holds {size} samples, this dataset has {self.size}"
+                f"loss table size mismatch: {prefix}['size'] should be {self.size} (this table's size), got "
+                f"{prefix}['size']={size} (the checkpoint holds {size} samples)"
             )
-        for key, shape in (("last", (size,)), ("sum", (size,)), ("count", (size,)), ("stats", (_NUM_STATS,))):
+        for key, shape in (("last", (self.size,)), ("sum", (self.size,)), ("count", (self.size,)),
+                           ("stats", (_NUM_STATS,))):
             t = state[key]
-            if not isinstance(t, Tensor) or tuple(t.shape) != shape:
-                raise ValueError(f"state[{key!r}] should be a tensor of shape {shape}, got {t!r:.80}")
+            if not isinstance(t, Tensor):
+                raise ValueError(
+                    f"{prefix}[{key!r}] should be a float tensor of shape {shape}, got {prefix}[{key!r}] of type "
+                    f"{type(t).__name__}"
+                )
+            if tuple(t.shape) != shape or not t.is_floating_point():
+                raise ValueError(
+                    f"{prefix}[{key!r}] should be a float tensor of shape {shape}, got {prefix}[{key!r}] of shape "
+                    f"{tuple(t.shape)} and dtype {t.dtype}"
+                )
         dev = self._device
         self._stage.clear()
         self._last = state["last"].to(dev, torch.float32).clone()

@@ -152,6 +152,31 @@ def _cut_boxes(
     return torch.cat((lo, hi), dim=1), lam
 
 
+def _check_draw_args(phase: Phase, generator: torch.Generator, host_generator: torch.Generator | None) -> None:
+    """``phase`` should be a Phase, ``generator`` a torch.Generator, ``host_generator`` None or a CPU one."""
+    # NOTE [ No global RNG ]
+    # torch's samplers take generator=None as "use the global RNG": accepting None here would make a
+    # run depend on hidden global state (and crash on the device-side choice), so every draw needs
+    # an explicit generator.
+    if not isinstance(phase, Phase):
+        raise TypeError(f"phase should be a Phase, got phase={phase!r:.80} of type {type(phase).__name__}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator should be a torch.Generator (on the batch's device), got generator={generator!r:.80} "
+            f"of type {type(generator).__name__}"
+        )
+    if host_generator is not None:
+        if not isinstance(host_generator, torch.Generator):
+            raise TypeError(
+                f"host_generator should be a CPU torch.Generator or None, got host_generator={host_generator!r:.80} "
+                f"of type {type(host_generator).__name__}"
+            )
+        if host_generator.device.type != "cpu":
+            raise ValueError(
+                f"host_generator should be a CPU torch.Generator or None, got a generator on {host_generator.device}"
+            )
+
+
 def _choice_generator(generator: torch.Generator, host_generator: torch.Generator | None) -> torch.Generator | None:
     """The CPU generator for the per-batch Mixup-or-CutMix choice, or None: choose on the device."""
     if host_generator is not None:
@@ -182,10 +207,16 @@ def draw_mix(
             both alphas are > 0). Without one, a CPU ``generator`` is used; a CUDA one
             draws the choice on the device and blends both, which costs more.
 
+    Raises:
+        TypeError: If ``phase`` is not a :class:`Phase`, ``generator`` not a ``torch.Generator``,
+            or ``host_generator`` neither ``None`` nor a ``torch.Generator``.
+        ValueError: If ``host_generator`` is not on the CPU.
+
     Note:
         CutMix λ is the kept area: ``1 - box_area / (H * W)``. Sample ``i`` is paired with
         sample ``(i + B // 2) % B``, so a batch of one sample has no partner and is not mixed.
     """
+    _check_draw_args(phase, generator, host_generator)
     if not phase.mixes or batch_size < 2:
         return None
     device = torch.device(device) if device is not None else generator.device
@@ -410,9 +441,17 @@ def mix_batch(
 
     Returns:
         ``(mixed_input, soft_targets, mixed)``, ``mixed`` a ``(B,)`` bool mask.
+
+    Raises:
+        TypeError: If ``x`` is not a tensor, ``phase`` not a :class:`Phase`, ``generator`` not a
+            ``torch.Generator`` (``None`` included: the global RNG is never used), or
+            ``host_generator`` neither ``None`` nor a ``torch.Generator``.
+        ValueError: If ``target``'s batch size differs from ``x``'s, ``host_generator`` is not on
+            the CPU, or as :func:`to_soft_targets` and :func:`apply_mix` say.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x should be a Tensor, got x of type {type(x).__name__}")
+    _check_draw_args(phase, generator, host_generator)
     if isinstance(target, Tensor) and (x.dim() == 0 or target.dim() == 0 or target.shape[0] != x.shape[0]):
         raise ValueError(
             f"target should have x's batch size as its first dimension, got x of shape {tuple(x.shape)} and "

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler, Sampler, SequentialSampler
 
 from ._rng import Stream, make_generator
-from ._validate import check_int
+from ._validate import check_bool, check_int
 
 __all__ = ["EnlightSampler", "shard"]
 
@@ -32,12 +32,13 @@ def shard(order: Tensor, rank: int, world_size: int, *, pad: bool = True) -> Ten
         ``rank``'s indices: every ``world_size``-th of the (padded or truncated) order.
 
     Raises:
-        TypeError: If ``order`` is not a tensor, or ``rank``/``world_size`` not ints.
+        TypeError: If ``order`` is not a tensor, ``rank``/``world_size`` not ints, or ``pad`` not a bool.
         ValueError: If ``world_size < 1`` or ``rank`` is outside ``[0, world_size)``.
     """
     if not isinstance(order, Tensor):
         raise TypeError(f"order should be a Tensor, got order of type {type(order).__name__}")
     rank, world_size = _check_rank(rank, world_size)
+    check_bool("pad", pad)
     if world_size == 1:
         return order
     n = order.numel()
@@ -67,7 +68,7 @@ class EnlightSampler(Sampler[int]):
         pad: Pad shares to equal length by repetition (else truncate).
 
     Raises:
-        TypeError: If ``seed``, ``rank`` or ``world_size`` is not an int.
+        TypeError: If ``seed``, ``rank`` or ``world_size`` is not an int, or ``shuffle`` or ``pad`` not a bool.
         ValueError: If ``world_size < 1`` or ``rank`` is outside ``[0, world_size)``.
 
     Note:
@@ -90,11 +91,11 @@ class EnlightSampler(Sampler[int]):
         pad: bool = True,
     ) -> None:
         self.num_samples = len(data_source)
-        self.shuffle = shuffle
+        self.shuffle = check_bool("shuffle", shuffle)
         self.base = base
         self.seed: int = check_int("seed", seed)  # type: ignore[assignment]
         self.rank, self.world_size = _check_rank(rank, world_size)
-        self.pad = pad
+        self.pad = check_bool("pad", pad)
         self._indices = self._compute(0, None)
         self._start = 0
 

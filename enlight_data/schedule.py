@@ -28,6 +28,11 @@ __all__ = [
 ]
 
 
+def _set(obj: Any, name: str, value: Any) -> None:
+    """Store a normalised value on a frozen dataclass (in ``__post_init__``)."""
+    object.__setattr__(obj, name, value)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Period:
     """How long the enlightenment period lasts. Give exactly one of the three forms.
@@ -137,7 +142,11 @@ class Phase:
         _set(self, "drop_high_loss", check_range("drop_high_loss", self.drop_high_loss, 0.0, 1.0, high_open=True))
         _set(self, "label_smoothing", check_range("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True))
         _set(self, "augment_strength", check_range("augment_strength", self.augment_strength, 0.0, 1.0))
-        if not isinstance(self.mode, str) or self.mode not in ("elem", "batch"):
+        if not isinstance(self.mode, str):
+            raise TypeError(
+                f"mode should be a str, 'elem' or 'batch', got mode={self.mode!r} of type {type(self.mode).__name__}"
+            )
+        if self.mode not in ("elem", "batch"):
             raise ValueError(f"mode should be 'elem' or 'batch', got mode={self.mode!r}")
         _set(self, "mode", str(self.mode))
         if self.augment is not None and not callable(self.augment):
@@ -154,19 +163,37 @@ class Phase:
         return self.mixes or self.label_smoothing > 0
 
 
-@dataclass(frozen=True)
+_PLAIN = Phase()  # the default phase: no mixing, no removal (frozen, so one instance serves every Schedule)
+
+
+@dataclass(frozen=True, init=False)
 class Schedule:
     """A :class:`Period` with the :class:`Phase` used during it and after it.
 
     Args:
-        period: An int (the first N epochs) or a :class:`Period`.
+        period: An int (the first N epochs) or a :class:`Period`; stored as a :class:`Period`.
         during: The phase in force during the enlightenment period.
         after: The phase in force after it.
+
+    Raises:
+        TypeError: If ``period`` is neither an int nor a :class:`Period`, or ``during``/``after`` is not a
+            :class:`Phase`.
+        ValueError: If an int ``period`` is negative.
     """
 
+    # NOTE [ Schedule's own __init__ ]
+    # The constructor takes an int or a Period, the attribute is always a Period: a generated __init__
+    # would type the argument as the attribute (an int rejected by type checkers) or the attribute as
+    # the argument (every reader of schedule.period would have to handle an int that never comes).
     period: Period
     during: Phase = field(default_factory=Phase)
     after: Phase = field(default_factory=Phase)
+
+    def __init__(self, period: Period | int, during: Phase = _PLAIN, after: Phase = _PLAIN) -> None:
+        _set(self, "period", period)
+        _set(self, "during", during)
+        _set(self, "after", after)
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         _set(self, "period", _period(self.period))
@@ -282,35 +309,41 @@ class PeriodTracker:
         """The latch as a plain int (``-1`` while an accuracy period lasts)."""
         return {"end_epoch": -1 if self.end_epoch is None else int(self.end_epoch)}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`.
+    def load_state_dict(self, state: dict[str, Any], *, prefix: str = "state") -> None:
+        """Restore a :meth:`state_dict`; nothing changes when the state is refused.
+
+        Args:
+            state: What :meth:`state_dict` returned.
+            prefix: How error messages name ``state``, e.g. ``"state['tracker']"`` when it is nested
+                in a loader's state.
 
         Raises:
-            TypeError: If ``state`` is not a dict or its ``end_epoch`` is not an int.
-            ValueError: If ``end_epoch`` is missing, or impossible for this period: not
-                the length of a fixed period, or outside ``-1`` / ``[1, max_epochs]`` for
+            TypeError: If ``state`` is not a dict.
+            ValueError: If ``end_epoch`` is missing, not an int, or impossible for this period:
+                not the length of a fixed period, or outside ``-1`` / ``[1, max_epochs]`` for
                 an accuracy period.
         """
         if not isinstance(state, dict) or "end_epoch" not in state:
             raise (ValueError if isinstance(state, dict) else TypeError)(
-                f"state should be a dict with an int end_epoch (from PeriodTracker.state_dict()), got {state!r:.80}"
+                f"{prefix} should be a dict with an int end_epoch (from PeriodTracker.state_dict()), "
+                f"got {prefix}={state!r:.80}"
             )
-        end: int = check_int("state['end_epoch']", state["end_epoch"], minimum=-1)  # type: ignore[assignment]
+        key = f"{prefix}['end_epoch']"
+        end = state["end_epoch"]
+        if isinstance(end, bool) or not isinstance(end, numbers.Integral):
+            # A malformed field of a dict is a ValueError (TypeError is kept for a state that is not a dict).
+            raise ValueError(f"{key} should be an int, got {key}={end!r:.80} of type {type(end).__name__}")
+        end = int(end)
+        if end < -1:
+            raise ValueError(f"{key} should be >= -1, got {key}={end}")
         length, cap = self.period.length, self.period.max_epochs
         if length is not None:
             if end != length:
-                raise ValueError(
-                    f"state['end_epoch'] should be {length} for a fixed period of {length} epochs, got end_epoch={end}"
-                )
+                raise ValueError(f"{key} should be {length} for a fixed period of {length} epochs, got end_epoch={end}")
         elif end == 0 or (cap is not None and end > cap):
             allowed = "-1 (not ended) or >= 1" if cap is None else f"-1 (not ended) or in [1, {cap}] (max_epochs={cap})"
-            raise ValueError(f"state['end_epoch'] should be {allowed} for an accuracy period, got end_epoch={end}")
+            raise ValueError(f"{key} should be {allowed} for an accuracy period, got end_epoch={end}")
         self.end_epoch = None if end < 0 else end
-
-
-def _set(obj: Any, name: str, value: Any) -> None:
-    """Store a normalised value on a frozen dataclass (in ``__post_init__``)."""
-    object.__setattr__(obj, name, value)
 
 
 def _period(period: int | Period) -> Period:
@@ -391,12 +424,12 @@ def high_loss_removal(period: int | Period, *, fraction: float) -> Schedule:
         The :class:`Schedule`.
 
     Warns:
-        UserWarning: When nothing would be removed: ``fraction=0``, or a period of one
-            epoch (or an accuracy period with ``max_epochs=1``).
+        UserWarning: When nothing would be removed: ``fraction=0``, or a period of zero
+            or one epoch (or an accuracy period with ``max_epochs=1``).
 
     Note:
         Removal ranks the losses recorded so far, and epoch 0 has none: it trains on
-        every sample, and removal starts at epoch 1. A one-epoch period removes
+        every sample, and removal starts at epoch 1. A period of zero or one epoch removes
         nothing (a warning says so).
     """
     per = _period(period)
@@ -406,6 +439,13 @@ def high_loss_removal(period: int | Period, *, fraction: float) -> Schedule:
         warnings.warn(
             f"high_loss_removal with fraction={fraction} removes nothing: every sample is trained on in "
             "every epoch; use a fraction in (0, 1)",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif per.length == 0:
+        warnings.warn(
+            "high_loss_removal with a 0-epoch period removes nothing: no epoch lies in the period; "
+            "use a period of at least 2 epochs",
             UserWarning,
             stacklevel=2,
         )

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._validate import check_int
+from ._validate import check_bool, check_int
 
 __all__ = ["INDEX_FORMAT", "ShardCatalog", "ShardError", "hash_id", "load_catalog", "write_shards"]
 
@@ -143,10 +143,22 @@ def _label(y: Any, index: int) -> int:
 
 
 def _index_path(pattern: str) -> str:
-    """``<folder>/<prefix>index.json`` for a shard pattern whose ``%``-format is in the file name."""
+    """``<folder>/<prefix>index.json`` for a shard pattern whose ``%``-format is in the file name.
+
+    The prefix is the file name up to its first ``%`` that starts a format (not one of a ``%%``
+    escape), unescaped: ``a%%b-%03d.tar`` gives ``a%b-index.json``.
+    """
     name = os.path.basename(pattern)
-    stem = name.split("%", 1)[0].replace("%%", "%")
-    return os.path.join(os.path.dirname(pattern % 0), f"{stem}index.json")
+    end = 0
+    while end < len(name):
+        if name[end] == "%":
+            if name[end + 1 : end + 2] != "%":
+                break  # the shard number's format starts here
+            end += 2  # a literal %, escaped as %%
+        else:
+            end += 1
+    stem = name[:end]
+    return os.path.join(os.path.dirname(pattern % 0), f"{stem.replace('%%', '%')}index.json")
 
 
 def write_shards(
@@ -185,12 +197,14 @@ def write_shards(
         ValueError: For an empty dataset, a pattern without a shard number in its file name, float images with
             values outside ``[0, 1]`` or not finite, PIL images of a mode other than ``L``/``RGB`` (``1`` and ``P``
             without transparency convert exactly) unless ``image_format="npy"``, or negative labels.
-        TypeError: For samples that are not ``(input, label)`` pairs with integer labels.
+        TypeError: For samples that are not ``(input, label)`` pairs with integer labels, or a ``progress``
+            that is not a bool.
     """
     import webdataset as wds
 
     check_int("maxcount", maxcount, minimum=1)
     check_int("quality", quality, minimum=1)
+    check_bool("progress", progress)
     if quality > 100:
         raise ValueError(f"quality should be in [1, 100], got quality={quality}")
     if image_format not in _IMAGE_FORMATS:

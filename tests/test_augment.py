@@ -321,7 +321,7 @@ def test_own_generator_is_seeded_kept_and_restored_from_state_dict(tmp_path, for
     torch.save(aug.state_dict(), tmp_path / "aug.pt")
     second = aug(x)
     assert not torch.equal(first, second)  # the generator advances across calls
-    fresh = GpuAugment(16, **JITTER, seed=0)
+    fresh = GpuAugment(16, **JITTER, seed=7)
     fresh.load_state_dict(torch.load(tmp_path / "aug.pt", weights_only=True))
     assert fresh.seed == 7
     assert torch.equal(fresh(x), second)
@@ -498,8 +498,56 @@ def test_settings_are_read_only_after_construction():
         with pytest.raises(AttributeError, match=f"settings are fixed at construction, got an assignment to {name}="):
             setattr(aug, name, value)
     torch.testing.assert_close(aug(images(2, h=8, w=8), generator=gen()), before)
-    aug.load_state_dict({**aug.state_dict(), "seed": 5})  # restoring state still sets the seed
-    assert aug.seed == 5
+    with pytest.raises(ValueError, match=r"state\['seed'\] should be this augmenter's seed=0 .*got state\['seed'\]=5"):
+        aug.load_state_dict({**aug.state_dict(), "seed": 5})  # nor does loading a state change the seed
+    assert aug.seed == 0
+
+
+def _used_state(seed=0):
+    aug = GpuAugment(8, seed=seed)
+    aug(images(2, h=8, w=8))
+    return aug.state_dict()
+
+
+@pytest.mark.parametrize(
+    "state, error, match",
+    [
+        (None, TypeError, r"state should be a dict \(from GpuAugment.state_dict\(\)\), got state of type NoneType"),
+        ("abc", TypeError, "state should be a dict .* got state of type str"),
+        ({"seed": 0}, ValueError,
+         r"state should have keys .* got state missing \['generator_device', 'generator_state'\]"),
+        ({"seed": -5, "generator_state": None, "generator_device": None}, ValueError,
+         r"state\['seed'\] should be an int in \[0, 2\*\*64\), got state\['seed'\]=-5"),
+        ({"seed": "x", "generator_state": None, "generator_device": None}, ValueError,
+         r"state\['seed'\] should be an int in \[0, 2\*\*64\), got state\['seed'\]='x'"),
+        ({"seed": True, "generator_state": None, "generator_device": None}, ValueError,
+         r"state\['seed'\] should be an int"),
+        (_used_state(seed=9), ValueError, r"state\['seed'\] should be this augmenter's seed=0 .*GpuAugment\(seed=9\).* "
+                                          r"got state\['seed'\]=9"),
+        ({"seed": 0, "generator_state": None, "generator_device": "cpu"}, ValueError,
+         r"should both be None \(the generator not used yet\) or both be set"),
+        ({**_used_state(), "generator_state": torch.zeros(3)}, ValueError,
+         r"state\['generator_state'\] should be a 1-D uint8 tensor .* got a tensor of dtype torch.float32"),
+        ({**_used_state(), "generator_state": [1, 2]}, ValueError,
+         r"state\['generator_state'\] should be a 1-D uint8 tensor .* of type list"),
+        ({**_used_state(), "generator_state": torch.zeros(3, dtype=torch.uint8)}, ValueError,
+         r"state\['generator_state'\] should be the state of a cpu generator, got a uint8 tensor of 3 bytes"),
+        ({**_used_state(), "generator_device": "foo"}, ValueError,
+         r"state\['generator_device'\] should be a device string such as 'cpu' or 'cuda:0', got .*='foo'"),
+        ({**_used_state(), "generator_device": 5}, ValueError,
+         r"state\['generator_device'\] should be a device string"),
+    ],
+)
+def test_load_state_dict_checks_the_state_and_changes_nothing_when_it_refuses(state, error, match):
+    aug = GpuAugment(8, seed=0)
+    x = images(2, h=8, w=8)
+    aug(x)
+    before = aug.state_dict()
+    with pytest.raises(error, match=match):
+        aug.load_state_dict(state)
+    after = aug.state_dict()
+    assert aug.seed == 0 and "seed=0)" in repr(aug)
+    assert torch.equal(before["generator_state"], after["generator_state"])
 
 
 def test_a_ramped_strength_does_not_grow_the_constant_cache():

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,6 +56,13 @@ def test_select_ignores_unrecorded_and_validates():
     assert t.select_high_loss(0.5).tolist() == [3]
     with pytest.raises(ValueError, match=r"fraction should be in \[0, 1\), got fraction=1.0"):
         t.select_high_loss(1.0)
+    with pytest.raises(TypeError, match=r"fraction should be a real number, got fraction='0.1' of type str"):
+        t.select_high_loss("0.1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"fraction should be a real number, got fraction=True of type bool"):
+        t.select_high_loss(True)
+    with pytest.raises(ValueError, match=r"fraction should be finite, got fraction=nan"):
+        t.select_high_loss(math.nan)
+    assert t.select_high_loss(np.float32(0.5)).tolist() == [3]
 
 
 def test_state_roundtrip_and_size_check():
@@ -65,10 +73,83 @@ def test_state_roundtrip_and_size_check():
     u.load_state_dict(state)
     assert torch.equal(u.losses().nan_to_num(-1), t.losses().nan_to_num(-1))
     assert u.finalize_epoch() == t.finalize_epoch()
-    with pytest.raises(ValueError, match="loss table size mismatch"):
+    with pytest.raises(ValueError, match=r"loss table size mismatch: state\['size'\] should be 7 "
+                                         r"\(this table's size\), got state\['size'\]=6"):
         LossTable(7).load_state_dict(state)
-    with pytest.raises(ValueError, match="size should be a positive int"):
-        LossTable(0)
+
+
+@pytest.mark.parametrize(
+    "size, error, match",
+    [
+        (0, ValueError, "size should be >= 1, got size=0"),
+        ("3", TypeError, "size should be an int, got size='3' of type str"),
+        (3.0, TypeError, "size should be an int, got size=3.0 of type float"),
+        (True, TypeError, "size should be an int, got size=True of type bool"),
+    ],
+)
+def test_size_is_checked(size, error, match):
+    with pytest.raises(error, match=match):
+        LossTable(size)
+
+
+def test_size_takes_numpy_ints_as_plain_ints():
+    t = LossTable(np.int64(3))
+    assert t.size == 3 and type(t.size) is int and t.losses().shape == (3,)
+
+
+def good_state(size=4):
+    t = LossTable(size)
+    t.record(torch.tensor([0, 2]), torch.tensor([1.0, 2.0]))
+    return t.state_dict()
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        (lambda s: None, TypeError,
+         r"state should be a dict \(from LossTable.state_dict\(\)\), got state of type NoneType"),
+        (lambda s: [], TypeError, "state should be a dict .* got state of type list"),
+        (lambda s: {}, ValueError, r"state should have the keys \['size', 'last', 'sum', 'count', 'stats'\], got state "
+                                   r"missing \['size', 'last', 'sum', 'count', 'stats'\]"),
+        (lambda s: {k: v for k, v in s.items() if k != "stats"}, ValueError, r"got state missing \['stats'\]"),
+        (lambda s: {**s, "size": "x"}, ValueError,
+         r"state\['size'\] should be an int, got state\['size'\]='x' of type str"),
+        (lambda s: {**s, "size": None}, ValueError, r"state\['size'\] should be an int, got state\['size'\]=None"),
+        (lambda s: {**s, "size": 5}, ValueError,
+         r"state\['size'\] should be 4 \(this table's size\), got state\['size'\]=5"),
+        (lambda s: {**s, "last": [0.0] * 4}, ValueError,
+         r"state\['last'\] should be a float tensor of shape \(4,\), got state\['last'\] of type list"),
+        (lambda s: {**s, "sum": torch.zeros(3)}, ValueError,
+         r"state\['sum'\] should be a float tensor of shape \(4,\), got state\['sum'\] of shape \(3,\)"),
+        (lambda s: {**s, "count": torch.zeros(4, dtype=torch.bool)}, ValueError,
+         r"state\['count'\] should be a float tensor .* dtype torch.bool"),
+    ],
+)
+def test_load_state_dict_checks_the_state_and_changes_nothing_when_it_refuses(change, error, match):
+    t = LossTable(4)
+    t.record(torch.tensor([1, 3]), torch.tensor([5.0, 6.0]))
+    before = t.state_dict()
+    with pytest.raises(error, match=match):
+        t.load_state_dict(change(good_state()))
+    after = t.state_dict()
+    for k in ("last", "sum", "count", "stats"):
+        assert torch.equal(before[k].nan_to_num(-1), after[k].nan_to_num(-1))
+
+
+def test_load_state_dict_names_a_nested_state_by_its_prefix():
+    with pytest.raises(TypeError, match=r"state\['table'\] should be a dict .* got state\['table'\] of type NoneType"):
+        LossTable(4).load_state_dict(None, prefix="state['table']")  # type: ignore[arg-type]
+    with pytest.raises(ValueError,
+                       match=r"state\['table'\]\['size'\] should be an int, got state\['table'\]\['size'\]='x'"):
+        LossTable(4).load_state_dict({**good_state(), "size": "x"}, prefix="state['table']")
+
+
+def test_repr_is_short_and_does_not_fold():
+    t = LossTable(4)
+    assert repr(t) == "LossTable(size=4, device=cpu, staged=0)"
+    t.record(torch.tensor([0, 1, 2]), torch.tensor([1.0, 2.0, 3.0]))
+    assert repr(t) == "LossTable(size=4, device=cpu, staged=3)"
+    assert repr(t) == "LossTable(size=4, device=cpu, staged=3)"  # reading it folds nothing
 
 
 def test_finalize_reduce_callback_sees_pending():
@@ -146,6 +227,28 @@ def test_record_checks_indices_at_the_call(indices, error, match):
     stats = t.finalize_epoch()
     assert stats["recorded"] == 1 and stats["loss_count"] == 1
     assert t.losses()[1] == 3.0 and torch.isnan(t.losses()[[0, 2, 3]]).all()
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"keep": [True, False]}, r"keep should be a bool tensor or None .*got keep of type list"),
+        ({"keep": torch.tensor([0.5, 0.0])}, r"keep should be a bool tensor or None .*got keep of dtype torch.float32"),
+        ({"keep": torch.tensor([1, 0])}, r"keep should be a bool tensor .*got keep of dtype torch.int64"),
+        ({"correct": [True, False]}, r"correct should be a bool tensor .* or None, got correct of type list"),
+        ({"correct": torch.tensor([1, 0])},
+         r"correct should be a bool tensor .* or None, got correct of dtype torch.int64"),
+    ],
+)
+def test_record_checks_keep_and_correct(kw, match):
+    t = LossTable(8)
+    with pytest.raises(TypeError, match=match):
+        t.record(torch.tensor([5, 6]), torch.tensor([1.0, 2.0]), **kw)
+    assert t.finalize_epoch()["recorded"] == 0  # nothing of the bad batch was staged
+    t.record(torch.tensor([5, 6]), torch.tensor([1.0, 2.0]), keep=torch.tensor([True, False]),
+             correct=torch.tensor([0.5, math.nan]))
+    stats = t.finalize_epoch()
+    assert stats["recorded"] == 1 and stats["correct"] == 0.5 and stats["scored"] == 1
 
 
 def test_record_checks_losses_type_and_takes_any_integer_indices():

@@ -155,6 +155,37 @@ def test_mix_batch_checks_that_target_matches_the_batch():
             mix_batch(x, y[:3], phase, num_classes=10, generator=gen())
 
 
+@pytest.mark.parametrize("phase", [ed.Phase(mixup_alpha=0.4), ed.Phase(cutmix_alpha=1.0),
+                                   ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0)])
+def test_no_generator_is_refused_and_the_global_rng_is_never_used(phase):
+    x, y = batch(b=8, h=6, w=6)
+    before = torch.get_rng_state()
+    with pytest.raises(TypeError, match=r"generator should be a torch.Generator .*got generator=None of type NoneType"):
+        mix_batch(x, y, phase, num_classes=10, generator=None)
+    with pytest.raises(TypeError, match=r"generator should be a torch.Generator .*got generator=None"):
+        draw_mix(phase, 8, 6, 6, generator=None, device="cpu")
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.parametrize("call", ["mix_batch", "draw_mix"])
+def test_phase_and_host_generator_are_checked(call):
+    x, y = batch(b=4, h=6, w=6)
+    both = ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0)
+
+    def run(phase, **kw):
+        if call == "mix_batch":
+            return mix_batch(x, y, phase, num_classes=10, generator=gen(), **kw)
+        return draw_mix(phase, 4, 6, 6, generator=gen(), **kw)
+
+    with pytest.raises(TypeError, match=r"phase should be a Phase, got phase=None of type NoneType"):
+        run(None)
+    with pytest.raises(TypeError, match=r"host_generator should be a CPU torch.Generator or None, got host_generator=5 "
+                                        r"of type int"):
+        run(both, host_generator=5)
+    run(both, host_generator=gen(1))  # a CPU generator is fine
+    run(both, host_generator=None)
+
+
 @pytest.mark.parametrize("phase", [ed.Phase(mixup_alpha=1.0), ed.Phase(cutmix_alpha=1.0), ed.Phase(mixup_alpha=1.0,
                                                                                                    cutmix_alpha=1.0)])
 def test_a_one_sample_batch_has_no_partner_and_is_not_mixed(phase):

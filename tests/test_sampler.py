@@ -120,3 +120,22 @@ def test_begin_checks_epoch_and_start():
         s.begin(-1)
     s.begin(0, None, start=30)
     assert list(s) == [] and len(s) == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"shuffle": "no"}, "shuffle should be a bool, got shuffle='no' of type str"),
+        ({"shuffle": 0}, "shuffle should be a bool, got shuffle=0 of type int"),
+        ({"pad": "no"}, "pad should be a bool, got pad='no' of type str"),
+        ({"pad": None}, "pad should be a bool, got pad=None of type NoneType"),
+    ],
+)
+def test_sampler_flags_must_be_bools(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        EnlightSampler(DATA, world_size=3, **kwargs)
+
+
+def test_shard_pad_must_be_a_bool():
+    with pytest.raises(TypeError, match="pad should be a bool, got pad='no' of type str"):
+        shard(torch.arange(5), 0, 2, pad="no")  # type: ignore[arg-type]

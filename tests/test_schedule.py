@@ -66,6 +66,38 @@ def test_phase_rejects_bad_input(kwargs, match):
         ed.Phase(**kwargs)
 
 
+@pytest.mark.parametrize(
+    "mode, error, match",
+    [
+        (1, TypeError, "mode should be a str, 'elem' or 'batch', got mode=1 of type int"),
+        (None, TypeError, "mode should be a str, 'elem' or 'batch', got mode=None of type NoneType"),
+        ("pair", ValueError, "mode should be 'elem' or 'batch', got mode='pair'"),
+    ],
+)
+def test_phase_mode_type_and_value_errors_are_told_apart(mode, error, match):
+    with pytest.raises(error, match=match):
+        ed.Phase(mode=mode)
+
+
+def test_schedule_takes_an_int_or_a_period_and_stores_a_period():
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(ed.Schedule.__init__)
+    assert hints["period"] == ed.Period | int  # what the constructor takes (an int documented and accepted)
+    assert typing.get_type_hints(ed.Schedule)["period"] is ed.Period  # what the attribute holds
+    s = ed.Schedule(3, during=ed.Phase(mixup_alpha=0.2))
+    assert s.period == ed.Period(epochs=3) and s == ed.Schedule(ed.Period(epochs=3), ed.Phase(mixup_alpha=0.2))
+    assert s.after == ed.Phase() and hash(s) == hash(ed.Schedule(3, during=ed.Phase(mixup_alpha=0.2)))
+    assert dataclasses.replace(s, period=5).period == ed.Period(epochs=5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.period = ed.Period(epochs=4)  # type: ignore[misc]
+    with pytest.raises(TypeError, match="during should be a Phase, got during=None"):
+        ed.Schedule(3, during=None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="period should be >= 0, got period=-3"):
+        dataclasses.replace(s, period=-3)
+
+
 def test_phase_is_frozen():
     with pytest.raises(Exception):
         ed.Phase().mixup_alpha = 1.0  # type: ignore[misc]
@@ -212,6 +244,10 @@ def test_factories_name_the_argument_given(make, error, match):
         (lambda: ed.high_loss_removal(10, fraction=0.0), "fraction=0.0 removes nothing"),
         (lambda: ed.mixup_pause(10, alpha=0.0), "alpha=0.0 and cutmix_alpha=0.0 pauses nothing"),
         (lambda: ed.alpha_boost(10, alpha=0.5, boost_alpha=0.5), "boosts nothing"),
+        (lambda: ed.high_loss_removal(0, fraction=0.1),
+         "high_loss_removal with a 0-epoch period removes nothing: no epoch lies in the period"),
+        (lambda: ed.high_loss_removal(ed.Period(epochs=0), fraction=0.1), "0-epoch period removes nothing"),
+        (lambda: ed.high_loss_removal(1, fraction=0.1), "1-epoch period removes nothing"),
         (lambda: ed.high_loss_removal(ed.Period(until_accuracy=0.5, max_epochs=1), fraction=0.1),
          r"at most 1 epoch \(max_epochs=1\) removes nothing"),
     ],
@@ -322,7 +358,10 @@ def test_loader_warns_once_when_an_accuracy_period_gets_no_accuracy():
         (ed.Period(until_accuracy=0.5), {"end_epoch": 0}, ValueError, r"should be -1 \(not ended\) or >= 1"),
         (ed.Period(until_accuracy=0.5, max_epochs=4), {"end_epoch": 5}, ValueError, r"or in \[1, 4\] \(max_epochs=4\)"),
         (ed.Period(until_accuracy=0.5), {"end_epoch": -2}, ValueError, "end_epoch'\\] should be >= -1"),
-        (ed.Period(until_accuracy=0.5), {"end_epoch": 1.0}, TypeError, "end_epoch'\\] should be an int"),
+        (ed.Period(until_accuracy=0.5), {"end_epoch": 1.0}, ValueError,
+         r"state\['end_epoch'\] should be an int, got state\['end_epoch'\]=1.0 of type float"),
+        (ed.Period(epochs=2), {"end_epoch": "2"}, ValueError, r"state\['end_epoch'\] should be an int"),
+        (ed.Period(epochs=2), {"end_epoch": True}, ValueError, r"state\['end_epoch'\] should be an int"),
         (ed.Period(until_accuracy=0.5), {}, ValueError, "state should be a dict with an int end_epoch"),
         (ed.Period(until_accuracy=0.5), [1], TypeError, "state should be a dict with an int end_epoch"),
     ],
@@ -333,6 +372,19 @@ def test_tracker_rejects_impossible_states(period, state, error, match):
     with pytest.raises(error, match=match):
         t.load_state_dict(state)
     assert t.end_epoch == before
+
+
+def test_tracker_names_a_nested_state_by_its_prefix():
+    t = PeriodTracker(ed.Period(epochs=2))
+    with pytest.raises(TypeError, match=r"state\['tracker'\] should be a dict with an int end_epoch"):
+        t.load_state_dict(None, prefix="state['tracker']")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"state\['tracker'\] should be a dict with an int end_epoch"):
+        t.load_state_dict({}, prefix="state['tracker']")
+    with pytest.raises(ValueError,
+                       match=r"state\['tracker'\]\['end_epoch'\] should be 2 for a fixed period of 2 epochs"):
+        t.load_state_dict({"end_epoch": 5}, prefix="state['tracker']")
+    t.load_state_dict({"end_epoch": np.int64(2)}, prefix="state['tracker']")
+    assert t.end_epoch == 2 and type(t.end_epoch) is int
 
 
 def test_tracker_state_roundtrip_keeps_the_latch():

@@ -120,6 +120,28 @@ def test_write_shards_errors(tmp_path):
         ed.write_shards(Tiles(3), str(tmp_path / "d-%02d.tar"), image_format="gif", progress=False)
 
 
+def test_write_shards_checks_progress_is_a_bool(tmp_path):
+    with pytest.raises(TypeError, match="progress should be a bool, got progress='no' of type str"):
+        ed.write_shards(Tiles(3), str(tmp_path / "p-%02d.tar"), progress="no")  # type: ignore[arg-type]
+    assert not os.listdir(tmp_path)  # refused before anything is written
+
+
+@pytest.mark.parametrize(
+    "pattern, index_name, first_shard",
+    [
+        ("a%%b-%03d.tar", "a%b-index.json", "a%b-000.tar"),
+        ("%%%02d.tar", "%index.json", "%00.tar"),
+        ("x%%%%y_%d.tar", "x%%y_index.json", "x%%y_0.tar"),
+        ("train-%06d.tar", "train-index.json", "train-000000.tar"),
+    ],
+)
+def test_write_shards_index_prefix_unescapes_percent_signs(tmp_path, pattern, index_name, first_shard):
+    index = ed.write_shards(Tiles(3), str(tmp_path / pattern), progress=False)
+    assert os.path.basename(index) == index_name
+    assert sorted(os.listdir(tmp_path)) == sorted([index_name, first_shard])
+    assert int(load_catalog(index).counts.sum()) == 3
+
+
 def test_write_shards_warns_once_about_fields_it_does_not_write(tmp_path):
     samples = [(torch.zeros(3, 2, 2, dtype=torch.uint8), i, f"extra-{i}") for i in range(3)]
     with pytest.warns(UserWarning, match=r"dataset\[0\] has 3 fields, and the other 1 are not written") as caught:
