@@ -646,9 +646,9 @@ class EnlightLoader:
         epoch, next_epoch, position, is_open, excluded = self._check_state(state)
         seen = _state_int("seen", state["seen"], minimum=0)
         scratch = LossTable(self._table.size)
-        scratch.load_state_dict(state["table"])  # validates before anything changes
+        scratch.load_state_dict(state["table"], prefix="state['table']")  # validates before anything changes
         tracker = PeriodTracker(self.schedule.period)
-        tracker.load_state_dict(state["tracker"])
+        tracker.load_state_dict(state["tracker"], prefix="state['tracker']")
         if is_open:
             mask = torch.zeros(self._table.size, dtype=torch.bool)
             mask[excluded] = True

@@ -314,6 +314,9 @@ def _state_malformed():
         loader.load_state_dict(dict(state, position=4))
     with pytest.raises(ValueError, match=r"state\['excluded'\]"):
         loader.load_state_dict(dict(state, excluded=torch.tensor([99])))
+    table = dict(state["table"], size="x")
+    with pytest.raises(ValueError, match=r"state\['table'\]\['size'\] should be an int"):
+        loader.load_state_dict(dict(state, table=table))
     for key, value in (("epoch", "1"), ("position", None), ("seen", 1.5), ("next_epoch", True)):
         with pytest.raises(ValueError, match=rf"state\['{key}'\] should be an int, got state\['{key}'\]="):
             loader.load_state_dict(dict(state, **{key: value}))
