@@ -170,7 +170,7 @@ class MapSource:
                     f"rank={sampler.rank}, but the loader shards for world_size={world_size}, rank={rank}; "
                     "pass the same rank and world size, or a plain shuffle=True loader"
                 )
-            plain_shuffle = sampler.shuffle
+            plain_shuffle = bool(sampler.shuffle)
             sampler = SequentialSampler(dataset)  # type: ignore[arg-type]
         self.sampler = EnlightSampler(
             dataset,  # type: ignore[arg-type]

@@ -324,7 +324,7 @@ _DROP = object()
         ({"version": 99}, ValueError, "version"),
         ({"position": -1}, ValueError, r"state\['position'\]"),
         ({"position": 10_000}, ValueError, "position"),
-        ({"position": 1.5}, TypeError, r"state\['position'\]"),
+        ({"position": 1.5}, ValueError, r"state\['position'\]"),
         ({"open": "yes"}, ValueError, r"state\['open'\]"),
         ({"excluded": torch.tensor([0, 10_000])}, ValueError, r"state\['excluded'\]"),
         ({"excluded": [1, 2]}, ValueError, r"state\['excluded'\]"),
