@@ -17,10 +17,10 @@ from typing import Callable
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, IterableDataset, TensorDataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, IterableDataset, Subset, TensorDataset, WeightedRandomSampler
 
 import enlight_data as ed
-from fault_helpers import BAD, N, make
+from fault_helpers import BAD, N, Faulty, make
 from resume_helpers import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -89,6 +89,11 @@ def _sample_error():
         with pytest.raises(ed.SampleError, match=rf"dataset\[{BAD}\] raised ValueError"):
             list(loader)
         assert len([b for b in loader]) > 0 and loader.epoch == 1
+    # A dataset with __getitems__ (a Subset, as random_split makes) fetches whole batches: the index is named too.
+    subset = Subset(Faulty("raise"), list(range(N)))
+    loader = ed.enlighten(DataLoader(subset, batch_size=4), ed.mixup_pause(5, alpha=0.2), num_classes=3)
+    with pytest.raises(ed.SampleError, match=rf"^dataset\[{BAD}\] raised ValueError: corrupt record {BAD}$"):
+        list(loader)
 
 
 @check("worker-killed")
