@@ -221,7 +221,8 @@ class EnlightLoader:
         right in every epoch. An epoch left mid-way counts as in progress until the next
         ``iter()``; after :meth:`load_state_dict` of a state taken mid-epoch, it is the
         batches left in that epoch, until it ends (a step count for a learning-rate schedule
-        is best taken from a fresh loader, or before loading the state). Between epochs this ranks the loss table (``select_high_loss``). With a
+        is best taken from a fresh loader, or before loading the state). Between epochs this
+        ranks the loss table (``select_high_loss``). With a
         custom sampler that has no ``generator`` (so its order cannot be replayed without
         drawing it again), it counts the most recently started epoch instead.
         """
