@@ -5,6 +5,8 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import numpy as np
+
 __all__ = ["check_bool", "check_int", "check_range", "check_real"]
 
 
@@ -59,7 +61,9 @@ def check_range(
 
 
 def check_bool(name: str, value: Any) -> bool:
-    """Check that ``value`` is a bool."""
+    """Check that ``value`` is a bool (a NumPy bool too); return it as a bool."""
+    if isinstance(value, np.bool_):
+        return bool(value)
     if not isinstance(value, bool):
         raise TypeError(f"{name} should be a bool, got {name}={value!r} of type {type(value).__name__}")
     return value

@@ -15,7 +15,7 @@ import warnings
 from typing import Any, Callable, Iterator, Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ._rng import Stream, derive_seed
@@ -60,15 +60,15 @@ class Source(Protocol):
         ...
 
 
-# This package's files and torch.nn's (a tracked loss is called through nn.Module.__call__).
-_INTERNAL = (os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.abspath(nn.modules.module.__file__)))
+# This package's files and torch's (a tracked loss is called through nn.Module.__call__, or a compiled wrapper).
+_INTERNAL = tuple(os.path.dirname(os.path.abspath(f)) + os.sep for f in (__file__, torch.__file__))
 
 
 def _caller_stacklevel() -> int:
-    """A ``stacklevel`` for a warning raised in the caller: the first frame outside this package and ``torch.nn``.
+    """A ``stacklevel`` for a warning raised in the caller: the first frame outside this package and ``torch``.
 
     So a warning from ``record()`` names the user's line, whether it called ``record()`` or a tracked loss (through
-    ``nn.Module.__call__``).
+    ``nn.Module.__call__``, compiled or not).
     """
     frame, level = sys._getframe(2), 2  # the caller of the function that warns
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
@@ -671,6 +671,7 @@ class EnlightLoader:
         self._excluded = excluded
         self._batch = None
         self._resume = False
+        self._pass_start = 0
         if self.history:  # the phase the last epoch started in (the latch may have closed the period since)
             self._current_phase = 0 if self.history[-1].get("in_period") else 1
         if self._open:
@@ -800,7 +801,7 @@ def resolve_device(device: torch.device | str | None) -> torch.device | None:
     elif dev.type != "cpu":  # mps, xpu, ...: only a tensor made there proves the device is there
         try:
             torch.empty(0, device=dev)
-        except (RuntimeError, AssertionError) as exc:
+        except Exception as exc:  # RuntimeError, AssertionError, ModuleNotFoundError (hpu), ... by backend
             raise ValueError(
                 f"device should be an available device, got device={device!r}, which this machine lacks ({exc})"
             ) from None

@@ -22,6 +22,7 @@ from torch.utils.data import (
     RandomSampler,
     Sampler,
     SequentialSampler,
+    Subset,
     get_worker_info,
 )
 
@@ -94,34 +95,18 @@ class _ClockedDataset(Dataset):
             seed_globals(derive_seed(self.seed, self.clock.epoch, batch, Stream.WORKER, *self.rank_keys))
         dataset = self.dataset
         getitems = getattr(dataset, "__getitems__", None)
+        if isinstance(dataset, Subset) and not hasattr(dataset.dataset, "__getitems__"):
+            getitems = None  # Subset's own is a loop over samples: the loop below does that and names a failing index
         if getitems is not None:
             try:
                 return getitems(indices)
             except Exception as exc:
-                culprit = _failing_sample(dataset, indices, type(exc))
-                if culprit is not None:
-                    index, err = culprit
-                    raise SampleError(f"dataset[{index}] raised {type(err).__name__}: {err}") from err
                 raise SampleError(f"dataset.__getitems__({indices[:8]}...) raised {type(exc).__name__}: {exc}") from exc
         index = -1
         try:
             return [dataset[(index := i)] for i in indices]
         except Exception as exc:
             raise SampleError(f"dataset[{index}] raised {type(exc).__name__}: {exc}") from exc
-
-
-def _failing_sample(dataset: Any, indices: list[int], kind: type) -> tuple[int, Exception] | None:
-    """After a batch fetch failed: the first index whose own ``dataset[i]`` raises the same kind of error.
-
-    So a dataset with ``__getitems__`` (a ``Subset`` from ``random_split``, say) gets its failing index named too.
-    None where no single sample fails alike (the batch call itself failed, or ``__getitem__`` is missing).
-    """
-    for i in indices:
-        try:
-            dataset[i]
-        except Exception as err:  # noqa: PERF203 (only on the error path)
-            return (i, err) if type(err) is kind else None
-    return None
 
 
 def check_loader(loader: Any) -> None:

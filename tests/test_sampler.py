@@ -136,6 +136,13 @@ def test_sampler_flags_must_be_bools(kwargs, match):
         EnlightSampler(DATA, world_size=3, **kwargs)
 
 
+def test_sampler_flags_take_numpy_bools_as_bools():
+    import numpy as np
+
+    sampler = EnlightSampler(DATA, world_size=3, shuffle=np.True_, pad=np.False_)
+    assert sampler.shuffle is True and sampler.pad is False
+
+
 def test_shard_pad_must_be_a_bool():
     with pytest.raises(TypeError, match="pad should be a bool, got pad='no' of type str"):
         shard(torch.arange(5), 0, 2, pad="no")  # type: ignore[arg-type]
