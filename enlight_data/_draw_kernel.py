@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Sequence
 
 import torch
 import triton
@@ -98,10 +99,10 @@ def draw_params(
     consts: Tensor,
     *,
     tries: int,
-    size: tuple[float, float],
-    area: tuple[float, float],
-    log_ratio: tuple[float, float],
-    fallback: tuple[float, float, float, float],
+    size: Sequence[float],
+    area: Sequence[float],
+    log_ratio: Sequence[float],
+    fallback: Sequence[float],
     flip_p: float,
     jitter_p: float,
 ) -> tuple[Tensor, Tensor, Tensor]:

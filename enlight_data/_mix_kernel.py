@@ -198,6 +198,7 @@ def blend(
     if tiles > MAX_BLOCKS:
         raise Unsupported(f"blend handles at most {MAX_BLOCKS} tiles of {block_h}x{block_w} per channel, got {tiles}")
     ref = box if box is not None else weight
+    assert ref is not None  # exactly one of them, checked above
     shift %= n  # Triton's % keeps the sign of a negative shift: the partner index would point before the batch
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         _blend_kernel[(n * c, tiles)](

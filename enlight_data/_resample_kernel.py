@@ -117,7 +117,9 @@ def resample(
     if boxes.shape != (n, 4) or boxes.dtype != torch.float32 or flip.shape != (n,) or flip.dtype != torch.bool:
         raise Unsupported(f"boxes and flip should be float32 ({n}, 4) and bool ({n},), got {boxes.dtype} "
                          f"{tuple(boxes.shape)} and {flip.dtype} {tuple(flip.shape)}")
-    if (scale is None) != (shift is None) or (scale is not None and (scale.numel() != c or shift.numel() != c)):
+    if (scale is None) != (shift is None) or (
+        scale is not None and shift is not None and (scale.numel() != c or shift.numel() != c)
+    ):
         raise Unsupported(f"scale and shift should be given together, {c} values each")
     if c > MAX_CHANNELS:
         raise Unsupported(f"resample handles at most {MAX_CHANNELS} channels, got C={c}")

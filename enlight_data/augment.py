@@ -123,7 +123,7 @@ class AugmentParams:
 def _check_prob(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} should be a real number in [0, 1], got {name}={value!r}")
-    if not 0.0 <= value <= 1.0:
+    if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} should be in [0, 1], got {name}={value}")
     return float(value)
 
@@ -146,7 +146,7 @@ def _check_range(name: str, value: Any, *, high: float) -> tuple[float, float]:
 def _check_nonneg(name: str, value: Any, *, high: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} should be a real number, got {name}={value!r}")
-    if not 0.0 <= value <= high or not math.isfinite(value):
+    if not 0.0 <= float(value) <= high or not math.isfinite(value):
         bound = f"[0, {high:g}]" if math.isfinite(high) else "[0, inf), finite"
         raise ValueError(f"{name} should be in {bound}, got {name}={value}")
     return float(value)
@@ -360,7 +360,7 @@ class GpuAugment:
         if missing:
             raise ValueError(f"state should have keys {keys}, got state missing {missing}")
         seed = state[_SEED]
-        if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= seed < 2**64:
+        if isinstance(seed, bool) or not isinstance(seed, Integral) or not 0 <= int(seed) < 2**64:
             raise ValueError(f"state[{_SEED!r}] should be an int in [0, 2**64), got state[{_SEED!r}]={seed!r:.80}")
         if int(seed) != self.seed:
             raise ValueError(
@@ -461,8 +461,9 @@ class GpuAugment:
         n = batch_size
         # Image sizes given as ints are host scalars: every image-level term (the fallback crop, the ratio range)
         # is then computed on the host and costs no kernel. See NOTE [ Few kernels per draw ].
-        h_img = self._sizes("heights", heights, n, device)
-        w_img = self._sizes("widths", widths, n, device)
+        # Tensors (B,) or floats, and so is every image-level term below.
+        h_img: Any = self._sizes("heights", heights, n, device)
+        w_img: Any = self._sizes("widths", widths, n, device)
         per_image = isinstance(h_img, Tensor) or isinstance(w_img, Tensor)
         if per_image:  # a shared size next to per-image ones becomes a tensor too (a fill: no host copy)
             h_img = h_img if isinstance(h_img, Tensor) else torch.full((n,), h_img, device=device)
@@ -471,12 +472,14 @@ class GpuAugment:
         s_lo = 1.0 - s * (1.0 - self.scale[0])
         s_hi = 1.0 - s * (1.0 - self.scale[1])
         in_ratio = w_img / h_img
-        log_img = torch.log(in_ratio) if per_image else math.log(in_ratio)
+        log_img: Any = torch.log(in_ratio) if per_image else math.log(in_ratio)
         log_r0 = log_img * (1.0 - s) + s * math.log(self.ratio[0])
         log_r1 = log_img * (1.0 - s) + s * math.log(self.ratio[1])
         image_area = h_img * w_img
         # torchvision's fallback: whole image, ratio clamped into the range, centred; at least one pixel wide and
         # high (torchvision's would be empty for a 1-pixel image and a ratio range below 1/2).
+        r_min: Any
+        r_max: Any
         if per_image:
             r_min, r_max = torch.exp(log_r0), torch.exp(log_r1)
             fw = torch.minimum(torch.where(in_ratio > r_max, torch.round(h_img * r_max).clamp_min(1.0), w_img), w_img)
@@ -764,7 +767,7 @@ class GpuAugment:
             [m[i][j] * unit / stds[i] for i in range(c) for j in range(c)] + [sum(m[i]) / stds[i] for i in range(c)]
             for m in terms
         ]
-        host = {
+        host: dict[str, Any] = {
             "basis": basis,
             "scale": [unit / sd for sd in stds],
             "shift": [-m / sd for m, sd in zip(means, stds)],
@@ -1006,7 +1009,7 @@ def _host_seed(generator: torch.Generator) -> int:
 
 
 def apply_augment(
-    augment: GpuAugment | Callable[[Tensor], Tensor],
+    augment: GpuAugment | Callable[..., Tensor],
     x: Tensor | Sequence[Tensor],
     *,
     generator: torch.Generator,

@@ -305,7 +305,7 @@ def train_and_evaluate(
         model = model_fn() if model_fn is not None else _default_model(train, num_classes)
     model = model.to(device)
     if amp and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch 2.11 stubs lack memory_format
 
     dataset = torch.utils.data.TensorDataset(train.images, train.labels)
     base = torch.utils.data.DataLoader(
@@ -321,7 +321,8 @@ def train_and_evaluate(
     loader = ed.enlighten(base, schedule, **kwargs)
     criterion = loader.track(nn.CrossEntropyLoss())
 
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     opt = torch.optim.SGD(

@@ -406,6 +406,14 @@ class EnlightLoader:
         self._pass_start = start
         self._clock.activate()
         self._source.begin(self._epoch, self._clock.excluded, start)
+        if start and start > self._source.num_batches():
+            # Only a loaded state gets here: load_state_dict could not count the epoch's batches without drawing
+            # the order of a sampler it cannot replay. An empty pass would silently skip the epoch's samples.
+            self._resume = True  # the same error at the next iter(), until another state is loaded
+            raise ValueError(
+                f"state['position'] should be at most the {self._source.num_batches()} batches of epoch "
+                f"{self._epoch}, got position={start} in the loaded state; was it saved with another sampler or dataset?"
+            )
         return self._run(self._epoch, start)
 
     def _begin_epoch(self, epoch: int) -> None:
@@ -748,7 +756,7 @@ class EnlightLoader:
             raise ValueError(f"state['tracker'] should be a dict with an int end_epoch, got {tracker!r:.80}")
         if not isinstance(state["table"], dict) or not set(_TABLE_KEYS) <= set(state["table"]):
             raise ValueError(f"state['table'] should be a dict with keys {list(_TABLE_KEYS)}, got {state['table']!r:.80}")
-        return epoch, next_epoch, position, is_open, excluded.clone()  # type: ignore[return-value]
+        return epoch, next_epoch, position, is_open, excluded.clone()
 
 
 def _state_int(key: str, value: Any, *, minimum: int) -> int:

@@ -187,14 +187,14 @@ class MapSource:
         self.seed = seed
         self.user_dataset = dataset
         self.num_samples = len(dataset)  # type: ignore[arg-type]
-        self.batch_size: int = loader.batch_size
+        self.batch_size: int = loader.batch_size  # type: ignore[assignment]  # not None: check_loader
         self.drop_last: bool = loader.drop_last
         self.rank_keys = (rank,) if world_size > 1 else ()
         self.dataset = _ClockedDataset(dataset, clock, seed, self.rank_keys)
         kwargs: dict[str, Any] = dict(
             batch_size=loader.batch_size,
             # Positions only matter where workers are seeded: a plain index stream in the main process.
-            sampler=_Numbered(self.sampler, loader.batch_size) if loader.num_workers > 0 else self.sampler,
+            sampler=_Numbered(self.sampler, self.batch_size) if loader.num_workers > 0 else self.sampler,
             num_workers=loader.num_workers,
             collate_fn=loader.collate_fn,
             pin_memory=loader.pin_memory if pin_memory is None else pin_memory,

@@ -6,7 +6,7 @@ rank computes the same global order, then takes its own share.
 
 from __future__ import annotations
 
-from typing import Iterator, Sized
+from typing import Iterable, Iterator, Sized
 
 import torch
 from torch import Tensor
@@ -84,7 +84,7 @@ class EnlightSampler(Sampler[int]):
         data_source: Sized,
         *,
         shuffle: bool = True,
-        base: Sampler[int] | None = None,
+        base: Iterable[int] | None = None,
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
@@ -102,9 +102,9 @@ class EnlightSampler(Sampler[int]):
     def _global_order(self, epoch: int) -> Tensor:
         if self.base is not None:
             if hasattr(self.base, "set_epoch"):
-                self.base.set_epoch(epoch)  # type: ignore[attr-defined]
+                self.base.set_epoch(epoch)
             if hasattr(self.base, "generator"):
-                self.base.generator = make_generator(self.seed, epoch, Stream.SHUFFLE)  # type: ignore[attr-defined]
+                self.base.generator = make_generator(self.seed, epoch, Stream.SHUFFLE)
             return torch.as_tensor(list(iter(self.base)), dtype=torch.int64)
         if self.shuffle:
             return torch.randperm(self.num_samples, generator=make_generator(self.seed, epoch, Stream.SHUFFLE))

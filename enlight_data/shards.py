@@ -423,7 +423,7 @@ def _scan(url: str, handler: str) -> list[str]:
                     member = member_key(info)
                     if member is not None and (not keys or keys[-1] != member[0]):
                         keys.append(member[0])
-                    tar.members = []  # a stream-mode TarFile keeps every TarInfo otherwise
+                    tar.members = []  # type: ignore[attr-defined]  # a stream-mode TarFile keeps every TarInfo otherwise
             finished = True
         finally:
             close_stream(stream, drain=finished)

@@ -242,7 +242,7 @@ def _read_segment(catalog: ShardCatalog, shard: int, first: int, stop: int, excl
         pos, key = -1, None
         sample: dict[str, Any] | None = None
         for info in tar:
-            tar.members = []  # a stream-mode TarFile keeps every TarInfo otherwise
+            tar.members = []  # type: ignore[attr-defined]  # a stream-mode TarFile keeps every TarInfo otherwise
             member = member_key(info)
             if member is None:
                 continue
@@ -274,7 +274,9 @@ def _read_segment(catalog: ShardCatalog, shard: int, first: int, stop: int, excl
             suffix = suffix.lower()
             if suffix in sample:
                 raise ValueError(f"{info.name}: duplicate file name in the tar file")
-            sample[suffix] = tar.extractfile(info).read()
+            data = tar.extractfile(info)
+            assert data is not None  # member_key passes regular files only
+            sample[suffix] = data.read()
         finished = True
         if sample is not None:
             yield sample

@@ -98,6 +98,10 @@ class TrackedLoss(nn.Module):
             ``loader.record(per_sample_loss, output=..., target=...)`` then.
     """
 
+    # Kept in ``__dict__``, out of the module tree (see ``__init__``).
+    _module: nn.Module | None
+    _copy: nn.Module
+
     def __init__(self, criterion: Callable[..., Tensor], recorder: Recorder, *, multi_label: bool = False) -> None:
         super().__init__()
         self._multi_label = check_bool("multi_label", multi_label)
@@ -153,9 +157,10 @@ class TrackedLoss(nn.Module):
         return value if isinstance(value, str) else "?"
 
     def _module_unreduced(self, output: Tensor, target: Tensor) -> Tensor:
-        unreduced = self._copy
-        unreduced.__dict__.update(self._module.__dict__)  # the criterion's settings as they are now
-        unreduced.reduction = "none"
+        unreduced, module = self._copy, self._module
+        assert module is not None  # only called for a module criterion
+        unreduced.__dict__.update(module.__dict__)  # the criterion's settings as they are now
+        setattr(unreduced, "reduction", "none")  # noqa: B010 (nn.Module's attribute type is Tensor | Module)
         return unreduced(output, target)
 
     def forward(self, output: Tensor, target: Tensor) -> Tensor:

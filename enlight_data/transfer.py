@@ -23,14 +23,14 @@ def move_to(batch: T, device: torch.device, *, non_blocking: bool = True) -> T:
     if isinstance(batch, Tensor):
         return batch.to(device, non_blocking=non_blocking and batch.is_pinned())  # type: ignore[return-value]
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
-        return type(batch)(*(move_to(b, device, non_blocking=non_blocking) for b in batch))  # type: ignore[return-value]
+        return type(batch)(*(move_to(b, device, non_blocking=non_blocking) for b in batch))
     if isinstance(batch, (list, tuple)):
-        return type(batch)(move_to(b, device, non_blocking=non_blocking) for b in batch)  # type: ignore[return-value]
+        return type(batch)(move_to(b, device, non_blocking=non_blocking) for b in batch)
     if isinstance(batch, dict):
         moved = copy.copy(batch)  # keeps the mapping's type and its settings (a defaultdict's factory)
         for k, v in batch.items():
             moved[k] = move_to(v, device, non_blocking=non_blocking)
-        return moved  # type: ignore[return-value]
+        return moved
     return batch
 
 

@@ -330,6 +330,35 @@ def _state_malformed():
     with pytest.raises(TypeError, match="state should be a dict"):
         loader.load_state_dict(None)
     assert loader.epoch == -1
+    # A custom sampler that cannot be replayed: load_state_dict cannot count the epoch without drawing its order,
+    # so a position past the epoch's end is refused when iter() has drawn it, not run as an empty pass.
+
+    class Unreplayable(torch.utils.data.Sampler):  # its own hidden RNG, no `generator` attribute
+        def __init__(self, n):
+            self.n, self.g = n, torch.Generator().manual_seed(0)
+
+        def __iter__(self):
+            return iter(torch.randperm(self.n, generator=self.g).tolist())
+
+        def __len__(self):
+            return self.n
+
+    def make():
+        data = _tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long))
+        return ed.enlighten(DataLoader(data, batch_size=4, sampler=Unreplayable(12)), ed.mixup_pause(1, alpha=0.2),
+                            num_classes=3)
+
+    saved = make()
+    next(iter(saved))
+    resumed = make()
+    resumed.load_state_dict(dict(_save(saved), position=4))
+    for _ in range(2):  # the same error again, not an empty pass
+        with pytest.raises(ValueError, match=r"state\['position'\] should be at most the 3 batches of epoch 0, got "
+                                             r"position=4 in the loaded state"):
+            iter(resumed)
+    ok = make()
+    ok.load_state_dict(dict(_save(saved), position=3))  # the epoch's end: one empty pass closes it
+    assert list(ok) == [] and len(list(ok)) == 3
 
 
 @check("state-end-of-epoch")

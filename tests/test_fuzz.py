@@ -356,7 +356,7 @@ shapes = st.lists(st.integers(0, 5), min_size=0, max_size=3).map(tuple)
 def test_record_validates_per_sample_losses(loss_shape, output_shape, target_kind, fill):
     run = _Running()
     b = 4
-    x, y = run.batch[0], run.batch[1]
+    y = run.batch[1]
     target = {"batch": y, "scalar": torch.tensor(1), "short": y[:2], "list": [0] * b, "none": None,
               "dense": torch.zeros(b, 2, 2, dtype=torch.long)}[target_kind]
     losses = torch.full(loss_shape, fill)

@@ -1,3 +1,4 @@
+import dataclasses
 import io
 import math
 import warnings
@@ -80,7 +81,6 @@ def test_phase_mode_type_and_value_errors_are_told_apart(mode, error, match):
 
 
 def test_schedule_takes_an_int_or_a_period_and_stores_a_period():
-    import dataclasses
     import typing
 
     hints = typing.get_type_hints(ed.Schedule.__init__)
@@ -99,7 +99,7 @@ def test_schedule_takes_an_int_or_a_period_and_stores_a_period():
 
 
 def test_phase_is_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         ed.Phase().mixup_alpha = 1.0  # type: ignore[misc]
 
 
