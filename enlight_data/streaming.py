@@ -22,6 +22,7 @@ import bisect
 import contextlib
 import hashlib
 import io
+import multiprocessing
 import os
 import re
 import tarfile
@@ -621,6 +622,7 @@ class StreamSource:
         handler: ``"raise"`` or ``"warn"`` (skip bad samples and count them).
         persistent_workers: Keep the workers alive across epochs.
         device: The training device; with ``decode="gpu"`` the JPEG batch is decoded there.
+        multiprocessing_context: How the DataLoader starts its workers (``None``: Python's default).
     """
 
     def __init__(
@@ -639,6 +641,7 @@ class StreamSource:
         handler: str,
         persistent_workers: bool = False,
         device: torch.device | None = None,
+        multiprocessing_context: str | multiprocessing.context.BaseContext | None = None,
     ) -> None:
         # Empty shards do not count: every rank and worker should have about a shard's worth of its own to read.
         num_shards = int((catalog.counts > 0).sum())
@@ -691,6 +694,8 @@ class StreamSource:
             collate_fn=_identity,
             pin_memory=pin,
             persistent_workers=persistent_workers and workers > 0,
+            # DataLoader refuses a context without workers (too few shards may leave none).
+            multiprocessing_context=multiprocessing_context if workers > 0 else None,
         )
         self._plan = _plan(catalog, None, seed=seed, epoch=0, world_size=world_size, batch_size=batch_size,
                            drop_last=drop_last)
@@ -784,6 +789,23 @@ class StreamSource:
         }
 
 
+def _check_context(value: Any) -> None:
+    """``value`` should be None, a start method this platform has, or a multiprocessing context."""
+    if value is None or isinstance(value, multiprocessing.context.BaseContext):
+        return
+    methods = multiprocessing.get_all_start_methods()
+    if not isinstance(value, str):
+        raise TypeError(
+            f"multiprocessing_context should be None, one of {methods} or a multiprocessing context, "
+            f"got multiprocessing_context of type {type(value).__name__}"
+        )
+    if value not in methods:
+        raise ValueError(
+            f"multiprocessing_context should be None or one of {methods} (this platform's start methods), "
+            f"got multiprocessing_context={value!r}"
+        )
+
+
 def stream(
     source: Any,
     schedule: Schedule,
@@ -803,6 +825,7 @@ def stream(
     handler: str = "raise",
     persistent_workers: bool = False,
     num_ids: int | None = None,
+    multiprocessing_context: str | multiprocessing.context.BaseContext | None = None,
 ) -> EnlightLoader:
     """Stream webdataset tar shards under ``schedule``: the :func:`enlight_data.enlighten` interface for shards.
 
@@ -832,6 +855,9 @@ def stream(
         persistent_workers: Keep the DataLoader workers across epochs (they read each epoch's plan from shared memory).
         num_ids: Hash foreign keys into this many ids (default ``16 * samples``; see
             :func:`~enlight_data.shards.hash_id`).
+        multiprocessing_context: How the DataLoader starts its workers, as for ``DataLoader``: ``"fork"``,
+            ``"spawn"``, ``"forkserver"`` or a context object (default: Python's own, ``"forkserver"`` on Linux
+            from Python 3.14). The batches are the same whichever starts them.
 
     Returns:
         An :class:`~enlight_data.EnlightLoader` yielding ``(input, target)`` tuples.
@@ -851,6 +877,7 @@ def stream(
     check_int("shuffle_buffer", shuffle_buffer, minimum=0)
     check_bool("drop_last", drop_last)
     check_bool("persistent_workers", persistent_workers)
+    _check_context(multiprocessing_context)
     if handler not in HANDLERS:
         raise ValueError(f"handler should be one of {HANDLERS}, got handler={handler!r}")
     if not callable(decode) and decode not in DECODES:
@@ -887,6 +914,7 @@ def stream(
         handler=handler,
         persistent_workers=persistent_workers,
         device=dev,
+        multiprocessing_context=multiprocessing_context,
     )
     return EnlightLoader(
         src,

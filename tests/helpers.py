@@ -89,3 +89,22 @@ class CountLaunches:
         import enlight_data._fused as fused
 
         fused.run = self._run
+
+
+class EpochProbe(Dataset):
+    """Rows ``[i, current_epoch(), 1 in a removal phase else 0, a draw of torch's global RNG]``, label ``i % 4``.
+
+    Defined at module level so that workers started by spawn or forkserver can import it.
+    """
+
+    def __init__(self, n: int = 24) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        import enlight_data as ed
+
+        removing = float(ed.current_phase().drop_high_loss > 0)
+        return torch.tensor([float(i), float(ed.current_epoch()), removing, float(torch.rand(()))]), i % 4
