@@ -305,7 +305,8 @@ def train_and_evaluate(
         model = model_fn() if model_fn is not None else _default_model(train, num_classes)
     model = model.to(device)
     if amp and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch 2.11 stubs lack memory_format
+        # torch 2.11's stubs lack Module.to(memory_format=...)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     dataset = torch.utils.data.TensorDataset(train.images, train.labels)
     base = torch.utils.data.DataLoader(
@@ -313,7 +314,6 @@ def train_and_evaluate(
         batch_size=batch_size,
         shuffle=True,
         drop_last=True,
-        generator=torch.Generator().manual_seed(seed),
     )
     kwargs: dict[str, Any] = {"num_classes": num_classes, "device": device, "seed": seed}
     if augment is not None:

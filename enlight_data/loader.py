@@ -412,7 +412,8 @@ class EnlightLoader:
             self._resume = True  # the same error at the next iter(), until another state is loaded
             raise ValueError(
                 f"state['position'] should be at most the {self._source.num_batches()} batches of epoch "
-                f"{self._epoch}, got position={start} in the loaded state; was it saved with another sampler or dataset?"
+                f"{self._epoch}, got position={start} in the loaded state; was it saved with another sampler or "
+                "dataset?"
             )
         return self._run(self._epoch, start)
 

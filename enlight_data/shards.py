@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import _codec
 from ._validate import check_bool, check_int
 
 __all__ = ["INDEX_FORMAT", "ShardCatalog", "ShardError", "hash_id", "load_catalog", "write_shards"]
@@ -99,8 +100,6 @@ def _to_uint8_image(x: Any, index: int, image_format: str) -> Tensor | None:
 
 
 def _encode_input(x: Any, index: int, image_format: str, quality: int) -> tuple[str, bytes]:
-    from torchvision.io import encode_jpeg, encode_png
-
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - pillow comes with torchvision
@@ -108,11 +107,8 @@ def _encode_input(x: Any, index: int, image_format: str, quality: int) -> tuple[
 
     image = _to_uint8_image(x, index, image_format)
     if image is not None:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs, warning on every call
-            warnings.simplefilter("ignore", DeprecationWarning)
-            if image_format == "png" or image_format == "npy":  # npy only reaches here for PIL images
-                return "png", encode_png(image).numpy().tobytes()
-            return "jpg", encode_jpeg(image, quality=quality).numpy().tobytes()
+        fmt = "jpg" if image_format == "jpg" else "png"  # npy only reaches here for PIL images, stored as png
+        return fmt, _codec.encode(image, image_format=fmt, quality=quality)
     if Image is not None and isinstance(x, Image.Image):  # a mode jpg/png cannot hold: its pixels, as (C, H, W)
         arr = np.asarray(x)
         x = arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
+from . import _codec
 from ._rng import Stream, derive_seed, make_generator, seed_globals
 from ._validate import check_bool, check_int
 from .context import SharedClock
@@ -410,15 +411,9 @@ class _ImageDecoder:
         self.mode = mode
 
     def __call__(self, sample: dict[str, Any]) -> tuple[Tensor, int]:
-        from torchvision.io import ImageReadMode, decode_image
-
         for ext in _IMAGE_EXTS:
             if ext in sample:
-                data = torch.frombuffer(bytearray(sample[ext]), dtype=torch.uint8)
-                mode = ImageReadMode.RGB if self.mode == "rgb8" else ImageReadMode.GRAY
-                with _quiet():
-                    image = decode_image(data, mode=mode)
-                return image, _cls(sample)
+                return _codec.decode(sample[ext], gray=self.mode == "l8"), _cls(sample)
         if "npy" in sample:
             return torch.from_numpy(np.load(io.BytesIO(sample["npy"]), allow_pickle=False)), _cls(sample)
         raise KeyError(f"no image or npy entry, got entries {sorted(k for k in sample if not k.startswith('__'))}")
@@ -743,7 +738,8 @@ class StreamSource:
             raise
 
     def _gpu_batches(self) -> Iterator[tuple[Tensor, Any]]:
-        from torchvision.io import ImageReadMode, decode_jpeg
+        decode_jpeg = _codec.gpu_jpeg_decoder()
+        from torchvision.io import ImageReadMode
 
         for ids, (packed, y) in self._loader_batches():
             try:
@@ -894,6 +890,7 @@ def stream(
         if augment is None:
             raise ValueError("decode='gpu' needs augment (a GpuAugment) to crop the decoded images into one batch, "
                              "got augment=None")
+        _codec.gpu_jpeg_decoder()  # this torchvision decodes JPEG on the GPU (a clear error now, not in the loop)
     rank, world_size = resolve_rank(rank, world_size, group)
     catalog = load_catalog(source, num_ids=num_ids, handler=handler)
     if num_classes is None:

@@ -7,6 +7,7 @@ import json
 import math
 import re
 import struct
+import warnings
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,11 @@ from enlight_data import demo
 @pytest.mark.slow
 def test_demo_quick_prints_a_table_and_leaves_global_state(capsys, forbid_global_rng):
     threads = torch.get_num_threads()
-    assert demo.main(["--quick", "--no-progress"]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert demo.main(["--quick", "--no-progress"]) == 0
+    ours = [f"{w.category.__name__}: {w.message}" for w in caught if not issubclass(w.category, DeprecationWarning)]
+    assert ours == []  # the main job uses the library as the README says: nothing to warn about
     out = capsys.readouterr().out
     assert torch.get_num_threads() == threads
     rows = {}
