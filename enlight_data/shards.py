@@ -35,6 +35,7 @@ INDEX_VERSION = 1
 _KEY_WIDTH = 9
 _HASH_FACTOR = 16  # hashed ids (and integer keys used as ids) fall in [0, 16 * samples)
 _IMAGE_FORMATS = ("jpg", "png", "npy")
+_JPEG_MAX_SIDE = 65500  # libjpeg-turbo's JPEG_MAX_DIMENSION
 # Index JSON keys.
 _FORMAT, _VERSION, _TOTAL, _NUM_CLASSES, _SHARDS = "format", "version", "total", "num_classes", "shards"
 _URL, _COUNT, _OFFSET = "url", "count", "offset"
@@ -76,7 +77,11 @@ def _to_uint8_image(x: Any, index: int, image_format: str) -> Tensor | None:
     if image_format == "npy":
         return None
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(x)
+        if x.dtype == object:
+            raise TypeError(
+                f"inputs should be arrays of numbers, got dataset[{index}][0], a numpy array of dtype object"
+            )
+        x = torch.from_numpy(np.ascontiguousarray(x))  # a flipped view (negative strides) too
     if not isinstance(x, Tensor) or x.ndim != 3 or x.shape[0] not in (1, 3) or min(x.shape[1:]) < 1:
         return None
     x = x.detach().cpu()
@@ -108,6 +113,11 @@ def _encode_input(x: Any, index: int, image_format: str, quality: int) -> tuple[
     image = _to_uint8_image(x, index, image_format)
     if image is not None:
         fmt = "jpg" if image_format == "jpg" else "png"  # npy only reaches here for PIL images, stored as png
+        if fmt == "jpg" and max(image.shape[1:]) > _JPEG_MAX_SIDE:  # libjpeg would crash the process
+            raise ValueError(
+                f"images should be at most {_JPEG_MAX_SIDE} pixels on a side to be stored as jpg, got an image of "
+                f"shape {tuple(image.shape)} at dataset[{index}]; pass image_format='png' or 'npy'"
+            )
         return fmt, _codec.encode(image, image_format=fmt, quality=quality)
     if Image is not None and isinstance(x, Image.Image):  # a mode jpg/png cannot hold: its pixels, as (C, H, W)
         arr = np.asarray(x)
@@ -121,6 +131,8 @@ def _encode_input(x: Any, index: int, image_format: str, quality: int) -> tuple[
             f"inputs should be tensors, numpy arrays, numbers or PIL images, got dataset[{index}][0] of type "
             f"{type(x).__name__}"
         )
+    if x.dtype == object:
+        raise TypeError(f"inputs should be arrays of numbers, got dataset[{index}][0], a numpy array of dtype object")
     buf = io.BytesIO()
     np.save(buf, x, allow_pickle=False)
     return "npy", buf.getvalue()
@@ -405,6 +417,26 @@ def member_key(info: tarfile.TarInfo) -> tuple[str, str] | None:
     return prefix, suffix
 
 
+class _EndCheckedTarInfo(tarfile.TarInfo):
+    """A TarInfo that notes on its TarFile how the member loop ended.
+
+    tarfile ends the loop without a word at a header it cannot read past the first one (a bad checksum, a file cut
+    inside a header or at a member boundary), exactly as at the end-of-archive marker. This records which it was
+    (``_end_error``: None at the marker), so that a shard read without an index cannot lose its tail silently.
+    """
+
+    @classmethod
+    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.EOFHeaderError:  # a block of zeros: the end-of-archive marker
+            tar._end_error = None  # type: ignore[attr-defined]
+            raise
+        except tarfile.HeaderError as exc:
+            tar._end_error = exc  # type: ignore[attr-defined]
+            raise
+
+
 def _scan(url: str, handler: str) -> list[str]:
     """The sample keys of one shard, read from its tar headers (grouped as webdataset groups files)."""
     import webdataset as wds
@@ -414,12 +446,15 @@ def _scan(url: str, handler: str) -> list[str]:
         stream = wds.gopen(url, "rb")
         finished = False
         try:
-            with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            with tarfile.open(fileobj=stream, mode="r|*", tarinfo=_EndCheckedTarInfo) as tar:
                 for info in tar:
                     member = member_key(info)
                     if member is not None and (not keys or keys[-1] != member[0]):
                         keys.append(member[0])
                     tar.members = []  # type: ignore[attr-defined]  # a stream-mode TarFile keeps every TarInfo otherwise
+                end = getattr(tar, "_end_error", None)
+                if end is not None:
+                    raise tarfile.ReadError(f"corrupt or truncated tar header ({type(end).__name__}: {end})")
             finished = True
         finally:
             close_stream(stream, drain=finished)
@@ -441,9 +476,9 @@ def _index_int(path: str, where: str, value: Any, minimum: int) -> int:
 
 def _from_index(path: str) -> ShardCatalog:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             index = json.load(f)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"index {path!r} is not valid JSON: {exc}") from exc
     if not isinstance(index, dict) or index.get(_FORMAT) != INDEX_FORMAT or _SHARDS not in index:
         raise ValueError(f"index {path!r} should be an {INDEX_FORMAT} index written by write_shards()")

@@ -65,9 +65,10 @@ _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset.tariterators.bas
 #      floor(S / batch_size) batches of Q = batches * batch_size samples. Rank r takes Q (= S without drop_last)
 #      samples from position r * S of the sequence, read cyclically. So without drop_last every kept sample is
 #      seen exactly once, and the world_size * S - K < world_size positions past the end repeat the first samples
-#      (as DistributedSampler pads; none with one rank or when world_size divides K). With drop_last the S - Q
-#      samples after each rank's share (fewer than batch_size per rank) are left out for this epoch, and the
-#      world_size * Q - K < world_size positions past the end, if any, repeat.
+#      (as DistributedSampler pads; none with one rank or when world_size divides K). With drop_last the shares
+#      still start at r * S (the padded layout, then the drop): the S - Q samples after each rank's share (fewer
+#      than batch_size per rank) are left out for this epoch, and the last rank's positions past the end,
+#      max(0, (world_size - 1) * S + Q - K) < world_size of them, repeat the first samples.
 #   3. batch j of a rank comes from logical worker j % W, which is how a DataLoader interleaves iterable workers, so
 #      each worker knows its exact sample quota; worker w takes the next quota samples of its rank's share. That is
 #      a few segments (shard, first, stop) of sample positions in the catalogue's order of each shard, so a shard
@@ -256,6 +257,11 @@ def _read_segment(catalog: ShardCatalog, shard: int, first: int, stop: int, excl
                     sample = None
                 key, pos = prefix, pos + 1
                 if pos >= stop:
+                    if pos == count:  # the segment ends at the shard's end, and the shard goes on
+                        raise ShardError(
+                            f"shard {url!r} holds more than the {count} samples its catalogue lists (key {key!r} is "
+                            "one more); was the shard rewritten after its index?"
+                        )
                     return
                 if pos < first:
                     continue
@@ -489,7 +495,7 @@ class _ShardStream(IterableDataset):
         super().__init__()
         self.catalog = catalog
         self.clock = clock
-        self.cursor = cursor  # [epoch, start batch, 1 if the mask is the clock's]
+        self.cursor = cursor  # [epoch, start batch, 1 if the mask is the clock's, begin() count]
         self.excluded = excluded  # the mask when begin() got another one than the clock's
         self.skipped = skipped
         self.messages = messages
@@ -502,13 +508,22 @@ class _ShardStream(IterableDataset):
         self.decode = decode
         self.handler = handler
 
-    def _report(self, slot: int, err: Exception) -> None:
-        self.skipped[slot] += 1
+    def _report(self, slot: int, err: Exception, generation: int) -> None:
+        # NOTE [ Skips of a left epoch ]
+        # A loop left early (or a state loaded mid-epoch) leaves fetches of the old epoch running in persistent
+        # workers while begin() prepares the next one. Each slot's count is tagged with the begin() it belongs to and
+        # restarts at the first report of a new one; end_epoch() sums the current begin()'s counts only, so an old
+        # fetch's report never lands in the new epoch's count, however late it comes.
+        if int(self.skipped[slot, 0]) != generation:
+            self.messages[slot].zero_()
+            self.skipped[slot, 1] = 0
+            self.skipped[slot, 0] = generation
+        self.skipped[slot, 1] += 1
         if not bool(self.messages[slot, 0]):
             raw = str(err).encode("utf-8", "replace")[: _MESSAGE_BYTES - 1]
             self.messages[slot, : len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
 
-    def _handler(self, progress: _Progress, slot: int) -> Callable[[Exception], bool]:
+    def _handler(self, progress: _Progress, slot: int, generation: int) -> Callable[[Exception], bool]:
         def handle(exn: Exception) -> bool:
             if isinstance(exn, ShardError):
                 exn.args = exn.args[:1]
@@ -517,9 +532,9 @@ class _ShardStream(IterableDataset):
                 where = ("", str(exn))  # the message names the shard and the sample
                 if where not in progress.reported:
                     progress.reported.add(where)
-                    self._report(slot, exn)
+                    self._report(slot, exn, generation)
                 return True
-            first = exn.args[0] if exn.args else ""
+            first = exn.args[0] if len(exn.args) == 1 else str(exn)  # OSError: (errno, reason)
             key = _key_of(progress.fname) if progress.fname else progress.key
             err = ShardError(f"shard {progress.url!r}, key {key!r}: cannot read: {type(exn).__name__}: {first}")
             if self.handler == "raise":
@@ -527,7 +542,7 @@ class _ShardStream(IterableDataset):
             where = (progress.url, progress.fname)
             if where not in progress.reported:  # a repeat pass meets the same broken shard: count it once
                 progress.reported.add(where)
-                self._report(slot, err)
+                self._report(slot, err, generation)
             return True
 
         return handle
@@ -543,7 +558,7 @@ class _ShardStream(IterableDataset):
         import webdataset as wds
 
         self.clock.activate()
-        epoch, start, from_clock = self.cursor.tolist()
+        epoch, start, from_clock, generation = self.cursor.tolist()
         if epoch < 0:
             raise RuntimeError("the stream has not begun an epoch: iterate the EnlightLoader, not its source")
         info = get_worker_info()
@@ -557,7 +572,7 @@ class _ShardStream(IterableDataset):
         if share.quota - share.skip <= 0:
             return iter(())
         progress = _Progress()
-        handler = self._handler(progress, slot)
+        handler = self._handler(progress, slot, generation)
         decoder, collate = self._decoder()
         mask = excluded.numpy()
         urls = self.catalog.urls
@@ -671,10 +686,11 @@ class StreamSource:
         self._clock = clock
         # Shared with the workers (persistent ones too): [epoch, start batch, mask is the clock's], and the
         # excluded mask when begin() is given another one than the clock's (the loader validating a state).
-        self._cursor = torch.tensor([-1, 0, 1], dtype=torch.int64).share_memory_()
+        self._cursor = torch.tensor([-1, 0, 1, 0], dtype=torch.int64).share_memory_()
         self._excluded = torch.zeros(catalog.num_ids, dtype=torch.bool).share_memory_()
         slots = max(workers, 1)
-        self._skipped = torch.zeros(slots, dtype=torch.int64).share_memory_()
+        # Per worker slot: [the begin() its count belongs to, samples skipped] (NOTE [ Skips of a left epoch ]).
+        self._skipped = torch.full((slots, 2), -1, dtype=torch.int64).share_memory_()
         self._messages = torch.zeros((slots, _MESSAGE_BYTES), dtype=torch.uint8).share_memory_()
         self.dataset = _ShardStream(
             catalog, clock, self._cursor, self._excluded, self._skipped, self._messages, seed=seed, rank=rank,
@@ -710,9 +726,8 @@ class StreamSource:
             mask = self._excluded
         self._plan = _plan(self.catalog, mask, seed=self.seed, epoch=epoch, world_size=self.world_size,
                            batch_size=self.batch_size, drop_last=self.drop_last)
-        self._cursor.copy_(torch.tensor([epoch, start_batch, int(mask is self._clock.excluded)]))
-        self._skipped.zero_()
-        self._messages.zero_()
+        generation = int(self._cursor[3]) + 1
+        self._cursor.copy_(torch.tensor([epoch, start_batch, int(mask is self._clock.excluded), generation]))
         self.loader.generator = make_generator(self.seed, epoch, Stream.LOADER, *self._rank_keys)
 
     def batches(self) -> Iterator[tuple[Tensor, Any]]:
@@ -762,9 +777,10 @@ class StreamSource:
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         """Extra history fields of a finished epoch (``skipped``); warns once per epoch about skipped samples."""
-        skipped = int(self._skipped.sum())
+        current = self._skipped[:, 0] == self._cursor[3]
+        skipped = int(self._skipped[current, 1].sum())
         if skipped:
-            rows = [bytes(row[row != 0].tolist()).decode("utf-8", "replace") for row in self._messages]
+            rows = [bytes(row[row != 0].tolist()).decode("utf-8", "replace") for row in self._messages[current]]
             first = next((r for r in rows if r), "")
             warnings.warn(f"epoch {epoch}: skipped {skipped} bad samples or shard tails; first: {first}",
                           RuntimeWarning, stacklevel=4)

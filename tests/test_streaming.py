@@ -6,17 +6,20 @@ Every test writes its own tiny shards into ``tmp_path``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import io
 import json
 import os
 import tarfile
+import time
 import warnings
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import TensorDataset
 
 import enlight_data as ed
 from enlight_data.shards import ShardError, hash_id, load_catalog
@@ -895,3 +898,130 @@ def test_a_stream_state_loads_only_into_the_same_shard_layout(tmp_path):
     with pytest.raises(ValueError, match="state does not match this loader: source shards is"):
         make(b).load_state_dict(state)
     make(a).load_state_dict(state)  # the same layout (the index's own name does not matter)
+
+
+# ------------------------------------------------------------------ second streaming review
+
+
+def _foreign_tar(path, keys) -> list[tarfile.TarInfo]:
+    """A tar of ``key.cls`` + ``key.npy`` samples, without an index; returns its members."""
+    with tarfile.open(path, "w") as out:
+        for k in keys:
+            for name, data in ((f"{k}.cls", b"1"), (f"{k}.npy", _npy(np.zeros(2, dtype=np.float32)))):
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime = len(data), 0
+                out.addfile(info, io.BytesIO(data))
+    with tarfile.open(path) as t:
+        return t.getmembers()
+
+
+def _npy(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=False)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("damage", ["checksum", "cut inside a header", "cut at a member boundary"])
+def test_a_foreign_shard_with_a_broken_header_is_an_error_not_a_shorter_shard(tmp_path, damage):
+    # tarfile ends its member loop silently at such a header, as at the end-of-archive marker: a shard without an
+    # index would lose its tail without a word.
+    a, b = str(tmp_path / "a.tar"), str(tmp_path / "b.tar")
+    _foreign_tar(a, [f"a{i}" for i in range(10)])
+    members = _foreign_tar(b, [f"b{i}" for i in range(10)])
+    data = bytearray(open(b, "rb").read())
+    at = members[8].offset  # the header of sample b4
+    if damage == "checksum":
+        data[at + 148 : at + 156] = b"garbage!"
+    else:
+        data = data[: at + 200 if damage == "cut inside a header" else at]
+    open(b, "wb").write(bytes(data))
+    with pytest.raises(ShardError, match=r"shard '.*b\.tar' is unreadable after key 'b3': ReadError: corrupt or "
+                                         r"truncated tar header"):
+        ed.stream([a, b], ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=0)
+    with pytest.warns(RuntimeWarning, match=r"unreadable after key 'b3'.*; using the 4 samples before it"):
+        loader = ed.stream([a, b], ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=0,
+                           handler="warn")
+    assert sum(x.shape[0] for x, _ in loader) == 14
+
+
+def test_skips_of_an_epoch_left_early_do_not_count_in_the_next(tmp_path):
+    # A persistent worker still fetching the left epoch's batches reports their bad samples after the next epoch
+    # has begun; those reports must not land in the next epoch's count.
+    data = TensorDataset(torch.arange(12).view(12, 1).float(), torch.zeros(12, dtype=torch.long))
+    index = ed.write_shards(data, str(tmp_path / "s-%03d.tar"), maxcount=12, image_format="npy", progress=False)
+    flag = tmp_path / "bad"
+    flag.touch()
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.2), batch_size=2, num_workers=1, shuffle_buffer=0,
+                       decode=functools.partial(_slow_and_bad_while, str(flag)), handler="warn",
+                       persistent_workers=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        next(iter(loader))  # epoch 0 left after one batch: its worker goes on fetching, and meets sample 5
+        seen = 0
+        for x, _ in loader:
+            if flag.exists():
+                flag.unlink()  # epoch 1 reaches sample 5 later, in batch 2: nothing is bad in epoch 1
+            seen += x.shape[0]
+        assert seen == 12
+    assert [h["skipped"] for h in loader.history] == [0, 0]
+    assert not [w for w in caught if "skipped" in str(w.message)]
+
+
+def _slow_and_bad_while(flag: str, sample: dict):
+    time.sleep(0.1)
+    if sample["__key__"].endswith("5") and os.path.exists(flag):
+        raise ValueError("sample 5 is bad")
+    return torch.from_numpy(np.load(io.BytesIO(sample["npy"]))), int(sample["cls"])
+
+
+def _ids(loader) -> list[int]:
+    return [int(i) for x, _ in loader for i in x.flatten().tolist()]
+
+
+def _index_of(tmp_path, n: int = 20, maxcount: int = 10) -> str:
+    data = TensorDataset(torch.arange(n).view(n, 1).float(), torch.zeros(n, dtype=torch.long))
+    return ed.write_shards(data, str(tmp_path / "s-%03d.tar"), maxcount=maxcount, image_format="npy", progress=False)
+
+
+def test_a_shard_with_more_samples_than_its_index_lists_is_an_error(tmp_path):
+    index = _index_of(tmp_path)
+    meta = json.load(open(index))
+    meta["shards"][0]["count"] = 9  # the shard was rewritten with one more sample, the index was not
+    json.dump(meta, open(index, "w"))
+    loader = ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=0)
+    with pytest.raises(ShardError, match=r"s-000\.tar' holds more than the 9 samples its catalogue lists \(key "
+                                         r"'000000009' is one more\)"):
+        _ids(loader)
+
+
+def test_a_shard_read_error_keeps_the_reason(tmp_path):
+    index = _index_of(tmp_path)
+    loader = ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=0)
+    os.remove(tmp_path / "s-001.tar")
+    with pytest.raises(ShardError, match=r"s-001\.tar', key '': cannot read: FileNotFoundError: \[Errno 2\] No such "
+                                         r"file or directory"):
+        _ids(loader)
+
+
+def test_an_index_that_is_not_utf8_json_names_the_file(tmp_path):
+    index = _index_of(tmp_path)
+    open(index, "wb").write(b"\xff\xfe{}")
+    with pytest.raises(ValueError, match=r"index '.*' is not valid JSON"):
+        ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=4)
+
+
+def test_write_shards_takes_flipped_arrays_and_names_what_it_cannot_store(tmp_path):
+    image = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)
+    flipped = image[:, ::-1]  # negative strides
+    index = ed.write_shards([(flipped, 0)], str(tmp_path / "a-%03d.tar"), image_format="png", progress=False)
+    (x, _), = list(ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=1, num_workers=0))
+    assert torch.equal(x[0], torch.from_numpy(flipped.copy()))
+    for image_format in ("png", "npy"):
+        with pytest.raises(TypeError, match=r"inputs should be arrays of numbers, got dataset\[1\]\[0\], a numpy "
+                                            r"array of dtype object"):
+            ed.write_shards([(image, 0), (np.array([1, "a"], dtype=object), 0)], str(tmp_path / "b-%03d.tar"),
+                            image_format=image_format, progress=False)
+    tall = torch.zeros(1, 65501, 1, dtype=torch.uint8)  # past JPEG's limit: libjpeg would crash the process
+    with pytest.raises(ValueError, match=r"images should be at most 65500 pixels on a side to be stored as jpg, got "
+                                         r"an image of shape \(1, 65501, 1\) at dataset\[0\]; pass image_format='png'"):
+        ed.write_shards([(tall, 0)], str(tmp_path / "c-%03d.tar"), image_format="jpg", progress=False)
