@@ -29,6 +29,7 @@ NOTE [ Dense or sparse ]
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from typing import Callable, Literal
 
@@ -39,7 +40,7 @@ from torch import Tensor
 from ._validate import check_int
 from .feedback import LossTable
 
-__all__ = ["SPARSE_MIN_SIZE", "SyncMode", "resolve_rank", "sync_table", "table_reducer"]
+__all__ = ["SPARSE_MIN_SIZE", "SyncMode", "agreement_digest", "resolve_rank", "sync_table", "table_reducer"]
 
 SyncMode = Literal["auto", "dense", "sparse"]
 
@@ -51,8 +52,13 @@ SyncMode = Literal["auto", "dense", "sparse"]
 # to 16M samples and sparse wins above.
 SPARSE_MIN_SIZE = 16_000_000
 
-# Header layout: table size, recorded rows, then the table's six epoch counters.
-_SIZE, _ROWS, _STATS = 0, 1, 2
+# Header layout: table size, recorded rows, the ranks' agreement digest, then the table's six epoch counters.
+_SIZE, _ROWS, _AGREE, _STATS = 0, 1, 2, 3
+
+
+def agreement_digest(*parts: object) -> int:
+    """A 48-bit digest of ``parts``' ``repr`` (exact in the sync's float64 header), for :func:`sync_table`."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=6).digest(), "little")
 
 
 def resolve_rank(
@@ -60,11 +66,27 @@ def resolve_rank(
 ) -> tuple[int, int]:
     """Rank and world size: the arguments where given, else ``group``'s (default: the process group's), else (0, 1).
 
+    With an initialised process group the arguments must be ``group``'s (the default group's without ``group``):
+    the losses are combined over that group once per epoch, in its rank order, so another rank or size would give
+    two processes the same share, or leave some ranks waiting for the others at the first sync.
+
     Raises:
         ValueError: If ``group`` is given without an initialised process group or without this process in it, if
-            ``world_size`` differs from ``group``'s size, or for a rank outside ``[0, world_size)``.
+            ``world_size`` or ``rank`` differs from the group's, or for a rank outside ``[0, world_size)``.
     """
     initialised = dist.is_available() and dist.is_initialized()
+    if group is None and initialised:
+        size, own = dist.get_world_size(), dist.get_rank()
+        if world_size is not None and world_size != size:
+            raise ValueError(
+                f"world_size should be the process group's size {size} (the losses are combined over it), got "
+                f"world_size={world_size}; for a data-parallel subgroup, pass it as group="
+            )
+        if rank is not None and rank != own:
+            raise ValueError(
+                f"rank should be this process' rank {own} in the process group, got rank={rank}; for a "
+                "data-parallel subgroup, pass it as group="
+            )
     if group is not None:
         if not initialised:
             raise ValueError(f"group needs an initialised process group, got group={group!r} before init_process_group()")
@@ -112,6 +134,7 @@ def sync_table(
     group: "dist.ProcessGroup | None" = None,
     mode: SyncMode = "auto",
     sparse_min_size: int = SPARSE_MIN_SIZE,
+    agreement: int | None = None,
 ) -> str:
     """Sum the running epoch's per-sample accumulators and counters over all ranks, in place.
 
@@ -125,13 +148,15 @@ def sync_table(
             the rows recorded during the epoch, ``"auto"`` picks (see the module's
             NOTE [ Dense or sparse ]).
         sparse_min_size: The smallest table ``"auto"`` syncs sparsely.
+        agreement: A value every rank must give alike, or ``None`` on every rank: the loader's digest of the
+            epoch's global order and the settings that make it (:func:`agreement_digest`, below ``2**53``).
 
     Returns:
         ``"dense"`` or ``"sparse"``, the exchange used (the same on every rank).
 
     Raises:
-        ValueError: For an unknown ``mode``, or when the ranks' tables differ in size
-            (raised on every rank, so none waits forever).
+        ValueError: For an unknown ``mode``, or when the ranks' tables differ in size or their ``agreement``
+            values differ (raised on every rank, so none waits forever).
     """
     if mode not in ("auto", "dense", "sparse"):
         raise ValueError(f"mode should be 'auto', 'dense' or 'sparse', got mode={mode!r}")
@@ -145,6 +170,7 @@ def sync_table(
     header = torch.empty(_STATS + stats.numel(), dtype=torch.float64, device=device)
     header[_SIZE] = size
     header[_ROWS] = -1 if recorded is None else recorded.numel()
+    header[_AGREE] = -1 if agreement is None else agreement
     header[_STATS:] = stats.to(device)
     headers = torch.empty(world_size, header.numel(), dtype=torch.float64, device=device)
     dist.all_gather(list(headers.unbind(0)), header, group=group)
@@ -152,6 +178,14 @@ def sync_table(
     sizes = headers[:, _SIZE].long().tolist()
     if len(set(sizes)) != 1:
         raise ValueError(f"loss tables should have the same size on every rank, got sizes {sizes} by rank")
+    agreed = [int(a) for a in headers[:, _AGREE].tolist()]
+    if len(set(agreed)) != 1:
+        raise ValueError(
+            "ranks should read one global order per epoch (the same seed, data and sampling on every rank), got "
+            f"different ones: digests {agreed} by rank. Each rank's share then overlaps another's: pass the same "
+            "seed= on every rank, and use a sampler with a generator attribute (which is seeded per epoch) rather "
+            "than one drawing from a per-rank random state"
+        )
     # Summed on the host in rank order: the same float64 result on every rank.
     stats.copy_(headers[:, _STATS:].sum(0).to(stats.device, stats.dtype))
     rows = [int(r) for r in headers[:, _ROWS].tolist()]
@@ -218,18 +252,21 @@ def table_reducer(
     *,
     mode: SyncMode = "auto",
     sparse_min_size: int = SPARSE_MIN_SIZE,
+    agreement: Callable[[], int] | None = None,
 ) -> Callable[[LossTable], None]:
     """The ``reduce`` callback an :class:`EnlightLoader` gives :meth:`LossTable.finalize_epoch`.
 
     Without an initialised process group it leaves the table as it is and warns
     once: each rank then decides from its own share of the losses and accuracy.
+    ``agreement``, when given, is called at each sync for the value every rank must share (see :func:`sync_table`).
     """
     warned = False
 
     def reduce(table: LossTable) -> None:
         nonlocal warned
         if dist.is_available() and dist.is_initialized():
-            sync_table(table, group=group, mode=mode, sparse_min_size=sparse_min_size)
+            sync_table(table, group=group, mode=mode, sparse_min_size=sparse_min_size,
+                       agreement=None if agreement is None else agreement())
         elif not warned:
             warned = True
             warnings.warn(

@@ -888,5 +888,5 @@ def enlighten(
         input_key=input_key,
         target_key=target_key,
         augment=augment,
-        reduce=table_reducer(group) if world_size > 1 else None,
+        reduce=table_reducer(group, agreement=source.agreement) if world_size > 1 else None,
     )

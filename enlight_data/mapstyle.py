@@ -28,6 +28,7 @@ from torch.utils.data import (
 
 from ._rng import Stream, derive_seed, make_generator, seed_globals
 from .context import SharedClock
+from .distributed import agreement_digest
 from .sampler import EnlightSampler
 
 __all__ = ["MapSource", "SampleError", "check_loader"]
@@ -258,6 +259,11 @@ class MapSource:
 
     def _batches(self, n: int) -> int:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def agreement(self) -> int:
+        """What every rank must share in the current epoch: the settings that make the order, and the order."""
+        settings = sorted((k, v) for k, v in self.signature().items() if k != "rank")
+        return agreement_digest(self.seed, settings, self.sampler.order_digest)
 
     def signature(self) -> dict[str, Any]:
         """Plain values a checkpoint must match."""

@@ -6,8 +6,10 @@ rank computes the same global order, then takes its own share.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Iterable, Iterator, Sized
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler, Sampler, SequentialSampler
@@ -96,6 +98,7 @@ class EnlightSampler(Sampler[int]):
         self.seed: int = check_int("seed", seed)  # type: ignore[assignment]
         self.rank, self.world_size = _check_rank(rank, world_size)
         self.pad = check_bool("pad", pad)
+        self.order_digest = ""  # of the begun epoch's global order, with several ranks
         self._indices = self._compute(0, None)
         self._start = 0
 
@@ -137,11 +140,14 @@ class EnlightSampler(Sampler[int]):
                 f"{tuple(excluded.shape)}"
             )
 
-    def _compute(self, epoch: int, excluded: Tensor | None) -> Tensor:
+    def _compute(self, epoch: int, excluded: Tensor | None, *, digest: bool = False) -> Tensor:
         self._check_excluded(excluded)
         order = self._global_order(epoch)
         if excluded is not None and bool(excluded.any()):
             order = order[~excluded[order]]
+        if digest and self.world_size > 1:  # every rank must draw this same order (checked at the epoch's sync)
+            data = np.ascontiguousarray(order.numpy())
+            self.order_digest = hashlib.blake2b(data.data, digest_size=8).hexdigest()
         return shard(order, self.rank, self.world_size, pad=self.pad)
 
     def begin(self, epoch: int, excluded: Tensor | None = None, start: int = 0) -> None:
@@ -160,7 +166,7 @@ class EnlightSampler(Sampler[int]):
         """
         check_int("epoch", epoch, minimum=0)
         start = check_int("start", start, minimum=0)  # type: ignore[assignment]
-        self._indices = self._compute(epoch, excluded)
+        self._indices = self._compute(epoch, excluded, digest=True)
         self._start = start
 
     def length_for(self, epoch: int, excluded: Tensor | None = None) -> int | None:

@@ -426,10 +426,10 @@ class _EndCheckedTarInfo(tarfile.TarInfo):
     """
 
     @classmethod
-    def fromtarfile(cls, tar: tarfile.TarFile) -> tarfile.TarInfo:
+    def fromtarfile(cls, tar: tarfile.TarFile) -> _EndCheckedTarInfo:
         try:
             return super().fromtarfile(tar)
-        except tarfile.EOFHeaderError:  # a block of zeros: the end-of-archive marker
+        except tarfile.EOFHeaderError:  # type: ignore[attr-defined]  # a block of zeros: the end-of-archive marker
             tar._end_error = None  # type: ignore[attr-defined]
             raise
         except tarfile.HeaderError as exc:

@@ -40,7 +40,7 @@ from . import _codec
 from ._rng import Stream, derive_seed, make_generator, seed_globals
 from ._validate import check_bool, check_int
 from .context import SharedClock
-from .distributed import resolve_rank, table_reducer
+from .distributed import agreement_digest, resolve_rank, table_reducer
 from .loader import EnlightLoader, check_arguments, check_soft_targets, resolve_device
 from .schedule import Schedule
 from .shards import ShardCatalog, ShardError, close_stream, hash_id, load_catalog, local_path, member_key
@@ -786,6 +786,11 @@ class StreamSource:
                           RuntimeWarning, stacklevel=4)
         return {"skipped": skipped}
 
+    def agreement(self) -> int:
+        """What every rank must share in the current epoch: the settings that make the plan (and the epoch)."""
+        settings = sorted((k, v) for k, v in self.signature().items() if k != "rank")
+        return agreement_digest(self.seed, settings, int(self._cursor[0]))
+
     def signature(self) -> dict[str, Any]:
         """Plain values a checkpoint must match (the order depends on all of them)."""
         return {
@@ -937,5 +942,5 @@ def stream(
         device=dev,
         seed=seed,
         augment=augment,
-        reduce=table_reducer(group) if world_size > 1 else None,
+        reduce=table_reducer(group, agreement=src.agreement) if world_size > 1 else None,
     )

@@ -201,6 +201,53 @@ def _check_stream(world_size: int) -> dict[str, Any]:
     return out
 
 
+class _OwnRandomSampler(torch.utils.data.Sampler):
+    """A custom sampler without a ``generator`` attribute, drawing from its own random state."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.g = n, torch.Generator().manual_seed(seed)
+
+    def __iter__(self):
+        return iter(torch.randperm(self.n, generator=self.g).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _first_epoch_error(make: Callable[[], Any], *, run: bool = True) -> str | None:
+    """The error of building a loader and (with ``run``) running its first epoch, ended by the sync; or None."""
+    try:
+        loader = make()
+        for _ in loader if run else ():
+            pass
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def _check_disagreement(world_size: int) -> dict[str, Any]:
+    """Ranks that would read different global orders, or claim another rank or size, fail on every rank."""
+    rank = dist.get_rank()
+
+    def loader(**kw: Any) -> DataLoader:
+        return DataLoader(_data(24), batch_size=4, **kw)
+
+    schedule = ed.high_loss_removal(2, fraction=0.25)
+    index = _CONTEXT.get("shards")
+    return {
+        "seed per rank": _first_epoch_error(lambda: ed.enlighten(loader(shuffle=True), schedule, seed=5 + rank)),
+        "sampler per rank": _first_epoch_error(
+            lambda: ed.enlighten(loader(sampler=_OwnRandomSampler(24, seed=rank)), schedule)),
+        "same sampler": _first_epoch_error(lambda: ed.enlighten(loader(sampler=_OwnRandomSampler(24, 0)), schedule)),
+        "stream seed per rank": None if index is None else _first_epoch_error(
+            lambda: ed.stream(index, schedule, batch_size=8, num_workers=0, seed=rank)),
+        # Refused when built (rank 0's loader, accepted, is not run: its sync would wait for the others).
+        "world_size": _first_epoch_error(lambda: ed.enlighten(loader(), schedule, world_size=world_size + 1),
+                                         run=False),
+        "rank 0 everywhere": _first_epoch_error(lambda: ed.enlighten(loader(), schedule, rank=0), run=False),
+    }
+
+
 def _check_nccl(world_size: int) -> dict[str, Any]:
     """A CPU table synced over NCCL goes through the rank's CUDA device and comes back."""
     out: dict[str, Any] = {}
@@ -221,6 +268,7 @@ _CHECKS: dict[str, Callable[[int], dict[str, Any]]] = {
     "sync": _check_sync,
     "resume": _check_resume,
     "stream": _check_stream,
+    "disagreement": _check_disagreement,
     "nccl": _check_nccl,
 }
 
@@ -527,3 +575,23 @@ def test_a_data_parallel_group_shards_and_syncs_within_itself(run3):
 def test_a_group_needs_an_initialised_process_group():
     with pytest.raises(ValueError, match="group needs an initialised process group"):
         ed.enlighten(DataLoader(_data(8), batch_size=4), ed.Schedule(1), group=object())
+
+
+@pytest.mark.slow  # spawns gloo ranks
+def test_ranks_that_would_read_different_orders_or_claim_another_rank_fail_on_every_rank(run2):
+    # Silently overlapping shares (some samples twice an epoch, others never) are refused: after the first epoch's
+    # sync for a seed or a custom sampler that differs by rank, at once for a rank or size the group does not have.
+    results = [r["disagreement"] for r in run2]
+    for rank, result in enumerate(results):
+        for case in ("seed per rank", "sampler per rank", "stream seed per rank"):
+            assert result[case] is not None and result[case].startswith(
+                "ranks should read one global order per epoch (the same seed, data and sampling on every rank), got "
+                "different ones: digests ["), (rank, case, result[case])
+        assert result["same sampler"] is None  # the same draws on every rank: fine
+        assert result["world_size"].startswith("world_size should be the process group's size 2 (the losses are "
+                                               "combined over it), got world_size=3")
+        if rank == 0:
+            assert result["rank 0 everywhere"] is None
+        else:
+            assert result["rank 0 everywhere"].startswith(
+                f"rank should be this process' rank {rank} in the process group, got rank=0")
