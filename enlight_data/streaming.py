@@ -787,8 +787,12 @@ class StreamSource:
         return {"skipped": skipped}
 
     def agreement(self) -> int:
-        """What every rank must share in the current epoch: the settings that make the plan (and the epoch)."""
-        settings = sorted((k, v) for k, v in self.signature().items() if k != "rank")
+        """What every rank must share in the current epoch: the settings that make the plan (and the epoch).
+
+        The workers and their buffers only order a rank's own share: they may differ between ranks.
+        """
+        own = ("rank", "num_workers", "shuffle_buffer")
+        settings = sorted((k, v) for k, v in self.signature().items() if k not in own)
         return agreement_digest(self.seed, settings, int(self._cursor[0]))
 
     def signature(self) -> dict[str, Any]:
