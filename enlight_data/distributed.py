@@ -72,7 +72,8 @@ def resolve_rank(
 
     Raises:
         ValueError: If ``group`` is given without an initialised process group or without this process in it, if
-            ``world_size`` or ``rank`` differs from the group's, or for a rank outside ``[0, world_size)``.
+            ``world_size`` or ``rank`` differs from the group's, for a ``world_size > 1`` without a ``rank`` and
+            without a process group, or for a rank outside ``[0, world_size)``.
     """
     initialised = dist.is_available() and dist.is_initialized()
     if group is None and initialised:
@@ -99,6 +100,11 @@ def resolve_rank(
             raise ValueError(f"rank should be this process' rank {own} in group, got rank={rank}")
     if world_size is None:
         world_size = dist.get_world_size(group) if initialised else 1
+    if rank is None and not initialised and isinstance(world_size, int) and world_size > 1:
+        raise ValueError(
+            f"rank should be given with world_size={world_size} when torch.distributed is not initialised, got "
+            "rank=None (every process would take rank 0's share)"
+        )
     if rank is None:
         rank = dist.get_rank(group) if initialised else 0
     check_int("world_size", world_size, minimum=1)

@@ -530,6 +530,10 @@ def test_distributed_sampler_must_match_the_rank():
 
 
 def test_argument_errors():
+    with pytest.raises(ValueError, match=r"rank should be given with world_size=2 when torch.distributed is not "
+                                         r"initialised, got rank=None \(every process would take rank 0's share\)"):
+        resolve_rank(None, 2)
+    assert resolve_rank(None, 1) == (0, 1) and resolve_rank(None, None) == (0, 1)
     with pytest.raises(ValueError, match="rank should be in \\[0, world_size=2\\), got rank=2"):
         resolve_rank(2, 2)
     with pytest.raises(ValueError, match="world_size should be >= 1, got world_size=0"):
