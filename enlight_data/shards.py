@@ -104,6 +104,12 @@ def _to_uint8_image(x: Any, index: int, image_format: str) -> Tensor | None:
     return (x * 255.0).round_().to(torch.uint8).contiguous()
 
 
+def _channels_last(x: Any) -> bool:
+    """Whether ``x`` looks like an ``(H, W, C)`` image (C = 1 or 3) rather than a ``(C, H, W)`` one."""
+    shape = getattr(x, "shape", ())
+    return len(shape) == 3 and shape[2] in (1, 3) and shape[0] not in (1, 3)
+
+
 def _encode_input(x: Any, index: int, image_format: str, quality: int) -> tuple[str, bytes]:
     try:
         from PIL import Image
@@ -253,7 +259,7 @@ def write_shards(
     shards: list[dict[str, Any]] = []
     writer = None
     max_label = -1
-    warned = False
+    warned = warned_layout = False
     try:
         for i in range(n):
             if writer is None or shards[-1][_COUNT] == maxcount:
@@ -277,6 +283,15 @@ def write_shards(
                 )
                 warned = True
             ext, data = _encode_input(sample[0], i, image_format, quality)
+            if ext == "npy" and image_format != "npy" and not warned_layout and _channels_last(sample[0]):
+                warnings.warn(
+                    f"dataset[{i}][0] has shape {tuple(sample[0].shape)}, channels last, so it is stored as npy "
+                    f"(unchanged), not as {image_format}: {image_format} takes (C, H, W) images with C = 1 or 3, "
+                    "e.g. torch.from_numpy(image).permute(2, 0, 1) (warned once)",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                warned_layout = True
             label = _label(sample[1], i)
             max_label = max(max_label, label)
             writer.write({"__key__": f"{i:0{width}d}", ext: data, "cls": str(label).encode("ascii")})

@@ -1025,3 +1025,17 @@ def test_write_shards_takes_flipped_arrays_and_names_what_it_cannot_store(tmp_pa
     with pytest.raises(ValueError, match=r"images should be at most 65500 pixels on a side to be stored as jpg, got "
                                          r"an image of shape \(1, 65501, 1\) at dataset\[0\]; pass image_format='png'"):
         ed.write_shards([(tall, 0)], str(tmp_path / "c-%03d.tar"), image_format="jpg", progress=False)
+
+
+def test_write_shards_warns_when_channels_last_images_are_stored_as_npy(tmp_path):
+    images = [(np.zeros((8, 6, 3), dtype=np.uint8), 0), (np.ones((8, 6, 3), dtype=np.uint8), 1)]
+    with pytest.warns(UserWarning, match=r"dataset\[0\]\[0\] has shape \(8, 6, 3\), channels last, so it is stored "
+                                         r"as npy \(unchanged\), not as jpg"):
+        index = ed.write_shards(images, str(tmp_path / "s-%03d.tar"), progress=False)
+    (x, _), = list(ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=2, num_workers=0,
+                             shuffle_buffer=0))
+    assert x.shape == (2, 8, 6, 3) and x.dtype == torch.uint8 and x[1].eq(1).all()  # nothing lost
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # asked for npy: nothing to say; (C, H, W) images: stored as jpg
+        ed.write_shards(images, str(tmp_path / "n-%03d.tar"), image_format="npy", progress=False)
+        ed.write_shards([(np.zeros((3, 8, 6), dtype=np.uint8), 0)], str(tmp_path / "c-%03d.tar"), progress=False)
