@@ -8,7 +8,8 @@ and ``stream(decode="rgb8" | "l8")`` then use Pillow, a dependency already, whic
   libjpeg's own luma, as torchvision's decoder does; for PNG, the luma is libpng's fixed-point sum with
   torchvision's weights); WebP to grayscale may differ by a level;
 - JPEG encoding gives the same bytes at the same quality (both drive libjpeg-turbo with its defaults); PNG
-  encoding compresses differently but holds the same pixels.
+  encoding compresses differently but holds the same pixels;
+- a 16-bit PNG, which torchvision decodes to uint16, is refused (Pillow would keep 8 of its bits).
 
 Which codec a process uses is decided once, on first use, by encoding and decoding a 1-pixel image.
 ``decode="gpu"`` (nvjpeg) has no Pillow counterpart: it needs torchvision's ``decode_jpeg``.
@@ -32,6 +33,7 @@ _backend: str | None = None
 # torchvision calls png_set_rgb_to_gray(0.2989, 0.587); libpng keeps floor(w * 32768) per weight, blue the rest,
 # and sums in 15-bit fixed point, rounding down.
 _LUMA = np.array([9794, 19234, 3740], dtype=np.uint32)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _torchvision_works() -> bool:
@@ -59,7 +61,10 @@ def backend() -> str:
 def decode(data: bytes, *, gray: bool) -> Tensor:
     """A JPEG, PNG or WebP image as a uint8 ``(3, H, W)`` tensor, or ``(1, H, W)`` with ``gray``.
 
+    torchvision decodes a 16-bit PNG to uint16; Pillow cannot keep its bits, so the fallback refuses it.
+
     Raises:
+        ValueError: For a 16-bit PNG without torchvision's codec.
         Exception: Whatever the codec raises for data it cannot decode.
     """
     if backend() == _TORCHVISION:
@@ -73,6 +78,11 @@ def decode(data: bytes, *, gray: bool) -> Tensor:
             )
     from PIL import Image
 
+    if data[:8] == _PNG_SIGNATURE and len(data) > 24 and data[24] == 16:  # IHDR's bit depth
+        raise ValueError(
+            "16-bit PNGs are decoded by torchvision's codec only (Pillow would keep 8 of the 16 bits), and this "
+            "torchvision has none; store such images as npy (write_shards(image_format='npy'))"
+        )
     with Image.open(io.BytesIO(data)) as image:
         if gray and image.format == "JPEG":
             image.draft("L", image.size)  # libjpeg's own luma, as torchvision's decoder reads it

@@ -68,7 +68,9 @@ def resolve_rank(
 
     With an initialised process group the arguments must be ``group``'s (the default group's without ``group``):
     the losses are combined over that group once per epoch, in its rank order, so another rank or size would give
-    two processes the same share, or leave some ranks waiting for the others at the first sync.
+    two processes the same share, or leave some ranks waiting for the others at the first sync. The exception is
+    ``world_size=1`` without ``group``: a loader of its own on each process, which reads all the data and syncs
+    nothing.
 
     Raises:
         ValueError: If ``group`` is given without an initialised process group or without this process in it, if
@@ -78,12 +80,15 @@ def resolve_rank(
     initialised = dist.is_available() and dist.is_initialized()
     if group is None and initialised:
         size, own = dist.get_world_size(), dist.get_rank()
-        if world_size is not None and world_size != size:
+        if world_size is not None and world_size not in (1, size):
             raise ValueError(
-                f"world_size should be the process group's size {size} (the losses are combined over it), got "
-                f"world_size={world_size}; for a data-parallel subgroup, pass it as group="
+                f"world_size should be the process group's size {size} (the losses are combined over it) or 1 (a "
+                f"loader of its own on each process), got world_size={world_size}; for a data-parallel subgroup, "
+                "pass it as group="
             )
-        if rank is not None and rank != own:
+        if world_size == 1 and rank is None:
+            rank = 0  # not sharded: every process reads all the data and decides alone
+        if rank is not None and rank != own and world_size != 1:
             raise ValueError(
                 f"rank should be this process' rank {own} in the process group, got rank={rank}; for a "
                 "data-parallel subgroup, pass it as group="

@@ -12,7 +12,8 @@ import math
 import os
 import sys
 import warnings
-from typing import Any, Callable, Iterator, Protocol
+import weakref
+from typing import Any, Callable, Generator, Iterator, Protocol
 
 import torch
 from torch import Tensor
@@ -139,6 +140,7 @@ class EnlightLoader:
         self._warned_again = False
         self._warned_left = False
         self._failed_epoch = -1  # the last epoch an error ended
+        self._live: weakref.ref[Generator[Any, None, None]] | None = None  # the last iter()'s iterator
         self._warned_nonfinite = -1
         self._mixes = any(p.mixes for p in schedule.phases)
         self._current_phase = 0  # the phase index the most recently started epoch began in
@@ -226,10 +228,11 @@ class EnlightLoader:
         custom sampler that has no ``generator`` (so its order cannot be replayed without
         drawing it again), it counts the most recently started epoch instead.
         """
+        # Never below 0: a loaded position past the end (refused at the next iter()) counts as nothing left.
         if self._resume:  # the rest of an epoch restored mid-way: what the next iter() yields
-            return self._source.num_batches() - self._position
+            return max(0, self._source.num_batches() - self._position)
         if self._open:  # what this pass over the epoch yields (the rest, for a resumed one)
-            return self._source.num_batches() - self._pass_start
+            return max(0, self._source.num_batches() - self._pass_start)
         epoch = self._next_epoch
         phase = self.schedule.phases[self._tracker.phase_index(epoch)]
         excluded = self._table.select_high_loss(phase.drop_high_loss)
@@ -386,6 +389,12 @@ class EnlightLoader:
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Any]:
+        # A loop left early leaves its iterator open, and with it the old epoch's DataLoader iterator, whose workers
+        # would go on fetching batches nobody takes (and reporting about them): close it before the next epoch.
+        previous = self._live() if self._live is not None else None
+        self._live = None
+        if previous is not None:
+            previous.close()
         if self._resume:
             self._resume = False
             start = self._position
@@ -415,7 +424,9 @@ class EnlightLoader:
                 f"{self._epoch}, got position={start} in the loaded state; was it saved with another sampler or "
                 "dataset?"
             )
-        return self._run(self._epoch, start)
+        run = self._run(self._epoch, start)
+        self._live = weakref.ref(run)
+        return run
 
     def _begin_epoch(self, epoch: int) -> None:
         phase_index = self._tracker.phase_index(epoch)
@@ -531,7 +542,7 @@ class EnlightLoader:
                     f"got rows {y[bad][:2].tolist()} at dataset indices {indices[bad][:5].tolist()}"
                 )
 
-    def _run(self, epoch: int, start: int) -> Iterator[Any]:
+    def _run(self, epoch: int, start: int) -> Generator[Any, None, None]:
         phase = self.schedule.phases[self._current_phase]
         augment = phase.augment if phase.augment is not None else self.augment
         pairs: Iterator[tuple[Tensor, Any]] = self._check(self._source.batches())
@@ -646,7 +657,7 @@ class EnlightLoader:
         resumes the saved epoch stays in step. One taken after the loop ended makes it start
         the next epoch. Nothing is changed when the state is rejected. (With a custom sampler
         that has no ``generator``, whose order cannot be replayed without drawing it, a position
-        past the epoch's end is not caught: that epoch's pass is then empty.)
+        past the epoch's end is refused by the next ``iter()``, once the order is drawn.)
 
         Raises:
             TypeError: If ``state`` is not a dict.

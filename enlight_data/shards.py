@@ -106,7 +106,7 @@ def _to_uint8_image(x: Any, index: int, image_format: str) -> Tensor | None:
 
 def _channels_last(x: Any) -> bool:
     """Whether ``x`` looks like an ``(H, W, C)`` image (C = 1 or 3) rather than a ``(C, H, W)`` one."""
-    shape = getattr(x, "shape", ())
+    shape: tuple[int, ...] = tuple(getattr(x, "shape", ()))
     return len(shape) == 3 and shape[2] in (1, 3) and shape[0] not in (1, 3)
 
 

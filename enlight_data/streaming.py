@@ -514,7 +514,10 @@ class _ShardStream(IterableDataset):
         # workers while begin() prepares the next one. Each slot's count is tagged with the begin() it belongs to and
         # restarts at the first report of a new one; end_epoch() sums the current begin()'s counts only, so an old
         # fetch's report never lands in the new epoch's count, however late it comes.
-        if int(self.skipped[slot, 0]) != generation:
+        tag = int(self.skipped[slot, 0])
+        if generation < tag:  # a report of an older begin() than the slot's count: it counts nowhere
+            return
+        if generation > tag:
             self.messages[slot].zero_()
             self.skipped[slot, 1] = 0
             self.skipped[slot, 0] = generation

@@ -91,8 +91,13 @@ class CountLaunches:
         fused.run = self._run
 
 
+# Set at run time by a test: forked workers inherit the new value, spawned ones (which import this module) see 0.
+PARENT_MARK = 0.0
+
+
 class EpochProbe(Dataset):
-    """Rows ``[i, current_epoch(), 1 in a removal phase else 0, a draw of torch's global RNG]``, label ``i % 4``.
+    """Rows ``[i, current_epoch(), 1 in a removal phase else 0, a draw of torch's global RNG, PARENT_MARK]``,
+    label ``i % 4``.
 
     Defined at module level so that workers started by spawn or forkserver can import it.
     """
@@ -107,4 +112,12 @@ class EpochProbe(Dataset):
         import enlight_data as ed
 
         removing = float(ed.current_phase().drop_high_loss > 0)
-        return torch.tensor([float(i), float(ed.current_epoch()), removing, float(torch.rand(()))]), i % 4
+        row = [float(i), float(ed.current_epoch()), removing, float(torch.rand(())), PARENT_MARK]
+        return torch.tensor(row), i % 4
+
+
+def decode_marked(sample: dict) -> tuple[torch.Tensor, int]:
+    """A stream ``decode=``: the PNG as ``rgb8`` decodes it, and the label plus ``10 * PARENT_MARK``."""
+    from enlight_data import _codec
+
+    return _codec.decode(sample["png"], gray=False), int(sample["cls"]) + 10 * int(PARENT_MARK)

@@ -10,6 +10,9 @@ from torch.utils.data import TensorDataset
 import enlight_data as ed
 from enlight_data import _codec
 
+# The comparisons need torchvision's codecs (the pinned 0.29 has them; a build without them runs the rest).
+needs_torchvision = pytest.mark.skipif(not _codec._torchvision_works(), reason="this torchvision has no image codecs")
+
 
 @pytest.fixture
 def use(monkeypatch):
@@ -30,6 +33,7 @@ def _photos() -> list[torch.Tensor]:
     return [*photos, noise]  # and every colour's luma rounding
 
 
+@needs_torchvision
 def test_the_codec_in_use_is_detected_once(monkeypatch):
     monkeypatch.setattr(_codec, "_backend", None)
     assert _codec.backend() == "torchvision"  # this torchvision has its codecs
@@ -45,6 +49,7 @@ def test_the_codec_in_use_is_detected_once(monkeypatch):
     assert _codec.backend() == "pillow"
 
 
+@needs_torchvision
 @pytest.mark.parametrize("image_format", ["jpg", "png"])
 def test_pillow_decodes_the_same_pixels_as_torchvision(use, image_format):
     for photo in _photos():
@@ -60,6 +65,7 @@ def test_pillow_decodes_the_same_pixels_as_torchvision(use, image_format):
             assert torch.equal(rgb, photo)  # lossless
 
 
+@needs_torchvision
 def test_pillow_encodes_jpeg_bytes_like_torchvision_and_png_losslessly(use):
     for photo in [*_photos(), _photos()[0][:1]]:  # RGB and one grayscale channel
         use("torchvision")
@@ -72,6 +78,7 @@ def test_pillow_encodes_jpeg_bytes_like_torchvision_and_png_losslessly(use):
         assert torch.equal(_codec.decode(png, gray=photo.shape[0] == 1), photo)
 
 
+@needs_torchvision
 @pytest.mark.parametrize("workers", [0, 2])
 def test_shards_written_and_streamed_with_pillow_match_torchvision(use, tmp_path, workers):
     g = torch.Generator().manual_seed(0)
@@ -105,3 +112,20 @@ def test_a_grayscale_photo_round_trips_through_pillow(use):
     assert torch.equal(_codec.decode(_codec.encode(gray, image_format="png", quality=95), gray=True), gray)
     rgb = _codec.decode(_codec.encode(gray, image_format="png", quality=95), gray=False)
     assert rgb.shape == (3, 6, 8) and all(torch.equal(rgb[c : c + 1], gray) for c in range(3))
+
+
+@needs_torchvision
+def test_pillow_refuses_a_16_bit_png_rather_than_keep_8_of_its_bits(use):
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.array([[0, 2000], [4000, 65535]], dtype=np.uint16)).save(buf, format="PNG")
+    data = buf.getvalue()
+    assert data[24] == 16  # a 16-bit grayscale PNG
+    use("torchvision")
+    assert _codec.decode(data, gray=True).tolist() == [[[0, 2000], [4000, 65535]]]  # torchvision keeps them
+    use("pillow")
+    with pytest.raises(ValueError, match=r"16-bit PNGs are decoded by torchvision's codec only"):
+        _codec.decode(data, gray=True)

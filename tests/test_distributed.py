@@ -245,6 +245,8 @@ def _check_disagreement(world_size: int) -> dict[str, Any]:
         "world_size": _first_epoch_error(lambda: ed.enlighten(loader(), schedule, world_size=world_size + 1),
                                          run=False),
         "rank 0 everywhere": _first_epoch_error(lambda: ed.enlighten(loader(), schedule, rank=0), run=False),
+        "unsharded": [i for x, _ in ed.enlighten(loader(), ed.Schedule(1), world_size=1)
+                      for i in x[:, 0].long().tolist()],
     }
 
 
@@ -593,7 +595,9 @@ def test_ranks_that_would_read_different_orders_or_claim_another_rank_fail_on_ev
                 "different ones: digests ["), (rank, case, result[case])
         assert result["same sampler"] is None  # the same draws on every rank: fine
         assert result["world_size"].startswith("world_size should be the process group's size 2 (the losses are "
-                                               "combined over it), got world_size=3")
+                                               "combined over it) or 1 (a loader of its own on each process), got "
+                                               "world_size=3")
+        assert sorted(result["unsharded"]) == list(range(24))  # world_size=1: all the data on every process
         if rank == 0:
             assert result["rank 0 everywhere"] is None
         else:

@@ -352,6 +352,7 @@ def _state_malformed():
     next(iter(saved))
     resumed = make()
     resumed.load_state_dict(dict(_save(saved), position=4))
+    assert len(resumed) == 0  # nothing left to count (not a negative length)
     for _ in range(2):  # the same error again, not an empty pass
         with pytest.raises(ValueError, match=r"state\['position'\] should be at most the 3 batches of epoch 0, got "
                                              r"position=4 in the loaded state"):

@@ -13,7 +13,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import enlight_data as ed
-from helpers import EpochProbe
+import helpers
+from helpers import EpochProbe, decode_marked
 
 AVAILABLE = multiprocessing.get_all_start_methods()
 pytestmark = [
@@ -37,39 +38,50 @@ def _map_epochs(context: str) -> list[torch.Tensor]:
     return epochs
 
 
+@pytest.fixture
+def marked(monkeypatch):
+    """helpers.PARENT_MARK set in this process only: forked workers see 1, spawned or forkserver ones 0."""
+    monkeypatch.setattr(helpers, "PARENT_MARK", 1.0)
+
+
 @pytest.mark.parametrize("method", OTHERS)
-def test_map_style_workers_started_by_spawn_or_forkserver_match_fork(method):
+def test_map_style_workers_started_by_spawn_or_forkserver_match_fork(method, marked):
     forked, started = _map_epochs("fork"), _map_epochs(method)
     assert [len(rows) for rows in started] == [24, 18, 24]  # a quarter removed in epoch 1
     for epoch, (a, b) in enumerate(zip(forked, started)):
+        assert (a[:, 4] == 1).all() and (b[:, 4] == 0).all()  # the workers were started as asked
         assert (b[:, 1] == epoch).all()  # current_epoch() inside the persistent workers
         assert (b[:, 2] == int(epoch < 2)).all()  # current_phase()
-        assert torch.equal(a, b)  # same order, same removal, same random draws
+        assert torch.equal(a[:, :4], b[:, :4])  # same order, same removal, same random draws
 
 
-def _stream_epochs(index: str, context: str) -> list[list[torch.Tensor]]:
+def _stream_epochs(index: str, context: str) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
     loader = ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=8, num_workers=2, seed=1,
-                       persistent_workers=True, multiprocessing_context=context)
-    epochs = []
+                       persistent_workers=True, multiprocessing_context=context, decode=decode_marked,
+                       num_classes=20)  # labels + 10 in forked workers
+    epochs, labels = [], []
     for _ in range(3):
         batches = []
-        for x, _ in loader:
+        for x, y in loader:
             loader.record(x.float().flatten(1).mean(1))
             batches.append(x)
+            labels.append(y)
         epochs.append(batches)
     assert [h["removed"] for h in loader.history] == [0, 24, 0]
-    return epochs
+    return epochs, labels
 
 
 @pytest.mark.parametrize("method", OTHERS)
-def test_stream_workers_started_by_spawn_or_forkserver_match_fork(method, tmp_path):
+def test_stream_workers_started_by_spawn_or_forkserver_match_fork(method, tmp_path, marked):
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randint(0, 256, (96, 3, 8, 8), dtype=torch.uint8, generator=g), torch.arange(96) % 4)
     index = ed.write_shards(data, str(tmp_path / "s-%03d.tar"), maxcount=24, image_format="png", progress=False)
-    forked, started = _stream_epochs(index, "fork"), _stream_epochs(index, method)
+    (forked, forked_labels), (started, started_labels) = _stream_epochs(index, "fork"), _stream_epochs(index, method)
     assert [len(b) for b in started] == [12, 9, 12]
     for a, b in zip(forked, started):
         assert all(torch.equal(u, v) for u, v in zip(a, b))
+    for a, b in zip(forked_labels, started_labels):  # the workers were started as asked; same labels otherwise
+        assert (a >= 10).all() and (b < 10).all() and torch.equal(a - 10, b)
 
 
 def test_stream_checks_the_multiprocessing_context(tmp_path):

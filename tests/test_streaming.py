@@ -1039,3 +1039,37 @@ def test_write_shards_warns_when_channels_last_images_are_stored_as_npy(tmp_path
         warnings.simplefilter("error")  # asked for npy: nothing to say; (C, H, W) images: stored as jpg
         ed.write_shards(images, str(tmp_path / "n-%03d.tar"), image_format="npy", progress=False)
         ed.write_shards([(np.zeros((3, 8, 6), dtype=np.uint8), 0)], str(tmp_path / "c-%03d.tar"), progress=False)
+
+
+_SLOW: bool | None = None
+
+
+def _slow_in_old_workers(flag: str, sample: dict):
+    """Sample 5 is always bad; workers started before ``flag`` exists are slow (their reports come late)."""
+    global _SLOW
+    if _SLOW is None:
+        _SLOW = not os.path.exists(flag)
+    time.sleep(0.3 if _SLOW else 0.01)
+    if sample["__key__"].endswith("5"):
+        raise ValueError("sample 5 is bad")
+    return torch.from_numpy(np.load(io.BytesIO(sample["npy"]))), int(sample["cls"])
+
+
+def test_a_late_report_of_a_left_epoch_does_not_erase_the_next_epochs_skips(tmp_path):
+    data = TensorDataset(torch.arange(12).view(12, 1).float(), torch.zeros(12, dtype=torch.long))
+    index = ed.write_shards(data, str(tmp_path / "s-%03d.tar"), maxcount=12, image_format="npy", progress=False)
+    flag = tmp_path / "started"
+    loader = ed.stream(index, ed.mixup_pause(1, alpha=0.2), batch_size=2, num_workers=1, shuffle_buffer=0,
+                       decode=functools.partial(_slow_in_old_workers, str(flag)), handler="warn")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        it = iter(loader)  # kept by the caller: its worker would go on with epoch 0's prefetched batches
+        next(it)
+        flag.touch()
+        seen = 0
+        for x, _ in loader:  # epoch 1: sample 5 is bad here too
+            time.sleep(0.2)
+            seen += x.shape[0]
+    assert seen == 12 and [h["skipped"] for h in loader.history] == [0, 1]
+    with pytest.raises(StopIteration):
+        next(it)  # the left epoch's iterator was closed when epoch 1 began
