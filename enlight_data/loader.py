@@ -41,7 +41,13 @@ _TABLE_KEYS = ("size", "last", "sum", "count", "stats")
 
 
 class Source(Protocol):
-    """Where an :class:`EnlightLoader` gets each epoch's ``(indices, batch)`` pairs."""
+    """Where an :class:`EnlightLoader` gets each epoch's ``(indices, batch)`` pairs.
+
+    Optional hooks, looked up with ``getattr``: ``end_epoch(epoch, batches) -> dict`` (extra history fields of a
+    finished epoch whose first ``batches`` batches the loop took), and ``position_state(batches) -> dict`` with
+    ``load_position_state(state, epoch, excluded_mask, batches)`` (what an exact mid-epoch resume needs beyond the
+    batch count, saved as the state's ``"source"``; ``{}`` when there is nothing to save or nothing was saved).
+    """
 
     num_samples: int
 
@@ -133,6 +139,7 @@ class EnlightLoader:
         self._seen = 0  # samples of the current epoch handed out by this process
         self._open = False  # the current epoch has not been finalised
         self._resume = False  # the next iter() continues the current epoch
+        self._loaded_positions: dict[str, Any] = {}  # the "source" of a loaded state, until its epoch goes on
         self._pass_start = 0  # the batch the current pass over the epoch began at (> 0 for a resumed one)
         self._excluded = torch.empty(0, dtype=torch.int64)
         self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
@@ -618,7 +625,7 @@ class EnlightLoader:
         entry["batches"] = self._position
         end_epoch = getattr(self._source, "end_epoch", None)
         if end_epoch is not None:  # optional Source hook: extra history fields (e.g. skipped samples)
-            entry.update(end_epoch(self._epoch))
+            entry.update(end_epoch(self._epoch, self._position))
         self._tracker.observe(self._epoch, entry["accuracy"])
         if stats["nonfinite"]:
             warnings.warn(
@@ -646,7 +653,15 @@ class EnlightLoader:
             "table": self._table.state_dict(),
             "history": [dict(h) for h in self.history],
             "signature": {"source": self._source.signature(), "schedule": self.schedule.signature()},
+            "source": self._position_state(),
         }
+
+    def _position_state(self) -> dict[str, Any]:
+        """What the source needs to resume the open epoch exactly (optional Source hook; ``{}`` if none)."""
+        if self._resume:  # a loaded state whose epoch has not gone on yet: the same positions again
+            return copy.deepcopy(self._loaded_positions)
+        hook = getattr(self._source, "position_state", None)
+        return hook(self._position) if hook is not None and self._open else {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the next ``iter()`` continues where it was taken.
@@ -670,9 +685,9 @@ class EnlightLoader:
         scratch.load_state_dict(state["table"], prefix="state['table']")  # validates before anything changes
         tracker = PeriodTracker(self.schedule.period)
         tracker.load_state_dict(state["tracker"], prefix="state['tracker']")
+        mask = torch.zeros(self._table.size, dtype=torch.bool)
+        mask[excluded] = True
         if is_open:
-            mask = torch.zeros(self._table.size, dtype=torch.bool)
-            mask[excluded] = True
             # A sampler whose order cannot be replayed (None) would have to draw it to count it, which a rejected
             # state must not do: its position is not checked.
             total = self._source.peek_num_batches(epoch, mask)
@@ -680,6 +695,11 @@ class EnlightLoader:
                 raise ValueError(
                     f"state['position'] should be at most the {total} batches of epoch {epoch}, got position={position}"
                 )
+        positions = state.get("source", {}) if is_open else {}  # a state without the key: from before it existed
+        load_positions = getattr(self._source, "load_position_state", None)
+        if load_positions is not None:  # optional Source hook
+            load_positions(positions, epoch, mask, position)
+        self._loaded_positions = copy.deepcopy(positions)
         self._table.load_state_dict(state["table"])
         self._tracker = tracker
         self.history = [dict(h) for h in state["history"]]

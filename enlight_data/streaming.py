@@ -44,6 +44,7 @@ from .distributed import agreement_digest, resolve_rank, table_reducer
 from .loader import EnlightLoader, check_arguments, check_soft_targets, resolve_device
 from .schedule import Schedule
 from .shards import ShardCatalog, ShardError, close_stream, hash_id, load_catalog, local_path, member_key
+from .stream_positions import MESSAGE_CHARS, Mark, WorkerPositions, check_positions
 
 __all__ = ["ShardError", "StreamSource", "stream"]
 
@@ -51,7 +52,6 @@ DECODES = ("rgb8", "l8", "gpu")
 HANDLERS = ("raise", "warn")
 _IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 _JPEG_EXTS = ("jpg", "jpeg")
-_MESSAGE_BYTES = 400
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset.tariterators.base_plus_ext's pattern
 
 # NOTE [ Equal epochs from shards ]
@@ -82,10 +82,12 @@ _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset.tariterators.bas
 #      handler="warn". Samples a worker could not use (handler="warn") leave it short of its quota: it reads its
 #      segments again, in a new order per pass, until the quota is met, so the epoch keeps its length. A whole
 #      pass that yields no usable sample raises ShardError instead of repeating forever.
-# Resume (``begin(epoch, excluded, start_batch)``): logical worker w skips its batches before ``start_batch``
-# (the samples pass the shuffle buffer but are not decoded), and DataLoader worker d plays logical worker
-# (d + start_batch) % W, so the first batch after resuming is batch ``start_batch``. The continuation is exact
-# unless handler="warn" skipped bad samples inside the fast-forwarded part.
+# Resume (``begin(epoch, excluded, start_batch)``): logical worker w skips the samples of its batches before
+# ``start_batch`` (they pass the shuffle buffer but are not decoded), and DataLoader worker d plays logical worker
+# (d + start_batch) % W, so the first batch after resuming is batch ``start_batch``. With handler="warn", samples
+# that failed to decode before the resume point count as not delivered: each batch carries its worker's position
+# (stream_positions.py), the loader's state saves it, and the resumed worker skips exactly as many samples, so the
+# continuation is exact. (A state without positions, from before they were saved, assumes no bad sample there.)
 
 
 @dataclass(frozen=True)
@@ -184,8 +186,21 @@ class _Progress:
         self.key = ""
         self.read = 0
         self.kept_in_pass = 0
-        self.out = 0
+        self.out = 0  # samples delivered (fast-forwarded ones included)
+        self.taken = 0  # samples taken from the shuffled stream: delivered, fast-forwarded or undecodable
+        self.bad: list[int] = []  # positions in that stream of the samples that failed to decode
+        self.sent_bad = 0  # of them, those some batch's Mark already carried
+        self.skips = 0  # failures counted since the last batch
+        self.message = ""  # the first of them
         self.reported: set[tuple[str, str]] = set()  # failures counted this epoch: a repeat pass meets them again
+
+
+_Handler = Callable[..., bool]  # (exception, failed sample or None) -> True to skip, or raises
+
+
+def _sample_key(sample: dict[str, Any]) -> tuple[str, str]:
+    """How a failed sample is known in ``_Progress.reported``."""
+    return str(sample.get("__url__")), f"key {sample.get('__key__')}"
 
 
 def _key_of(fname: str) -> str:
@@ -300,7 +315,7 @@ def _read_segment(catalog: ShardCatalog, shard: int, first: int, stop: int, excl
 
 
 def _read(src: Iterable[tuple[int, int, int]], *, catalog: ShardCatalog, excluded: np.ndarray, progress: _Progress,
-          handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
+          handler: _Handler) -> Iterator[dict[str, Any]]:
     """The kept samples of each ``(shard, first, stop)`` segment; a failure skips the rest of the segment if
     ``handler`` returns True."""
     for shard, first, stop in src:
@@ -332,18 +347,27 @@ def _shuffle(src: Iterable[Any], *, bufsize: int, generator: torch.Generator) ->
         yield buf[k]
 
 
-def _skip(src: Iterable[Any], *, count: int, progress: _Progress) -> Iterator[Any]:
-    """Fast-forward past ``count`` samples without decoding them."""
+def _skip(src: Iterable[Any], *, count: int, bad: tuple[int, ...], progress: _Progress) -> Iterator[Any]:
+    """Fast-forward past ``count`` samples without decoding them; those at positions ``bad`` failed to decode when
+    they were first read, and count as not delivered (NOTE [ Equal epochs from shards ], resume)."""
     it = iter(src)
-    for _ in range(count):
-        if next(it, None) is None:
+    skipped = set(bad)
+    for pos in range(count):
+        sample = next(it, None)
+        if sample is None:
             return
-        progress.out += 1
+        progress.taken += 1
+        if pos not in skipped:
+            progress.out += 1
+        else:  # reported when it failed: a repeat pass that meets it again does not count it twice
+            progress.reported.add(_sample_key(sample))
+    progress.bad, progress.sent_bad = list(bad), len(bad)
+    progress.skips, progress.message = 0, ""  # failures met again on the way: counted before the state was saved
     yield from it
 
 
 def _decode(src: Iterable[dict[str, Any]], *, decoder: Callable[[dict[str, Any]], Any], progress: _Progress,
-            handler: Callable[[Exception], bool], batch_size: int,
+            handler: _Handler, batch_size: int,
             reseed: Callable[[int], None] | None = None) -> Iterator[tuple[int, Any]]:
     """``(id, decoder(sample))``; failures name the shard and the key, then go to ``handler``.
 
@@ -353,6 +377,8 @@ def _decode(src: Iterable[dict[str, Any]], *, decoder: Callable[[dict[str, Any]]
     for sample in src:
         if reseed is not None and progress.out % batch_size == 0:
             reseed(progress.out // batch_size)
+        pos = progress.taken
+        progress.taken += 1
         try:
             out = decoder(sample)
         except Exception as exc:
@@ -361,7 +387,8 @@ def _decode(src: Iterable[dict[str, Any]], *, decoder: Callable[[dict[str, Any]]
                 f"{type(exc).__name__}: {exc}"
             )
             err.__cause__ = exc
-            if handler(err):
+            if handler(err, sample):
+                progress.bad.append(pos)
                 continue
             raise err from exc
         progress.out += 1
@@ -378,19 +405,19 @@ def _take(src: Iterable[Any], *, count: int) -> Iterator[Any]:
             return
 
 
-def _batch(src: Iterable[tuple[int, Any]], *, batch_size: int, collate: Callable[[list[Any]], Any]
-           ) -> Iterator[tuple[Tensor, Any]]:
-    """``(ids, collate(items))`` batches of ``batch_size``; the last one may be short."""
+def _batch(src: Iterable[tuple[int, Any]], *, batch_size: int, collate: Callable[[list[Any]], Any],
+           mark: Callable[[], Mark]) -> Iterator[tuple[Tensor, Any, Mark]]:
+    """``(ids, collate(items), mark())`` batches of ``batch_size``; the last one may be short."""
     ids: list[int] = []
     items: list[Any] = []
     for sid, item in src:
         ids.append(sid)
         items.append(item)
         if len(items) == batch_size:
-            yield torch.tensor(ids, dtype=torch.int64), collate(items)
+            yield torch.tensor(ids, dtype=torch.int64), collate(items), mark()
             ids, items = [], []
     if items:
-        yield torch.tensor(ids, dtype=torch.int64), collate(items)
+        yield torch.tensor(ids, dtype=torch.int64), collate(items), mark()
 
 
 # --------------------------------------------------------------------------------------------- decoders, collate
@@ -489,16 +516,17 @@ def _identity(batch: Any) -> Any:
 class _ShardStream(IterableDataset):
     """One epoch of ``(ids, (input, target))`` batches per ``iter()``, planned from the shared clock."""
 
-    def __init__(self, catalog: ShardCatalog, clock: SharedClock, cursor: Tensor, excluded: Tensor, skipped: Tensor,
-                 messages: Tensor, *, seed: int, rank: int, world_size: int, batch_size: int, drop_last: bool,
-                 shuffle_buffer: int, decode: str | Callable[[dict[str, Any]], Any], handler: str) -> None:
+    def __init__(self, catalog: ShardCatalog, clock: SharedClock, cursor: Tensor, excluded: Tensor, *, seed: int,
+                 rank: int, world_size: int, batch_size: int, drop_last: bool, shuffle_buffer: int,
+                 decode: str | Callable[[dict[str, Any]], Any], handler: str) -> None:
         super().__init__()
         self.catalog = catalog
         self.clock = clock
         self.cursor = cursor  # [epoch, start batch, 1 if the mask is the clock's, begin() count]
         self.excluded = excluded  # the mask when begin() got another one than the clock's
-        self.skipped = skipped
-        self.messages = messages
+        # (begin() count, [(taken, bad positions)] per logical worker): where a resumed epoch's workers start. Workers
+        # get it with their copy of the dataset (StreamSource.begin restarts persistent ones for it).
+        self.resume: tuple[int, list[tuple[int, tuple[int, ...]]]] | None = None
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
@@ -508,34 +536,28 @@ class _ShardStream(IterableDataset):
         self.decode = decode
         self.handler = handler
 
-    def _report(self, slot: int, err: Exception, generation: int) -> None:
-        # NOTE [ Skips of a left epoch ]
-        # A loop left early (or a state loaded mid-epoch) leaves fetches of the old epoch running in persistent
-        # workers while begin() prepares the next one. Each slot's count is tagged with the begin() it belongs to and
-        # restarts at the first report of a new one; end_epoch() sums the current begin()'s counts only, so an old
-        # fetch's report never lands in the new epoch's count, however late it comes.
-        tag = int(self.skipped[slot, 0])
-        if generation < tag:  # a report of an older begin() than the slot's count: it counts nowhere
-            return
-        if generation > tag:
-            self.messages[slot].zero_()
-            self.skipped[slot, 1] = 0
-            self.skipped[slot, 0] = generation
-        self.skipped[slot, 1] += 1
-        if not bool(self.messages[slot, 0]):
-            raw = str(err).encode("utf-8", "replace")[: _MESSAGE_BYTES - 1]
-            self.messages[slot, : len(raw)] = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+    @staticmethod
+    def _report(progress: _Progress, err: Exception) -> None:
+        # NOTE [ Skips travel with the batches ]
+        # A failure is counted in the Mark of the worker's next batch, so the epoch's count is that of the batches
+        # the loop took: a loop left early (or a state loaded mid-epoch) leaves fetches of the old epoch running in
+        # persistent workers, and their batches, counts included, are never taken.
+        progress.skips += 1
+        if not progress.message:
+            progress.message = str(err)[:MESSAGE_CHARS]
 
-    def _handler(self, progress: _Progress, slot: int, generation: int) -> Callable[[Exception], bool]:
-        def handle(exn: Exception) -> bool:
+    def _handler(self, progress: _Progress) -> _Handler:
+        def handle(exn: Exception, sample: dict[str, Any] | None = None) -> bool:
             if isinstance(exn, ShardError):
                 exn.args = exn.args[:1]
                 if self.handler == "raise":
                     raise exn
-                where = ("", str(exn))  # the message names the shard and the sample
+                # A sample that fails to decode is known by its shard and key (a resumed worker knows the ones it
+                # fast-forwarded past); other errors by their message, which names the shard and the sample.
+                where = _sample_key(sample) if sample is not None else ("", str(exn))
                 if where not in progress.reported:
                     progress.reported.add(where)
-                    self._report(slot, exn, generation)
+                    self._report(progress, exn)
                 return True
             first = exn.args[0] if len(exn.args) == 1 else str(exn)  # OSError: (errno, reason)
             key = _key_of(progress.fname) if progress.fname else progress.key
@@ -545,7 +567,7 @@ class _ShardStream(IterableDataset):
             where = (progress.url, progress.fname)
             if where not in progress.reported:  # a repeat pass meets the same broken shard: count it once
                 progress.reported.add(where)
-                self._report(slot, err, generation)
+                self._report(progress, err)
             return True
 
         return handle
@@ -574,8 +596,11 @@ class _ShardStream(IterableDataset):
                        drop_last=self.drop_last, start_batch=start)
         if share.quota - share.skip <= 0:
             return iter(())
+        taken, bad = share.skip, ()  # a resume without positions: as if no sample before it had failed
+        if self.resume is not None and self.resume[0] == generation:
+            taken, bad = self.resume[1][worker]
         progress = _Progress()
-        handler = self._handler(progress, slot, generation)
+        handler = self._handler(progress)
         decoder, collate = self._decoder()
         mask = excluded.numpy()
         urls = self.catalog.urls
@@ -594,6 +619,13 @@ class _ShardStream(IterableDataset):
             return _shuffle(samples, bufsize=bufsize,
                             generator=make_generator(self.seed, epoch, Stream.BUFFER, self.rank, worker, passes))
 
+        def mark() -> Mark:
+            new = tuple(progress.bad[progress.sent_bad :])
+            progress.sent_bad = len(progress.bad)
+            out = Mark(worker, progress.taken, new, progress.skips, progress.message)
+            progress.skips, progress.message = 0, ""
+            return out
+
         reseed = None
         if info is not None and callable(self.decode):
             # A decode function's own random draws (the global states of this worker) are the same for a batch after
@@ -606,11 +638,11 @@ class _ShardStream(IterableDataset):
 
         pipeline = wds.DataPipeline(
             partial(_passes, make_pass=make_pass, progress=progress, names=[urls[s] for s, _, _ in share.pool]),
-            partial(_skip, count=share.skip, progress=progress),
+            partial(_skip, count=taken, bad=bad, progress=progress),
             partial(_decode, decoder=decoder, progress=progress, handler=handler, batch_size=self.batch_size,
                     reseed=reseed),
             partial(_take, count=share.quota - share.skip),
-            partial(_batch, batch_size=self.batch_size, collate=collate),
+            partial(_batch, batch_size=self.batch_size, collate=collate, mark=mark),
         )
         return iter(pipeline)
 
@@ -691,14 +723,11 @@ class StreamSource:
         # excluded mask when begin() is given another one than the clock's (the loader validating a state).
         self._cursor = torch.tensor([-1, 0, 1, 0], dtype=torch.int64).share_memory_()
         self._excluded = torch.zeros(catalog.num_ids, dtype=torch.bool).share_memory_()
-        slots = max(workers, 1)
-        # Per worker slot: [the begin() its count belongs to, samples skipped] (NOTE [ Skips of a left epoch ]).
-        self._skipped = torch.full((slots, 2), -1, dtype=torch.int64).share_memory_()
-        self._messages = torch.zeros((slots, _MESSAGE_BYTES), dtype=torch.uint8).share_memory_()
+        self._positions = WorkerPositions(max(workers, 1))
+        self._loaded: dict[str, Any] | None = None  # the positions of a loaded state, for the begin() it resumes
         self.dataset = _ShardStream(
-            catalog, clock, self._cursor, self._excluded, self._skipped, self._messages, seed=seed, rank=rank,
-            world_size=world_size, batch_size=batch_size, drop_last=drop_last,
-            shuffle_buffer=shuffle_buffer, decode=decode, handler=handler,
+            catalog, clock, self._cursor, self._excluded, seed=seed, rank=rank, world_size=world_size,
+            batch_size=batch_size, drop_last=drop_last, shuffle_buffer=shuffle_buffer, decode=decode, handler=handler,
         )
         pin = device is not None and device.type == "cuda" and decode != "gpu"
         self.loader = DataLoader(
@@ -732,6 +761,18 @@ class StreamSource:
         generation = int(self._cursor[3]) + 1
         self._cursor.copy_(torch.tensor([epoch, start_batch, int(mask is self._clock.excluded), generation]))
         self.loader.generator = make_generator(self.seed, epoch, Stream.LOADER, *self._rank_keys)
+        loaded = self._loaded
+        if loaded is None or (loaded["epoch"], loaded["position"]) != (epoch, start_batch) or start_batch == 0:
+            loaded = None
+        self._positions.begin(epoch, start_batch, loaded)
+        self.dataset.resume = None
+        if loaded is not None:
+            self.dataset.resume = (generation, [(n, tuple(b)) for n, b in zip(loaded["taken"], loaded["bad"])])
+            # Persistent workers hold the copy of the dataset they started with: start new ones, which copy this one.
+            running = getattr(self.loader, "_iterator", None)
+            if running is not None:
+                running._shutdown_workers()
+                self.loader._iterator = None
 
     def batches(self) -> Iterator[tuple[Tensor, Any]]:
         """The begun epoch's ``(ids, (input, target))`` batches."""
@@ -742,7 +783,9 @@ class StreamSource:
     def _loader_batches(self) -> Iterator[tuple[Tensor, Any]]:
         it = iter(self.loader)
         try:
-            yield from it
+            for ids, batch, mark in it:
+                self._positions.add(mark)
+                yield ids, batch
         except Exception:
             # NOTE [ Shut workers down on errors ]
             # The traceback of an error raised from a worker keeps the DataLoader iterator alive; when the garbage
@@ -778,16 +821,35 @@ class StreamSource:
         return _plan(self.catalog, excluded, seed=self.seed, epoch=epoch, world_size=self.world_size,
                      batch_size=self.batch_size, drop_last=self.drop_last).num_batches
 
-    def end_epoch(self, epoch: int) -> dict[str, Any]:
-        """Extra history fields of a finished epoch (``skipped``); warns once per epoch about skipped samples."""
-        current = self._skipped[:, 0] == self._cursor[3]
-        skipped = int(self._skipped[current, 1].sum())
+    def end_epoch(self, epoch: int, batches: int) -> dict[str, Any]:
+        """Extra history fields of a finished epoch (``skipped``: in its first ``batches`` batches, those the loop
+        took); warns once per epoch about skipped samples."""
+        skipped, first = self._positions.skipped(batches)
         if skipped:
-            rows = [bytes(row[row != 0].tolist()).decode("utf-8", "replace") for row in self._messages[current]]
-            first = next((r for r in rows if r), "")
             warnings.warn(f"epoch {epoch}: skipped {skipped} bad samples or shard tails; first: {first}",
                           RuntimeWarning, stacklevel=4)
         return {"skipped": skipped}
+
+    def position_state(self, batches: int) -> dict[str, Any]:
+        """The workers' positions after the begun epoch's first ``batches`` batches, for the loader's state."""
+        return self._positions.state(batches)
+
+    def load_position_state(self, state: dict[str, Any], epoch: int, excluded: Tensor, batches: int) -> None:
+        """Validate a :meth:`position_state` (``{}``: none saved) for a resume of ``epoch`` (without the ``excluded``
+        bool mask of ids) at batch ``batches``; the next ``begin()`` of that epoch and batch uses it.
+
+        Raises:
+            ValueError: If it is malformed or does not fit this stream, the epoch or the batch.
+        """
+        loaded = None
+        if state != {}:
+            plan = _plan(self.catalog, excluded, seed=self.seed, epoch=epoch, world_size=self.world_size,
+                         batch_size=self.batch_size, drop_last=self.drop_last)
+            workers = self._positions.workers
+            delivered = [_share(plan, rank=self.rank, worker=w, num_workers=workers, batch_size=self.batch_size,
+                                drop_last=self.drop_last, start_batch=batches).skip for w in range(workers)]
+            loaded = check_positions(state, epoch=epoch, position=batches, delivered=delivered)
+        self._loaded = loaded
 
     def agreement(self) -> int:
         """What every rank must share in the current epoch: the settings that make the plan (and the epoch).

@@ -1073,3 +1073,106 @@ def test_a_late_report_of_a_left_epoch_does_not_erase_the_next_epochs_skips(tmp_
     assert seen == 12 and [h["skipped"] for h in loader.history] == [0, 1]
     with pytest.raises(StopIteration):
         next(it)  # the left epoch's iterator was closed when epoch 1 began
+
+
+def _bad_keys(keys: frozenset, sample: dict):
+    """Decode ``npy`` samples; the samples whose key (as an int) is in ``keys`` are undecodable."""
+    if int(sample["__key__"]) in keys:
+        raise ValueError(f"sample {sample['__key__']} is bad")
+    return torch.from_numpy(np.load(io.BytesIO(sample["npy"]))), int(sample["cls"])
+
+
+@pytest.mark.parametrize(
+    "bad, maxcount, workers, persistent",
+    [
+        ({3}, 8, 2, False),  # one bad sample early in a worker's share
+        ({3}, 8, 2, True),  # the same state loaded into a loader whose persistent workers already run
+        ({0, 1, 2, 3, 4, 5, 6}, 4, 0, False),  # a worker runs short in pass 0: its second pass is fast-forwarded too
+        ({1, 9, 17}, 8, 3, False),  # bad samples in several workers' shares
+    ],
+)
+def test_mid_epoch_resume_is_exact_after_skipped_bad_samples(tmp_path, bad, maxcount, workers, persistent):
+    # A bad sample skipped before the resume point used to be unknown to the resumed run (the fast-forward does not
+    # decode): that worker's rest of the epoch came one sample early, and the epoch's count missed it.
+    index = _index_of(tmp_path, n=24, maxcount=maxcount)
+
+    def make():
+        return ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=2, num_workers=workers,
+                         shuffle_buffer=3, decode=functools.partial(_bad_keys, frozenset(bad)), handler="warn",
+                         persistent_workers=persistent)
+
+    def run(loader, stop=None):
+        out = []
+        for k, (x, _) in enumerate(loader):
+            out.append(ids_of(x))
+            loader.record(x.flatten(1)[:, 0].float())
+            if k == stop:
+                return out
+        return out
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the skipped samples, warned about once per epoch
+        full = make()
+        run(full)
+        reference = run(full)  # epoch 1, with removals
+        stop = len(reference) - 3
+        loader = make()
+        run(loader)
+        run(loader, stop=stop)
+        state = loader.state_dict()
+        resumed = make()
+        if persistent:
+            run(resumed)  # its workers start now, in epoch 0
+        resumed.load_state_dict(state)
+        again = make()
+        again.load_state_dict(resumed.state_dict())  # saved again before the resumed epoch went on: the same state
+        assert run(resumed) == reference[stop + 1 :]
+        assert run(again) == reference[stop + 1 :]
+    assert resumed.history[-1]["skipped"] == again.history[-1]["skipped"] == full.history[-1]["skipped"] > 0
+    assert resumed.history[-1]["seen"] == full.history[-1]["seen"]
+    assert [i for b in reference for i in b if i in bad] == []
+
+
+def test_saved_worker_positions_are_validated(tmp_path):
+    index = _index_of(tmp_path, n=24, maxcount=8)
+
+    def make():
+        return ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=2, num_workers=2,
+                         shuffle_buffer=3, decode=functools.partial(_bad_keys, frozenset({3})), handler="warn")
+
+    loader = make()
+    for k, (x, _) in enumerate(loader):
+        if k == 6:
+            break
+    state = loader.state_dict()
+    assert state["source"]["position"] == 7 and len(state["source"]["taken"]) == 2
+    assert sum(len(b) for b in state["source"]["bad"]) == state["source"]["skipped"] == 1
+    between = make()
+    with pytest.warns(RuntimeWarning, match="skipped 1 bad samples"):
+        list(between)
+    assert between.state_dict()["source"] == {}  # between epochs there is nothing to resume inside one
+
+    def broken(**change):
+        return {**state, "source": {**state["source"], **change}}
+
+    cases = [
+        (broken(taken=[1]), r"state\['source'\]\['taken'\] should be a list of 2 entries \(one per worker\)"),
+        (broken(position=3), r"should hold the workers' positions in epoch 0 after batch 7, got epoch=0, position=3"),
+        (broken(bad=[[5, 5], []]), r"should give worker 0 a count taken >= 0 and increasing bad positions"),
+        (broken(taken=[t + 1 for t in state["source"]["taken"]]),
+         r"worker 0's batches before batch 7 should hold 8 samples, got taken=\d+ with \d bad"),
+        (broken(skipped=-1), r"should have an int skipped >= 0 and a str message, got skipped=-1"),
+        ({**state, "source": [1]}, r"state\['source'\] should be a dict with keys \['epoch', 'position'"),
+    ]
+    for bad_state, message in cases:
+        fresh = make()
+        with pytest.raises(ValueError, match=message):
+            fresh.load_state_dict(bad_state)
+        assert fresh.epoch == -1  # nothing changed
+    # A state saved before positions were: it loads, and resumes as if nothing before the resume point had failed.
+    old = {k: v for k, v in state.items() if k != "source"}
+    resumed = make()
+    resumed.load_state_dict(old)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        assert sum(x.shape[0] for x, _ in resumed) == 24 - 14
