@@ -11,6 +11,7 @@ import gc
 import io
 import math
 import re
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -360,6 +361,19 @@ def _state_malformed():
     ok = make()
     ok.load_state_dict(dict(_save(saved), position=3))  # the epoch's end: one empty pass closes it
     assert list(ok) == [] and len(list(ok)) == 3
+    # stream(): the workers' positions in their shares must fit the saved epoch and batch.
+    with tempfile.TemporaryDirectory() as folder:
+        index = ed.write_shards(_tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long)),
+                                f"{folder}/s-%03d.tar", maxcount=4, image_format="npy", progress=False)
+        streamed = ed.stream(index, ed.mixup_pause(1, alpha=0.2), batch_size=2, num_workers=0, num_classes=3)
+        next(iter(streamed))
+        state = _save(streamed)
+        state["source"]["taken"] = [1]
+        resumed = ed.stream(index, ed.mixup_pause(1, alpha=0.2), batch_size=2, num_workers=0, num_classes=3)
+        with pytest.raises(ValueError, match=r"state\['source'\]: worker 0's batches before batch 1 should hold 2 "
+                                             r"samples, got taken=1 with 0 bad"):
+            resumed.load_state_dict(state)
+        assert resumed.epoch == -1
 
 
 @check("state-end-of-epoch")

@@ -18,6 +18,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -1176,3 +1178,61 @@ def test_saved_worker_positions_are_validated(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         assert sum(x.shape[0] for x, _ in resumed) == 24 - 14
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    n=st.integers(6, 30),
+    maxcount=st.integers(2, 9),
+    batch_size=st.integers(1, 4),
+    workers=st.sampled_from([0, 0, 2]),
+    buffer=st.integers(0, 5),
+    drop_last=st.booleans(),
+    bad=st.sets(st.integers(0, 29), max_size=6),
+    cut=st.one_of(st.none(), st.integers(0, 29)),
+    stop=st.integers(0, 20),
+)
+def test_stream_resume_is_exact_with_any_bad_data(tmp_path, n, maxcount, batch_size, workers, buffer, drop_last,
+                                                  bad, cut, stop):
+    """Resuming at any batch of an epoch with undecodable samples and a shard cut short gives the same batches and
+    the same skip count as the uninterrupted epoch (or the same error)."""
+    folder = tmp_path / f"case{len(os.listdir(tmp_path))}"
+    folder.mkdir()
+    index = _index_of(folder, n=n, maxcount=maxcount)
+    bad = frozenset(i for i in bad if i < n)
+    if cut is not None and cut < n:
+        _cut_before(folder / f"s-{cut // maxcount:03d}.tar", f"{cut:09d}")
+
+    def make():
+        return ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=batch_size, num_workers=workers,
+                         shuffle_buffer=buffer, drop_last=drop_last, decode=functools.partial(_bad_keys, bad),
+                         handler="warn")
+
+    def run(loader, until=None):
+        out = []
+        try:
+            for k, (x, _) in enumerate(loader):
+                out.append(ids_of(x))
+                loader.record(x.flatten(1)[:, 0].float())
+                if k == until:
+                    break
+        except ShardError as exc:  # every sample of some worker's share is bad
+            out.append(str(exc).split(";")[0])
+        return out
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full = make()
+        run(full)
+        reference = run(full)  # epoch 1: removals, bad samples, a lost shard tail
+        if not reference or isinstance(reference[-1], str):
+            return
+        at = stop % len(reference)
+        loader = make()
+        run(loader)
+        run(loader, until=at)
+        resumed = make()
+        resumed.load_state_dict(loader.state_dict())
+        assert run(resumed) == reference[at + 1 :]
+    assert resumed.history[-1]["skipped"] == full.history[-1]["skipped"]
+    event(f"resumed after bad data: {full.history[-1]['skipped'] > 0}, workers: {workers}")
