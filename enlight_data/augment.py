@@ -613,7 +613,11 @@ class GpuAugment:
         batch, sizes, unit = self._as_batch(x)
         if generator is None:
             generator = self._own_generator(batch.device)
-        n, _, h, w = batch.shape
+        n, c, h, w = batch.shape
+        if n == 0:  # nothing to draw (and no reduction over an empty batch)
+            _check_strength(strength)
+            fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+            return batch.new_empty((0, c, *self.size), dtype=self.out_dtype).contiguous(memory_format=fmt)
         heights, widths = (h, w) if sizes is None else sizes
         params = self.draw(n, heights, widths, generator=generator, device=batch.device, strength=strength)
         return self._apply(batch, params, unit)
@@ -977,12 +981,13 @@ def _crop_resize_flip_roi(x: Tensor, params: AugmentParams, size: tuple[int, int
 
 
 # NOTE [ Kornia and the global RNG ]
-# Kornia augmentations draw their parameters from torch's *global* RNG and take no generator. To keep runs
-# reproducible under our explicit generators, apply_augment draws a seed from the caller's generator, then runs the
-# Kornia module inside `torch.random.fork_rng`, which saves the CPU RNG (and the RNG of the input's CUDA device) and
-# restores it on exit, after seeding exactly those RNGs with the drawn seed. This is the only place in enlight_data
-# that touches global RNG state, and it leaves it as it found it. Drawing the seed from a CUDA generator costs one
-# device-to-host copy per call; Kornia itself synchronises far more often than that.
+# Kornia augmentations, torchvision v2 transforms and most other callables draw their parameters from torch's
+# *global* RNG and take no generator. To keep runs reproducible under our explicit generators (the same draws after a
+# resume, whatever the caller's global state), apply_augment draws a seed from the caller's generator, then runs any
+# augmentation but a GpuAugment inside `torch.random.fork_rng`, which saves the CPU RNG (and the RNG of the input's
+# CUDA device) and restores it on exit, after seeding exactly those RNGs with the drawn seed. This is the only place
+# in enlight_data that touches global RNG state, and it leaves it as it found it. The seed is read from a CUDA
+# generator on the host (_host_seed), so nothing waits for the device.
 
 
 def _is_kornia_augmentation(obj: object) -> bool:
@@ -1019,8 +1024,9 @@ def apply_augment(
 
     Args:
         augment: A :class:`GpuAugment` (called with ``generator`` and ``strength``), a Kornia augmentation or
-            augmentation container (uint8 input is converted to float in ``[0, 1]``; run under a seed drawn from
-            ``generator``, see NOTE [ Kornia and the global RNG ]), or any other callable (called as ``augment(x)``).
+            augmentation container (uint8 input is converted to float in ``[0, 1]``), or any other callable (called
+            as ``augment(x)``). All but a GpuAugment run under a seed drawn from ``generator`` (NOTE [ Kornia and
+            the global RNG ]).
         x: The batch.
         generator: Source of randomness for this batch.
         strength: Augmentation strength in ``[0, 1]``; only :class:`GpuAugment` uses it.
@@ -1045,12 +1051,12 @@ def apply_augment(
             raise TypeError(f"a Kornia augmentation needs a (B, C, H, W) tensor, got x={type(x).__name__}")
         if x.dtype == torch.uint8:
             x = x.to(torch.float32).div_(255.0)
-        seed = _host_seed(generator)
-        cuda = x.device.type == "cuda"
-        with torch.random.fork_rng(devices=[x.device] if cuda else [], device_type="cuda"):
-            torch.random.default_generator.manual_seed(seed)
-            if cuda:
-                with torch.cuda.device(x.device):
-                    torch.cuda.manual_seed(seed)
-            return augment(x)
-    return augment(x)
+    device = x.device if isinstance(x, Tensor) else (x[0].device if len(x) else torch.device("cpu"))
+    seed = _host_seed(generator)
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):
+        torch.random.default_generator.manual_seed(seed)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed)
+        return augment(x)

@@ -229,8 +229,10 @@ class LossTable:
         current = torch.where(self._count > 0, self._sum / self._count.clamp_min(1.0), self._last)
         return current.to("cpu", torch.float32)
 
-    def select_high_loss(self, fraction: float) -> Tensor:
+    def select_high_loss(self, fraction: float, *, losses: Tensor | None = None) -> Tensor:
         """Indices of the ``floor(fraction * k)`` highest losses, ``k`` the samples with a loss.
+
+        ``losses`` replaces the table's (e.g. :meth:`losses`, the running epoch's merged in) to preview a choice.
 
         ``fraction * k`` is computed exactly (0.29 of 100 is 29, not 28). Samples with
         no recorded loss are never selected. Returns a CPU int64 tensor (in no particular order).
@@ -244,14 +246,15 @@ class LossTable:
         fraction = cast(float, check_range("fraction", fraction, 0.0, 1.0, high_open=True))
         if fraction == 0.0:
             return torch.empty(0, dtype=torch.int64)
-        known = ~torch.isnan(self._last)
+        last = self._last if losses is None else losses
+        known = ~torch.isnan(last)
         k = int(known.sum())
         n_drop = math.floor(Fraction(repr(float(fraction))) * k)
         if n_drop == 0:
             return torch.empty(0, dtype=torch.int64)
         # Ranked on the CPU whatever the table's device: with tied losses at the cut, CPU and CUDA topk may pick
         # different samples, and a resumed run's table is on the CPU until its first record.
-        ranked = torch.where(known, self._last, -math.inf).cpu()
+        ranked = torch.where(known, last, -math.inf).cpu()
         return torch.topk(ranked, n_drop, sorted=False).indices
 
     # ------------------------------------------------------------------ state

@@ -30,7 +30,7 @@ from .schedule import Phase, PeriodTracker, Schedule
 from .tracking import TrackedLoss
 from .transfer import Prefetcher
 
-__all__ = ["EnlightLoader", "check_arguments", "check_soft_targets", "enlighten", "resolve_device"]
+__all__ = ["EnlightLoader", "SamplerView", "check_arguments", "check_soft_targets", "enlighten", "resolve_device"]
 
 STATE_VERSION = 1
 _STATE_KEYS = (
@@ -89,6 +89,30 @@ def _apply_augment(augment: Callable[..., Tensor], x: Tensor, *, generator: torc
     return apply_augment(augment, x, generator=generator, strength=strength)
 
 
+class SamplerView:
+    """What ``EnlightLoader.sampler`` gives a loop written for a DataLoader.
+
+    ``set_epoch(epoch)`` calls the loader's :meth:`EnlightLoader.set_epoch`; other attributes are those of the
+    wrapped DataLoader's sampler (none for :func:`enlight_data.stream`). The loader does not iterate it.
+    """
+
+    def __init__(self, loader: EnlightLoader, base: Any) -> None:
+        self._loader = loader
+        self._base = base
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the loader's next ``iter()`` start ``epoch`` (see :meth:`EnlightLoader.set_epoch`)."""
+        self._loader.set_epoch(epoch)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or self._base is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(self._base, name)
+
+    def __repr__(self) -> str:
+        return f"SamplerView(of {self._base!r})"
+
+
 class EnlightLoader:
     """A DataLoader wrapper that applies a :class:`Schedule` epoch by epoch.
 
@@ -139,6 +163,8 @@ class EnlightLoader:
         self._seen = 0  # samples of the current epoch handed out by this process
         self._open = False  # the current epoch has not been finalised
         self._resume = False  # the next iter() continues the current epoch
+        self._left = False  # the current epoch's pass ended early (a loop left, an error): the next iter() closes it
+        self._loaded_left = False  # the loaded state was taken after a pass was left: said at the resumed iter()
         self._loaded_positions: dict[str, Any] = {}  # the "source" of a loaded state, until its epoch goes on
         self._pass_start = 0  # the batch the current pass over the epoch began at (> 0 for a resumed one)
         self._excluded = torch.empty(0, dtype=torch.int64)
@@ -146,8 +172,10 @@ class EnlightLoader:
         self._recorded: tuple[Tensor, Tensor | None] | None = None  # the batch recorded last (one record each)
         self._warned_again = False
         self._warned_left = False
+        self._warned_empty = False
         self._failed_epoch = -1  # the last epoch an error ended
         self._live: weakref.ref[Generator[Any, None, None]] | None = None  # the last iter()'s iterator
+        self._sampler_view: SamplerView | None = None
         self._warned_nonfinite = -1
         self._mixes = any(p.mixes for p in schedule.phases)
         self._current_phase = 0  # the phase index the most recently started epoch began in
@@ -194,6 +222,16 @@ class EnlightLoader:
         return getattr(self._source, "user_dataset", None)
 
     @property
+    def sampler(self) -> SamplerView:
+        """The wrapped DataLoader's sampler, as ``DataLoader.sampler``, whose ``set_epoch(epoch)`` is this loader's.
+
+        A DDP loop's ``loader.sampler.set_epoch(epoch)`` thus works unchanged; the loader draws its own order.
+        """
+        if self._sampler_view is None:
+            self._sampler_view = SamplerView(self, getattr(self._source, "user_sampler", None))
+        return self._sampler_view
+
+    @property
     def batch_size(self) -> int:
         """Samples per batch, as ``DataLoader.batch_size``."""
         return int(self._source.signature()["batch_size"])
@@ -227,8 +265,10 @@ class EnlightLoader:
 
         The next epoch's count includes its removal (High-Loss Removal leaves out samples
         chosen from the losses recorded so far), so ``tqdm(loader)`` and step counts are
-        right in every epoch. An epoch left mid-way counts as in progress until the next
-        ``iter()``; after :meth:`load_state_dict` of a state taken mid-epoch, it is the
+        right in every epoch. After a loop left early, it counts the epoch the next ``iter()``
+        starts, with what closing the left one will decide (with several ranks, where closing
+        combines the ranks' tables, the left epoch counts until the next ``iter()``); after
+        :meth:`load_state_dict` of a state taken inside the loop mid-epoch, it is the
         batches left in that epoch, until it ends (a step count for a learning-rate schedule
         is best taken from a fresh loader, or before loading the state). Between epochs this
         ranks the loss table (``select_high_loss``). With a
@@ -238,11 +278,15 @@ class EnlightLoader:
         # Never below 0: a loaded position past the end (refused at the next iter()) counts as nothing left.
         if self._resume:  # the rest of an epoch restored mid-way: what the next iter() yields
             return max(0, self._source.num_batches() - self._position)
-        if self._open:  # what this pass over the epoch yields (the rest, for a resumed one)
+        preview = self._open and self._left and self._reduce is None
+        if self._open and not preview:  # what this pass over the epoch yields (the rest, for a resumed one)
             return max(0, self._source.num_batches() - self._pass_start)
         epoch = self._next_epoch
-        phase = self.schedule.phases[self._tracker.phase_index(epoch)]
-        excluded = self._table.select_high_loss(phase.drop_high_loss)
+        tracker, losses = self._tracker, None
+        if preview:  # a pass left early: what closing it at the next iter() will decide, without closing it yet
+            tracker, losses = self._preview_close()
+        phase = self.schedule.phases[tracker.phase_index(epoch)]
+        excluded = self._table.select_high_loss(phase.drop_high_loss, losses=losses)
         mask = None
         if excluded.numel():
             mask = torch.zeros(self._source.num_samples, dtype=torch.bool)
@@ -260,7 +304,7 @@ class EnlightLoader:
         if self._resume and epoch == self._epoch:
             return
         self._next_epoch = epoch
-        self._resume = False
+        self._resume = self._loaded_left = False
 
     # ------------------------------------------------------------------ loss feedback
     def track(self, criterion: Callable[..., Tensor], *, multi_label: bool = False) -> TrackedLoss:
@@ -405,23 +449,33 @@ class EnlightLoader:
         if self._resume:
             self._resume = False
             start = self._position
-        else:
-            left = self._open and self._failed_epoch != self._epoch and self._position < self._source.num_batches()
-            if left and not self._warned_left:
-                self._warned_left = True
+            if self._loaded_left:
+                self._loaded_left = False
                 warnings.warn(
-                    f"epoch {self._epoch} ends after {self._position} of its {self._source.num_batches()} batches: "
-                    "each iter() starts the next epoch, so a loop left early (or next(iter(loader)) to peek at a "
-                    "batch) uses one up; peek at the wrapped DataLoader instead (warned once)",
+                    f"the loaded state was taken after the loop over epoch {self._epoch} was left at batch {start} of "
+                    f"{self._source.num_batches()}: this iter() goes on with the rest of that epoch, as a resumed "
+                    f"run does; if the loop had moved on to the next epoch (epochs capped at a number of steps), "
+                    f"call loader.set_epoch({self._epoch + 1}) before iterating",
                     UserWarning,
                     stacklevel=2,
                 )
-            self._finish_epoch()
+        else:
+            self._close_left_epoch()
             start = 0
             self._begin_epoch(self._next_epoch)
         self._pass_start = start
+        self._left = False
         self._clock.activate()
         self._source.begin(self._epoch, self._clock.excluded, start)
+        if start == 0 and self._source.num_batches() == 0 and not self._warned_empty:
+            self._warned_empty = True
+            removed = int(self._excluded.numel())
+            left = f"the samples left after removing {removed}" if removed else "the samples"
+            per_rank = " per rank" if self._rank_keys else ""
+            reason = (f"with drop_last=True, {left} do not fill one batch of {self.batch_size}{per_rank}"
+                      if self.drop_last else f"no sample is left{per_rank} after removing {removed}")
+            warnings.warn(f"epoch {self._epoch} has no batches: {reason}; it trains on nothing (warned once)",
+                          RuntimeWarning, stacklevel=2)
         if start and start > self._source.num_batches():
             # Only a loaded state gets here: load_state_dict could not count the epoch's batches without drawing
             # the order of a sampler it cannot replay. An empty pass would silently skip the epoch's samples.
@@ -434,6 +488,29 @@ class EnlightLoader:
         run = self._run(self._epoch, start)
         self._live = weakref.ref(run)
         return run
+
+    def _preview_close(self) -> tuple[PeriodTracker, Tensor]:
+        """The period latch and the losses that closing the open epoch would give (one process: no reduction)."""
+        stats = self._table.pending()[2].tolist()  # correct, scored, ...
+        tracker = copy.deepcopy(self._tracker)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # said when the epoch is really closed
+            tracker.observe(self._epoch, stats[0] / stats[1] if stats[1] else None, trained=self._position > 0)
+        return tracker, self._table.losses()
+
+    def _close_left_epoch(self) -> None:
+        """Close the current epoch if it is open (its pass left early, or not begun after a loaded state)."""
+        left = self._open and self._failed_epoch != self._epoch and self._position < self._source.num_batches()
+        if left and not self._warned_left:
+            self._warned_left = True
+            warnings.warn(
+                f"epoch {self._epoch} ends after {self._position} of its {self._source.num_batches()} batches: "
+                "each iter() starts the next epoch, so a loop left early (or next(iter(loader)) to peek at a "
+                "batch) uses one up; peek at the wrapped DataLoader instead (warned once)",
+                UserWarning,
+                stacklevel=3,
+            )
+        self._finish_epoch()
 
     def _begin_epoch(self, epoch: int) -> None:
         phase_index = self._tracker.phase_index(epoch)
@@ -566,6 +643,8 @@ class EnlightLoader:
             # iterator closed late (collected after a newer epoch began) leaves the newer batch alone.
             if self._batch is handed[0]:
                 self._batch = None
+            if self._open and self._epoch == epoch:
+                self._left = True  # unless the epoch is finished just below (the pass ran to its end)
         if self._open and self._epoch == epoch:
             self._finish_epoch()
 
@@ -614,6 +693,7 @@ class EnlightLoader:
         if not self._open:
             return
         self._open = False
+        self._left = False
         self._batch = None
         stats = self._table.finalize_epoch(self._reduce)
         entry = self.history[-1]
@@ -626,7 +706,7 @@ class EnlightLoader:
         end_epoch = getattr(self._source, "end_epoch", None)
         if end_epoch is not None:  # optional Source hook: extra history fields (e.g. skipped samples)
             entry.update(end_epoch(self._epoch, self._position))
-        self._tracker.observe(self._epoch, entry["accuracy"])
+        self._tracker.observe(self._epoch, entry["accuracy"], trained=self._position > 0)
         if stats["nonfinite"]:
             warnings.warn(
                 f"epoch {self._epoch}: {int(stats['nonfinite'])} non-finite per-sample losses were not recorded",
@@ -648,6 +728,7 @@ class EnlightLoader:
             "position": self._position,
             "seen": self._seen,
             "open": self._open,
+            "left": self._open and self._left,
             "excluded": self._excluded.clone(),
             "tracker": self._tracker.state_dict(),
             "table": self._table.state_dict(),
@@ -669,8 +750,9 @@ class EnlightLoader:
         A state taken inside the loop after k batches of an epoch makes the next ``iter()``
         continue that epoch with batch k + 1 (the skipped samples are not loaded); after
         the epoch's last batch that pass yields nothing and closes the epoch, so a loop that
-        resumes the saved epoch stays in step. One taken after the loop ended makes it start
-        the next epoch. Nothing is changed when the state is rejected. (With a custom sampler
+        resumes the saved epoch stays in step. One taken after the loop was left early (a ``break``,
+        an error) continues that epoch too, with a warning; call ``set_epoch(epoch + 1)`` if the loop
+        had moved on. One taken after the loop ended makes it start the next epoch. Nothing is changed when the state is rejected. (With a custom sampler
         that has no ``generator``, whose order cannot be replayed without drawing it, a position
         past the epoch's end is refused by the next ``iter()``, once the order is drawn.)
 
@@ -681,6 +763,9 @@ class EnlightLoader:
         """
         epoch, next_epoch, position, is_open, excluded = self._check_state(state)
         seen = _state_int("seen", state["seen"], minimum=0)
+        left = state.get("left", False)  # a state without the key: from before it was saved
+        if not isinstance(left, bool):
+            raise ValueError(f"state['left'] should be a bool, got left={left!r}")
         scratch = LossTable(self._table.size)
         scratch.load_state_dict(state["table"], prefix="state['table']")  # validates before anything changes
         tracker = PeriodTracker(self.schedule.period)
@@ -711,6 +796,8 @@ class EnlightLoader:
         self._excluded = excluded
         self._batch = None
         self._resume = False
+        self._left = False
+        self._loaded_left = False
         self._pass_start = 0
         if self.history:  # the phase the last epoch started in (the latch may have closed the period since)
             self._current_phase = 0 if self.history[-1].get("in_period") else 1
@@ -720,8 +807,11 @@ class EnlightLoader:
             self._source.begin(self._epoch, self._clock.excluded, 0)
             # Taken inside the loop, after any batch (the last one too: a step-based checkpoint cannot know), it
             # continues that epoch, so the loop that resumes the saved epoch stays in step with the loader. A
-            # set_epoch() before the state was taken wins over continuing.
+            # set_epoch() before the state was taken wins over continuing. One taken after the loop was left (a
+            # time limit, an error) continues it too, as torchdata's StatefulDataLoader does, and says so: a loop
+            # that had moved on to the next epoch calls set_epoch() for it.
             self._resume = self._next_epoch == self._epoch + 1
+            self._loaded_left = left and self._resume
 
     def _check_state(self, state: Any) -> tuple[int, int, int, bool, Tensor]:
         """Validate a state against this loader; returns (epoch, next_epoch, position, open, excluded)."""
@@ -814,6 +904,16 @@ def check_arguments(schedule: Any, *, num_classes: Any, seed: Any, augment: Any)
     check_int("seed", seed)
     if augment is not None and not callable(augment):
         raise TypeError(f"augment should be callable or None, got augment={augment!r}")
+    from .augment import GpuAugment
+
+    for name, phase in zip(("during", "after"), schedule.phases):
+        used = phase.augment if phase.augment is not None else augment
+        if phase.augment_strength != 1.0 and not isinstance(used, GpuAugment):
+            what = "augment=None" if used is None else f"augment of type {type(used).__name__}"
+            raise ValueError(
+                f"augment_strength scales a GpuAugment only, got augment_strength={phase.augment_strength} in the "
+                f"{name} phase with {what}; swap the augmentation per phase with Phase(augment=...) instead"
+            )
 
 
 def check_soft_targets(schedule: Schedule, num_classes: int | None) -> None:

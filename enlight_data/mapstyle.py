@@ -187,6 +187,7 @@ class MapSource:
         )
         self.seed = seed
         self.user_dataset = dataset
+        self.user_sampler = loader.sampler
         self.num_samples = len(dataset)  # type: ignore[arg-type]
         self.batch_size: int = loader.batch_size  # type: ignore[assignment]  # not None: check_loader
         self.drop_last: bool = loader.drop_last

@@ -114,7 +114,8 @@ class Phase:
             that are left out, highest loss first (High-Loss Removal).
         label_smoothing: Label smoothing in [0, 1) applied to the soft targets.
         augment_strength: Scales the batch augmentation's magnitudes and
-            probabilities, in [0, 1] (1 = as configured).
+            probabilities, in [0, 1] (1 = as configured); the phase's augmentation
+            must then be a ``GpuAugment`` (checked by ``enlighten()``/``stream()``).
         augment: An augmentation used in this phase instead of the loader's
             ``augment=`` (a Kornia module, ``GpuAugment`` or a callable).
 
@@ -276,12 +277,13 @@ class PeriodTracker:
         """0 during the period, 1 after it."""
         return 0 if self.in_period(epoch) else 1
 
-    def observe(self, epoch: int, accuracy: float | None) -> None:
+    def observe(self, epoch: int, accuracy: float | None, *, trained: bool = True) -> None:
         """Take an epoch's training accuracy into account at the epoch's end (accuracy periods only).
 
         Args:
             epoch: The epoch that ended.
             accuracy: Its training accuracy, ``None`` when no prediction was scored.
+            trained: Whether the epoch had any batch (one without says nothing about scoring).
 
         Warns:
             RuntimeWarning: Once, when an epoch in an accuracy period ended with no
@@ -291,7 +293,7 @@ class PeriodTracker:
         if target is None or self.end_epoch is not None:
             return
         cap = self.period.max_epochs
-        if accuracy is None and self.in_period(epoch) and not self._warned_unscored:
+        if accuracy is None and trained and self.in_period(epoch) and not self._warned_unscored:
             self._warned_unscored = True
             ending = "never ends" if cap is None else f"only ends at max_epochs={cap}"
             warnings.warn(

@@ -795,3 +795,58 @@ def test_augmented_batches_resume_mid_epoch_exactly():
     assert len(head) + len(again) == 6 and len(again) == len(rest)
     for (x, y), (x2, y2) in zip(rest, again):
         assert torch.equal(x, x2) and torch.equal(y, y2)
+
+
+def test_augment_strength_needs_an_augmentation_that_scales():
+    import enlight_data as ed
+
+    def noisy(x):
+        return x.float() + torch.rand(x.shape)
+
+    cases = [
+        (noisy, ed.Phase(augment_strength=0.0), "augment of type function"),
+        (None, ed.Phase(augment_strength=0.5), "augment=None"),
+    ]
+    for augment, during, what in cases:
+        with pytest.raises(ValueError, match=rf"augment_strength scales a GpuAugment only, got "
+                                             rf"augment_strength={during.augment_strength} in the during phase with "
+                                             rf"{what}; swap the augmentation per phase with Phase\(augment=...\)"):
+            ed.enlighten(_uint8_loader(), ed.Schedule(1, during, ed.Phase()), augment=augment)
+    # A phase's own GpuAugment scales, whatever the loader-wide augmentation.
+    ed.enlighten(_uint8_loader(), ed.Schedule(1, ed.Phase(augment=GpuAugment(16), augment_strength=0.5), ed.Phase()),
+                 augment=noisy)
+
+
+def test_a_plain_callable_augmentation_draws_from_the_loaders_seeds():
+    # torchvision v2 transforms and other callables draw from torch's global RNG: the loader runs them under a seed
+    # of its own per batch (as Kornia modules), so the global state is left alone and a resume gives the same draws.
+    import enlight_data as ed
+
+    def noisy(x):
+        return x.float() + torch.rand(x.shape)
+
+    def make():
+        return ed.enlighten(_uint8_loader(), ed.mixup_pause(1, alpha=0.2), num_classes=4, seed=5, augment=noisy)
+
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    whole = make()
+    first = [x for x, _ in whole]
+    assert torch.equal(torch.get_rng_state(), before)
+    it = iter(whole)
+    head = [next(it) for _ in range(2)]
+    state = whole.state_dict()
+    rest = [x for x, _ in it]
+    torch.manual_seed(123)  # another global state: the same batches
+    resumed = make()
+    assert all(torch.equal(a, b) for a, b in zip(first, [x for x, _ in make()]))
+    resumed.load_state_dict(state)
+    again = [x for x, _ in resumed]
+    assert len(head) + len(again) == 6 and all(torch.equal(a, b) for a, b in zip(rest, again))
+
+
+def test_gpu_augment_of_an_empty_batch_is_an_empty_batch():
+    aug = GpuAugment(6, **JITTER)
+    for x in (torch.zeros(0, 3, 8, 8, dtype=torch.uint8), torch.zeros(0, 3, 8, 8)):
+        out = aug(x, generator=gen())
+        assert out.shape == (0, 3, 6, 6) and out.dtype == torch.float32

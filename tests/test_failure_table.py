@@ -350,7 +350,8 @@ def _state_malformed():
                             num_classes=3)
 
     saved = make()
-    next(iter(saved))
+    live = iter(saved)  # kept: the state is taken inside the loop
+    next(live)
     resumed = make()
     resumed.load_state_dict(dict(_save(saved), position=4))
     assert len(resumed) == 0  # nothing left to count (not a negative length)

@@ -2,6 +2,7 @@
 
 import collections
 import io
+import re
 import warnings
 
 import pytest
@@ -810,3 +811,104 @@ def test_repr_names_the_state_and_the_schedule():
     text = repr(loader)
     assert text.startswith("EnlightLoader(epoch=-1, in_period=True, num_samples=20, batch_size=4, device=None, seed=3")
     assert "drop_high_loss=0.25" in text
+
+
+def _saved(loader) -> dict:
+    buf = io.BytesIO()
+    torch.save(loader.state_dict(), buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("schedule", [ed.mixup_pause(2, alpha=1.0), ed.high_loss_removal(2, fraction=0.3)])
+def test_a_checkpoint_after_a_loop_left_early_says_that_it_continues_the_epoch(schedule):
+    # A loop capped at 3 of its 5 batches per epoch, checkpointed after each epoch's loop. The resumed loader goes on
+    # with the left epoch (a time-limit stop wants that, as with torchdata's StatefulDataLoader), and says so; a loop
+    # that had moved on calls set_epoch() as the warning says, and repeats the uninterrupted run.
+    def make():
+        return ed.enlighten(DataLoader(Images(40), batch_size=8, shuffle=True), schedule, num_classes=4, seed=1)
+
+    def run(loader, epochs, out, first_epoch=None):
+        for e in range(epochs):
+            if first_epoch is not None:
+                loader.set_epoch(first_epoch + e)
+            for k, (x, y) in enumerate(loader):
+                out.append((x.clone(), y.clone()))
+                loader.record(x.flatten(1).mean(1), output=y, target=y)
+                if k == 2:
+                    break
+        return out
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the left epochs, warned once per loader
+        whole = run(make(), 4, [])
+        first = make()
+        run(first, 2, [])
+    state = _saved(first)
+    assert state["open"] and state["left"] and state["position"] == 3
+    goes_on = make()
+    goes_on.load_state_dict(state)
+    assert len(goes_on) == 2
+    with pytest.warns(UserWarning, match=r"the loaded state was taken after the loop over epoch 1 was left at batch 3 "
+                                         r"of 5: this iter\(\) goes on with the rest of that epoch, as a resumed run "
+                                         r"does; .* call loader.set_epoch\(2\) before iterating"):
+        assert len(list(goes_on)) == 2 and goes_on.epoch == 1
+    moved_on = make()
+    moved_on.load_state_dict(state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # the left epoch, closed by the next iter()
+        rest = run(moved_on, 2, [], first_epoch=2)
+    assert len(rest) == 6
+    for (x, y), (x2, y2) in zip(whole[6:], rest):
+        assert torch.equal(x, x2) and torch.equal(y, y2)
+    assert [h["epoch"] for h in moved_on.history] == [0, 1, 2, 3]
+    assert [h["batches"] for h in moved_on.history[:3]] == [3, 3, 3]
+
+
+def test_len_after_a_loop_left_early_counts_the_next_epoch():
+    loader = ed.enlighten(DataLoader(Images(32), batch_size=8), ed.high_loss_removal(3, fraction=0.5))
+    list(loader)  # epoch 0 recorded nothing: nothing to remove in epoch 1
+    for k, (x, _) in enumerate(loader):
+        loader.record(x.flatten(1)[:, 0])
+        if k == 1:
+            break
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        coming = len(loader)  # epoch 2 removes half of the 16 samples recorded in epoch 1
+    assert coming == 3 and loader.history[1]["batches"] is None  # closed by the next iter(), not by len()
+    with pytest.warns(UserWarning, match=r"epoch 1 ends after 2 of its 4 batches"):
+        assert len(list(loader)) == coming
+    assert loader.history[1]["recorded"] == 16 and loader.history[2]["removed"] == 8
+
+
+def test_sampler_set_epoch_of_a_ddp_loop_sets_the_loaders_epoch():
+    base = torch.utils.data.DistributedSampler(Images(32), num_replicas=1, rank=0, shuffle=True, seed=0)
+    loader = ed.enlighten(DataLoader(Images(32), batch_size=8, sampler=base), ed.mixup_pause(1, alpha=0.2),
+                          num_classes=4)
+    reference = ed.enlighten(DataLoader(Images(32), batch_size=8, sampler=base), ed.mixup_pause(1, alpha=0.2),
+                             num_classes=4)
+    for epoch in (0, 3):
+        loader.sampler.set_epoch(epoch)  # the loop body of an existing DDP script
+        reference.set_epoch(epoch)
+        assert [ids_of(x) for x, _ in loader] != [] and loader.epoch == epoch
+        list(reference)
+    assert [h["epoch"] for h in loader.history] == [0, 3]
+    assert loader.sampler.num_replicas == 1 and loader.sampler.shuffle  # the DataLoader's sampler, otherwise
+    with pytest.raises(ValueError, match="epoch should be >= 0"):
+        loader.sampler.set_epoch(-1)
+
+
+def test_an_epoch_without_batches_is_warned_about():
+    # drop_last with High-Loss Removal: 16 samples recorded, 14 of them removed, leave 6 of 20, less than one batch of 8.
+    schedule = ed.Schedule(ed.Period(until_accuracy=0.99, max_epochs=3), ed.Phase(drop_high_loss=0.9), ed.Phase())
+    loader = ed.enlighten(DataLoader(Images(20), batch_size=8, drop_last=True), schedule)
+    for x, y in loader:
+        loader.record(x.flatten(1)[:, 0], output=torch.zeros(x.shape[0], 4), target=y)  # 25 % right
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert list(loader) == [] and list(loader) == []
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 1, messages  # not "no training accuracy was scored": nothing was trained on
+    assert re.search(r"epoch 1 has no batches: with drop_last=True, the samples left after removing 14 do not fill "
+                     r"one batch of 8; it trains on nothing \(warned once\)", messages[0])
+    assert [h["batches"] for h in loader.history] == [2, 0, 0]

@@ -1236,3 +1236,11 @@ def test_stream_resume_is_exact_with_any_bad_data(tmp_path, n, maxcount, batch_s
         assert run(resumed) == reference[at + 1 :]
     assert resumed.history[-1]["skipped"] == full.history[-1]["skipped"]
     event(f"resumed after bad data: {full.history[-1]['skipped'] > 0}, workers: {workers}")
+
+
+def test_stream_sampler_set_epoch_sets_the_loaders_epoch(tmp_path):
+    loader = ed.stream(_index_of(tmp_path), ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=0)
+    loader.sampler.set_epoch(3)  # a DDP loop's body, unchanged
+    assert len(list(loader)) == 5 and loader.epoch == 3
+    with pytest.raises(AttributeError, match="'SamplerView' object has no attribute 'shuffle'"):
+        loader.sampler.shuffle  # noqa: B018 - a stream has no DataLoader sampler behind it
