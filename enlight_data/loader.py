@@ -164,8 +164,8 @@ class EnlightLoader:
         self._open = False  # the current epoch has not been finalised
         self._resume = False  # the next iter() continues the current epoch
         self._left = False  # the current epoch's pass ended early (a loop left, an error): the next iter() closes it
+        self._passing = False  # a pass over the current epoch is under way (an iter() made, not ended)
         self._loaded_left = False  # the loaded state was taken after a pass was left: said at the resumed iter()
-        self._loaded_positions: dict[str, Any] = {}  # the "source" of a loaded state, until its epoch goes on
         self._pass_start = 0  # the batch the current pass over the epoch began at (> 0 for a resumed one)
         self._excluded = torch.empty(0, dtype=torch.int64)
         self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
@@ -265,8 +265,9 @@ class EnlightLoader:
 
         The next epoch's count includes its removal (High-Loss Removal leaves out samples
         chosen from the losses recorded so far), so ``tqdm(loader)`` and step counts are
-        right in every epoch. After a loop left early, it counts the epoch the next ``iter()``
-        starts, with what closing the left one will decide (with several ranks, where closing
+        right in every epoch. After a loop left early (an iterator still held counts as a pass
+        under way) or a loaded state that is not continued, it counts the epoch the next
+        ``iter()`` starts, with what closing the open one will decide (with several ranks, where closing
         combines the ranks' tables, the left epoch counts until the next ``iter()``); after
         :meth:`load_state_dict` of a state taken inside the loop mid-epoch, it is the
         batches left in that epoch, until it ends (a step count for a learning-rate schedule
@@ -278,12 +279,14 @@ class EnlightLoader:
         # Never below 0: a loaded position past the end (refused at the next iter()) counts as nothing left.
         if self._resume:  # the rest of an epoch restored mid-way: what the next iter() yields
             return max(0, self._source.num_batches() - self._position)
-        preview = self._open and self._left and self._reduce is None
+        # An open epoch without a pass under way (left early, or loaded and not continued) is closed by the next
+        # iter(): with one process, count the epoch after it, from what closing it will decide.
+        preview = self._open and not self._passing and self._reduce is None
         if self._open and not preview:  # what this pass over the epoch yields (the rest, for a resumed one)
             return max(0, self._source.num_batches() - self._pass_start)
         epoch = self._next_epoch
         tracker, losses = self._tracker, None
-        if preview:  # a pass left early: what closing it at the next iter() will decide, without closing it yet
+        if preview:  # what closing the open epoch at the next iter() will decide, without closing it yet
             tracker, losses = self._preview_close()
         phase = self.schedule.phases[tracker.phase_index(epoch)]
         excluded = self._table.select_high_loss(phase.drop_high_loss, losses=losses)
@@ -465,6 +468,7 @@ class EnlightLoader:
             self._begin_epoch(self._next_epoch)
         self._pass_start = start
         self._left = False
+        self._passing = True
         self._clock.activate()
         self._source.begin(self._epoch, self._clock.excluded, start)
         if start == 0 and self._source.num_batches() == 0 and not self._warned_empty:
@@ -643,8 +647,9 @@ class EnlightLoader:
             # iterator closed late (collected after a newer epoch began) leaves the newer batch alone.
             if self._batch is handed[0]:
                 self._batch = None
-            if self._open and self._epoch == epoch:
-                self._left = True  # unless the epoch is finished just below (the pass ran to its end)
+            if self._epoch == epoch:
+                self._passing = False
+                self._left = self._open  # unless the epoch is finished just below (the pass ran to its end)
         if self._open and self._epoch == epoch:
             self._finish_epoch()
 
@@ -739,8 +744,6 @@ class EnlightLoader:
 
     def _position_state(self) -> dict[str, Any]:
         """What the source needs to resume the open epoch exactly (optional Source hook; ``{}`` if none)."""
-        if self._resume:  # a loaded state whose epoch has not gone on yet: the same positions again
-            return copy.deepcopy(self._loaded_positions)
         hook = getattr(self._source, "position_state", None)
         return hook(self._position) if hook is not None and self._open else {}
 
@@ -784,7 +787,6 @@ class EnlightLoader:
         load_positions = getattr(self._source, "load_position_state", None)
         if load_positions is not None:  # optional Source hook
             load_positions(positions, epoch, mask, position)
-        self._loaded_positions = copy.deepcopy(positions)
         self._table.load_state_dict(state["table"])
         self._tracker = tracker
         self.history = [dict(h) for h in state["history"]]
@@ -797,6 +799,7 @@ class EnlightLoader:
         self._batch = None
         self._resume = False
         self._left = False
+        self._passing = False
         self._loaded_left = False
         self._pass_start = 0
         if self.history:  # the phase the last epoch started in (the latch may have closed the period since)
@@ -804,7 +807,9 @@ class EnlightLoader:
         if self._open:
             phase_index = self._current_phase = self._tracker.phase_index(self._epoch)
             self._clock.set(self._epoch, phase_index, self._excluded)
-            self._source.begin(self._epoch, self._clock.excluded, 0)
+            # Prepared at the loaded batch: what a source keeps of the batches before it (a stream's worker
+            # positions) is then there for a state_dict(), and for closing the epoch if it is not continued.
+            self._source.begin(self._epoch, self._clock.excluded, position)
             # Taken inside the loop, after any batch (the last one too: a step-based checkpoint cannot know), it
             # continues that epoch, so the loop that resumes the saved epoch stays in step with the loader. A
             # set_epoch() before the state was taken wins over continuing. One taken after the loop was left (a

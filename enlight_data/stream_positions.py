@@ -128,7 +128,9 @@ def check_positions(value: Any, *, epoch: int, position: int, delivered: list[in
     key = "state['source']"
     if not isinstance(value, dict) or set(value) != set(_KEYS):
         raise ValueError(f"{key} should be a dict with keys {list(_KEYS)} (from state_dict()), got {value!r:.80}")
-    if value["epoch"] != epoch or value["position"] != position:
+    if type(value["epoch"]) is not int or type(value["position"]) is not int or (value["epoch"], value["position"]) != (
+        epoch, position
+    ):
         raise ValueError(f"{key} should hold the workers' positions in epoch {epoch} after batch {position}, got "
                          f"epoch={value['epoch']!r}, position={value['position']!r}")
     taken, bad = value["taken"], value["bad"]

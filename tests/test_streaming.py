@@ -1244,3 +1244,48 @@ def test_stream_sampler_set_epoch_sets_the_loaders_epoch(tmp_path):
     assert len(list(loader)) == 5 and loader.epoch == 3
     with pytest.raises(AttributeError, match="'SamplerView' object has no attribute 'shuffle'"):
         loader.sampler.shuffle  # noqa: B018 - a stream has no DataLoader sampler behind it
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_loaded_epoch_closed_without_continuing_keeps_its_positions_and_skips(tmp_path, workers):
+    # A state taken inside the loop, loaded, then set_epoch(next) as a loop that had moved on does: the loaded
+    # epoch is closed without being continued. Its saved positions must survive (for a state_dict() in between)
+    # and its skip count must be the one it had.
+    index = _index_of(tmp_path, n=24, maxcount=8)
+
+    def make():
+        return ed.stream(index, ed.high_loss_removal(3, fraction=0.25), batch_size=2, num_workers=workers,
+                         shuffle_buffer=3, decode=functools.partial(_bad_keys, frozenset({3, 11})), handler="warn")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        original = make()
+        for k, (x, _) in enumerate(original):
+            original.record(x.flatten(1)[:, 0].float())
+            if k == 4:
+                state = original.state_dict()
+                break
+        original.set_epoch(1)
+        coming = len(original)
+        reference = epoch_ids(original)
+        resumed = make()
+        resumed.load_state_dict(state)
+        resumed.set_epoch(1)
+        assert resumed.state_dict()["source"] == state["source"]
+        assert len(resumed) == coming == len(reference)
+        assert epoch_ids(resumed) == reference
+    assert state["source"]["skipped"] >= 1
+    assert resumed.history[0] == original.history[0]
+
+
+def test_saved_worker_positions_name_a_non_int_epoch_or_position(tmp_path):
+    index = _index_of(tmp_path)
+    loader = ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=0)
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    for key, value in (("epoch", torch.tensor([0, 0])), ("position", 1.0), ("epoch", False)):
+        bad = {**state, "source": {**state["source"], key: value}}
+        with pytest.raises(ValueError, match=r"state\['source'\] should hold the workers' positions in epoch 0 after "
+                                             r"batch 1, got epoch="):
+            ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=0).load_state_dict(bad)
