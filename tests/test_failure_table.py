@@ -247,6 +247,23 @@ def _no_accuracy():
     assert loader.in_period
 
 
+@check("empty-epoch")
+def _empty_epoch():
+    schedule = ed.Schedule(ed.Period(until_accuracy=0.99, max_epochs=3), ed.Phase(drop_high_loss=0.9), ed.Phase())
+    data = _tensors(torch.arange(20.0).view(20, 1), torch.arange(20) % 3)
+    loader = ed.enlighten(DataLoader(data, batch_size=8, drop_last=True), schedule)
+    for x, y in loader:
+        loader.record(x[:, 0], output=torch.zeros(x.shape[0], 3), target=y)  # 16 recorded, a third right
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert list(loader) == [] and list(loader) == []
+    assert [str(w.message) for w in caught] == [
+        "epoch 1 has no batches: with drop_last=True, the samples left after removing 14 do not fill one batch of 8; "
+        "it trains on nothing (warned once)"
+    ]
+    assert [h["batches"] for h in loader.history] == [2, 0, 0]
+
+
 @check("noop-strategy")
 def _noop_strategy():
     for make_schedule, match in [
