@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from numbers import Integral, Real
 from typing import Any
@@ -1013,6 +1013,14 @@ def _host_seed(generator: torch.Generator) -> int:
     return derive_seed(generator.initial_seed(), offset)
 
 
+def _first_tensor(x: Any) -> Tensor | None:
+    """The batch's tensor, or the first of a list, tuple or dict batch (whose device's RNG is seeded)."""
+    if isinstance(x, Tensor):
+        return x
+    items = x.values() if isinstance(x, Mapping) else x if isinstance(x, Sequence) and not isinstance(x, str) else ()
+    return next((t for t in items if isinstance(t, Tensor)), None)
+
+
 def apply_augment(
     augment: GpuAugment | Callable[..., Tensor],
     x: Tensor | Sequence[Tensor],
@@ -1051,7 +1059,8 @@ def apply_augment(
             raise TypeError(f"a Kornia augmentation needs a (B, C, H, W) tensor, got x={type(x).__name__}")
         if x.dtype == torch.uint8:
             x = x.to(torch.float32).div_(255.0)
-    device = x.device if isinstance(x, Tensor) else (x[0].device if len(x) else torch.device("cpu"))
+    first = _first_tensor(x)
+    device = first.device if first is not None else torch.device("cpu")  # a batch of other things: the CPU's RNG
     seed = _host_seed(generator)
     cuda = device.type == "cuda"
     with torch.random.fork_rng(devices=[device] if cuda else [], device_type="cuda"):

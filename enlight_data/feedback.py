@@ -246,6 +246,10 @@ class LossTable:
         fraction = cast(float, check_range("fraction", fraction, 0.0, 1.0, high_open=True))
         if fraction == 0.0:
             return torch.empty(0, dtype=torch.int64)
+        if losses is not None and (not isinstance(losses, Tensor) or losses.shape != (self.size,)
+                                   or not losses.is_floating_point()):
+            got = f"shape {tuple(losses.shape)}" if isinstance(losses, Tensor) else f"{type(losses).__name__}"
+            raise ValueError(f"losses should be a float tensor of shape ({self.size},), got {got}")
         last = self._last if losses is None else losses
         known = ~torch.isnan(last)
         k = int(known.sum())

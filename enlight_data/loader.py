@@ -92,8 +92,10 @@ def _apply_augment(augment: Callable[..., Tensor], x: Tensor, *, generator: torc
 class SamplerView:
     """What ``EnlightLoader.sampler`` gives a loop written for a DataLoader.
 
-    ``set_epoch(epoch)`` calls the loader's :meth:`EnlightLoader.set_epoch`; other attributes are those of the
-    wrapped DataLoader's sampler (none for :func:`enlight_data.stream`). The loader does not iterate it.
+    ``set_epoch(epoch)`` calls the loader's :meth:`EnlightLoader.set_epoch`; ``len()`` and other attributes are
+    those of the wrapped DataLoader's sampler (none for :func:`enlight_data.stream`). It is not that sampler's type
+    (check ``hasattr(loader.sampler, "set_epoch")`` rather than ``isinstance``), and it cannot be iterated: the
+    loader draws its own order.
     """
 
     def __init__(self, loader: EnlightLoader, base: Any) -> None:
@@ -108,6 +110,14 @@ class SamplerView:
         if name.startswith("_") or self._base is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         return getattr(self._base, name)
+
+    def __len__(self) -> int:
+        if self._base is None:
+            raise TypeError("loader.sampler has no length: a stream has no DataLoader sampler; use len(loader)")
+        return len(self._base)
+
+    def __iter__(self) -> Iterator[int]:
+        raise TypeError("loader.sampler cannot be iterated: the loader draws its own order; iterate the loader")
 
     def __repr__(self) -> str:
         return f"SamplerView(of {self._base!r})"
@@ -163,9 +173,8 @@ class EnlightLoader:
         self._seen = 0  # samples of the current epoch handed out by this process
         self._open = False  # the current epoch has not been finalised
         self._resume = False  # the next iter() continues the current epoch
-        self._left = False  # the current epoch's pass ended early (a loop left, an error): the next iter() closes it
-        self._passing = False  # a pass over the current epoch is under way (an iter() made, not ended)
-        self._loaded_left = False  # the loaded state was taken after a pass was left: said at the resumed iter()
+        self._passing = False  # an iter() over the current epoch was made and has not ended (see _under_way)
+        self._loaded_left = False  # the loaded state was taken after its pass ended early: said at the resumed iter()
         self._pass_start = 0  # the batch the current pass over the epoch began at (> 0 for a resumed one)
         self._excluded = torch.empty(0, dtype=torch.int64)
         self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
@@ -175,7 +184,6 @@ class EnlightLoader:
         self._warned_empty = False
         self._failed_epoch = -1  # the last epoch an error ended
         self._live: weakref.ref[Generator[Any, None, None]] | None = None  # the last iter()'s iterator
-        self._sampler_view: SamplerView | None = None
         self._warned_nonfinite = -1
         self._mixes = any(p.mixes for p in schedule.phases)
         self._current_phase = 0  # the phase index the most recently started epoch began in
@@ -227,9 +235,7 @@ class EnlightLoader:
 
         A DDP loop's ``loader.sampler.set_epoch(epoch)`` thus works unchanged; the loader draws its own order.
         """
-        if self._sampler_view is None:
-            self._sampler_view = SamplerView(self, getattr(self._source, "user_sampler", None))
-        return self._sampler_view
+        return SamplerView(self, getattr(self._source, "user_sampler", None))  # not kept: no reference cycle
 
     @property
     def batch_size(self) -> int:
@@ -279,11 +285,15 @@ class EnlightLoader:
         # Never below 0: a loaded position past the end (refused at the next iter()) counts as nothing left.
         if self._resume:  # the rest of an epoch restored mid-way: what the next iter() yields
             return max(0, self._source.num_batches() - self._position)
-        # An open epoch without a pass under way (left early, or loaded and not continued) is closed by the next
-        # iter(): with one process, count the epoch after it, from what closing it will decide.
-        preview = self._open and not self._passing and self._reduce is None
-        if self._open and not preview:  # what this pass over the epoch yields (the rest, for a resumed one)
+        if self._open and self._under_way():  # what this pass over the epoch yields (the rest, for a resumed one)
             return max(0, self._source.num_batches() - self._pass_start)
+        # An open epoch without a pass under way (left early, or loaded and not continued) is closed by the next
+        # iter(): count the epoch after it, from what closing it will decide. With several ranks closing combines
+        # their tables, a collective len() must not run: the open epoch's batches are counted instead.
+        preview = self._open
+        if preview and self._reduce is not None and torch.distributed.is_available() \
+                and torch.distributed.is_initialized():
+            return self._source.num_batches()
         epoch = self._next_epoch
         tracker, losses = self._tracker, None
         if preview:  # what closing the open epoch at the next iter() will decide, without closing it yet
@@ -467,7 +477,6 @@ class EnlightLoader:
             start = 0
             self._begin_epoch(self._next_epoch)
         self._pass_start = start
-        self._left = False
         self._passing = True
         self._clock.activate()
         self._source.begin(self._epoch, self._clock.excluded, start)
@@ -492,6 +501,10 @@ class EnlightLoader:
         run = self._run(self._epoch, start)
         self._live = weakref.ref(run)
         return run
+
+    def _under_way(self) -> bool:
+        """Whether a pass over the current epoch is under way: its iterator made, not ended, and still held."""
+        return self._passing and self._live is not None and self._live() is not None
 
     def _preview_close(self) -> tuple[PeriodTracker, Tensor]:
         """The period latch and the losses that closing the open epoch would give (one process: no reduction)."""
@@ -649,7 +662,6 @@ class EnlightLoader:
                 self._batch = None
             if self._epoch == epoch:
                 self._passing = False
-                self._left = self._open  # unless the epoch is finished just below (the pass ran to its end)
         if self._open and self._epoch == epoch:
             self._finish_epoch()
 
@@ -698,7 +710,6 @@ class EnlightLoader:
         if not self._open:
             return
         self._open = False
-        self._left = False
         self._batch = None
         stats = self._table.finalize_epoch(self._reduce)
         entry = self.history[-1]
@@ -733,7 +744,9 @@ class EnlightLoader:
             "position": self._position,
             "seen": self._seen,
             "open": self._open,
-            "left": self._open and self._left,
+            # The pass over the open epoch had ended (a loop left early, an error, a dropped iterator): see
+            # load_state_dict. A loaded state not yet continued is saved as it was loaded.
+            "left": self._loaded_left if self._resume else self._open and not self._under_way(),
             "excluded": self._excluded.clone(),
             "tracker": self._tracker.state_dict(),
             "table": self._table.state_dict(),
@@ -798,7 +811,6 @@ class EnlightLoader:
         self._excluded = excluded
         self._batch = None
         self._resume = False
-        self._left = False
         self._passing = False
         self._loaded_left = False
         self._pass_start = 0
@@ -815,7 +827,10 @@ class EnlightLoader:
             # set_epoch() before the state was taken wins over continuing. One taken after the loop was left (a
             # time limit, an error) continues it too, as torchdata's StatefulDataLoader does, and says so: a loop
             # that had moved on to the next epoch calls set_epoch() for it.
-            self._resume = self._next_epoch == self._epoch + 1
+            # A left pass that had taken every batch (a loop that stops itself at its last step) finished the epoch:
+            # the next iter() starts the next one, as it would have.
+            finished = left and position >= self._source.num_batches()
+            self._resume = self._next_epoch == self._epoch + 1 and not finished
             self._loaded_left = left and self._resume
 
     def _check_state(self, state: Any) -> tuple[int, int, int, bool, Tensor]:

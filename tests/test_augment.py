@@ -850,3 +850,15 @@ def test_gpu_augment_of_an_empty_batch_is_an_empty_batch():
     for x in (torch.zeros(0, 3, 8, 8, dtype=torch.uint8), torch.zeros(0, 3, 8, 8)):
         out = aug(x, generator=gen())
         assert out.shape == (0, 3, 6, 6) and out.dtype == torch.float32
+
+
+def test_a_callable_augmentation_of_a_batch_that_is_not_a_tensor():
+    seen = []
+
+    def keep(batch):
+        seen.append(batch)
+        return batch
+
+    for batch in ({"image": torch.zeros(2, 3, 4, 4)}, ["a", "b"], []):
+        assert apply_augment(keep, batch, generator=gen()) is batch
+    assert len(seen) == 3

@@ -287,3 +287,10 @@ def test_tied_losses_at_the_cut_give_the_same_set_on_cpu_and_cuda():
         t.finalize_epoch()
         chosen.append(sorted(t.select_high_loss(0.3).tolist()))
     assert chosen[0] == chosen[1]
+
+
+def test_select_high_loss_checks_the_losses_it_is_given():
+    table = LossTable(10)
+    with pytest.raises(ValueError, match=r"losses should be a float tensor of shape \(10,\), got shape \(20,\)"):
+        table.select_high_loss(0.5, losses=torch.arange(20.0))
+    assert sorted(table.select_high_loss(0.5, losses=torch.arange(10.0)).tolist()) == [5, 6, 7, 8, 9]

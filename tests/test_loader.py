@@ -4,6 +4,7 @@ import collections
 import io
 import re
 import warnings
+import weakref
 
 import pytest
 import torch
@@ -912,3 +913,98 @@ def test_an_epoch_without_batches_is_warned_about():
     assert re.search(r"epoch 1 has no batches: with drop_last=True, the samples left after removing 14 do not fill "
                      r"one batch of 8; it trains on nothing \(warned once\)", messages[0])
     assert [h["batches"] for h in loader.history] == [2, 0, 0]
+
+
+def test_len_after_an_iterator_dropped_before_its_first_batch_counts_the_next_epoch():
+    loader = ed.enlighten(DataLoader(Images(32), batch_size=4), ed.high_loss_removal(2, fraction=0.5))
+    for x, _ in loader:
+        loader.record(x.flatten(1)[:, 0])
+    held = iter(loader)  # epoch 1 begins (16 of 32 removed): held, it is a pass under way
+    assert len(loader) == 4
+    del held  # dropped before its first batch: the next iter() closes epoch 1 and starts epoch 2 (no removal)
+    assert len(loader) == 8
+    with pytest.warns(UserWarning, match=r"epoch 1 ends after 0 of its 4 batches"):
+        assert len(list(loader)) == 8
+
+
+def test_a_checkpoint_after_a_loop_that_took_every_batch_starts_the_next_epoch():
+    # The loop stops itself at its last step (break at step len - 1): every batch taken, StopIteration never seen.
+    def make():
+        return ed.enlighten(DataLoader(Images(40), batch_size=8, shuffle=True), ed.mixup_pause(2, alpha=0.2),
+                            num_classes=4, seed=1)
+
+    def run(loader, epochs, out):
+        for _ in range(epochs):
+            steps = len(loader)
+            for step, (x, _) in enumerate(loader):
+                out.append(x.clone())
+                if step + 1 == steps:
+                    break
+        return out
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing was left early
+        whole = run(make(), 4, [])
+        first = make()
+        run(first, 2, [])
+        state = _saved(first)
+        assert state["left"] and state["position"] == 5
+        resumed = make()
+        resumed.load_state_dict(state)
+        assert _saved(resumed)["left"]  # saved again before iterating: the same state
+        assert len(resumed) == 5
+        rest = run(resumed, 2, [])
+    assert len(rest) == 10 and all(torch.equal(a, b) for a, b in zip(whole[10:], rest))
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+
+
+def test_a_loaded_left_state_saved_again_before_iterating_is_the_same_state():
+    loader = ed.enlighten(DataLoader(Images(40), batch_size=8), ed.mixup_pause(2, alpha=0.2), num_classes=4)
+    for k, _ in enumerate(loader):
+        if k == 1:
+            break
+    state = _saved(loader)
+    resumed = ed.enlighten(DataLoader(Images(40), batch_size=8), ed.mixup_pause(2, alpha=0.2), num_classes=4)
+    resumed.load_state_dict(state)
+    again = _saved(resumed)
+    assert state["left"] and again["left"] and again["position"] == state["position"]
+    other = ed.enlighten(DataLoader(Images(40), batch_size=8), ed.mixup_pause(2, alpha=0.2), num_classes=4)
+    other.load_state_dict(again)
+    with pytest.warns(UserWarning, match="the loaded state was taken after the loop over epoch 0 was left at batch 2"):
+        assert len(list(other)) == 3
+
+
+def test_sampler_view_is_not_a_reference_cycle_and_has_the_samplers_length():
+    loader = ed.enlighten(DataLoader(Images(32), batch_size=8, shuffle=True), ed.mixup_pause(1, alpha=0.2),
+                          num_classes=4)
+    loader.sampler.set_epoch(1)
+    assert len(loader.sampler) == 32 and hasattr(loader.sampler, "set_epoch")
+    with pytest.raises(TypeError, match=r"iterate the loader"):
+        iter(loader.sampler)
+    gone = weakref.ref(loader)
+    del loader
+    assert gone() is None  # freed at once, not at a garbage collection
+
+
+@pytest.mark.filterwarnings("ignore:world_size > 1 but torch.distributed is not initialised")
+def test_len_with_two_ranks_after_a_break_is_the_same_resumed_or_not():
+    def make():
+        return ed.enlighten(DataLoader(Images(40), batch_size=4), ed.mixup_pause(2, alpha=0.2), num_classes=4,
+                            rank=0, world_size=2)
+
+    whole = make()
+    list(whole)
+    for k, _ in enumerate(whole):
+        if k == 1:
+            break
+    live = make()
+    list(live)
+    it = iter(live)
+    next(it)
+    resumed = make()
+    resumed.load_state_dict(live.state_dict())
+    for k, _ in enumerate(resumed):
+        break
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert len(resumed) == len(whole) == len(list(whole))  # no process group: closing combines nothing
