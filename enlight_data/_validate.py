@@ -6,8 +6,33 @@ import numbers
 from typing import Any
 
 import numpy as np
+import torch
 
-__all__ = ["check_bool", "check_int", "check_range", "check_real"]
+__all__ = ["check_bool", "check_choice", "check_device", "check_int", "check_range", "check_real"]
+
+
+def check_choice(name: str, value: Any, choices: tuple[str, ...], *, other: str = "") -> str:
+    """Check that ``value`` is one of the strings ``choices``: ``TypeError`` for a non-string, else ``ValueError``.
+
+    ``other`` names what else the caller accepts (``" or a callable"``), for the message only.
+    """
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{name} should be one of {choices}{other}, got {name}={value!r} of type {type(value).__name__}"
+        )
+    if value not in choices:
+        raise ValueError(f"{name} should be one of {choices}{other}, got {name}={value!r}")
+    return value
+
+
+def check_device(name: str, value: Any) -> torch.device:
+    """Check that ``value`` is a ``torch.device`` or a string naming one; return it as a ``torch.device``."""
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{name} should be a str or torch.device, got {name}={value!r} of type {type(value).__name__}")
+    try:
+        return torch.device(value)
+    except RuntimeError as exc:
+        raise ValueError(f"{name} should name a torch device such as 'cuda:0', got {name}={value!r}") from exc
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, allow_none: bool = False) -> int | None:

@@ -25,9 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _fused
+from ._inference import normal_tensors
 from ._rng import derive_seed
+from ._validate import check_bool, check_device, check_int
 
-__all__ = ["GpuAugment", "apply_augment"]
+__all__ = ["AugmentParams", "GpuAugment", "apply_augment"]
 
 # Number of (area, aspect ratio) candidates drawn per sample, as in torchvision's RandomResizedCrop.
 _NUM_TRIES = 10
@@ -102,6 +104,11 @@ class AugmentParams:
         contrast: ``(B,)`` float32 contrast factors (1 where ``jitter`` is False).
         saturation: ``(B,)`` float32 saturation factors (1 where ``jitter`` is False).
         hue: ``(B,)`` float32 hue shifts in turns, in ``[-0.5, 0.5]`` (0 where ``jitter`` is False).
+
+    Raises:
+        TypeError: If a field is not a tensor, or of the wrong dtype (bool flags, floating-point values).
+        ValueError: If the shapes disagree (``(B, 4)`` boxes, ``(B,)`` for the rest) or the devices differ. The
+            values are not checked (that would synchronise a GPU).
     """
 
     boxes: Tensor
@@ -112,8 +119,32 @@ class AugmentParams:
     saturation: Tensor
     hue: Tensor
 
+    def __post_init__(self) -> None:
+        # Metadata only (no value is read): a few microseconds per batch, no device sync.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not isinstance(value, Tensor):
+                raise TypeError(f"{f.name} should be a Tensor, got {f.name} of type {type(value).__name__}")
+            flag = f.name in ("flip", "jitter")
+            if (value.dtype == torch.bool) != flag or not (flag or value.is_floating_point()):
+                expected = "a bool tensor" if flag else "a floating-point tensor"
+                raise TypeError(f"{f.name} should be {expected}, got {f.name} of dtype {value.dtype}")
+        n = self.boxes.shape[0] if self.boxes.dim() else -1
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shape = (n, 4) if f.name == "boxes" else (n,)
+            if tuple(value.shape) != shape or value.device != self.boxes.device:
+                raise ValueError(
+                    f"{f.name} should have shape {shape if n >= 0 else '(B, 4)'} and boxes' device "
+                    f"{self.boxes.device}, got {f.name} of shape {tuple(value.shape)} on {value.device}"
+                )
+
     def to(self, device: torch.device | str) -> AugmentParams:
-        """Return a copy with every tensor moved to ``device``."""
+        """Return a copy with every tensor moved to ``device``.
+
+        Args:
+            device: Where to move the parameters (that of the batch they are applied to).
+        """
         return AugmentParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
     def __len__(self) -> int:
@@ -224,6 +255,14 @@ class GpuAugment:
         Single-channel (grayscale) input is supported: saturation and hue jitter are no-ops on it. Colour jitter on
         inputs with other than 1 or 3 channels raises ``ValueError``.
 
+    Raises:
+        TypeError: If a setting has the wrong type (ints for ``size`` and ``seed``, pairs of real numbers for
+            ``scale`` and ``ratio``, real numbers for the rest, a ``torch.dtype`` for ``out_dtype``, a bool for
+            ``channels_last``).
+        ValueError: If a setting is out of range (a non-positive ``size``, a probability outside ``[0, 1]``, a
+            negative jitter, ``hue`` above 0.5, ``mean`` without ``std`` or of another length, a non-positive
+            ``std``, a non-float ``out_dtype``).
+
     Example:
         >>> aug = GpuAugment(224, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
         ...                  mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -250,12 +289,12 @@ class GpuAugment:
         channels_last: bool = False,
         seed: int = 0,
     ) -> None:
-        if isinstance(size, int) and not isinstance(size, bool):
+        if isinstance(size, Integral) and not isinstance(size, bool):
             size = (size, size)
         if (
             not isinstance(size, Sequence)
             or len(size) != 2
-            or any(isinstance(s, bool) or not isinstance(s, int) for s in size)
+            or any(isinstance(s, bool) or not isinstance(s, Integral) for s in size)
         ):
             raise TypeError(f"size should be an int or a pair of ints (height, width), got size={size!r}")
         if min(size) <= 0:
@@ -286,11 +325,8 @@ class GpuAugment:
         if not out_dtype.is_floating_point:
             raise ValueError(f"out_dtype should be a floating point dtype, got out_dtype={out_dtype}")
         self.out_dtype = out_dtype
-        if not isinstance(channels_last, bool):
-            raise TypeError(f"channels_last should be a bool, got channels_last={channels_last!r}")
-        self.channels_last = channels_last
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed should be an int, got seed={seed!r}")
+        self.channels_last = check_bool("channels_last", channels_last)
+        seed = check_int("seed", seed)  # type: ignore[assignment]
         if not 0 <= seed < 2**64:
             raise ValueError(f"seed should be in [0, 2**64), got seed={seed}")
         self.seed = seed
@@ -447,13 +483,10 @@ class GpuAugment:
             The drawn :class:`AugmentParams`.
         """
         s = _check_strength(strength)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-            raise TypeError(f"batch_size should be an int, got batch_size={batch_size!r}")
-        if batch_size < 0:
-            raise ValueError(f"batch_size should be >= 0, got batch_size={batch_size}")
+        batch_size = check_int("batch_size", batch_size, minimum=0)  # type: ignore[assignment]
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator should be a torch.Generator, got generator={generator!r}")
-        device = generator.device if device is None else torch.device(device)
+        device = generator.device if device is None else check_device("device", device)
         if device.type != generator.device.type:
             raise ValueError(
                 f"generator should live on the parameters' device {device}, got generator.device={generator.device}"
@@ -616,6 +649,8 @@ class GpuAugment:
         n, c, h, w = batch.shape
         if n == 0:  # nothing to draw (and no reduction over an empty batch)
             _check_strength(strength)
+            if not isinstance(generator, torch.Generator):
+                raise TypeError(f"generator should be a torch.Generator, got generator={generator!r}")
             fmt = torch.channels_last if self.channels_last else torch.contiguous_format
             return batch.new_empty((0, c, *self.size), dtype=self.out_dtype).contiguous(memory_format=fmt)
         heights, widths = (h, w) if sizes is None else sizes
@@ -908,11 +943,16 @@ def _draw_backend(device: torch.device) -> str:
 
 
 class _Scratch(threading.local):
-    """Per-thread named scratch tensors, reallocated when the shape or dtype changes."""
+    """Per-thread named scratch tensors, reallocated when the shape or dtype changes.
+
+    They are normal tensors even when made under ``torch.inference_mode()`` (a preview in a notebook), so that
+    calls outside it (the training after it) can write them.
+    """
 
     def __init__(self) -> None:
         self.buffers: dict[str, Tensor] = {}
 
+    @normal_tensors
     def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
         buf = self.buffers.get(name)
         if buf is None or tuple(buf.shape) != shape or buf.dtype != dtype:
@@ -991,12 +1031,13 @@ def _crop_resize_flip_roi(x: Tensor, params: AugmentParams, size: tuple[int, int
 
 
 def _is_kornia_augmentation(obj: object) -> bool:
-    try:
-        import kornia.augmentation as ka
-        from kornia.augmentation.base import _BasicAugmentationBase
-    except ImportError:  # pragma: no cover - kornia is a dependency
-        return False
-    return isinstance(obj, (_BasicAugmentationBase, ka.ImageSequential, ka.AugmentationSequential))
+    """Whether ``obj`` is an instance of a class from ``kornia.augmentation`` (a subclass of one included).
+
+    By the class's module rather than a list of base classes: Kornia's augmentations, containers and auto-augment
+    policies (``RandAugment``, ``TrivialAugment``, ``AutoAugment``) share no public base class, and all take only
+    float images.
+    """
+    return any(cls.__module__.startswith("kornia.augmentation") for cls in type(obj).__mro__)
 
 
 def _host_seed(generator: torch.Generator) -> int:
@@ -1037,19 +1078,26 @@ def apply_augment(
             the global RNG ]).
         x: The batch.
         generator: Source of randomness for this batch.
-        strength: Augmentation strength in ``[0, 1]``; only :class:`GpuAugment` uses it.
+        strength: Augmentation strength in ``[0, 1]``; only :class:`GpuAugment` can scale its augmentation, so
+            any other augmentation needs 1.
 
     Returns:
         The augmented batch.
 
     Raises:
         TypeError: If ``augment`` is not callable or ``generator`` is not a ``torch.Generator``.
+        ValueError: If ``strength`` is outside ``[0, 1]``, or not 1 for an augmentation other than a GpuAugment.
     """
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator should be a torch.Generator, got generator={generator!r}")
     _check_strength(strength)
     if isinstance(augment, GpuAugment):
         return augment(x, generator=generator, strength=strength)
+    if strength != 1.0:
+        raise ValueError(
+            f"strength scales a GpuAugment only, got strength={strength} with augment of type "
+            f"{type(augment).__name__}"
+        )
     if not callable(augment):
         raise TypeError(
             f"augment should be a GpuAugment, a Kornia augmentation or a callable, got augment={augment!r}"

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ._inference import normal_tensors
 from .schedule import Phase, Schedule
 
 __all__ = ["SharedClock", "current_epoch", "current_phase"]
@@ -31,6 +32,7 @@ class SharedClock:
         Workers get the phases without their ``augment`` (it runs in the main process).
     """
 
+    @normal_tensors
     def __init__(self, schedule: Schedule, num_samples: int) -> None:
         self.schedule = schedule
         self._clock = torch.full((2,), -1, dtype=torch.int64).share_memory_()
@@ -89,7 +91,11 @@ def _require() -> SharedClock:
 
 
 def current_epoch() -> int:
-    """The epoch the enlight_data loader is in (also inside DataLoader workers)."""
+    """The epoch the enlight_data loader is in (also inside DataLoader workers).
+
+    Raises:
+        RuntimeError: If no enlight_data loader is active in this process, or it has not started an epoch.
+    """
     epoch = _require().epoch
     if epoch < 0:
         raise RuntimeError("the enlight_data loader has not started an epoch yet")
@@ -97,6 +103,10 @@ def current_epoch() -> int:
 
 
 def current_phase() -> Phase:
-    """The :class:`~enlight_data.Phase` in force for the current epoch (also inside workers)."""
+    """The :class:`~enlight_data.Phase` in force for the current epoch (also inside workers).
+
+    Raises:
+        RuntimeError: If no enlight_data loader is active in this process.
+    """
     return _require().phase()
 

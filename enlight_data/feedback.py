@@ -17,7 +17,8 @@ from typing import Any, Callable, cast
 import torch
 from torch import Tensor
 
-from ._validate import check_int, check_range
+from ._inference import normal_tensors
+from ._validate import check_device, check_int, check_range
 
 __all__ = ["EpochStats", "LossTable"]
 
@@ -48,6 +49,7 @@ class LossTable:
         recent loss" when the epoch is finalised; :meth:`losses` already shows them.
     """
 
+    @normal_tensors
     def __init__(self, size: int) -> None:
         self.size: int = cast(int, check_int("size", size, minimum=1))
         size = self.size
@@ -67,9 +69,21 @@ class LossTable:
         # Cheap and sync-free: no fold, no read of device tensors.
         return f"{type(self).__name__}(size={self.size}, device={self._device}, staged={self._stage.fill})"
 
+    @normal_tensors
     def to(self, device: torch.device | str) -> "LossTable":
-        """Move the table and counters to ``device`` (done automatically on first record)."""
-        device = torch.device(device)
+        """Move the table and counters to ``device`` (done automatically on first record).
+
+        Args:
+            device: Where the table lives: that of the recorded losses.
+
+        Returns:
+            The table itself.
+
+        Raises:
+            TypeError: If ``device`` is neither a str nor a ``torch.device``.
+            ValueError: If ``device`` names no device.
+        """
+        device = check_device("device", device)
         if device != self._device:
             self._fold()
             self._last, self._sum, self._count, self._stats = (
@@ -78,6 +92,7 @@ class LossTable:
             self._device = device
         return self
 
+    @normal_tensors
     def record(
         self,
         indices: Tensor,
@@ -98,8 +113,8 @@ class LossTable:
                 tensor: the fraction right (dense predictions), NaN for a sample with nothing to score.
 
         Raises:
-            TypeError: If ``indices`` or ``losses`` is not a tensor, ``indices`` is not
-                of an integer dtype, ``keep`` is not ``None`` or a bool tensor, or ``correct``
+            TypeError: If ``indices`` or ``losses`` is not a tensor, ``losses`` is not of a
+                floating-point dtype, ``indices`` is not of an integer dtype, ``keep`` is not ``None`` or a bool tensor, or ``correct``
                 is not ``None`` or a bool or float tensor.
             ValueError: If the shapes disagree, or (for CPU ``indices``) an index is
                 outside ``[0, size)``.
@@ -115,6 +130,8 @@ class LossTable:
             raise TypeError(f"indices should be a Tensor, got indices of type {type(indices).__name__}")
         if not isinstance(losses, Tensor):
             raise TypeError(f"losses should be a Tensor, got losses of type {type(losses).__name__}")
+        if not losses.is_floating_point():
+            raise TypeError(f"losses should be a floating-point tensor, got losses of dtype {losses.dtype}")
         if indices.dtype not in _INDEX_DTYPES:
             raise TypeError(f"indices should be an integer tensor (e.g. int64), got indices of dtype {indices.dtype}")
         if keep is not None and (not isinstance(keep, Tensor) or keep.dtype != torch.bool):
@@ -159,6 +176,7 @@ class LossTable:
             self._fold()
             self._stage.add(indices, losses, keep, correct, self._device)
 
+    @normal_tensors
     def _fold(self) -> None:
         """Add the staged batches to the table accumulators and counters (no host synchronisation)."""
         staged = self._stage.take()
@@ -192,6 +210,7 @@ class LossTable:
         self._fold()
         return self._sum, self._count, self._stats
 
+    @normal_tensors
     def finalize_epoch(self, reduce: Callable[["LossTable"], None] | None = None) -> EpochStats:
         """Close the running epoch: merge its records into the table and read its counters.
 
@@ -215,6 +234,7 @@ class LossTable:
         names = ("correct", "scored", "loss_sum", "loss_count", "nonfinite", "recorded")
         return dict(zip(names, stats))
 
+    @normal_tensors
     def discard_epoch(self) -> None:
         """Drop the running epoch's records (used when a resumed epoch restarts them)."""
         self._stage.clear()
@@ -239,9 +259,17 @@ class LossTable:
         The ranking runs on the CPU, so tied losses at the cut give the same set whatever device
         the table is on (about 20 ms for 1.3M samples on one core, once per epoch).
 
+        Args:
+            fraction: The fraction in ``[0, 1)`` of the samples with a loss to select.
+            losses: ``(size,)`` float losses to rank instead of the table's (NaN = no loss).
+
+        Returns:
+            The selected dataset indices.
+
         Raises:
             TypeError: If ``fraction`` is not a real number.
-            ValueError: If ``fraction`` is outside ``[0, 1)``.
+            ValueError: If ``fraction`` is outside ``[0, 1)``, or ``losses`` is not a float tensor of the
+                table's size.
         """
         fraction = cast(float, check_range("fraction", fraction, 0.0, 1.0, high_open=True))
         if fraction == 0.0:
@@ -273,6 +301,7 @@ class LossTable:
             "stats": self._stats.cpu().clone(),
         }
 
+    @normal_tensors
     def load_state_dict(self, state: dict[str, Any], *, prefix: str = "state") -> None:
         """Restore a :meth:`state_dict`: the table and the running epoch's accumulators (staged records are dropped).
 

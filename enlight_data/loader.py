@@ -13,6 +13,7 @@ import os
 import sys
 import warnings
 import weakref
+from collections.abc import Hashable
 from typing import Any, Callable, Generator, Iterator, Protocol
 
 import torch
@@ -20,7 +21,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ._rng import Stream, derive_seed
-from ._validate import check_bool, check_int, check_real
+from ._inference import normal_tensors
+from ._validate import check_bool, check_device, check_int, check_real
 from .context import SharedClock
 from .distributed import resolve_rank, table_reducer
 from .feedback import LossTable
@@ -129,7 +131,19 @@ class EnlightLoader:
     Each ``iter()`` starts the next epoch (the first is epoch 0); ``set_epoch(n)``
     makes the next ``iter()`` start epoch ``n``. Batches keep the wrapped loader's
     structure. Build it with :func:`enlighten` (map-style data) or
-    :func:`enlight_data.stream` (tar shards).
+    :func:`enlight_data.stream` (tar shards), which check the arguments.
+
+    Args:
+        source: Where the epochs' ``(indices, batch)`` pairs come from (a map-style dataset's or a stream's).
+        schedule: The :class:`Schedule`.
+        clock: The shared clock the source's workers read.
+        num_classes: Width of the soft targets (needed when a phase mixes or smooths labels).
+        device: Move every tensor of the batch there, or ``None`` to leave them.
+        seed: Base seed of mixing and augmentation.
+        input_key: For dict batches, the key of the input.
+        target_key: For dict batches, the key of the target.
+        augment: The batch augmentation (a phase's ``augment`` replaces it).
+        reduce: Combines the ranks' loss tables at each epoch's end (``None`` for one process).
 
     Note:
         End-of-epoch work (accuracy, the period decision, warnings, the distributed
@@ -137,6 +151,7 @@ class EnlightLoader:
         ``for`` loop ends. If a loop is left early, it runs at the next ``iter()``.
     """
 
+    @normal_tensors
     def __init__(
         self,
         source: Source,
@@ -175,6 +190,7 @@ class EnlightLoader:
         self._resume = False  # the next iter() continues the current epoch
         self._passing = False  # an iter() over the current epoch was made and has not ended (see _under_way)
         self._loaded_left = False  # the loaded state was taken after its pass ended early: said at the resumed iter()
+        self._chosen = False  # set_epoch() chose the next epoch since the current one began (saved as "chosen")
         self._pass_start = 0  # the batch the current pass over the epoch began at (> 0 for a resumed one)
         self._excluded = torch.empty(0, dtype=torch.int64)
         self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
@@ -312,11 +328,19 @@ class EnlightLoader:
 
         After :meth:`load_state_dict` of a state taken mid-epoch, ``set_epoch`` of that same
         epoch (as a DDP loop calls it every epoch) keeps continuing it; any other epoch starts anew.
+
+        Args:
+            epoch: The epoch the next ``iter()`` starts (>= 0).
+
+        Raises:
+            TypeError: If ``epoch`` is not an int.
+            ValueError: If ``epoch`` is negative.
         """
         epoch = check_int("epoch", epoch, minimum=0)  # type: ignore[assignment]
         if self._resume and epoch == self._epoch:
             return
         self._next_epoch = epoch
+        self._chosen = True
         self._resume = self._loaded_left = False
 
     # ------------------------------------------------------------------ loss feedback
@@ -363,6 +387,12 @@ class EnlightLoader:
                 targets of the output's shape): a sample's accuracy is the fraction of its
                 labels predicted right (``output > threshold`` against ``target > 0.5``, or
                 ``target != 0`` for integer targets). ``track(criterion, multi_label=True)`` sets it.
+
+        Raises:
+            RuntimeError: If there is no current batch (outside the loop over the loader).
+            TypeError: If ``per_sample_loss`` is not a floating-point tensor, ``output`` or ``target`` is not a
+                tensor, or an option has the wrong type.
+            ValueError: If only one of ``output`` and ``target`` is given, or a shape does not match the batch.
         """
         if self._batch is None:
             raise RuntimeError("record() needs a current batch: call it inside the loop over the loader")
@@ -380,11 +410,21 @@ class EnlightLoader:
         indices, mixed = self._batch
         check_int("ignore_index", ignore_index, allow_none=True)
         threshold = check_real("threshold", threshold)  # type: ignore[assignment]
-        if not isinstance(multi_label, bool):
-            raise TypeError(f"multi_label should be a bool, got multi_label of type {type(multi_label).__name__}")
+        multi_label = check_bool("multi_label", multi_label)
         if not isinstance(per_sample_loss, Tensor):
             raise TypeError(
                 f"per_sample_loss should be a Tensor, got per_sample_loss of type {type(per_sample_loss).__name__}"
+            )
+        if not per_sample_loss.is_floating_point():
+            raise TypeError(
+                f"per_sample_loss should be a floating-point tensor (one loss per sample), got per_sample_loss of "
+                f"dtype {per_sample_loss.dtype}"
+            )
+        if (output is None) != (target is None):
+            given, missing = ("output", "target") if target is None else ("target", "output")
+            raise ValueError(
+                f"output and target should be given together (they score the training accuracy), got {given}= "
+                f"without {missing}="
             )
         batch = indices.shape[0]
         losses = per_sample_loss.detach()
@@ -537,6 +577,7 @@ class EnlightLoader:
         self._current_phase = phase_index
         self._epoch = epoch
         self._next_epoch = epoch + 1
+        self._chosen = False
         self._position = 0
         self._seen = 0
         self._open = True
@@ -569,33 +610,60 @@ class EnlightLoader:
         gen.manual_seed(derive_seed(self.seed, *keys))
         return gen
 
-    def _split(self, batch: Any) -> tuple[Tensor, Any]:
-        """Return ``(input, target)`` of a batch."""
+    def _split(self, batch: Any, *, need_target: bool = True) -> tuple[Any, Any]:
+        """Return ``(input, target)`` of a batch.
+
+        Without ``need_target`` (a schedule that neither mixes nor smooths labels), a batch may have no target: a
+        bare tensor, a 1-item tuple/list or a dict without ``target_key`` (token ids for a language model, say);
+        its target is then ``None``.
+        """
         if isinstance(batch, dict):
-            if self.input_key is None or self.target_key is None:
+            keys = (("input_key", self.input_key), ("target_key", self.target_key if need_target else 0))
+            if any(key is None for _, key in keys):
                 raise ValueError(
-                    "dict batches need input_key and target_key, got "
+                    f"dict batches need input_key{' and target_key' if need_target else ''}, got "
                     f"input_key={self.input_key!r}, target_key={self.target_key!r} for keys {list(batch)}"
                 )
             for name, key in (("input_key", self.input_key), ("target_key", self.target_key)):
-                if key not in batch:
+                if key is not None and key not in batch:
                     raise ValueError(f"{name}={key!r} is not a key of the batch, whose keys are {list(batch)}")
-            return batch[self.input_key], batch[self.target_key]
-        if isinstance(batch, (tuple, list)) and len(batch) >= 2:
-            return batch[0], batch[1]
+            target = batch[self.target_key] if self.target_key is not None else None
+            return batch[self.input_key], target
+        if isinstance(batch, (tuple, list)):
+            if len(batch) >= 2:
+                return batch[0], batch[1]
+            if len(batch) == 1 and not need_target:
+                return batch[0], None
+            raise ValueError(
+                f"batches should be a tuple/list (input, target, ...) of at least 2 items when the schedule mixes or "
+                f"smooths labels, got a {type(batch).__name__} of {len(batch)} item(s)"
+            )
+        if isinstance(batch, Tensor) and not need_target:
+            return batch, None
         raise TypeError(
             "batches should be a tuple/list (input, target, ...) or a dict with input_key/target_key, "
-            f"got {type(batch).__name__}"
+            f"{'or a tensor, ' if not need_target else ''}got {type(batch).__name__}"
         )
 
+    def _target_of(self, batch: Any) -> Any:
+        """The batch's target where it has one (else ``None``), without judging the batch's form."""
+        if isinstance(batch, dict):
+            return batch.get(self.target_key) if self.target_key is not None else None
+        return batch[1] if isinstance(batch, (tuple, list)) and len(batch) >= 2 else None
+
     def _join(self, batch: Any, x: Any, y: Any) -> Any:
+        if isinstance(batch, Tensor):
+            return x
         if isinstance(batch, dict):
             out = copy.copy(batch)  # keeps the mapping's own type (OrderedDict, defaultdict, ...), as collate does
             out[self.input_key] = x
-            out[self.target_key] = y
+            if self.target_key is not None:
+                out[self.target_key] = y
             return out
         items = list(batch)
-        items[0], items[1] = x, y
+        items[0] = x
+        if len(items) > 1:
+            items[1] = y
         if isinstance(batch, tuple) and hasattr(batch, "_fields"):
             return type(batch)(*items)
         return type(batch)(items)
@@ -603,7 +671,7 @@ class EnlightLoader:
     def _check(self, pairs: Iterator[tuple[Tensor, Any]]) -> Iterator[tuple[Tensor, Any]]:
         """Validate targets on the host, before any transfer (so checks never sync a GPU)."""
         for indices, batch in pairs:
-            _, y = self._split(batch)
+            y = self._target_of(batch)
             if self.num_classes is not None and isinstance(y, Tensor) and y.device.type == "cpu":
                 if y.dim() == 1 and not y.is_floating_point() and y.dtype != torch.bool and y.numel():
                     lo, hi = (int(v) for v in torch.aminmax(y))
@@ -674,36 +742,44 @@ class EnlightLoader:
         augment: Any,
         handed: list[Any],
     ) -> Iterator[Any]:
-        soft = self.schedule.soft_targets
         for indices, batch in pairs:
-            x, y = self._split(batch)
-            device = x.device if isinstance(x, Tensor) else _list_device(x)
-            if augment is not None:
-                gen = self._generator(device, epoch, step, Stream.AUGMENT, *self._rank_keys)
-                x = _apply_augment(augment, x, generator=gen, strength=phase.augment_strength)
-            mixed = None
-            if soft and not isinstance(x, Tensor):
-                raise TypeError(
-                    "input should be a Tensor (or become one through augment) when the schedule mixes or smooths "
-                    f"labels, got input of type {type(x).__name__}"
-                )
-            if soft:
-                y = to_soft_targets(y, self.num_classes, label_smoothing=phase.label_smoothing)  # type: ignore[arg-type]
-                h, w = mix_size(x, phase)
-                gen = self._generator(device, epoch, step, Stream.MIX, *self._rank_keys)
-                host_seed = derive_seed(self.seed, epoch, step, Stream.HOST, *self._rank_keys)
-                host = self._host_generator.manual_seed(host_seed)
-                params = draw_mix(phase, x.shape[0], h, w, generator=gen, device=device, host_generator=host)
-                if params is not None:
-                    x, y = apply_mix(x, y, params)
-                    mixed = params.mixed
-                elif self._mixes and not x.is_floating_point():
-                    x = x.float()  # as mixing gives it: one input dtype for the whole run
+            if augment is None and not self.schedule.soft_targets:
+                mixed = None  # nothing is done to the batch: any form passes (a bare tensor of token ids, say)
+            else:
+                batch, mixed = self._treat(batch, epoch, step, phase, augment)
             self._batch = handed[0] = (indices, mixed)
             self._seen += int(indices.shape[0])
             step += 1
             self._position = step
-            yield self._join(batch, x, y)
+            yield batch
+
+    def _treat(self, batch: Any, epoch: int, step: int, phase: Phase, augment: Any) -> tuple[Any, Tensor | None]:
+        """Augment and mix one batch; returns it in its own structure, and which samples were mixed."""
+        soft = self.schedule.soft_targets
+        x, y = self._split(batch, need_target=soft)
+        device = x.device if isinstance(x, Tensor) else _list_device(x)
+        if augment is not None:
+            gen = self._generator(device, epoch, step, Stream.AUGMENT, *self._rank_keys)
+            x = _apply_augment(augment, x, generator=gen, strength=phase.augment_strength)
+        mixed = None
+        if soft and not isinstance(x, Tensor):
+            raise TypeError(
+                "input should be a Tensor (or become one through augment) when the schedule mixes or smooths "
+                f"labels, got input of type {type(x).__name__}"
+            )
+        if soft:
+            y = to_soft_targets(y, self.num_classes, label_smoothing=phase.label_smoothing)  # type: ignore[arg-type]
+            h, w = mix_size(x, phase)
+            gen = self._generator(device, epoch, step, Stream.MIX, *self._rank_keys)
+            host_seed = derive_seed(self.seed, epoch, step, Stream.HOST, *self._rank_keys)
+            host = self._host_generator.manual_seed(host_seed)
+            params = draw_mix(phase, x.shape[0], h, w, generator=gen, device=device, host_generator=host)
+            if params is not None:
+                x, y = apply_mix(x, y, params)
+                mixed = params.mixed
+            elif self._mixes and not x.is_floating_point():
+                x = x.float()  # as mixing gives it: one input dtype for the whole run
+        return self._join(batch, x, y), mixed
 
     def _finish_epoch(self) -> None:
         """Close the current epoch: counters, the period decision, warnings."""
@@ -747,6 +823,8 @@ class EnlightLoader:
             # The pass over the open epoch had ended (a loop left early, an error, a dropped iterator): see
             # load_state_dict. A loaded state not yet continued is saved as it was loaded.
             "left": self._loaded_left if self._resume else self._open and not self._under_way(),
+            # The next epoch was chosen by set_epoch(), even if it is the one after the current: no continuing.
+            "chosen": self._chosen,
             "excluded": self._excluded.clone(),
             "tracker": self._tracker.state_dict(),
             "table": self._table.state_dict(),
@@ -772,6 +850,9 @@ class EnlightLoader:
         that has no ``generator``, whose order cannot be replayed without drawing it, a position
         past the epoch's end is refused by the next ``iter()``, once the order is drawn.)
 
+        Args:
+            state: What :meth:`state_dict` returned (after ``torch.save``/``torch.load(weights_only=True)``).
+
         Raises:
             TypeError: If ``state`` is not a dict.
             ValueError: If the state comes from another dataset size, batch size,
@@ -782,6 +863,9 @@ class EnlightLoader:
         left = state.get("left", False)  # a state without the key: from before it was saved
         if not isinstance(left, bool):
             raise ValueError(f"state['left'] should be a bool, got left={left!r}")
+        chosen = state.get("chosen", False)  # a state without the key: from before it was saved
+        if not isinstance(chosen, bool):
+            raise ValueError(f"state['chosen'] should be a bool, got chosen={chosen!r}")
         scratch = LossTable(self._table.size)
         scratch.load_state_dict(state["table"], prefix="state['table']")  # validates before anything changes
         tracker = PeriodTracker(self.schedule.period)
@@ -813,6 +897,7 @@ class EnlightLoader:
         self._resume = False
         self._passing = False
         self._loaded_left = False
+        self._chosen = chosen
         self._pass_start = 0
         if self.history:  # the phase the last epoch started in (the latch may have closed the period since)
             self._current_phase = 0 if self.history[-1].get("in_period") else 1
@@ -824,13 +909,14 @@ class EnlightLoader:
             self._source.begin(self._epoch, self._clock.excluded, position)
             # Taken inside the loop, after any batch (the last one too: a step-based checkpoint cannot know), it
             # continues that epoch, so the loop that resumes the saved epoch stays in step with the loader. A
-            # set_epoch() before the state was taken wins over continuing. One taken after the loop was left (a
+            # set_epoch() before the state was taken wins over continuing (even set_epoch(epoch + 1), which "chosen"
+            # tells apart from the default next epoch). One taken after the loop was left (a
             # time limit, an error) continues it too, as torchdata's StatefulDataLoader does, and says so: a loop
             # that had moved on to the next epoch calls set_epoch() for it.
             # A left pass that had taken every batch (a loop that stops itself at its last step) finished the epoch:
             # the next iter() starts the next one, as it would have.
             finished = left and position >= self._source.num_batches()
-            self._resume = self._next_epoch == self._epoch + 1 and not finished
+            self._resume = not chosen and self._next_epoch == self._epoch + 1 and not finished
             self._loaded_left = left and self._resume
 
     def _check_state(self, state: Any) -> tuple[int, int, int, bool, Tensor]:
@@ -946,12 +1032,7 @@ def resolve_device(device: torch.device | str | None) -> torch.device | None:
     """``device`` as a ``torch.device`` (``None`` stays ``None``), with a clear error for anything else."""
     if device is None:
         return None
-    if not isinstance(device, (str, torch.device)):
-        raise TypeError(f"device should be a str, torch.device or None, got device={device!r}")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as exc:
-        raise ValueError(f"device should name a torch device such as 'cuda:0', got device={device!r}") from exc
+    dev = check_device("device", device)
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0 or (dev.index is not None and dev.index >= count):
@@ -1005,6 +1086,14 @@ def enlighten(
     Returns:
         An :class:`EnlightLoader`.
 
+    Raises:
+        TypeError: If an argument has the wrong type (each message names it): ``loader`` not a DataLoader over
+            a map-style dataset with a ``len()`` (use :func:`enlight_data.stream` for an ``IterableDataset``),
+            ``schedule`` not a :class:`Schedule`, an unhashable ``input_key``/``target_key``, ...
+        ValueError: If a value is out of range: an empty dataset, ``batch_size=None``, a ``device`` this
+            machine lacks, no ``num_classes`` for a schedule that mixes or smooths labels, a rank outside the
+            world, an ``augment_strength`` other than 1 without a :class:`GpuAugment`, ...
+
     Note:
         Whenever any phase mixes or smooths labels, targets are soft
         ``(B, num_classes)`` float32 rows in every epoch (one-hot when unmixed),
@@ -1013,6 +1102,9 @@ def enlighten(
     check_arguments(schedule, num_classes=num_classes, seed=seed, augment=augment)
     check_soft_targets(schedule, num_classes)
     check_bool("pad", pad)
+    for name, key in (("input_key", input_key), ("target_key", target_key)):
+        if not isinstance(key, Hashable):
+            raise TypeError(f"{name} should be a dict key (hashable) or None, got {name}={key!r}")
     dev = resolve_device(device)
     rank, world_size = resolve_rank(rank, world_size, group)
     check_loader(loader)

@@ -119,6 +119,11 @@ def check_loader(loader: Any) -> None:
             "loader.dataset should be a map-style Dataset, got an IterableDataset "
             f"({type(loader.dataset).__name__}); stream tar shards with enlight_data.stream() instead"
         )
+    if not hasattr(type(loader.dataset), "__len__"):
+        raise TypeError(
+            "loader.dataset should have a len() (a map-style Dataset, one sample per index), got "
+            f"{type(loader.dataset).__name__}, which has no __len__"
+        )
     if loader.batch_size is None:
         raise ValueError(
             "loader.batch_size should be an int, got batch_size=None (a custom batch_sampler or "
@@ -139,7 +144,8 @@ class MapSource:
         pin_memory: Override the loader's pin_memory (used when moving to CUDA).
 
     Raises:
-        TypeError: For an IterableDataset (use :func:`enlight_data.stream`) or a non-DataLoader.
+        TypeError: For an IterableDataset (use :func:`enlight_data.stream`), a dataset without ``len()``
+            or a non-DataLoader.
         ValueError: For ``batch_size=None`` (a custom batch_sampler or disabled batching).
     """
 

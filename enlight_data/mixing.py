@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _fused as _fused_kernels
-from ._validate import check_int, check_range
+from ._validate import check_device, check_int, check_range
 from .schedule import Phase
 
 __all__ = ["MixParams", "apply_mix", "draw_mix", "mix_batch", "mix_size", "to_soft_targets"]
@@ -123,8 +123,10 @@ def _cut_boxes(
 ) -> tuple[Tensor, Tensor]:
     """CutMix boxes ``(n, 4)`` ``(x1, y1, x2, y2)`` (empty where not ``applied``) and λ corrected to the pasted area.
 
-    As in the paper (and timm), a box of side ``sqrt(1 - λ_raw)`` times each image side,
-    ``λ_raw ~ Beta(α, α)``, is centred on a uniform pixel and clipped to the image.
+    As in the paper's code and torchvision v2's ``CutMix``, a box of side ``sqrt(1 - λ_raw)`` times each image side,
+    ``λ_raw ~ Beta(α, α)``, rounded down to an even number of pixels (the same half on either side of the centre),
+    is centred on a uniform pixel and clipped to the image. (timm pastes ``floor(side)`` pixels, one more on an odd
+    side.) λ is then corrected to the pasted area, so labels always match the pixels.
     """
     # NOTE [ Few kernels per CutMix draw ]
     # Every op here is a kernel launch on a GPU, where this runs per batch: an H200 ran
@@ -219,7 +221,7 @@ def draw_mix(
     _check_draw_args(phase, generator, host_generator)
     if not phase.mixes or batch_size < 2:
         return None
-    device = torch.device(device) if device is not None else generator.device
+    device = check_device("device", device) if device is not None else generator.device
     n = 1 if phase.mode == "batch" else batch_size
     use_mix, use_cut = phase.mixup_alpha > 0, phase.cutmix_alpha > 0
     if use_mix and use_cut:
@@ -374,9 +376,9 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
     """Turn class indices, one-hot or soft rows into smoothed float32 rows of ``num_classes``.
 
     Raises:
-        ValueError: For targets out of ``[0, num_classes)`` or integer rows holding other values than
-            0 and 1 (both checked when the targets are on the CPU, so the check never synchronises a
-            GPU), rows of the wrong width, ``num_classes < 1`` or ``label_smoothing`` outside ``[0, 1)``.
+        ValueError: For targets out of ``[0, num_classes)``, integer rows holding other values than
+            0 and 1, or float rows holding a negative or non-finite value (all checked when the targets
+            are on the CPU, so the check never synchronises a GPU), rows of the wrong width, ``num_classes < 1`` or ``label_smoothing`` outside ``[0, 1)``.
         TypeError: For targets that are not a tensor, or a ``num_classes`` that is not an int.
     """
     if not isinstance(target, Tensor):
@@ -395,6 +397,11 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
         off = label_smoothing / num_classes
         soft = torch.full((target.shape[0], num_classes), off, dtype=torch.float32, device=target.device)
         return soft.scatter_(1, target.long().unsqueeze(1), 1.0 - label_smoothing + off)
+    if target.dim() == 1:
+        raise TypeError(
+            f"target of shape (B,) should hold integer class indices, got target of dtype {target.dtype}; pass "
+            "indices as an integer tensor, or rows of shape (B, num_classes)"
+        )
     if target.dim() != 2:
         raise ValueError(
             "target should be class indices of shape (B,) or rows of shape (B, num_classes), "
@@ -410,6 +417,14 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
             f"integer target rows should hold only 0 and 1 (one-hot or multi-hot), got values up to "
             f"{int(target.max())} in target of shape {tuple(target.shape)}; pass class indices as shape (B,)"
         )
+    if target.is_floating_point() and target.device.type == "cpu" and target.numel():
+        # Rows are mixed linearly: a NaN or negative weight would spread to the partner's row.
+        bad = ~torch.isfinite(target).all(1) | (target < 0).any(1)
+        if bool(bad.any()):
+            raise ValueError(
+                f"target rows should be finite and non-negative, got rows {target[bad][:2].tolist()} at batch "
+                f"positions {bad.nonzero().flatten()[:5].tolist()}"
+            )
     soft = target.to(torch.float32)
     if label_smoothing > 0:
         soft = soft * (1.0 - label_smoothing) + label_smoothing / num_classes
@@ -440,7 +455,9 @@ def mix_batch(
             does not mix.
 
     Returns:
-        ``(mixed_input, soft_targets, mixed)``, ``mixed`` a ``(B,)`` bool mask.
+        ``(mixed_input, soft_targets, mixed)``, ``mixed`` a ``(B,)`` bool mask. Integer input comes out as
+        float32 on its own scale whenever the phase mixes, whether or not this batch was (a batch of one sample
+        has no partner), so a loop sees one input dtype.
 
     Raises:
         TypeError: If ``x`` is not a tensor, ``phase`` not a :class:`Phase`, ``generator`` not a
@@ -463,7 +480,7 @@ def mix_batch(
     if params is None:
         unmixed = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         if out is None:
-            return x, soft, unmixed
+            return (x.float() if phase.mixes and not x.is_floating_point() else x), soft, unmixed
         _check_out(out, x)
         return out.copy_(x), soft, unmixed
     mixed_x, mixed_y = apply_mix(x, soft, params, out=out)  # checks out before writing

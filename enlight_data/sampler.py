@@ -70,8 +70,10 @@ class EnlightSampler(Sampler[int]):
         pad: Pad shares to equal length by repetition (else truncate).
 
     Raises:
-        TypeError: If ``seed``, ``rank`` or ``world_size`` is not an int, or ``shuffle`` or ``pad`` not a bool.
-        ValueError: If ``world_size < 1`` or ``rank`` is outside ``[0, world_size)``.
+        TypeError: If ``data_source`` has no ``len()``, ``base`` is neither ``None`` nor iterable, ``seed``,
+            ``rank`` or ``world_size`` is not an int, or ``shuffle`` or ``pad`` not a bool.
+        ValueError: If ``world_size < 1`` or ``rank`` is outside ``[0, world_size)``; when an epoch begins, if
+            ``base`` yields an index outside the dataset.
 
     Note:
         The sampler keeps no epoch counter of its own: the loader calls
@@ -92,6 +94,12 @@ class EnlightSampler(Sampler[int]):
         world_size: int = 1,
         pad: bool = True,
     ) -> None:
+        if not isinstance(data_source, Sized):
+            raise TypeError(
+                f"data_source should have a len() (a dataset), got data_source of type {type(data_source).__name__}"
+            )
+        if base is not None and not isinstance(base, Iterable):
+            raise TypeError(f"base should be a sampler (an iterable of indices) or None, got base={base!r}")
         self.num_samples = len(data_source)
         self.shuffle = check_bool("shuffle", shuffle)
         self.base = base
@@ -108,7 +116,13 @@ class EnlightSampler(Sampler[int]):
                 self.base.set_epoch(epoch)
             if hasattr(self.base, "generator"):
                 self.base.generator = make_generator(self.seed, epoch, Stream.SHUFFLE)
-            return torch.as_tensor(list(iter(self.base)), dtype=torch.int64)
+            order = torch.as_tensor(list(iter(self.base)), dtype=torch.int64)
+            if order.numel() and not 0 <= int(order.min()) <= int(order.max()) < self.num_samples:
+                raise ValueError(
+                    f"base should yield dataset indices in [0, {self.num_samples}), got indices in "
+                    f"[{int(order.min())}, {int(order.max())}] in epoch {epoch}"
+                )
+            return order
         if self.shuffle:
             return torch.randperm(self.num_samples, generator=make_generator(self.seed, epoch, Stream.SHUFFLE))
         return torch.arange(self.num_samples)
@@ -175,6 +189,10 @@ class EnlightSampler(Sampler[int]):
         ``None`` when that cannot be known without side effects: a custom base sampler with
         neither a ``generator`` we seed nor a known deterministic order would be iterated once
         more, which could change the batches it gives later.
+
+        Args:
+            epoch: The epoch whose share to count.
+            excluded: Bool mask over the dataset (``True`` = left out), or ``None``.
         """
         self._check_excluded(excluded)
         if self.base is None and self.pad and self.world_size == 1:

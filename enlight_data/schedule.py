@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Callable, Literal
 
+import numpy as np
+
 from ._validate import check_int, check_range, check_real
 
 __all__ = [
@@ -49,6 +51,12 @@ class Period:
             ``loader.record(..., output=..., target=...)`` or ``loader.track(criterion)``.
         max_epochs: With ``until_accuracy`` only: the period ends after this many
             epochs at the latest.
+
+    Raises:
+        TypeError: If a value has the wrong type (ints for ``epochs``, ``total_epochs`` and ``max_epochs``,
+            real numbers for ``fraction`` and ``until_accuracy``).
+        ValueError: If not exactly one form is given, a value is out of range, or ``total_epochs`` or
+            ``max_epochs`` comes without its form.
 
     Note:
         Epochs count from 0: ``Period(epochs=10)`` covers epochs 0..9. Values are
@@ -119,6 +127,11 @@ class Phase:
         augment: An augmentation used in this phase instead of the loader's
             ``augment=`` (a Kornia module, ``GpuAugment`` or a callable).
 
+    Raises:
+        TypeError: If a number is not a real number, ``mode`` not a str, or ``augment`` not callable.
+        ValueError: If an alpha is negative, a probability or strength outside ``[0, 1]``,
+            ``drop_high_loss`` or ``label_smoothing`` outside ``[0, 1)``, or ``mode`` not ``"elem"``/``"batch"``.
+
     Note:
         Mixing pairs sample ``i`` with sample ``(i + B // 2) % B`` of the batch
         (the batch rolled by half), which needs no copy of the batch. Numbers are
@@ -180,6 +193,11 @@ class Schedule:
         TypeError: If ``period`` is neither an int nor a :class:`Period`, or ``during``/``after`` is not a
             :class:`Phase`.
         ValueError: If an int ``period`` is negative.
+
+    Warns:
+        UserWarning: When a phase removes high-loss samples but neither it nor an earlier phase records
+            any loss, because each mixes every sample (``mix_prob=1``): only unmixed samples' losses enter
+            the table, so such a removal would leave out next to nothing (only samples whose λ came out 1).
     """
 
     # NOTE [ Schedule's own __init__ ]
@@ -190,7 +208,7 @@ class Schedule:
     during: Phase = field(default_factory=Phase)
     after: Phase = field(default_factory=Phase)
 
-    def __init__(self, period: Period | int, during: Phase = _PLAIN, after: Phase = _PLAIN) -> None:
+    def __init__(self, period: Period | int, *, during: Phase = _PLAIN, after: Phase = _PLAIN) -> None:
         _set(self, "period", period)
         _set(self, "during", during)
         _set(self, "after", after)
@@ -201,6 +219,17 @@ class Schedule:
         for name in ("during", "after"):
             if not isinstance(getattr(self, name), Phase):
                 raise TypeError(f"{name} should be a Phase, got {name}={getattr(self, name)!r}")
+        for i, name in enumerate(("during", "after")):
+            phase = self.phases[i]
+            if phase.drop_high_loss > 0 and all(p.mixes and p.mix_prob == 1 for p in self.phases[: i + 1]):
+                warnings.warn(
+                    f"{name}.drop_high_loss={phase.drop_high_loss} removes next to nothing: only unmixed samples' "
+                    f"losses are recorded (a mixed sample's loss is not its own), and "
+                    f"{'both phases mix' if i else 'during mixes'} every sample (mix_prob=1); "
+                    "set mix_prob < 1, or remove samples in a phase that does not mix",
+                    UserWarning,
+                    stacklevel=3,
+                )
 
     @property
     def phases(self) -> tuple[Phase, Phase]:
@@ -303,7 +332,9 @@ class PeriodTracker:
                 RuntimeWarning,
                 stacklevel=4,  # observe <- _finish_epoch <- the epoch's iterator <- the training loop
             )
-        reached = accuracy is not None and accuracy >= target
+        # Compared at float32 precision: a sample's fraction right (sequences, segmentation) is staged in float32,
+        # so 7 of 10 positions right everywhere gives 0.699999988, which must reach until_accuracy=0.7.
+        reached = accuracy is not None and np.float32(accuracy) >= np.float32(target)
         if reached or (cap is not None and epoch + 1 >= cap):
             self.end_epoch = epoch + 1 if cap is None else min(epoch + 1, cap)
 
@@ -370,6 +401,10 @@ def mixup_pause(period: int | Period, *, alpha: float, cutmix_alpha: float = 0.0
     Returns:
         The :class:`Schedule`.
 
+    Raises:
+        TypeError: If ``period`` is neither an int nor a :class:`Period`, or a number is not a real number.
+        ValueError: If a value is out of range (a negative ``period`` or alpha).
+
     Warns:
         UserWarning: When both alphas are 0 (no phase mixes, there is nothing to pause).
     """
@@ -398,6 +433,10 @@ def alpha_boost(period: int | Period, *, alpha: float, boost_alpha: float) -> Sc
     Returns:
         The :class:`Schedule`.
 
+    Raises:
+        TypeError: If ``period`` is neither an int nor a :class:`Period`, or a number is not a real number.
+        ValueError: If a value is out of range (a negative ``period`` or alpha).
+
     Warns:
         UserWarning: When ``boost_alpha`` equals ``alpha`` (nothing is boosted).
     """
@@ -424,6 +463,10 @@ def high_loss_removal(period: int | Period, *, fraction: float) -> Schedule:
 
     Returns:
         The :class:`Schedule`.
+
+    Raises:
+        TypeError: If ``period`` is neither an int nor a :class:`Period`, or a number is not a real number.
+        ValueError: If a value is out of range (a negative ``period``, a ``fraction`` outside [0, 1)).
 
     Warns:
         UserWarning: When nothing would be removed: ``fraction=0``, or a period of zero

@@ -26,9 +26,19 @@ import torch
 from torch import Tensor
 
 from . import _codec
-from ._validate import check_bool, check_int
+from ._validate import check_bool, check_choice, check_int
 
-__all__ = ["INDEX_FORMAT", "ShardCatalog", "ShardError", "hash_id", "load_catalog", "write_shards"]
+__all__ = [
+    "INDEX_FORMAT",
+    "ShardCatalog",
+    "ShardError",
+    "close_stream",
+    "hash_id",
+    "load_catalog",
+    "local_path",
+    "member_key",
+    "write_shards",
+]
 
 INDEX_FORMAT = "enlight_data.shards"
 INDEX_VERSION = 1
@@ -221,8 +231,7 @@ def write_shards(
     check_bool("progress", progress)
     if quality > 100:
         raise ValueError(f"quality should be in [1, 100], got quality={quality}")
-    if image_format not in _IMAGE_FORMATS:
-        raise ValueError(f"image_format should be one of {_IMAGE_FORMATS}, got image_format={image_format!r}")
+    check_choice("image_format", image_format, _IMAGE_FORMATS)
     if not isinstance(pattern, (str, os.PathLike)):
         raise TypeError(f"pattern should be a str or path, got pattern of type {type(pattern).__name__}")
     pattern = os.fspath(pattern)

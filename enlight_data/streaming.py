@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, IterableDataset, default_collate, get_w
 
 from . import _codec
 from ._rng import Stream, derive_seed, make_generator, seed_globals
-from ._validate import check_bool, check_int
+from ._validate import check_bool, check_choice, check_int
 from .context import SharedClock
 from .distributed import agreement_digest, resolve_rank, table_reducer
 from .loader import EnlightLoader, check_arguments, check_soft_targets, resolve_device
@@ -943,10 +943,20 @@ def stream(
             :func:`~enlight_data.shards.hash_id`).
         multiprocessing_context: How the DataLoader starts its workers, as for ``DataLoader``: ``"fork"``,
             ``"spawn"``, ``"forkserver"`` or a context object (default: Python's own, ``"forkserver"`` on Linux
-            from Python 3.14). The batches are the same whichever starts them.
+            from Python 3.14). The batches are the same whichever starts them. With ``num_workers=0`` it has
+            nothing to start, and is accepted (unlike ``DataLoader``) so that a script can turn workers off alone;
+            so is ``persistent_workers``.
 
     Returns:
         An :class:`~enlight_data.EnlightLoader` yielding ``(input, target)`` tuples.
+
+    Raises:
+        TypeError: If an argument has the wrong type (each message names it), or ``source`` is not an index, a
+            pattern or a list of URLs.
+        ValueError: If a value is out of range or not one of the choices, ``device`` (or ``decode="gpu"``) names a device
+            this machine lacks, ``decode="gpu"`` has no ``augment``, a phase mixes or smooths labels and no
+            ``num_classes`` is known, or the shards cannot be read (an index that does not match them).
+        RuntimeError: If ``decode="gpu"`` and this torchvision cannot decode JPEG on the GPU.
 
     Note:
         An epoch has ``ceil(ceil(K / world_size) / batch_size)`` batches on every rank (floor with ``drop_last``),
@@ -964,15 +974,14 @@ def stream(
     check_bool("drop_last", drop_last)
     check_bool("persistent_workers", persistent_workers)
     _check_context(multiprocessing_context)
-    if handler not in HANDLERS:
-        raise ValueError(f"handler should be one of {HANDLERS}, got handler={handler!r}")
-    if not callable(decode) and decode not in DECODES:
-        raise ValueError(f"decode should be one of {DECODES} or a callable, got decode={decode!r}")
+    check_choice("handler", handler, HANDLERS)
+    if not callable(decode):
+        check_choice("decode", decode, DECODES, other=" or a callable")
     dev = resolve_device(device)
     if decode == "gpu":
         if not torch.cuda.is_available():
-            raise RuntimeError("decode='gpu' needs a CUDA device, and torch.cuda.is_available() is False; "
-                               "use decode='rgb8' on this machine")
+            raise ValueError("decode='gpu' needs a CUDA device, and torch.cuda.is_available() is False; "
+                             "use decode='rgb8' on this machine")
         if dev is None:
             dev = torch.device("cuda")
         if dev.type != "cuda":

@@ -94,8 +94,8 @@ class TrackedLoss(nn.Module):
             entropy over several labels): score each label on its own instead of the argmax.
 
     Raises:
-        TypeError: If the criterion cannot produce unreduced losses; use
-            ``loader.record(per_sample_loss, output=..., target=...)`` then.
+        TypeError: If the criterion cannot produce unreduced losses (use
+            ``loader.record(per_sample_loss, output=..., target=...)`` then), or ``recorder`` has no ``record()``.
     """
 
     # Kept in ``__dict__``, out of the module tree (see ``__init__``).
@@ -104,6 +104,11 @@ class TrackedLoss(nn.Module):
 
     def __init__(self, criterion: Callable[..., Tensor], recorder: Recorder, *, multi_label: bool = False) -> None:
         super().__init__()
+        if not callable(getattr(recorder, "record", None)):
+            raise TypeError(
+                f"recorder should have a record() method (an EnlightLoader), got recorder of type "
+                f"{type(recorder).__name__}"
+            )
         self._multi_label = check_bool("multi_label", multi_label)
         # A torch.compile'd module: its settings live on the module it wraps (a copy of the wrapper would share it).
         base = getattr(criterion, "_orig_mod", criterion)
@@ -163,8 +168,23 @@ class TrackedLoss(nn.Module):
         setattr(unreduced, "reduction", "none")  # noqa: B010 (nn.Module's attribute type is Tensor | Module)
         return unreduced(output, target)
 
-    def forward(self, output: Tensor, target: Tensor) -> Tensor:
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002 (named as torch's losses name it)
+        """The criterion's own loss of the batch; the per-sample losses (and accuracy) go to the recorder.
+
+        Args:
+            input: The model output.
+            target: The batch's targets, as the criterion takes them.
+
+        Returns:
+            The criterion's value, reduced as the criterion reduces.
+
+        Raises:
+            TypeError: If the criterion with ``reduction="none"`` does not give per-sample losses.
+            RuntimeError: If the recorder has no current batch (outside the loop over the loader).
+        """
         # (A bound method kept as an attribute would make a reference cycle through the loader and its workers.)
+        # ``input`` as in torch's losses, so a call by keywords (``criterion(input=x, target=y)``) works too.
+        output = input
         unreduced = self._unreduced
         per_element = self._module_unreduced(output, target) if unreduced is None else unreduced(output, target)
         if not isinstance(per_element, Tensor) or per_element.dim() == 0:

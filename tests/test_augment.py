@@ -71,7 +71,7 @@ def torchvision_crop_stats(h: int, w: int, n: int) -> tuple[torch.Tensor, torch.
 
 
 def test_all_is_sorted_and_exported():
-    assert augment_module.__all__ == sorted(augment_module.__all__) == ["GpuAugment", "apply_augment"]
+    assert augment_module.__all__ == sorted(augment_module.__all__) == ["AugmentParams", "GpuAugment", "apply_augment"]
 
 
 # ------------------------------------------------------------------------------------------------ random resized crop
@@ -599,8 +599,12 @@ def test_apply_augment_accepts_a_single_kornia_augmentation():
 
 def test_apply_augment_calls_other_callables_with_x_only():
     seen = []
-    out = apply_augment(lambda x: seen.append(x) or x + 1, torch.zeros(2, 3), generator=gen(), strength=0.5)
+    out = apply_augment(lambda x: seen.append(x) or x + 1, torch.zeros(2, 3), generator=gen())
     assert torch.equal(out, torch.ones(2, 3)) and len(seen) == 1
+    # Only a GpuAugment can scale its augmentation: a strength for anything else would be silently ignored.
+    with pytest.raises(ValueError, match="strength scales a GpuAugment only, got strength=0.5 with augment of type"):
+        apply_augment(lambda x: seen.append(x) or x, torch.zeros(2, 3), generator=gen(), strength=0.5)
+    assert len(seen) == 1
 
 
 def test_apply_augment_rejects_non_callables_and_bad_generators():
@@ -725,7 +729,7 @@ def test_enlighten_runs_the_augmentation_in_an_unchanged_loop(kind, forbid_globa
 
     def make(seed: int):
         augment = GpuAugment(16, **JITTER, mean=MEAN, std=STD) if kind == "gpu_augment" else kornia_pipeline()
-        schedule = ed.Schedule(2, ed.Phase(drop_high_loss=0.25), ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0))
+        schedule = ed.Schedule(2, during=ed.Phase(drop_high_loss=0.25), after=ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0))
         return ed.enlighten(_uint8_loader(), schedule, num_classes=4, seed=seed, augment=augment)
 
     loader = make(0)
@@ -746,7 +750,7 @@ def test_enlighten_runs_the_augmentation_on_cuda_in_an_unchanged_loop(kind):
 
     def make(seed: int):
         augment = GpuAugment(16, **JITTER, mean=MEAN, std=STD) if kind == "gpu_augment" else kornia_pipeline()
-        schedule = ed.Schedule(2, ed.Phase(drop_high_loss=0.25), ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0))
+        schedule = ed.Schedule(2, during=ed.Phase(drop_high_loss=0.25), after=ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0))
         return ed.enlighten(_uint8_loader(), schedule, num_classes=4, seed=seed, augment=augment, device="cuda")
 
     seen = _train(make(0), epochs=3, device="cuda")
@@ -761,7 +765,7 @@ def test_phase_strength_and_augment_swap_go_through_the_loader():
 
     aug = GpuAugment(16, **JITTER)
     raw = torch.cat([x for x, _ in _uint8_loader(16, batch=16, shuffle=False)])
-    schedule = ed.Schedule(1, ed.Phase(augment_strength=0.0), ed.Phase(augment_strength=0.5))
+    schedule = ed.Schedule(1, during=ed.Phase(augment_strength=0.0), after=ed.Phase(augment_strength=0.5))
     loader = ed.enlighten(_uint8_loader(16, batch=16, shuffle=False), schedule, augment=aug)
     (period,), (after,) = ([x for x, _ in loader] for _ in range(2))
     torch.testing.assert_close(period, aug(raw, generator=gen(123), strength=0.0))  # a plain resize, any draw
@@ -769,7 +773,7 @@ def test_phase_strength_and_augment_swap_go_through_the_loader():
     assert [h["augment_strength"] for h in loader.history] == [0.0, 0.5]
 
     zeros = lambda x: torch.zeros(x.shape[0], 3, 16, 16)  # noqa: E731
-    swapped = ed.enlighten(_uint8_loader(16, batch=16), ed.Schedule(1, ed.Phase(augment=zeros), ed.Phase()),
+    swapped = ed.enlighten(_uint8_loader(16, batch=16), ed.Schedule(1, during=ed.Phase(augment=zeros), after=ed.Phase()),
                            augment=aug)
     (first,), (second,) = ([x for x, _ in swapped] for _ in range(2))
     assert torch.equal(first, torch.zeros(16, 3, 16, 16)) and second.abs().sum() > 0
@@ -780,7 +784,7 @@ def test_augmented_batches_resume_mid_epoch_exactly():
     import enlight_data as ed
 
     def make():
-        schedule = ed.Schedule(1, ed.Phase(augment_strength=0.5), ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0))
+        schedule = ed.Schedule(1, during=ed.Phase(augment_strength=0.5), after=ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0))
         return ed.enlighten(_uint8_loader(), schedule, num_classes=4, seed=3, augment=GpuAugment(16, **JITTER))
 
     whole = make()
@@ -811,9 +815,9 @@ def test_augment_strength_needs_an_augmentation_that_scales():
         with pytest.raises(ValueError, match=rf"augment_strength scales a GpuAugment only, got "
                                              rf"augment_strength={during.augment_strength} in the during phase with "
                                              rf"{what}; swap the augmentation per phase with Phase\(augment=...\)"):
-            ed.enlighten(_uint8_loader(), ed.Schedule(1, during, ed.Phase()), augment=augment)
+            ed.enlighten(_uint8_loader(), ed.Schedule(1, during=during, after=ed.Phase()), augment=augment)
     # A phase's own GpuAugment scales, whatever the loader-wide augmentation.
-    ed.enlighten(_uint8_loader(), ed.Schedule(1, ed.Phase(augment=GpuAugment(16), augment_strength=0.5), ed.Phase()),
+    ed.enlighten(_uint8_loader(), ed.Schedule(1, during=ed.Phase(augment=GpuAugment(16), augment_strength=0.5), after=ed.Phase()),
                  augment=noisy)
 
 
@@ -862,3 +866,53 @@ def test_a_callable_augmentation_of_a_batch_that_is_not_a_tensor():
     for batch in ({"image": torch.zeros(2, 3, 4, 4)}, ["a", "b"], []):
         assert apply_augment(keep, batch, generator=gen()) is batch
     assert len(seen) == 3
+
+
+def test_numpy_scalars_are_accepted_as_the_rest_of_the_api_does():
+    import numpy as np
+
+    aug = GpuAugment(np.int64(8), seed=np.int64(3), channels_last=np.bool_(True))
+    assert aug.size == (8, 8) and aug.seed == 3 and aug.channels_last is True and type(aug.seed) is int
+    assert aug(images(2), generator=gen()).shape == (2, 3, 8, 8)
+
+
+def test_a_call_under_inference_mode_leaves_the_augmenter_usable_outside_it():
+    aug = GpuAugment(8, **JITTER, mean=MEAN, std=STD)
+    for x in (images(4), images(4).float() / 255):
+        with torch.inference_mode():
+            preview = aug(x, generator=gen())
+        assert preview.is_inference()
+        out = aug(x, generator=gen())  # the scratch buffers made in inference mode were normal tensors
+        assert not out.is_inference()
+        torch.testing.assert_close(out, preview)
+
+
+def test_kornia_auto_augment_policies_get_float_input():
+    from kornia.augmentation import auto
+
+    x = images(4, h=16, w=16)
+    for policy in (auto.RandAugment(n=2, m=5), auto.TrivialAugment(), auto.AutoAugment()):
+        out = apply_augment(policy, x, generator=gen())
+        assert out.dtype == torch.float32 and 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+
+
+def test_augment_params_check_types_shapes_and_devices():
+    p = GpuAugment(8, **JITTER).draw(4, 10, 10, generator=gen())
+    with pytest.raises(TypeError, match="boxes should be a Tensor, got boxes of type NoneType"):
+        dataclasses.replace(p, boxes=None)
+    with pytest.raises(TypeError, match="flip should be a bool tensor, got flip of dtype torch.float32"):
+        dataclasses.replace(p, flip=p.flip.float())
+    with pytest.raises(TypeError, match="hue should be a floating-point tensor, got hue of dtype torch.bool"):
+        dataclasses.replace(p, hue=p.flip)
+    with pytest.raises(ValueError, match=r"hue should have shape \(4,\) and boxes' device cpu, got hue of shape \(3,\)"):
+        dataclasses.replace(p, hue=p.hue[:3])
+    with pytest.raises(ValueError, match=r"boxes should have shape \(4, 4\)"):
+        dataclasses.replace(p, boxes=p.boxes[:, :3])
+
+
+def test_draw_and_empty_batches_check_their_arguments():
+    aug = GpuAugment(8)
+    with pytest.raises(ValueError, match="device should name a torch device such as 'cuda:0', got device='xyz'"):
+        aug.draw(2, 8, 8, generator=gen(), device="xyz")
+    with pytest.raises(TypeError, match="generator should be a torch.Generator, got generator='g'"):
+        aug(images(0), generator="g")

@@ -131,7 +131,8 @@ def _soft_rows():
 
 @check("target-type")
 def _target_type():
-    with pytest.raises(ValueError, match="target should be class indices"):
+    with pytest.raises(TypeError, match=r"target of shape \(B,\) should hold integer class indices, got target of "
+                                        "dtype torch.float32"):
         list(_loader(_tensors(torch.zeros(8, 2), torch.zeros(8))))
     with pytest.raises(ValueError, match="target rows should have num_classes=3 columns"):
         list(_loader(_tensors(torch.zeros(8, 2), torch.eye(4)[[0] * 8])))
@@ -159,6 +160,8 @@ def _cutmix_shape():
 def _batch_structure():
     with pytest.raises(TypeError, match="batches should be a tuple/list"):
         list(_loader([torch.zeros(2)] * 8))
+    with pytest.raises(ValueError, match="of at least 2 items when the schedule mixes or smooths labels, got a list"):
+        list(_loader([[torch.zeros(2)]] * 8))
     with pytest.raises(ValueError, match="input_key"):
         list(_loader([{"x": torch.zeros(2), "y": 0}] * 8))
     with pytest.raises(ValueError, match=r"input_key='img' is not a key"):
@@ -249,7 +252,7 @@ def _no_accuracy():
 
 @check("empty-epoch")
 def _empty_epoch():
-    schedule = ed.Schedule(ed.Period(until_accuracy=0.99, max_epochs=3), ed.Phase(drop_high_loss=0.9), ed.Phase())
+    schedule = ed.Schedule(ed.Period(until_accuracy=0.99, max_epochs=3), during=ed.Phase(drop_high_loss=0.9), after=ed.Phase())
     data = _tensors(torch.arange(20.0).view(20, 1), torch.arange(20) % 3)
     loader = ed.enlighten(DataLoader(data, batch_size=8, drop_last=True), schedule)
     for x, y in loader:

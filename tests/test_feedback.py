@@ -294,3 +294,14 @@ def test_select_high_loss_checks_the_losses_it_is_given():
     with pytest.raises(ValueError, match=r"losses should be a float tensor of shape \(10,\), got shape \(20,\)"):
         table.select_high_loss(0.5, losses=torch.arange(20.0))
     assert sorted(table.select_high_loss(0.5, losses=torch.arange(10.0)).tolist()) == [5, 6, 7, 8, 9]
+
+
+def test_record_refuses_losses_that_are_not_floating_point():
+    table = LossTable(4)
+    ids = torch.arange(4)
+    for bad in (torch.tensor([0, 1, 2, 1]), torch.ones(4, dtype=torch.bool), torch.ones(4, dtype=torch.complex64)):
+        with pytest.raises(TypeError, match=f"losses should be a floating-point tensor, got losses of dtype {bad.dtype}"):
+            table.record(ids, bad)  # labels passed by mistake would be ranked as losses
+    table.record(ids, torch.ones(4, dtype=torch.float16))  # any float dtype
+    table.finalize_epoch()
+    assert table.losses().tolist() == [1.0] * 4

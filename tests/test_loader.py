@@ -154,7 +154,7 @@ def test_targets_soft_in_every_epoch_when_any_phase_mixes():
         assert torch.equal(y, F.one_hot(torch.tensor(ids_of(x)) % 3, 3).float())
     mixing = list(loader)
     assert any(not torch.equal(y, y.round()) for _, y in mixing)
-    smooth = ed.enlighten(DataLoader(Images(16), batch_size=8), ed.Schedule(1, ed.Phase(label_smoothing=0.2), ed.Phase()),
+    smooth = ed.enlighten(DataLoader(Images(16), batch_size=8), ed.Schedule(1, during=ed.Phase(label_smoothing=0.2), after=ed.Phase()),
                           num_classes=4)
     for _ in range(2):
         for _, y in smooth:  # smoothing only in the period; soft rows in both epochs
@@ -404,8 +404,8 @@ def test_current_epoch_and_phase_inside_persistent_workers():
 def test_state_dict_is_weights_only_and_resume_at_boundary_reproduces():
     def make():
         dl = DataLoader(Images(48), batch_size=16, shuffle=True)
-        return ed.enlighten(dl, ed.Schedule(2, ed.Phase(cutmix_alpha=1.0, drop_high_loss=0.25),
-                                            ed.Phase(mixup_alpha=0.5)), num_classes=4, seed=9)
+        return ed.enlighten(dl, ed.Schedule(2, during=ed.Phase(cutmix_alpha=1.0, mix_prob=0.5, drop_high_loss=0.25),
+                                            after=ed.Phase(mixup_alpha=0.5)), num_classes=4, seed=9)
 
     def epoch(loader):
         out = []
@@ -427,7 +427,7 @@ def test_state_dict_is_weights_only_and_resume_at_boundary_reproduces():
         assert len(e) == len(g)
         for (x1, y1), (x2, y2) in zip(e, g):
             assert torch.equal(x1, x2) and torch.equal(y1, y2)
-    assert resumed.history == ref.history
+    assert resumed.history == ref.history and ref.history[1]["removed"] > 0  # the resumed epoch removed samples
     assert torch.equal(resumed.losses().nan_to_num(-1), ref.losses().nan_to_num(-1))
 
 
@@ -475,8 +475,8 @@ def test_break_early_finishes_epoch_at_next_iter():
 
 def test_library_never_uses_global_rng(forbid_global_rng):
     dl = DataLoader(Images(32), batch_size=8, shuffle=True, num_workers=0)
-    loader = ed.enlighten(dl, ed.Schedule(1, ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, drop_high_loss=0.2),
-                                          ed.Phase(mixup_alpha=0.3, mode="batch")), num_classes=4)
+    loader = ed.enlighten(dl, ed.Schedule(1, during=ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, mix_prob=0.5, drop_high_loss=0.2),
+                                          after=ed.Phase(mixup_alpha=0.3, mode="batch")), num_classes=4)
     for _ in range(3):
         for x, y in loader:
             loader.record(x.flatten(1).mean(1), output=y, target=y)
@@ -538,7 +538,7 @@ def test_cuda_training_step_never_synchronises_with_the_host():
     data = DataLoader(TensorDataset(torch.randint(0, 256, (96, 3, 20, 20), dtype=torch.uint8,
                                                   generator=torch.Generator().manual_seed(0)),
                                     torch.arange(96) % 4), batch_size=16)
-    schedule = ed.Schedule(1, ed.Phase(drop_high_loss=0.2), ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0))
+    schedule = ed.Schedule(1, during=ed.Phase(drop_high_loss=0.2), after=ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0))
     loader = ed.enlighten(data, schedule, num_classes=4, device="cuda", augment=ed.GpuAugment(16, brightness=0.2))
     model = model_for(4, 3 * 16 * 16).cuda()
     criterion = loader.track(nn.CrossEntropyLoss())
@@ -901,7 +901,7 @@ def test_sampler_set_epoch_of_a_ddp_loop_sets_the_loaders_epoch():
 
 def test_an_epoch_without_batches_is_warned_about():
     # drop_last with High-Loss Removal: 16 samples recorded, 14 of them removed, leave 6 of 20, less than one batch of 8.
-    schedule = ed.Schedule(ed.Period(until_accuracy=0.99, max_epochs=3), ed.Phase(drop_high_loss=0.9), ed.Phase())
+    schedule = ed.Schedule(ed.Period(until_accuracy=0.99, max_epochs=3), during=ed.Phase(drop_high_loss=0.9), after=ed.Phase())
     loader = ed.enlighten(DataLoader(Images(20), batch_size=8, drop_last=True), schedule)
     for x, y in loader:
         loader.record(x.flatten(1)[:, 0], output=torch.zeros(x.shape[0], 4), target=y)  # 25 % right
@@ -1008,3 +1008,119 @@ def test_len_with_two_ranks_after_a_break_is_the_same_resumed_or_not():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         assert len(resumed) == len(whole) == len(list(whole))  # no process group: closing combines nothing
+
+
+def test_a_first_pass_under_inference_mode_leaves_the_loader_usable_for_training():
+    # Scoring the data first (or building the loader) under torch.inference_mode() must not turn the loader's
+    # long-lived state (shared clock, loss table, staging buffers) into inference tensors, which could never be
+    # written again outside it.
+    def make():
+        schedule = ed.Schedule(2, during=ed.Phase(drop_high_loss=0.25, cutmix_alpha=1.0, mix_prob=0.5),
+                               after=ed.Phase(mixup_alpha=0.4))
+        return ed.enlighten(DataLoader(Images(32), batch_size=8, shuffle=True), schedule, num_classes=4,
+                            augment=ed.GpuAugment(6, brightness=0.2, hue=0.1))
+
+    def epoch(loader, model, criterion):
+        for x, y in loader:
+            criterion(model(x.flatten(1)), y)
+
+    with torch.inference_mode():
+        scored = make()
+        model = model_for(features=108)
+        criterion = scored.track(nn.CrossEntropyLoss())
+        epoch(scored, model, criterion)
+        state = scored.state_dict()
+    for _ in range(2):
+        epoch(scored, model, criterion)
+    plain = make()
+    plain_criterion = plain.track(nn.CrossEntropyLoss())
+    for _ in range(3):
+        epoch(plain, model, plain_criterion)
+    assert scored.history == plain.history and scored.history[1]["removed"] > 0
+    with torch.inference_mode():
+        scored.load_state_dict(state)
+    epoch(scored, model, criterion)
+    assert scored.history == plain.history[:2]
+
+
+def test_batches_and_datasets_of_the_wrong_form_are_named():
+    one_item = ed.enlighten(DataLoader(TensorDataset(torch.zeros(8, 3)), batch_size=4), ed.mixup_pause(1, alpha=0.2),
+                            num_classes=2)
+    with pytest.raises(ValueError, match=r"batches should be a tuple/list \(input, target, ...\) of at least 2 items "
+                                         r"when the schedule mixes or smooths labels, got a list of 1 item\(s\)"):
+        list(one_item)
+
+    class NoLen(Dataset):
+        def __getitem__(self, i):
+            return torch.zeros(3), 0
+
+    with pytest.raises(TypeError, match="loader.dataset should have a len\\(\\) .* got NoLen, which has no __len__"):
+        ed.enlighten(DataLoader(NoLen(), batch_size=2, sampler=range(4)), ed.high_loss_removal(3, fraction=0.1))
+    with pytest.raises(TypeError, match=r"input_key should be a dict key \(hashable\) or None, got input_key=\[\]"):
+        ed.enlighten(DataLoader(Images(8), batch_size=4), ed.high_loss_removal(3, fraction=0.1), input_key=[])
+
+
+@pytest.mark.parametrize("when", ["before saving", "after loading, before saving again"])
+def test_set_epoch_of_the_next_epoch_before_a_checkpoint_is_kept(when):
+    # A loop capped at a number of steps per epoch breaks, moves on with set_epoch(epoch + 1), then saves: the
+    # resumed run starts that epoch, as the original loader does, and does not continue the left one.
+    def make():
+        return ed.enlighten(DataLoader(Images(40), batch_size=8, shuffle=True), ed.high_loss_removal(3, fraction=0.25),
+                            seed=2)
+
+    loader = make()
+    for _ in loader:
+        pass
+    for k, _ in enumerate(loader):
+        if k == 1:
+            break
+    if when == "before saving":
+        loader.set_epoch(2)
+        state = _saved(loader)
+    else:
+        loaded = make()
+        loaded.load_state_dict(_saved(loader))
+        loaded.set_epoch(2)
+        state = _saved(loaded)
+        loader.set_epoch(2)
+    assert state["chosen"] and state["left"]
+    resumed = make()
+    resumed.load_state_dict(state)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        expected = [ids_of(x) for x, _ in loader]
+        got = [ids_of(x) for x, _ in resumed]
+    assert resumed.epoch == loader.epoch == 2 and got == expected and len(got) == 5
+    assert not any("goes on with the rest of that epoch" in str(w.message) for w in caught)
+    with pytest.raises(ValueError, match=r"state\['chosen'\] should be a bool, got chosen=1"):
+        make().load_state_dict({**state, "chosen": 1})
+
+
+@pytest.mark.parametrize("form", ["tensor", "one-item list", "dict without target_key"])
+def test_batches_without_targets_serve_a_schedule_that_needs_none(form):
+    # High-Loss Removal for a language model: batches of token ids, the loss computed from the ids themselves.
+    tokens = torch.arange(64).reshape(16, 4)
+
+    class Ids(Dataset):
+        def __len__(self):
+            return 16
+
+        def __getitem__(self, i):
+            return {"tensor": tokens[i], "one-item list": [tokens[i]], "dict without target_key": {"ids": tokens[i]}}[
+                form]
+
+    loader = ed.enlighten(DataLoader(Ids(), batch_size=4, shuffle=True), ed.high_loss_removal(3, fraction=0.25),
+                          input_key="ids" if form.startswith("dict") else None,
+                          augment=(lambda x: x + 0) if form == "one-item list" else None)
+    for _ in range(2):
+        for batch in loader:
+            ids = {"tensor": lambda b: b, "one-item list": lambda b: b[0], "dict without target_key": lambda b: b["ids"]}[
+                form](batch)
+            assert isinstance(batch, {"tensor": torch.Tensor, "one-item list": list, "dict without target_key": dict}[
+                form]) and ids.shape == (4, 4)
+            loader.record(ids[:, 0].float())  # the loss of a sample: its first id
+    assert set(loader.removed_indices().tolist()) == {15, 14, 13, 12}  # the 25 % highest "losses"
+    mixing = ed.enlighten(DataLoader(Ids(), batch_size=4), ed.mixup_pause(1, alpha=0.2), num_classes=2,
+                          input_key="ids", target_key="label")
+    with pytest.raises((TypeError, ValueError), match="batches should be|is not a key of the batch"):
+        next(iter(mixing))

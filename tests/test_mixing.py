@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -381,3 +383,32 @@ def test_mixup_or_cutmix_chosen_on_the_device_mixes_as_the_choice_says(monkeypat
         lam = params.lam[:, None]
         torch.testing.assert_close(ym, lam * onehot + (1 - lam) * onehot[(torch.arange(16) + 8) % 16])
     assert kinds == {"mixup", "cutmix"}
+
+
+def test_mix_batch_refuses_rows_that_would_spread_nan_or_negative_weights():
+    x, y = batch(b=8, classes=4)
+    rows = torch.eye(4)[y % 4]
+    phase = ed.Phase(mixup_alpha=1.0)
+    for bad in (math.nan, -0.5, math.inf):
+        broken = rows.clone()
+        broken[3, 1] = bad
+        with pytest.raises(ValueError, match=r"target rows should be finite and non-negative, got rows .* at batch "
+                                             r"positions \[3\]"):
+            mix_batch(x, broken, phase, num_classes=4, generator=gen())
+
+
+def test_float_class_ids_are_refused_as_a_dtype_error():
+    x, y = batch(b=8, classes=4)
+    with pytest.raises(TypeError, match=r"target of shape \(B,\) should hold integer class indices, got target of "
+                                        r"dtype torch.float32"):
+        mix_batch(x, y.float(), ed.Phase(mixup_alpha=1.0), num_classes=4, generator=gen())
+
+
+@pytest.mark.parametrize("b", [1, 2, 5])
+def test_mix_batch_gives_integer_input_one_dtype_whatever_the_batch_size(b):
+    x = torch.randint(0, 256, (b, 3, 8, 8), dtype=torch.uint8)
+    y = torch.zeros(b, dtype=torch.long)
+    mixed, _, _ = mix_batch(x, y, ed.Phase(mixup_alpha=1.0), num_classes=2, generator=gen())
+    assert mixed.dtype == torch.float32  # a batch of one has no partner, but comes out as a mixed batch does
+    unmixed, _, _ = mix_batch(x, y, ed.Phase(), num_classes=2, generator=gen())
+    assert unmixed is x  # a phase that does not mix leaves the input as it is

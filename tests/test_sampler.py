@@ -146,3 +146,28 @@ def test_sampler_flags_take_numpy_bools_as_bools():
 def test_shard_pad_must_be_a_bool():
     with pytest.raises(TypeError, match="pad should be a bool, got pad='no' of type str"):
         shard(torch.arange(5), 0, 2, pad="no")  # type: ignore[arg-type]
+
+
+def test_data_source_and_base_are_checked():
+    with pytest.raises(TypeError, match="data_source should have a len\\(\\) .* got data_source of type NoneType"):
+        EnlightSampler(None)
+    with pytest.raises(TypeError, match="base should be a sampler .* got base=5"):
+        EnlightSampler(DATA, base=5)
+    with pytest.raises(ValueError, match=r"base should yield dataset indices in \[0, 23\), got indices in \[3, 23\] "
+                                         r"in epoch 0"):
+        EnlightSampler(DATA, base=[3, 22, 23])
+    growing = [[1, 2], [1, -1]]  # a sampler whose second epoch goes wrong
+
+    class Base:
+        def __init__(self):
+            self.epoch = 0
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __iter__(self):
+            return iter(growing[self.epoch])
+
+    sampler = EnlightSampler(DATA, base=Base())
+    with pytest.raises(ValueError, match=r"got indices in \[-1, 1\] in epoch 1"):
+        sampler.begin(1, None)

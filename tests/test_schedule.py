@@ -87,7 +87,7 @@ def test_schedule_takes_an_int_or_a_period_and_stores_a_period():
     assert hints["period"] == ed.Period | int  # what the constructor takes (an int documented and accepted)
     assert typing.get_type_hints(ed.Schedule)["period"] is ed.Period  # what the attribute holds
     s = ed.Schedule(3, during=ed.Phase(mixup_alpha=0.2))
-    assert s.period == ed.Period(epochs=3) and s == ed.Schedule(ed.Period(epochs=3), ed.Phase(mixup_alpha=0.2))
+    assert s.period == ed.Period(epochs=3) and s == ed.Schedule(ed.Period(epochs=3), during=ed.Phase(mixup_alpha=0.2))
     assert s.after == ed.Phase() and hash(s) == hash(ed.Schedule(3, during=ed.Phase(mixup_alpha=0.2)))
     assert dataclasses.replace(s, period=5).period == ed.Period(epochs=5)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -114,7 +114,7 @@ def test_presets():
     s = ed.high_loss_removal(3, fraction=0.1)
     assert s.during.drop_high_loss == 0.1 and s.after.drop_high_loss == 0.0
     assert not s.soft_targets and ed.mixup_pause(1, alpha=1.0).soft_targets
-    assert ed.Schedule(3, ed.Phase(label_smoothing=0.1), ed.Phase()).soft_targets
+    assert ed.Schedule(3, during=ed.Phase(label_smoothing=0.1), after=ed.Phase()).soft_targets
 
 
 @pytest.mark.parametrize(
@@ -170,7 +170,7 @@ def test_period_and_phase_are_keyword_only():
         ed.Period(10)  # type: ignore[misc]
     with pytest.raises(TypeError):
         ed.Phase(0.8)  # type: ignore[misc]
-    assert ed.Schedule(ed.Period(epochs=3), ed.Phase(), ed.Phase(mixup_alpha=0.8)).after.mixup_alpha == 0.8
+    assert ed.Schedule(ed.Period(epochs=3), during=ed.Phase(), after=ed.Phase(mixup_alpha=0.8)).after.mixup_alpha == 0.8
 
 
 # ---------------------------------------------------------------------- NumPy scalars are stored as Python numbers
@@ -401,3 +401,56 @@ def test_tracker_state_roundtrip_keeps_the_latch():
         u.load_state_dict(t.state_dict())
         assert u.end_epoch == t.end_epoch and u.ended == t.ended
         assert [u.in_period(e) for e in range(5)] == [t.in_period(e) for e in range(5)]
+
+
+def test_accuracy_period_compares_at_float32_precision():
+    # 7 of 10 positions right for every sample is 0.7, staged per sample in float32 as 0.699999988.
+    staged = float(torch.tensor(0.7, dtype=torch.float32))
+    assert staged < 0.7
+    reached = PeriodTracker(ed.Period(until_accuracy=0.7))
+    reached.observe(0, staged)
+    assert reached.end_epoch == 1
+    short = PeriodTracker(ed.Period(until_accuracy=0.5))
+    short.observe(0, 4_999_999 / 10_000_000)  # one sample short of 0.5 is still short at float32 precision
+    assert short.end_epoch is None
+
+
+def test_dense_accuracy_reaches_its_exact_threshold():
+    x = torch.zeros(8, 3)
+    y = torch.zeros(8, 10, dtype=torch.long)
+    loader = ed.enlighten(DataLoader(TensorDataset(x, y), batch_size=4),
+                          ed.high_loss_removal(ed.Period(until_accuracy=0.7, max_epochs=5), fraction=0.1))
+    output = torch.zeros(4, 2, 10)
+    output[:, 1, 7:] = 1.0  # class 0 (right) predicted at 7 of the 10 positions of every sample, class 1 elsewhere
+    for _ in range(2):
+        for _, target in loader:
+            loader.record(torch.ones(4), output=output, target=target)
+    assert [h["in_period"] for h in loader.history] == [True, False]
+
+
+@pytest.mark.parametrize(
+    "during, after, warned",
+    [
+        (ed.Phase(drop_high_loss=0.3, mixup_alpha=0.2), ed.Phase(), "during.drop_high_loss=0.3"),
+        (ed.Phase(drop_high_loss=0.3, cutmix_alpha=1.0, mode="batch"), ed.Phase(), "during mixes every sample"),
+        (ed.Phase(mixup_alpha=0.2), ed.Phase(drop_high_loss=0.3, mixup_alpha=0.2), "both phases mix every sample"),
+        (ed.Phase(drop_high_loss=0.3, mixup_alpha=0.2, mix_prob=0.5), ed.Phase(), None),
+        (ed.Phase(), ed.Phase(drop_high_loss=0.3, mixup_alpha=0.2), None),  # during records the losses
+        (ed.Phase(drop_high_loss=0.3), ed.Phase(mixup_alpha=0.2), None),
+    ],
+)
+def test_removal_in_phases_that_record_no_loss_warns(during, after, warned):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ed.Schedule(3, during=during, after=after)
+    messages = [str(w.message) for w in caught]
+    if warned is None:
+        assert messages == []
+    else:
+        assert len(messages) == 1 and warned in messages[0] and "removes next to nothing" in messages[0]
+        assert caught[0].filename == __file__  # points at the caller
+
+
+def test_schedule_phases_are_keyword_only():
+    with pytest.raises(TypeError):
+        ed.Schedule(3, ed.Phase(), ed.Phase(mixup_alpha=0.2))  # which is during? say it

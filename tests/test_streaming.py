@@ -451,7 +451,7 @@ def test_rgb8_batches_need_one_image_size(tmp_path):
 def test_gpu_decode_needs_cuda(tmp_path):
     index = write(tmp_path, n=8, fmt="jpg")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="decode='gpu' needs a CUDA device"):
+        with pytest.raises(ValueError, match="decode='gpu' needs a CUDA device"):
             ed.stream(index, ed.Schedule(1), batch_size=4, decode="gpu")
     with pytest.raises(ValueError, match="decode should be one of"):
         ed.stream(index, ed.Schedule(1), batch_size=4, decode="jpeg")
@@ -466,7 +466,7 @@ def test_stream_runs_gpu_augment_and_mixing_in_an_unchanged_loop(tmp_path, num_w
     index = ed.write_shards(data, str(tmp_path / "a-%02d.tar"), maxcount=6, image_format="png", progress=False)
 
     def make(seed):
-        schedule = ed.Schedule(1, ed.Phase(augment_strength=0.0), ed.Phase(mixup_alpha=1.0))
+        schedule = ed.Schedule(1, during=ed.Phase(augment_strength=0.0), after=ed.Phase(mixup_alpha=1.0))
         return ed.stream(index, schedule, batch_size=8, num_workers=num_workers, seed=seed,
                          augment=GpuAugment(8, brightness=0.3), num_classes=CLASSES)
 
@@ -1292,3 +1292,15 @@ def test_saved_worker_positions_name_a_non_int_epoch_or_position(tmp_path):
         with pytest.raises(ValueError, match=r"state\['source'\] should hold the workers' positions in epoch 0 after "
                                              r"batch 1, got epoch="):
             ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=0).load_state_dict(bad)
+
+
+def test_choices_of_the_wrong_type_are_type_errors(tmp_path):
+    index = write(tmp_path, n=8)
+    schedule = ed.mixup_pause(1, alpha=0.5)
+    with pytest.raises(TypeError, match=r"handler should be one of \('raise', 'warn'\), got handler=1 of type int"):
+        ed.stream(index, schedule, batch_size=2, handler=1)
+    with pytest.raises(TypeError, match=r"decode should be one of \('rgb8', 'l8', 'gpu'\) or a callable, got decode=5"):
+        ed.stream(index, schedule, batch_size=2, decode=5)
+    with pytest.raises(TypeError, match=r"image_format should be one of \('jpg', 'png', 'npy'\), got image_format=None"):
+        ed.write_shards(TensorDataset(torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long)),
+                        str(tmp_path / "t-%02d.tar"), image_format=None, progress=False)

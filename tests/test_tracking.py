@@ -165,10 +165,19 @@ def test_record_checks_threshold_and_multi_label():
         for bad in (True, "0.5"):
             with pytest.raises(TypeError, match="threshold should be a real number"):
                 loader.record(torch.ones(2), output=torch.zeros(2, 4), target=t, threshold=bad)
-        with pytest.raises(TypeError, match="multi_label should be a bool, got multi_label of type int"):
+        with pytest.raises(TypeError, match="multi_label should be a bool, got multi_label=1 of type int"):
             loader.record(torch.ones(2), output=torch.zeros(2, 4), target=t, multi_label=1)
         with pytest.raises(ValueError, match=r"target should have the output's shape \(2, 4\), got target of shape \(2,\)"):
             loader.record(torch.ones(2), output=torch.zeros(2, 4), target=t[:, 0], multi_label=True)
+        # One of output/target alone would silently score nothing (an accuracy period could then never end).
+        with pytest.raises(ValueError, match="output and target should be given together .* got output= without target="):
+            loader.record(torch.ones(2), output=torch.zeros(2, 4))
+        with pytest.raises(ValueError, match="got target= without output="):
+            loader.record(torch.ones(2), target=t)
+        # Labels passed as losses would be ranked as losses.
+        with pytest.raises(TypeError, match="per_sample_loss should be a floating-point tensor .* got per_sample_loss "
+                                            "of dtype torch.int64"):
+            loader.record(torch.ones(2, dtype=torch.long))
         loader.record(torch.ones(2))
 
 
@@ -301,3 +310,18 @@ def test_a_tracked_loss_makes_no_reference_cycle_that_keeps_the_loader_alive():
             assert alive() is None
     finally:
         gc.enable()
+
+
+def test_tracked_loss_takes_keyword_arguments_as_torch_losses_do():
+    x, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 1])
+    loader = ed.enlighten(DataLoader(TensorDataset(x, y), batch_size=4), ed.high_loss_removal(2, fraction=0.25))
+    tracked = loader.track(nn.CrossEntropyLoss())
+    for xb, yb in loader:
+        value = tracked(input=xb, target=yb)
+    torch.testing.assert_close(value, F.cross_entropy(x, y))
+    assert loader.history[-1]["recorded"] == 4
+
+
+def test_tracked_loss_needs_a_recorder():
+    with pytest.raises(TypeError, match="recorder should have a record\\(\\) method .*got recorder of type NoneType"):
+        TrackedLoss(nn.CrossEntropyLoss(), None)
