@@ -114,8 +114,8 @@ class LossTable:
 
         Raises:
             TypeError: If ``indices`` or ``losses`` is not a tensor, ``losses`` is not of a
-                floating-point dtype, ``indices`` is not of an integer dtype, ``keep`` is not ``None`` or a bool tensor, or ``correct``
-                is not ``None`` or a bool or float tensor.
+                floating-point dtype, ``indices`` is not of an integer dtype, ``keep`` is not
+                ``None`` or a bool tensor, or ``correct`` is not ``None`` or a bool or float tensor.
             ValueError: If the shapes disagree, or (for CPU ``indices``) an index is
                 outside ``[0, size)``.
 

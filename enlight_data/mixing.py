@@ -376,10 +376,12 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
     """Turn class indices, one-hot or soft rows into smoothed float32 rows of ``num_classes``.
 
     Raises:
-        ValueError: For targets out of ``[0, num_classes)``, integer rows holding other values than
-            0 and 1, or float rows holding a negative or non-finite value (all checked when the targets
-            are on the CPU, so the check never synchronises a GPU), rows of the wrong width, ``num_classes < 1`` or ``label_smoothing`` outside ``[0, 1)``.
-        TypeError: For targets that are not a tensor, or a ``num_classes`` that is not an int.
+        ValueError: For targets out of ``[0, num_classes)``, integer rows holding other values than 0 and
+            1, or float rows holding a negative or non-finite value (all checked when the targets are on the
+            CPU, so the check never synchronises a GPU), rows of the wrong width, ``num_classes < 1`` or
+            ``label_smoothing`` outside ``[0, 1)``.
+        TypeError: For targets that are not a tensor, class indices that are not integers, or a ``num_classes``
+            that is not an int.
     """
     if not isinstance(target, Tensor):
         raise TypeError(f"target should be a Tensor, got target of type {type(target).__name__}")

@@ -953,8 +953,8 @@ def stream(
     Raises:
         TypeError: If an argument has the wrong type (each message names it), or ``source`` is not an index, a
             pattern or a list of URLs.
-        ValueError: If a value is out of range or not one of the choices, ``device`` (or ``decode="gpu"``) names a device
-            this machine lacks, ``decode="gpu"`` has no ``augment``, a phase mixes or smooths labels and no
+        ValueError: If a value is out of range or not one of the choices, ``device`` (or ``decode="gpu"``) names a
+            device this machine lacks, ``decode="gpu"`` has no ``augment``, a phase mixes or smooths labels and no
             ``num_classes`` is known, or the shards cannot be read (an index that does not match them).
         RuntimeError: If ``decode="gpu"`` and this torchvision cannot decode JPEG on the GPU.
 
