@@ -9,6 +9,7 @@ The epoch lives in one place: the :class:`EnlightLoader` advances it once per
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from typing import Any
 
 import torch
@@ -44,9 +45,11 @@ class SharedClock:
         state = self.__dict__.copy()
         phases = {name: getattr(self.schedule, name) for name in ("during", "after")}
         if any(p.augment is not None for p in phases.values()):
-            state["schedule"] = dataclasses.replace(
-                self.schedule, **{k: dataclasses.replace(p, augment=None) for k, p in phases.items()}
-            )
+            with warnings.catch_warnings():  # the schedule's own warnings were given when the user made it
+                warnings.simplefilter("ignore")
+                state["schedule"] = dataclasses.replace(
+                    self.schedule, **{k: dataclasses.replace(p, augment=None) for k, p in phases.items()}
+                )
         return state
 
     @property

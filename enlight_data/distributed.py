@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ._stack import caller_stacklevel
 from ._validate import check_int
 from .feedback import LossTable
 
@@ -285,7 +286,7 @@ def table_reducer(
                 "accuracy are not combined across ranks, so removal sets and the end of the "
                 "period may differ between ranks; call torch.distributed.init_process_group() first",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=caller_stacklevel(),
             )
 
     return reduce

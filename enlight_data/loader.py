@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import sys
 import warnings
 import weakref
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from typing import Any, Callable, Generator, Iterator, Protocol
 
 import torch
@@ -22,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from ._rng import Stream, derive_seed
 from ._inference import normal_tensors
+from ._stack import caller_stacklevel
 from ._validate import check_bool, check_device, check_int, check_real
 from .context import SharedClock
 from .distributed import resolve_rank, table_reducer
@@ -30,7 +29,7 @@ from .mapstyle import MapSource, check_loader
 from .mixing import apply_mix, draw_mix, mix_size, to_soft_targets
 from .schedule import Phase, PeriodTracker, Schedule
 from .tracking import TrackedLoss
-from .transfer import Prefetcher
+from .transfer import Prefetcher, with_items
 
 __all__ = ["EnlightLoader", "SamplerView", "check_arguments", "check_soft_targets", "enlighten", "resolve_device"]
 
@@ -67,22 +66,6 @@ class Source(Protocol):
 
     def signature(self) -> dict[str, Any]:
         ...
-
-
-# This package's files and torch's (a tracked loss is called through nn.Module.__call__, or a compiled wrapper).
-_INTERNAL = tuple(os.path.dirname(os.path.abspath(f)) + os.sep for f in (__file__, torch.__file__))
-
-
-def _caller_stacklevel() -> int:
-    """A ``stacklevel`` for a warning raised in the caller: the first frame outside this package and ``torch``.
-
-    So a warning from ``record()`` names the user's line, whether it called ``record()`` or a tracked loss (through
-    ``nn.Module.__call__``, compiled or not).
-    """
-    frame, level = sys._getframe(2), 2  # the caller of the function that warns
-    while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _apply_augment(augment: Callable[..., Tensor], x: Tensor, *, generator: torch.Generator, strength: float) -> Tensor:
@@ -202,6 +185,9 @@ class EnlightLoader:
         self._live: weakref.ref[Generator[Any, None, None]] | None = None  # the last iter()'s iterator
         self._warned_nonfinite = -1
         self._mixes = any(p.mixes for p in schedule.phases)
+        # Some phase augments or mixes the batch: its input (and, to mix, its target) must be found in every batch.
+        self._reads_batches = schedule.soft_targets or augment is not None or any(
+            p.augment is not None for p in schedule.phases)
         self._current_phase = 0  # the phase index the most recently started epoch began in
         # NOTE [ Per-rank random streams ]
         # Each rank mixes and augments its own samples: with the rank among the keys, ranks draw independent λ,
@@ -404,7 +390,7 @@ class EnlightLoader:
                     "batch is recorded. For an auxiliary head or an evaluation inside the loop, call the "
                     "criterion itself (tracked.criterion), not the tracked loss (warned once)",
                     UserWarning,
-                    stacklevel=_caller_stacklevel(),
+                    stacklevel=caller_stacklevel(),
                 )
             return
         indices, mixed = self._batch
@@ -614,20 +600,16 @@ class EnlightLoader:
         """Return ``(input, target)`` of a batch.
 
         Without ``need_target`` (a schedule that neither mixes nor smooths labels), a batch may have no target: a
-        bare tensor, a 1-item tuple/list or a dict without ``target_key`` (token ids for a language model, say);
+        bare tensor, a 1-item tuple/list or a mapping without ``target_key`` (token ids for a language model, say);
         its target is then ``None``.
         """
-        if isinstance(batch, dict):
-            keys = (("input_key", self.input_key), ("target_key", self.target_key if need_target else 0))
-            if any(key is None for _, key in keys):
+        if isinstance(batch, Mapping):
+            if self.input_key is None or (need_target and self.target_key is None):
                 raise ValueError(
                     f"dict batches need input_key{' and target_key' if need_target else ''}, got "
                     f"input_key={self.input_key!r}, target_key={self.target_key!r} for keys {list(batch)}"
                 )
-            for name, key in (("input_key", self.input_key), ("target_key", self.target_key)):
-                if key is not None and key not in batch:
-                    raise ValueError(f"{name}={key!r} is not a key of the batch, whose keys are {list(batch)}")
-            target = batch[self.target_key] if self.target_key is not None else None
+            target = self._target_of(batch)  # first: it checks that the keys are there
             return batch[self.input_key], target
         if isinstance(batch, (tuple, list)):
             if len(batch) >= 2:
@@ -646,20 +628,20 @@ class EnlightLoader:
         )
 
     def _target_of(self, batch: Any) -> Any:
-        """The batch's target where it has one (else ``None``), without judging the batch's form."""
-        if isinstance(batch, dict):
-            return batch.get(self.target_key) if self.target_key is not None else None
+        """The batch's target where it has one (else ``None``); a key given for mapping batches must be in them."""
+        if isinstance(batch, Mapping):
+            for name, key in (("input_key", self.input_key), ("target_key", self.target_key)):
+                if key is not None and key not in batch:
+                    raise ValueError(f"{name}={key!r} is not a key of the batch, whose keys are {list(batch)}")
+            return batch[self.target_key] if self.target_key is not None else None
         return batch[1] if isinstance(batch, (tuple, list)) and len(batch) >= 2 else None
 
     def _join(self, batch: Any, x: Any, y: Any) -> Any:
         if isinstance(batch, Tensor):
             return x
-        if isinstance(batch, dict):
-            out = copy.copy(batch)  # keeps the mapping's own type (OrderedDict, defaultdict, ...), as collate does
-            out[self.input_key] = x
-            if self.target_key is not None:
-                out[self.target_key] = y
-            return out
+        if isinstance(batch, Mapping):  # of its own type (OrderedDict, defaultdict, BatchEncoding...), as collate does
+            return with_items(batch, {self.input_key: x} if self.target_key is None else {
+                self.input_key: x, self.target_key: y})
         items = list(batch)
         items[0] = x
         if len(items) > 1:
@@ -670,8 +652,10 @@ class EnlightLoader:
 
     def _check(self, pairs: Iterator[tuple[Tensor, Any]]) -> Iterator[tuple[Tensor, Any]]:
         """Validate targets on the host, before any transfer (so checks never sync a GPU)."""
+        soft = self.schedule.soft_targets
         for indices, batch in pairs:
-            y = self._target_of(batch)
+            # A batch that some phase will augment or mix must be readable from the first (not an epoch later).
+            y = self._split(batch, need_target=soft)[1] if self._reads_batches else self._target_of(batch)
             if self.num_classes is not None and isinstance(y, Tensor) and y.device.type == "cpu":
                 if y.dim() == 1 and not y.is_floating_point() and y.dtype != torch.bool and y.numel():
                     lo, hi = (int(v) for v in torch.aminmax(y))

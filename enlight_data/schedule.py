@@ -17,6 +17,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
+from ._stack import caller_stacklevel
 from ._validate import check_int, check_range, check_real
 
 __all__ = [
@@ -208,7 +209,12 @@ class Schedule:
     during: Phase = field(default_factory=Phase)
     after: Phase = field(default_factory=Phase)
 
-    def __init__(self, period: Period | int, *, during: Phase = _PLAIN, after: Phase = _PLAIN) -> None:
+    def __init__(self, period: Period | int, *phases: Any, during: Phase = _PLAIN, after: Phase = _PLAIN) -> None:
+        if phases:  # a clearer error than Python's for Schedule(period, Phase(...), Phase(...))
+            raise TypeError(
+                f"Schedule takes its phases as keywords, Schedule(period, during=..., after=...), got {len(phases)} "
+                "positional phase(s)"
+            )
         _set(self, "period", period)
         _set(self, "during", during)
         _set(self, "after", after)
@@ -228,7 +234,7 @@ class Schedule:
                     f"{'both phases mix' if i else 'during mixes'} every sample (mix_prob=1); "
                     "set mix_prob < 1, or remove samples in a phase that does not mix",
                     UserWarning,
-                    stacklevel=3,
+                    stacklevel=caller_stacklevel(),
                 )
 
     @property

@@ -37,7 +37,9 @@ from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, default_collate, get_worker_info
 
 from . import _codec
+from ._inference import normal_tensors
 from ._rng import Stream, derive_seed, make_generator, seed_globals
+from ._stack import caller_stacklevel
 from ._validate import check_bool, check_choice, check_int
 from .context import SharedClock
 from .distributed import agreement_digest, resolve_rank, table_reducer
@@ -670,6 +672,7 @@ class StreamSource:
         multiprocessing_context: How the DataLoader starts its workers (``None``: Python's default).
     """
 
+    @normal_tensors
     def __init__(
         self,
         catalog: ShardCatalog,
@@ -701,7 +704,7 @@ class StreamSource:
                 f"{num_shards} shards with samples over {world_size} ranks leave {num_shards // world_size} per rank: "
                 f"using num_workers={workers} instead of {num_workers}",
                 RuntimeWarning,
-                stacklevel=3,
+                stacklevel=caller_stacklevel(),
             )
         self.catalog = catalog
         self.num_samples = catalog.num_ids

@@ -8,12 +8,13 @@ does. The stream is created once per loader and reused across epochs.
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Iterable, Iterator, TypeVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["Prefetcher", "move_to"]
+__all__ = ["Prefetcher", "move_to", "with_items"]
 
 T = TypeVar("T")
 
@@ -26,12 +27,27 @@ def move_to(batch: T, device: torch.device, *, non_blocking: bool = True) -> T:
         return type(batch)(*(move_to(b, device, non_blocking=non_blocking) for b in batch))
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to(b, device, non_blocking=non_blocking) for b in batch)
-    if isinstance(batch, dict):
-        moved = copy.copy(batch)  # keeps the mapping's type and its settings (a defaultdict's factory)
-        for k, v in batch.items():
-            moved[k] = move_to(v, device, non_blocking=non_blocking)
-        return moved
+    if isinstance(batch, Mapping):
+        return with_items(batch, {k: move_to(v, device, non_blocking=non_blocking) for k, v in batch.items()})
     return batch
+
+
+def with_items(batch: Mapping[Any, Any], items: Mapping[Any, Any]) -> Any:
+    """A copy of the mapping ``batch`` of its own type, with ``items`` set, as ``default_collate`` rebuilds one.
+
+    A mutable mapping is copied and updated, which keeps its type and settings (a ``defaultdict``'s factory, a
+    ``UserDict`` subclass such as a tokenizer's ``BatchEncoding``); another mapping is made anew from its items,
+    or becomes a ``dict`` where its type cannot be made from them.
+    """
+    if isinstance(batch, MutableMapping):
+        out = copy.copy(batch)
+        out.update(items)
+        return out
+    merged = {**batch, **items}
+    try:
+        return type(batch)(merged)  # type: ignore[call-arg]
+    except TypeError:
+        return merged
 
 
 def _record_stream(batch: Any, stream: "torch.cuda.Stream") -> None:
@@ -41,7 +57,7 @@ def _record_stream(batch: Any, stream: "torch.cuda.Stream") -> None:
     elif isinstance(batch, (list, tuple)):
         for b in batch:
             _record_stream(b, stream)
-    elif isinstance(batch, dict):
+    elif isinstance(batch, Mapping):
         for b in batch.values():
             _record_stream(b, stream)
 

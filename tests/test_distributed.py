@@ -518,8 +518,9 @@ def test_distributed_sampler_in_the_loader_is_replaced_not_sharded_twice():
     for rank in range(2):
         loader = DataLoader(data, batch_size=4, sampler=DistributedSampler(data, num_replicas=2, rank=rank))
         wrapped = ed.enlighten(loader, ed.Schedule(0), seed=3, rank=rank, world_size=2)
-        with pytest.warns(RuntimeWarning, match="torch.distributed is not initialised"):
+        with pytest.warns(RuntimeWarning, match="torch.distributed is not initialised") as caught:
             served.append([i for x, _ in wrapped for i in x[:, 0].long().tolist()])
+        assert caught[0].filename == __file__  # the loop, not the package's end-of-epoch code
     assert len(served[0]) == len(served[1]) == 12
     assert set(served[0]) | set(served[1]) == set(range(23))
 

@@ -1124,3 +1124,37 @@ def test_batches_without_targets_serve_a_schedule_that_needs_none(form):
                           input_key="ids", target_key="label")
     with pytest.raises((TypeError, ValueError), match="batches should be|is not a key of the batch"):
         next(iter(mixing))
+
+
+def test_mapping_batches_of_other_types_are_moved_and_keep_their_type():
+    # A tokenizer's collator gives a BatchEncoding, a UserDict: its tensors move to device= like a dict's do.
+    class Encoding(collections.UserDict):
+        pass
+
+    class Tokens(Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return Encoding(input_ids=torch.full((3,), i), labels=torch.tensor(i % 2))
+
+    # (The meta device has no tensors to copy and no generators: it shows the move without mixing.)
+    loader = ed.enlighten(DataLoader(Tokens(), batch_size=4), ed.high_loss_removal(2, fraction=0.25), device="meta")
+    for batch in loader:
+        assert type(batch) is Encoding and batch["input_ids"].is_meta and batch["labels"].is_meta
+    mixing = ed.enlighten(DataLoader(Tokens(), batch_size=4), ed.mixup_pause(0, alpha=0.2), num_classes=2,
+                          device="cpu", input_key="input_ids", target_key="labels")
+    for batch in mixing:
+        assert type(batch) is Encoding and batch["labels"].shape == (4, 2) and batch["input_ids"].is_floating_point()
+
+
+def test_keys_and_batch_forms_are_checked_from_the_first_batch():
+    rows = [{"x": torch.zeros(3), "label": 7}] * 8
+    typo = ed.enlighten(DataLoader(rows, batch_size=4), ed.high_loss_removal(2, fraction=0.25), num_classes=4,
+                        target_key="labels")
+    with pytest.raises(ValueError, match=r"target_key='labels' is not a key of the batch, whose keys are \['x', 'label'\]"):
+        next(iter(typo))
+    # Only the phase after the period augments, yet a batch it cannot read is refused at the first batch.
+    later = ed.Schedule(2, during=ed.Phase(), after=ed.Phase(augment=ed.GpuAugment(2)))
+    with pytest.raises(ValueError, match="dict batches need input_key, got input_key=None"):
+        next(iter(ed.enlighten(DataLoader(rows, batch_size=4), later)))

@@ -451,6 +451,20 @@ def test_removal_in_phases_that_record_no_loss_warns(during, after, warned):
         assert caught[0].filename == __file__  # points at the caller
 
 
-def test_schedule_phases_are_keyword_only():
-    with pytest.raises(TypeError):
-        ed.Schedule(3, ed.Phase(), ed.Phase(mixup_alpha=0.2))  # which is during? say it
+def test_positional_phases_get_a_clear_error():
+    with pytest.raises(TypeError, match=r"Schedule takes its phases as keywords, Schedule\(period, during=..., "
+                                        r"after=...\), got 2 positional phase\(s\)"):
+        ed.Schedule(3, ed.Phase(), ed.Phase(mixup_alpha=0.2))
+
+
+def test_a_schedule_warns_once_not_again_when_its_clock_is_pickled():
+    import pickle
+
+    from enlight_data.context import SharedClock
+
+    with pytest.warns(UserWarning, match="removes next to nothing"):
+        schedule = ed.Schedule(2, during=ed.Phase(mixup_alpha=0.4, drop_high_loss=0.1, augment=ed.GpuAugment(6)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # workers get the clock (and a copy of the schedule without augment)
+        clock = pickle.loads(pickle.dumps(SharedClock(schedule, 4)))
+    assert clock.schedule.during.augment is None and clock.schedule.during.drop_high_loss == 0.1

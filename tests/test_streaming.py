@@ -1304,3 +1304,13 @@ def test_choices_of_the_wrong_type_are_type_errors(tmp_path):
     with pytest.raises(TypeError, match=r"image_format should be one of \('jpg', 'png', 'npy'\), got image_format=None"):
         ed.write_shards(TensorDataset(torch.zeros(2, 3, 4, 4), torch.zeros(2, dtype=torch.long)),
                         str(tmp_path / "t-%02d.tar"), image_format=None, progress=False)
+
+
+def test_a_stream_made_under_inference_mode_trains_outside_it(tmp_path):
+    index = write(tmp_path, n=12)
+    with torch.inference_mode():
+        loader = ed.stream(index, ed.high_loss_removal(3, fraction=0.25), batch_size=4, num_workers=0)
+    for _ in range(2):
+        for x, _ in loader:
+            loader.record(x.flatten(1).float().mean(1))
+    assert [h["seen"] for h in loader.history] == [12, 9]
