@@ -174,6 +174,7 @@ class EnlightLoader:
         self._passing = False  # an iter() over the current epoch was made and has not ended (see _under_way)
         self._loaded_left = False  # the loaded state was taken after its pass ended early: said at the resumed iter()
         self._chosen = False  # set_epoch() chose the next epoch since the current one began (saved as "chosen")
+        self._loaded_done = False  # the loaded state's left pass had taken every batch: said at the next iter()
         self._pass_start = 0  # the batch the current pass over the epoch began at (> 0 for a resumed one)
         self._excluded = torch.empty(0, dtype=torch.int64)
         self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
@@ -208,6 +209,15 @@ class EnlightLoader:
     def epoch(self) -> int:
         """The epoch most recently started (-1 before the first ``iter()``)."""
         return self._epoch
+
+    @property
+    def next_epoch(self) -> int:
+        """The epoch the next ``iter()`` starts, or continues (a loaded state taken inside its loop).
+
+        After :meth:`load_state_dict`, the epoch a resumed loop begins at: ``for epoch in range(loader.next_epoch,
+        epochs)``.
+        """
+        return self._epoch if self._resume else self._next_epoch
 
     @property
     def in_period(self) -> bool:
@@ -314,6 +324,8 @@ class EnlightLoader:
 
         After :meth:`load_state_dict` of a state taken mid-epoch, ``set_epoch`` of that same
         epoch (as a DDP loop calls it every epoch) keeps continuing it; any other epoch starts anew.
+        So does one of a state taken after a loop left its epoch after the last batch: that epoch's
+        pass then yields nothing and closes it, for a loop that resumes that epoch.
 
         Args:
             epoch: The epoch the next ``iter()`` starts (>= 0).
@@ -323,11 +335,13 @@ class EnlightLoader:
             ValueError: If ``epoch`` is negative.
         """
         epoch = check_int("epoch", epoch, minimum=0)  # type: ignore[assignment]
-        if self._resume and epoch == self._epoch:
+        if (self._resume or self._loaded_done) and epoch == self._epoch:
+            # The loaded epoch goes on (after its last batch: a pass that yields nothing and closes it).
+            self._resume, self._loaded_done = True, False
             return
         self._next_epoch = epoch
         self._chosen = True
-        self._resume = self._loaded_left = False
+        self._resume = self._loaded_left = self._loaded_done = False
 
     # ------------------------------------------------------------------ loss feedback
     def track(self, criterion: Callable[..., Tensor], *, multi_label: bool = False) -> TrackedLoss:
@@ -499,6 +513,17 @@ class EnlightLoader:
                     stacklevel=2,
                 )
         else:
+            if self._loaded_done:
+                self._loaded_done = False
+                warnings.warn(
+                    f"the loaded state was taken after the loop over epoch {self._epoch} had taken all its "
+                    f"{self._position} batches and was left: this iter() starts epoch {self._next_epoch}, as a loop "
+                    f"that stops at its last step goes on to; if your loop resumes epoch {self._epoch} (a time limit "
+                    f"that fell on its last batch), call loader.set_epoch({self._epoch}) before iterating (that pass "
+                    "yields no batch), or start the loop at loader.next_epoch",
+                    UserWarning,
+                    stacklevel=2,
+                )
             self._close_left_epoch()
             start = 0
             self._begin_epoch(self._next_epoch)
@@ -880,7 +905,7 @@ class EnlightLoader:
         self._batch = None
         self._resume = False
         self._passing = False
-        self._loaded_left = False
+        self._loaded_left = self._loaded_done = False
         self._chosen = chosen
         self._pass_start = 0
         if self.history:  # the phase the last epoch started in (the latch may have closed the period since)
@@ -902,6 +927,7 @@ class EnlightLoader:
             finished = left and position >= self._source.num_batches()
             self._resume = not chosen and self._next_epoch == self._epoch + 1 and not finished
             self._loaded_left = left and self._resume
+            self._loaded_done = finished and not chosen  # the loop stopped at its last step, or by chance there
 
     def _check_state(self, state: Any) -> tuple[int, int, int, bool, Tensor]:
         """Validate a state against this loader; returns (epoch, next_epoch, position, open, excluded)."""

@@ -30,6 +30,7 @@ from ._validate import check_bool, check_choice, check_int
 
 __all__ = [
     "INDEX_FORMAT",
+    "KEY_SPACE",
     "ShardCatalog",
     "ShardError",
     "close_stream",
@@ -43,7 +44,8 @@ __all__ = [
 INDEX_FORMAT = "enlight_data.shards"
 INDEX_VERSION = 1
 _KEY_WIDTH = 9
-_HASH_FACTOR = 16  # hashed ids (and integer keys used as ids) fall in [0, 16 * samples)
+_HASH_FACTOR = 16  # integer keys are the ids when they fall in [0, 16 * samples)
+KEY_SPACE = 2**63  # the hashes that check a key at its position (ShardCatalog.key_hashes): any int64 >= 0
 _IMAGE_FORMATS = ("jpg", "png", "npy")
 _JPEG_MAX_SIDE = 65500  # libjpeg-turbo's JPEG_MAX_DIMENSION
 # Index JSON keys.
@@ -339,9 +341,12 @@ class ShardCatalog:
         ids: ``(sum(counts),)`` int64 sample ids, shard after shard, in each shard's order.
         starts: ``(S + 1,)`` int64 offsets of each shard's ids in ``ids``.
         num_ids: Size of the id space (the loss table's size).
-        hashed: Ids are hashes of (shard basename, key) (foreign keys) rather than integer keys.
+        hashed: Ids are hashes of (shard basename, key) into ``num_ids`` slots (foreign keys, with ``num_ids``
+            given), rather than integer keys or positions.
         num_classes: From the index, when it says.
         collisions: Samples whose hashed id is shared with another sample.
+        key_hashes: For ids given by position (foreign keys, by default): ``(sum(counts),)`` int64 hashes of
+            (shard basename, key), which the reader checks each sample's key against; else ``None``.
     """
 
     urls: list[str]
@@ -352,10 +357,25 @@ class ShardCatalog:
     hashed: bool = False
     num_classes: int | None = None
     collisions: int = 0
+    key_hashes: Tensor | None = None
 
     @property
     def total(self) -> int:
         return int(self.ids.numel())
+
+    def where(self, sample_id: int) -> list[tuple[str, int]]:
+        """Where the samples with id ``sample_id`` are: ``(shard URL, position in the shard)`` pairs.
+
+        One pair, or none for an id no sample has; several only for colliding hashed ids. For a look at the
+        samples :meth:`~enlight_data.EnlightLoader.removed_indices` lists, say.
+
+        Raises:
+            TypeError: If ``sample_id`` is not an int.
+        """
+        check_int("sample_id", sample_id)
+        found = torch.nonzero(self.ids == sample_id).flatten()
+        shards = torch.searchsorted(self.starts, found, right=True) - 1
+        return [(self.urls[int(s)], int(f - self.starts[s])) for f, s in zip(found, shards)]
 
     def kept(self, excluded: Tensor | None) -> Tensor:
         """``(S,)`` samples per shard whose id is not set in the bool mask ``excluded``."""
@@ -372,6 +392,7 @@ def hash_id(url: str, key: str, num_ids: int) -> int:
     The basename leaves out a URL's query and fragment, so a presigned URL whose token changes from run to run
     (``...train-0001.tar?X-Amz-Signature=...``) keeps its samples' ids.
     """
+    check_int("num_ids", num_ids, minimum=1)
     base = re.split(r"[?#]", url, maxsplit=1)[0].rstrip("/").rsplit("/", 1)[-1]
     digest = hashlib.blake2b(f"{base}/{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % num_ids
@@ -562,16 +583,26 @@ def _from_urls(urls: list[str], *, num_ids: int | None, handler: str) -> ShardCa
     # NOTE [ Integer keys ]
     # Integer keys are the ids only when they are distinct across all shards (keys that restart in every shard
     # would silently share ids) and below 16 * samples (large keys such as database ids or timestamps would size
-    # the loss table by the largest key); otherwise they are hashed like other keys, into the same 16 * samples.
-    hashed = num_ids is not None or not all(k.isascii() and k.isdigit() for k in flat)
-    if not hashed:
+    # the loss table by the largest key). Other keys get their sample's position in the scan (shard after shard) as
+    # id: one loss entry per sample, none shared, and a table of the samples' number. The reader checks each
+    # sample's key against a hash of (shard basename, key) kept per position, and the stream's signature holds
+    # the shards' names and sizes, so a shard list in another order, or rewritten shards, cannot misplace losses.
+    # Only num_ids= asks for hashed ids (ids that follow a key wherever it is; colliding ids share an entry).
+    integer = num_ids is None and all(k.isascii() and k.isdigit() for k in flat)
+    if integer:
         values = [int(k) for k in flat]
-        hashed = max(values) >= _HASH_FACTOR * len(flat) or len(set(values)) < len(values)
-    if not hashed:
+        integer = max(values) < _HASH_FACTOR * len(flat) and len(set(values)) == len(values)
+    key_hashes = None
+    if integer:
         ids = torch.tensor(values, dtype=torch.int64)
         size = int(ids.max()) + 1
+    elif num_ids is None:
+        ids = torch.arange(len(flat), dtype=torch.int64)
+        size = len(flat)
+        key_hashes = torch.tensor([hash_id(u, k, KEY_SPACE) for u, ks in zip(urls, keys) for k in ks],
+                                  dtype=torch.int64)
     else:
-        size = num_ids if num_ids is not None else _HASH_FACTOR * len(flat)
+        size = num_ids
         ids = torch.tensor([hash_id(u, k, size) for u, ks in zip(urls, keys) for k in ks], dtype=torch.int64)
     uses = torch.bincount(ids, minlength=size)
     return ShardCatalog(
@@ -580,8 +611,9 @@ def _from_urls(urls: list[str], *, num_ids: int | None, handler: str) -> ShardCa
         ids=ids,
         starts=torch.tensor([0, *np.cumsum(counts).tolist()], dtype=torch.int64),
         num_ids=size,
-        hashed=hashed,
+        hashed=num_ids is not None,
         collisions=int(uses[uses > 1].sum()),
+        key_hashes=key_hashes,
     )
 
 
@@ -589,9 +621,10 @@ def load_catalog(source: Any, *, num_ids: int | None = None, handler: str = "rai
     """The shard catalogue of an index JSON, a brace pattern or a list of shard URLs.
 
     Without an index the shards' tar headers are scanned once (counts and keys). Integer keys that are distinct
-    across the shards and below ``16 * samples`` are the ids (the table holds ``max id + 1`` entries); other keys,
-    or any keys when ``num_ids`` is given, are hashed with :func:`hash_id` into ``num_ids`` slots (default
-    ``16 * samples``; see NOTE [ Integer keys ]).
+    across the shards and below ``16 * samples`` are the ids (the table holds ``max id + 1`` entries); other keys
+    get the sample's position in the scan, shard after shard (``0 .. samples - 1``), and the reader checks each key
+    at its position. With ``num_ids``, every key is hashed with :func:`hash_id` into ``num_ids`` slots instead (ids
+    that follow a key to another shard list; colliding ids share a loss entry). See NOTE [ Integer keys ].
 
     Raises:
         ValueError: For an empty source, or an index with missing or invalid fields (named in the message).

@@ -8,9 +8,10 @@ the per-epoch stages::
     _passes(segments -> _read (tar members -> samples with ids, exclusion) -> _shuffle) -> _skip -> _decode -> _take
     -> _batch
 
-The id of a sample is its integer ``__key__`` (what :func:`enlight_data.write_shards` writes), or a blake2b hash of
-(shard basename, key) for foreign shards (see :func:`enlight_data.shards.hash_id`); the reader takes it from the
-shard catalogue by the sample's position in its shard and checks the key against it. Workers, persistent ones too,
+The id of a sample is its integer ``__key__`` (what :func:`enlight_data.write_shards` writes), or for foreign shards
+its position in the catalogue (shard after shard), or with ``num_ids`` a blake2b hash of (shard basename, key) (see
+:func:`enlight_data.shards.load_catalog`); the reader takes it from the shard catalogue by the sample's position in
+its shard and checks the key against it. Workers, persistent ones too,
 read the epoch and start batch from a small shared-memory tensor and the excluded-id mask from the loader's
 ``SharedClock.excluded``. The reader checks the id of a sample from its first tar member's header, so a removed
 sample's bytes are skipped in the tar stream and never copied out, let alone decoded. Every shard is closed as soon
@@ -45,7 +46,7 @@ from .context import SharedClock
 from .distributed import agreement_digest, resolve_rank, table_reducer
 from .loader import EnlightLoader, check_arguments, check_soft_targets, resolve_device
 from .schedule import Schedule
-from .shards import ShardCatalog, ShardError, close_stream, hash_id, load_catalog, local_path, member_key
+from .shards import KEY_SPACE, ShardCatalog, ShardError, close_stream, hash_id, load_catalog, local_path, member_key
 from .stream_positions import MESSAGE_CHARS, Mark, WorkerPositions, check_positions
 
 __all__ = ["ShardError", "StreamSource", "stream"]
@@ -230,8 +231,11 @@ def _passes(*, make_pass: Callable[[int], Iterable[dict[str, Any]]], progress: _
             )
 
 
-def _key_matches(catalog: ShardCatalog, url: str, key: str, sid: int) -> bool:
-    """Whether ``key`` in shard ``url`` is the sample the catalogue lists with id ``sid``."""
+def _key_matches(catalog: ShardCatalog, url: str, key: str, at: int) -> bool:
+    """Whether ``key`` in shard ``url`` is the sample the catalogue lists at ``at`` (shard after shard)."""
+    if catalog.key_hashes is not None:  # ids by position: the key's hash was kept there
+        return hash_id(url, key, KEY_SPACE) == int(catalog.key_hashes[at])
+    sid = int(catalog.ids[at])
     if catalog.hashed:
         return hash_id(url, key, catalog.num_ids) == sid
     return key.isascii() and key.isdigit() and int(key) == sid
@@ -284,7 +288,7 @@ def _read_segment(catalog: ShardCatalog, shard: int, first: int, stop: int, excl
                     continue
                 progress.key = key
                 sid = int(catalog.ids[offset + pos])
-                if not _key_matches(catalog, url, key, sid):
+                if not _key_matches(catalog, url, key, offset + pos):
                     raise ShardError(
                         f"shard {url!r}, key {key!r}: sample {pos} of the shard should have id {sid} by the "
                         "catalogue; was the shard rewritten after its index (or scan)?"
@@ -942,8 +946,9 @@ def stream(
         handler: ``"raise"``: a corrupt shard or undecodable sample raises :class:`ShardError` naming the shard and
             the key; ``"warn"``: it is skipped, counted in ``history[-1]["skipped"]`` and warned about once per epoch.
         persistent_workers: Keep the DataLoader workers across epochs (they read each epoch's plan from shared memory).
-        num_ids: Hash foreign keys into this many ids (default ``16 * samples``; see
-            :func:`~enlight_data.shards.hash_id`).
+        num_ids: Hash every key into this many ids (:func:`~enlight_data.shards.hash_id`), so that a sample's id
+            follows its key to another shard list; colliding ids share a loss entry. Default: foreign keys get
+            their sample's position as id (none shared; see :func:`~enlight_data.shards.load_catalog`).
         multiprocessing_context: How the DataLoader starts its workers, as for ``DataLoader``: ``"fork"``,
             ``"spawn"``, ``"forkserver"`` or a context object (default: Python's own, ``"forkserver"`` on Linux
             from Python 3.14). The batches are the same whichever starts them. With ``num_workers=0`` it has
@@ -967,8 +972,8 @@ def stream(
         counts equal, fewer than ``world_size`` samples repeat (none with one rank), and with ``drop_last`` fewer
         than ``batch_size`` per rank are left out (see NOTE [ Equal epochs from shards ] in ``streaming.py``). The
         source needs at least ``world_size`` shards that hold samples. The order is a pure function of (seed,
-        epoch, removal set, rank, world size, workers). Hashed ids that collide share one loss entry and one
-        removal decision (``enlight_data.shards.load_catalog(source).collisions`` counts such samples).
+        epoch, removal set, rank, world size, workers). Hashed ids (``num_ids``) that collide share one loss
+        entry and one removal decision (``enlight_data.shards.load_catalog(source).collisions`` counts such samples).
     """
     check_arguments(schedule, num_classes=num_classes, seed=seed, augment=augment)
     check_int("batch_size", batch_size, minimum=1)

@@ -295,6 +295,15 @@ def _iterable_dataset():
         ed.enlighten(DataLoader(_Stream(), batch_size=2), ed.mixup_pause(1, alpha=0.2), num_classes=3)
 
 
+@check("batch-sampler")
+def _batch_sampler():
+    data = _tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long))
+    buckets = [[0, 1, 2], [3, 4], [5, 6, 7]]
+    for loader in (DataLoader(data, batch_sampler=buckets), DataLoader(data, batch_size=None)):
+        with pytest.raises(ValueError, match="loader.batch_size should be an int, got batch_size=None"):
+            ed.enlighten(loader, ed.high_loss_removal(3, fraction=0.1))
+
+
 def _save(loader) -> dict:
     buf = io.BytesIO()
     torch.save(loader.state_dict(), buf)

@@ -948,13 +948,52 @@ def test_a_checkpoint_after_a_loop_that_took_every_batch_starts_the_next_epoch()
         first = make()
         run(first, 2, [])
         state = _saved(first)
-        assert state["left"] and state["position"] == 5
-        resumed = make()
-        resumed.load_state_dict(state)
-        assert _saved(resumed)["left"]  # saved again before iterating: the same state
-        assert len(resumed) == 5
+    assert state["left"] and state["position"] == 5
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert _saved(resumed)["left"]  # saved again before iterating: the same state
+    assert len(resumed) == 5 and resumed.next_epoch == 2
+    # A time limit that fell on the last batch leaves the same state: the first iter() says what it does.
+    with pytest.warns(UserWarning, match=r"had taken all its 5 batches and was left: this iter\(\) starts epoch 2.*"
+                                         r"call loader.set_epoch\(1\) before iterating") as caught:
         rest = run(resumed, 2, [])
+    assert len(caught) == 1 and caught[0].filename == __file__
     assert len(rest) == 10 and all(torch.equal(a, b) for a, b in zip(whole[10:], rest))
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("ddp_style", [False, True])
+def test_a_time_limit_on_the_last_batch_resumes_with_set_epoch_of_that_epoch(ddp_style):
+    # The loop stops at a time limit that happens to fall on the last batch of epoch 1 and saves; the resumed loop
+    # begins at epoch 1 again (its checkpoint says so): set_epoch(1) makes that pass empty, and the run goes on in step.
+    def make():
+        return ed.enlighten(DataLoader(Images(40), batch_size=8, shuffle=True), ed.high_loss_removal(3, fraction=0.25),
+                            seed=4)
+
+    def epochs(loader, first, last, limit=None):
+        out, steps = [], 0
+        for epoch in range(first, last):
+            if ddp_style or epoch == first:
+                loader.set_epoch(epoch)
+            for x, _ in loader:
+                out.append(ids_of(x))
+                loader.record(x.flatten(1).mean(1))
+                steps += 1
+                if steps == limit:
+                    return out
+        return out
+
+    whole = epochs(make(), 0, 4)
+    stopped = make()
+    before = epochs(stopped, 0, 4, limit=9)  # 5 batches in epoch 0, then 4 (10 of 40 removed): the 9th is the last
+    resumed = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # set_epoch(1) says what the loop does: nothing to warn about
+        resumed.load_state_dict(_saved(stopped))
+        assert resumed.next_epoch == 2
+        after = epochs(resumed, 1, 4)
+    assert stopped.history[1]["removed"] == 10 and _saved(stopped)["position"] == 4
+    assert before + after == whole and len(before) == 9
     assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
 
 

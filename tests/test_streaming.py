@@ -536,26 +536,61 @@ def test_gpu_decode_makes_one_batch(tmp_path):
 # ---------------------------------------------------------------------------------------------- foreign shards
 
 
-def test_foreign_keys_are_hashed_ids(tmp_path):
+def _named_samples(tmp_path, shards=2, per_shard=5):
     import webdataset as wds
 
-    for s in range(2):
+    for s in range(shards):
         with wds.TarWriter(str(tmp_path / f"f-{s}.tar")) as w:
-            for k in range(5):
-                i = 5 * s + k
+            for k in range(per_shard):
+                i = per_shard * s + k
                 buf = io.BytesIO()
                 np.save(buf, np.full(2, float(i), dtype=np.float32))
                 w.write({"__key__": f"img_{k}", "npy": buf.getvalue(), "cls": str(i % 2).encode()})
-    source = str(tmp_path / "f-{0..1}.tar")
+    return str(tmp_path / f"f-{{0..{shards - 1}}}.tar")
+
+
+def test_foreign_keys_get_their_position_as_id(tmp_path):
+    source = _named_samples(tmp_path)
     catalog = load_catalog(source)
-    assert catalog.hashed and catalog.num_ids == 160 and catalog.total == 10
+    assert not catalog.hashed and catalog.num_ids == 10 and catalog.ids.tolist() == list(range(10))
+    assert catalog.collisions == 0 and catalog.where(7) == [(str(tmp_path / "f-1.tar"), 2)] and catalog.where(10) == []
     loader = ed.stream(source, ed.Schedule(1), batch_size=3, num_workers=0)
+    for x, _ in loader:
+        loader.record(x[:, 0])
+    assert loader.losses().tolist() == list(range(10))  # sample i (its value) at id i
+
+
+def test_foreign_keys_by_position_never_share_an_entry(tmp_path):
+    # 1,000 named samples: hashed into 16 x 1,000 slots, about 6 % would share one (the birthday bound).
+    source = _named_samples(tmp_path, shards=4, per_shard=250)
+    assert load_catalog(source).collisions == 0
+    hashed = load_catalog(source, num_ids=16_000)
+    assert hashed.hashed and hashed.collisions > 0
+
+
+def test_foreign_keys_are_hashed_ids_with_num_ids(tmp_path):
+    source = _named_samples(tmp_path)
+    catalog = load_catalog(source, num_ids=160)
+    assert catalog.hashed and catalog.num_ids == 160 and catalog.total == 10 and catalog.key_hashes is None
+    loader = ed.stream(source, ed.Schedule(1), batch_size=3, num_workers=0, num_ids=160)
     for x, _ in loader:
         loader.record(x[:, 0])
     losses = loader.losses()
     for s in range(2):
         for k in range(5):
             assert losses[hash_id(str(tmp_path / f"f-{s}.tar"), f"img_{k}", 160)] == 5 * s + k
+
+
+def test_a_foreign_shard_rewritten_after_its_scan_is_refused(tmp_path):
+    import webdataset as wds
+
+    source = _named_samples(tmp_path)
+    loader = ed.stream(source, ed.Schedule(1), batch_size=3, num_workers=0)
+    with wds.TarWriter(str(tmp_path / "f-1.tar")) as w:  # the same number of samples, other keys
+        for k in range(5):
+            w.write({"__key__": f"other_{k}", "npy": _npy(np.zeros(2, dtype=np.float32)), "cls": b"0"})
+    with pytest.raises(ShardError, match="key 'other_0': sample 0 of the shard should have id 5 by the catalogue"):
+        list(loader)
 
 
 def _foreign(tmp_path, name, keys_per_shard):
@@ -572,12 +607,12 @@ def _foreign(tmp_path, name, keys_per_shard):
     return urls
 
 
-def test_foreign_integer_keys_that_repeat_or_are_large_are_hashed(tmp_path):
+def test_foreign_integer_keys_that_repeat_or_are_large_get_positions(tmp_path):
     restarting = load_catalog(_foreign(tmp_path, "r", [[f"{k:06d}" for k in range(10)]] * 2))
-    assert restarting.hashed and restarting.num_ids == 320 and restarting.ids.unique().numel() == 20
-    assert restarting.collisions == 0
+    assert not restarting.hashed and restarting.num_ids == 20 and restarting.ids.tolist() == list(range(20))
+    assert restarting.collisions == 0 and restarting.key_hashes is not None
     large = load_catalog(_foreign(tmp_path, "l", [[20240101120000, 20240101120001]]))
-    assert large.hashed and large.num_ids == 32
+    assert not large.hashed and large.num_ids == 2
     plain = load_catalog(_foreign(tmp_path, "p", [[0, 1, 2], [3, 4, 5]]))
     assert not plain.hashed and plain.num_ids == 6 and plain.ids.tolist() == list(range(6))
 
@@ -824,7 +859,8 @@ def test_keys_webdataset_skips_or_cannot_read_as_integers(tmp_path):
         for key in ("0", "__meta__/s1", "²", "3"):
             w.write({"__key__": key, "cls": b"0", "npy": b""})
     catalog = load_catalog([path])
-    assert catalog.hashed and catalog.counts.tolist() == [3]  # __meta__/ members are no samples, '²' no integer
+    # __meta__/ members are no samples, '²' no integer: the ids are the positions
+    assert catalog.key_hashes is not None and catalog.counts.tolist() == [3] and catalog.ids.tolist() == [0, 1, 2]
 
 
 def test_a_bad_sample_met_again_by_a_repeat_pass_counts_once(tmp_path):
