@@ -38,6 +38,7 @@ __all__ = [
     "load_catalog",
     "local_path",
     "member_key",
+    "shard_names",
     "write_shards",
 ]
 
@@ -373,6 +374,8 @@ class ShardCatalog:
             TypeError: If ``sample_id`` is not an int.
         """
         check_int("sample_id", sample_id)
+        if not 0 <= sample_id < self.num_ids:
+            return []
         found = torch.nonzero(self.ids == sample_id).flatten()
         shards = torch.searchsorted(self.starts, found, right=True) - 1
         return [(self.urls[int(s)], int(f - self.starts[s])) for f, s in zip(found, shards)]
@@ -393,9 +396,29 @@ def hash_id(url: str, key: str, num_ids: int) -> int:
     (``...train-0001.tar?X-Amz-Signature=...``) keeps its samples' ids.
     """
     check_int("num_ids", num_ids, minimum=1)
-    base = re.split(r"[?#]", url, maxsplit=1)[0].rstrip("/").rsplit("/", 1)[-1]
+    base = _without_query(url).rsplit("/", 1)[-1]
     digest = hashlib.blake2b(f"{base}/{key}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % num_ids
+
+
+def _without_query(url: str) -> str:
+    """``url`` without its query and fragment (a presigned URL's changing token) or a trailing ``/``."""
+    return re.split(r"[?#]", url, maxsplit=1)[0].rstrip("/")
+
+
+def shard_names(urls: list[str]) -> list[str]:
+    """What tells the shards apart, for a checkpoint: the fewest trailing path parts that are distinct for all.
+
+    ``train-0001.tar`` when the file names differ, ``cats/shard-000.tar`` and ``dogs/shard-000.tar`` when they do
+    not. Queries and fragments are left out, and so is a common folder: a presigned URL whose token changes, or
+    shards copied to another disk, are the same shards; two same-named shards given in swapped order are not.
+    """
+    parts = [_without_query(u).split("/") for u in urls]
+    distinct = len(set(map(tuple, parts)))
+    depth = 1
+    while depth < max(map(len, parts)) and len({tuple(p[-depth:]) for p in parts}) < distinct:
+        depth += 1
+    return ["/".join(p[-depth:]) for p in parts]
 
 
 _SKIP_META = re.compile(r"__[^/]*__($|/)")
@@ -586,7 +609,8 @@ def _from_urls(urls: list[str], *, num_ids: int | None, handler: str) -> ShardCa
     # the loss table by the largest key). Other keys get their sample's position in the scan (shard after shard) as
     # id: one loss entry per sample, none shared, and a table of the samples' number. The reader checks each
     # sample's key against a hash of (shard basename, key) kept per position, and the stream's signature holds
-    # the shards' names and sizes, so a shard list in another order, or rewritten shards, cannot misplace losses.
+    # the shards' names (shard_names: as many path parts as tell them apart) and sizes, so neither a shard list in
+    # another order nor rewritten shards can misplace losses.
     # Only num_ids= asks for hashed ids (ids that follow a key wherever it is; colliding ids share an entry).
     integer = num_ids is None and all(k.isascii() and k.isdigit() for k in flat)
     if integer:

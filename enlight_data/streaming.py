@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import io
 import multiprocessing
-import os
 import re
 import tarfile
 import warnings
@@ -46,7 +45,17 @@ from .context import SharedClock
 from .distributed import agreement_digest, resolve_rank, table_reducer
 from .loader import EnlightLoader, check_arguments, check_soft_targets, resolve_device
 from .schedule import Schedule
-from .shards import KEY_SPACE, ShardCatalog, ShardError, close_stream, hash_id, load_catalog, local_path, member_key
+from .shards import (
+    KEY_SPACE,
+    ShardCatalog,
+    ShardError,
+    close_stream,
+    hash_id,
+    load_catalog,
+    local_path,
+    member_key,
+    shard_names,
+)
 from .stream_positions import MESSAGE_CHARS, Mark, WorkerPositions, check_positions
 
 __all__ = ["ShardError", "StreamSource", "stream"]
@@ -722,7 +731,7 @@ class StreamSource:
         self.world_size = world_size
         self._rank_keys = (rank,) if world_size > 1 else ()  # NOTE [ Per-rank random streams ] in loader.py
         # The shards' names and sizes: the same samples in another layout are read in another order.
-        layout = [f"{os.path.basename(url)}:{int(n)}" for url, n in zip(catalog.urls, catalog.counts)]
+        layout = [f"{name}:{int(n)}" for name, n in zip(shard_names(catalog.urls), catalog.counts)]
         self._layout = hashlib.blake2b("\n".join(layout).encode(), digest_size=8).hexdigest()
         self.device = device
         self._clock = clock

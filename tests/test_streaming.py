@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import enlight_data as ed
-from enlight_data.shards import ShardError, hash_id, load_catalog
+from enlight_data.shards import ShardError, hash_id, load_catalog, shard_names
 
 needs_cuda = pytest.mark.needs_cuda  # skipped without a GPU by conftest.py
 CLASSES = 4
@@ -553,7 +553,8 @@ def test_foreign_keys_get_their_position_as_id(tmp_path):
     source = _named_samples(tmp_path)
     catalog = load_catalog(source)
     assert not catalog.hashed and catalog.num_ids == 10 and catalog.ids.tolist() == list(range(10))
-    assert catalog.collisions == 0 and catalog.where(7) == [(str(tmp_path / "f-1.tar"), 2)] and catalog.where(10) == []
+    assert catalog.collisions == 0 and catalog.where(7) == [(str(tmp_path / "f-1.tar"), 2)]
+    assert catalog.where(10) == [] and catalog.where(-1) == [] and catalog.where(2**64) == []
     loader = ed.stream(source, ed.Schedule(1), batch_size=3, num_workers=0)
     for x, _ in loader:
         loader.record(x[:, 0])
@@ -1350,3 +1351,36 @@ def test_a_stream_made_under_inference_mode_trains_outside_it(tmp_path):
         for x, _ in loader:
             loader.record(x.flatten(1).float().mean(1))
     assert [h["seen"] for h in loader.history] == [12, 9]
+
+
+def test_shards_are_named_by_the_path_parts_that_tell_them_apart():
+    assert shard_names(["/a/x/train-0.tar", "/a/x/train-1.tar?X-Amz-Signature=abc"]) == ["train-0.tar", "train-1.tar"]
+    assert shard_names(["/data/cats/s-0.tar", "/data/dogs/s-0.tar#frag"]) == ["cats/s-0.tar", "dogs/s-0.tar"]
+    assert shard_names(["/a/s.tar", "/a/s.tar"]) == ["s.tar", "s.tar"]  # one shard listed twice
+
+
+def test_same_named_shards_in_swapped_order_refuse_a_checkpoint(tmp_path):
+    # Keys that restart in every shard get positions as ids: swapping cats/ and dogs/ (same file names, same keys)
+    # must not hand the cats' losses to the dogs.
+    urls = []
+    for folder in ("cats", "dogs"):
+        (tmp_path / folder).mkdir()
+        urls += _foreign(tmp_path / folder, "s", [[f"{k:06d}" for k in range(6)]])
+    loader = ed.stream(urls, ed.Schedule(1), batch_size=3, num_workers=0)
+    for x, _ in loader:
+        loader.record(x[:, 0])
+    state = loader.state_dict()
+    ed.stream(urls, ed.Schedule(1), batch_size=3, num_workers=0).load_state_dict(state)  # the same order loads
+    swapped = ed.stream(urls[::-1], ed.Schedule(1), batch_size=3, num_workers=0)
+    with pytest.raises(ValueError, match="source shards is .* in the state and .* here"):
+        swapped.load_state_dict(state)
+
+
+def test_a_presigned_urls_new_token_keeps_its_checkpoint(tmp_path):
+    write(tmp_path, n=8, maxcount=4)
+    urls = [f"file://{tmp_path}/train-{s:04d}.tar" for s in range(2)]
+    first = ed.stream([u + "?X-Amz-Signature=aaa" for u in urls], ed.Schedule(1), batch_size=4, num_workers=0)
+    list(first)
+    again = ed.stream([u + "?X-Amz-Signature=bbb" for u in urls], ed.Schedule(1), batch_size=4, num_workers=0)
+    again.load_state_dict(first.state_dict())
+    assert again.history == first.history
