@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU checks for a session lent a device machine: one call of the device tool. Results: benchmarks/results/h200/.
+# GPU checks for a session lent a device machine: one call of the device tool. Results: benchmarks/results/h200/
+# (or h100/: compare timings on the same card only).
 #
 # Time: every step runs under `timeout`; the caps (wheel install and imports included) add up to 270 s, so run it
 # with timeout_s=300 (the rest is nvidia-smi and slack). A session has 15 minutes of device time in all and a machine
@@ -50,7 +51,7 @@ finish() {
   exit 1
 }
 
-# Caps, in seconds: 15 (wheels) + 15 (imports) + then either 240 (reproduce) or 25 + 80 + 55 + 25 + 55 = 240.
+# Caps, in seconds: 15 (wheels) + 15 (imports) + then either 240 (reproduce) or 35 + 80 + 45 + 25 + 55 = 240.
 if [ -d .whl ]; then
   timeout 15 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .whl/*.whl || { echo "device_check: FAILED wheel install" | tee -a "$out/steps.txt"; exit 1; }
@@ -67,22 +68,30 @@ if [ "${REPRODUCE:-0}" = 1 ]; then  # the second call: the paper's strategies, l
 fi
 
 # 0. Which kernels GpuAugment and mixing run here (the fused Triton ones unless Triton is missing or fails); the
-#    first Triton compiles happen here.
-step kernels 25 "$out/kernels.txt" python3 - <<'PY'
-import torch, enlight_data.augment as A, enlight_data._fused as F
+#    first Triton compiles (five kernels, each with a small C launcher) happen here, so each part prints as it ends.
+step kernels 35 "$out/kernels.txt" python3 - <<'PY'
+import time, torch, enlight_data.augment as A, enlight_data._fused as F
+t = time.perf_counter()
 out = A.GpuAugment(32, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)(
     torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8, device="cuda"))
+torch.cuda.synchronize()
+print(f"augment ({time.perf_counter() - t:.1f} s): draw:", A._draw_backend(out.device), "resample:",
+      A._resample_backend(out.device), "colour map:", A._colour_backend(out.device, torch.float32, 3),
+      "failed:", F.FAILED, out.shape, flush=True)
 import enlight_data as ed, enlight_data.mixing as M
 xm, ym, _ = ed.mix_batch(out, torch.arange(4, device="cuda"), ed.Phase(cutmix_alpha=1.0), num_classes=4,
                          generator=torch.Generator(device="cuda"))
-print("draw:", A._draw_backend(out.device), "resample:", A._resample_backend(out.device),
-      "colour map:", A._colour_backend(out.device, torch.float32, 3), "mixing fused:", M._fused("blend", out.device),
-      "failed:", F.FAILED, out.shape, xm.shape)
+torch.cuda.synchronize()
+print(f"mixing ({time.perf_counter() - t:.1f} s): fused:", M._fused("blend", out.device), "failed:", F.FAILED,
+      xm.shape, flush=True)
 PY
 # 1. The CUDA tests (skipped on CPU-only CI): no per-step sync, CPU/CUDA agreement, GPU decode, resume, nccl.
 step cuda_tests 80 "$out/cuda_tests.txt" python3 -m pytest -q -p no:cacheprovider -m needs_cuda -rs tests
 # 2. Augmentation and mixing against Kornia, timm, torchvision (goals: GpuAugment >= 20x Kornia, mixing >= 0.7x lerp).
-step gpu_augment 55 "$out/bench_logs.txt" python3 benchmarks/gpu_augment.py --device cuda --out "$out/gpu_augment.json"
+#    15 rounds, not 25: the H200 medians of 2026-11-27 put 25 rounds' timed calls at about 37 s (26 s of them the
+#    torchvision per-image loop and Kornia's RandomCutMixV2, which feed no goal); 15 rounds take about 22 s.
+step gpu_augment 45 "$out/bench_logs.txt" python3 benchmarks/gpu_augment.py --device cuda --repeats 15 \
+  --out "$out/gpu_augment.json"
 # 3. Where the time goes: torch.profiler per call, GpuAugment and Kornia, mix_batch and the bare lerp.
 step profile_augment 25 "$out/bench_logs.txt" python3 -m benchmarks.profile_augment --device cuda \
   --out "$out/profile_augment.json"

@@ -42,7 +42,15 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `enlight
 
 import torch
 
-from benchmarks.common import default_out, environment, paired_ratio, summarize_times, time_interleaved, write_json
+from benchmarks.common import (
+    default_out,
+    environment,
+    paired_ratio,
+    summarize_times,
+    sync,
+    time_interleaved,
+    write_json,
+)
 import enlight_data._fused as _fused
 import enlight_data.augment as augment_module
 import enlight_data.mixing as mixing_module
@@ -152,8 +160,9 @@ def _augment_peers(
         for label, kernel in kernels.items()
     ]
     fused = _fused.kernel("colour") if augment_module._colour_backend(device, torch.float32, 3) == "triton" else None
-    if fused is not None:  # what GpuAugment uses on CUDA: the map and its clamp in one Triton kernel
-        lo, hi = torch.zeros(3, device=device), torch.ones(3, device=device)
+    lo, hi = torch.zeros(3, device=device), torch.ones(3, device=device)
+    if fused is not None and _runs("colour", functools.partial(fused, flat, mat, bias, lo, hi, colour_out), device):
+        # What GpuAugment uses on CUDA: the map and its clamp in one Triton kernel.
         colour_rows.append(("colour map: fused Triton", "kernel", b,
                             functools.partial(fused, flat, mat, bias, lo, hi, colour_out),
                             "float (B, 3, s*s); one kernel, the clamp included"))
@@ -172,8 +181,11 @@ def _augment_peers(
         *colour_rows,
     ]
     resample = _fused.kernel("resample") if augment_module._resample_backend(device) == "triton" else None
+    resampled = torch.empty((b, 3, out_size, out_size), device=device)
+    if resample is not None and not _runs("resample", lambda: resample(xf, params.boxes, params.flip, resampled),
+                                          device):
+        resample = None
     if resample is not None:  # what GpuAugment uses on CUDA (NOTE [ Resampling in one kernel ])
-        resampled = torch.empty((b, 3, out_size, out_size), device=device)
         peers.insert(5, ("crop+resize+flip: fused Triton", "kernel", b,
                          lambda: resample(xf, params.boxes, params.flip, resampled), "float input, one kernel"))
     # The same call with one fused kernel swapped for its PyTorch ops, each row beside the all-fused one.
@@ -195,6 +207,24 @@ def _augment_peers(
     rows += [_row(f"{name}, sync per call", group, n, times[f"{name}, sync per call"], "one call's latency")
              for name, group, n, _, _ in peers[:2] if calls > 1]
     return rows, times
+
+
+def _runs(name: str, call: Callable[[], Any], device: torch.device) -> bool:
+    """Whether the fused kernel ``name``, timed on its own below, runs here.
+
+    A failure is recorded in ``_fused.FAILED`` (and so in the JSON), as the library records its own, and the row is
+    left out: one broken kernel must not cost the run every other row (the library falls back to PyTorch ops).
+    """
+    if name in _fused.FAILED:
+        return False
+    try:
+        call()
+        sync(device)
+    except Exception as exc:  # a compile or launch error of any kind, as _fused.run catches it
+        _fused.FAILED[name] = f"{type(exc).__name__}: {exc}"
+        print(f"gpu_augment: the fused {name} kernel failed ({_fused.FAILED[name]}); its row is left out")
+        return False
+    return True
 
 
 def _colour_map_conv(flat: torch.Tensor, mat: torch.Tensor, bias: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -396,6 +426,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "num_classes": NUM_CLASSES,
         },
         "environment": environment(device),
+        "fused_kernels_failed": dict(_fused.FAILED),  # each fell back to PyTorch ops (and left its own row out)
         "results": rows,
         "ratios": {
             "gpu_augment_over_kornia": aug_ratio,

@@ -69,6 +69,31 @@ def test_mixing_rows_time_the_pytorch_op_path_beside_the_fused_one(monkeypatch):
     assert forced  # and the fused rows asked for the kernels
 
 
+def test_a_broken_fused_kernel_costs_its_own_row_only(tmp_path, monkeypatch):
+    # On CUDA the colour and resample rows call their Triton launchers directly: one that fails to compile or launch
+    # must be recorded and left out, not end the run before its JSON is written (the library itself falls back).
+    import benchmarks.gpu_augment as bench
+    import enlight_data._fused as fused
+    import enlight_data.augment as augment
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated Triton compile failure")
+
+    monkeypatch.setattr(fused, "FAILED", {})
+    monkeypatch.setattr(fused, "kernel", lambda name: broken if name in ("colour", "resample") else None)
+    monkeypatch.setattr(augment, "_resample_backend", lambda device: "triton")
+    monkeypatch.setattr(augment, "_colour_backend", lambda device, dtype, channels: "triton")
+    out = tmp_path / "g.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the library's own fallback warning
+        bench.main(["--quick", "--batch", "4", "--repeats", "1", "--device", "cpu", "--threads", "1",
+                    "--out", str(out)])
+    written = json.loads(out.read_text())
+    assert set(written["fused_kernels_failed"]) == {"colour", "resample"}
+    names = {row["name"] for row in written["results"]}
+    assert "enlight GpuAugment" in names and not any("fused Triton" in name for name in names)
+
+
 # --------------------------------------------------------------------------- results paths and the "quick" field
 import json
 import os
