@@ -68,6 +68,19 @@ class Source(Protocol):
         ...
 
 
+def _rows_of(rows: Any, batch: int) -> tuple[int, int]:
+    """``(start, stop)`` of ``record(rows=...)``: a slice of step 1 inside a batch of ``batch`` rows."""
+    if rows is None:
+        return 0, batch
+    if not isinstance(rows, slice) or rows.step not in (None, 1):
+        raise TypeError(f"rows should be a slice of the batch's rows with step 1 (e.g. slice(0, 32)), got rows={rows!r}")
+    start = 0 if rows.start is None else check_int("rows.start", rows.start)
+    stop = batch if rows.stop is None else check_int("rows.stop", rows.stop)
+    if not 0 <= start < stop <= batch:  # type: ignore[operator]
+        raise ValueError(f"rows should lie within the batch's {batch} rows and hold one at least, got rows={rows!r}")
+    return start, stop  # type: ignore[return-value]
+
+
 def _apply_augment(augment: Callable[..., Tensor], x: Tensor, *, generator: torch.Generator, strength: float) -> Tensor:
     from .augment import apply_augment
 
@@ -179,6 +192,8 @@ class EnlightLoader:
         self._excluded = torch.empty(0, dtype=torch.int64)
         self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
         self._recorded: tuple[Tensor, Tensor | None] | None = None  # the batch recorded last (one record each)
+        # The batch being recorded in chunks (record(rows=...)) and which of its rows are recorded.
+        self._partial: tuple[tuple[Tensor, Tensor | None], bytearray] | None = None
         self._warned_again = False
         self._warned_left = False
         self._warned_empty = False
@@ -363,15 +378,18 @@ class EnlightLoader:
         ignore_index: int | None = None,
         threshold: float = 0.0,
         multi_label: bool = False,
+        rows: slice | None = None,
     ) -> None:
         """Record per-sample losses of the current batch (no host synchronisation).
 
-        Only the first call per batch is recorded: a later one (a tracked loss applied to an
-        auxiliary head, or to a validation batch inside the loop) is ignored, with a warning
-        the first time, so it cannot overwrite the training batch's losses and accuracy.
+        Each row of the batch is recorded once: a later call for rows already recorded (a tracked
+        loss applied to an auxiliary head, or to a validation batch inside the loop) is ignored, with
+        a warning the first time, so it cannot overwrite the training batch's losses and accuracy.
+        A batch split into chunks (gradient accumulation) is recorded chunk by chunk with ``rows``.
 
         Args:
-            per_sample_loss: ``(B,)`` or ``(B, ...)`` losses (extra dims are averaged).
+            per_sample_loss: ``(B,)`` or ``(B, ...)`` losses (extra dims are averaged); with ``rows``,
+                those of the rows' samples.
             output: The model output, for training accuracy: argmax over dim 1, or
                 ``output > threshold`` for a single score (``(B,)``, ``(B, 1)`` or ``(B, 1, ...)``:
                 binary classification or segmentation) and with ``multi_label``.
@@ -387,27 +405,36 @@ class EnlightLoader:
                 targets of the output's shape): a sample's accuracy is the fraction of its
                 labels predicted right (``output > threshold`` against ``target > 0.5``, or
                 ``target != 0`` for integer targets). ``track(criterion, multi_label=True)`` sets it.
+            rows: The rows of the batch these losses (and ``output``, ``target``) belong to, as a
+                slice (``slice(32, 64)`` for the second chunk of 32): for a batch split into chunks.
+                ``None``: the whole batch.
 
         Raises:
             RuntimeError: If there is no current batch (outside the loop over the loader).
             TypeError: If ``per_sample_loss`` is not a floating-point tensor, ``output`` or ``target`` is not a
-                tensor, or an option has the wrong type.
-            ValueError: If only one of ``output`` and ``target`` is given, or a shape does not match the batch.
+                tensor, ``rows`` is not a slice of step 1, or an option has the wrong type.
+            ValueError: If only one of ``output`` and ``target`` is given, ``rows`` lies outside the batch, or
+                a shape does not match the rows.
         """
         if self._batch is None:
             raise RuntimeError("record() needs a current batch: call it inside the loop over the loader")
-        if self._recorded is self._batch:
+        indices, mixed = self._batch
+        start, stop = _rows_of(rows, int(indices.shape[0]))
+        partial = self._partial if self._partial is not None and self._partial[0] is self._batch else None
+        if self._recorded is self._batch or (partial is not None and any(partial[1][start:stop])):
             if not self._warned_again:
                 self._warned_again = True
                 warnings.warn(
-                    "record() (or a tracked loss) was called again for the same batch; only the first call per "
-                    "batch is recorded. For an auxiliary head or an evaluation inside the loop, call the "
+                    "record() (or a tracked loss) was called again for rows of the batch already recorded; each "
+                    "row is recorded once. For an auxiliary head or an evaluation inside the loop, call the "
                     "criterion itself (tracked.criterion), not the tracked loss (warned once)",
                     UserWarning,
                     stacklevel=caller_stacklevel(),
                 )
             return
-        indices, mixed = self._batch
+        if (start, stop) != (0, int(indices.shape[0])):
+            indices = indices[start:stop]
+            mixed = None if mixed is None else mixed[start:stop]
         check_int("ignore_index", ignore_index, allow_none=True)
         threshold = check_real("threshold", threshold)  # type: ignore[assignment]
         multi_label = check_bool("multi_label", multi_label)
@@ -427,10 +454,11 @@ class EnlightLoader:
                 f"without {missing}="
             )
         batch = indices.shape[0]
+        size = f"the batch size {batch}" if rows is None else f"the {batch} rows of rows=slice({start}, {stop})"
         losses = per_sample_loss.detach()
         if losses.dim() == 0 or losses.shape[0] != batch:
             raise ValueError(
-                f"per_sample_loss should have the batch size {batch} as its first dimension, "
+                f"per_sample_loss should have {size} as its first dimension, "
                 f"got shape {tuple(losses.shape)}"
             )
         if losses.dim() > 1:
@@ -443,7 +471,7 @@ class EnlightLoader:
                     raise TypeError(f"{name} should be a Tensor, got {name} of type {type(value).__name__}")
                 if value.dim() == 0 or value.shape[0] != batch:
                     raise ValueError(
-                        f"{name} should have the batch size {batch} as its first dimension, "
+                        f"{name} should have {size} as its first dimension, "
                         f"got shape {tuple(value.shape)}"
                     )
             if output.dim() > 1 and output.shape[1] == 0:
@@ -489,7 +517,14 @@ class EnlightLoader:
             elif correct.dim() > 1:  # dense predictions: the fraction right per sample
                 correct = correct.flatten(1).float().mean(1)
         self._table.record(indices, losses, keep=keep, correct=correct)
-        self._recorded = self._batch
+        if partial is None and (start, stop) == (0, int(self._batch[0].shape[0])):
+            self._recorded = self._batch
+            return
+        if partial is None:
+            partial = self._partial = (self._batch, bytearray(int(self._batch[0].shape[0])))
+        partial[1][start:stop] = b"\x01" * (stop - start)
+        if all(partial[1]):
+            self._recorded = self._batch
 
     # ------------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Any]:

@@ -28,6 +28,7 @@ class Recorder(Protocol):
         ignore_index: int | None = None,
         threshold: float = 0.0,
         multi_label: bool = False,
+        rows: slice | None = None,
     ) -> None:
         ...
 
@@ -168,12 +169,16 @@ class TrackedLoss(nn.Module):
         setattr(unreduced, "reduction", "none")  # noqa: B010 (nn.Module's attribute type is Tensor | Module)
         return unreduced(output, target)
 
-    def forward(self, input: Tensor, target: Tensor) -> Tensor:  # noqa: A002 (named as torch's losses name it)
+    def forward(  # noqa: A002 (``input`` as torch's losses name it)
+        self, input: Tensor, target: Tensor, *, rows: slice | None = None
+    ) -> Tensor:
         """The criterion's own loss of the batch; the per-sample losses (and accuracy) go to the recorder.
 
         Args:
             input: The model output.
             target: The batch's targets, as the criterion takes them.
+            rows: For a batch split into chunks (gradient accumulation): the rows of the batch this chunk
+                holds, e.g. ``slice(32, 64)`` (see ``EnlightLoader.record``). ``None``: the whole batch.
 
         Returns:
             The criterion's value, reduced as the criterion reduces.
@@ -205,14 +210,15 @@ class TrackedLoss(nn.Module):
                 per_sample = per_sample.flatten(1).sum(1) / valid.flatten(1).sum(1).clamp_min(1)
         # Only what differs from record()'s defaults: a recorder of one's own may not take these.
         extra: dict[str, Any] = {"ignore_index": ignore_index} if indexed else {}
+        rows_given: dict[str, Any] = {} if rows is None else {"rows": rows}
         if self._multi_label:
             extra["multi_label"] = True
         if self._probabilities:
             extra["threshold"] = 0.5
         if self._scores:
-            self._recorder.record(per_sample, output=output.detach(), target=target, **extra)
+            self._recorder.record(per_sample, output=output.detach(), target=target, **extra, **rows_given)
         else:
-            self._recorder.record(per_sample)
+            self._recorder.record(per_sample, **rows_given)
         return self._reduce(per_element, output, target, valid, ignore_index if indexed else None)
 
     def _reduce(

@@ -277,7 +277,8 @@ def test_only_the_first_record_per_batch_counts():
     must not overwrite the training batch's losses and accuracy."""
     loader = ed.enlighten(DataLoader(Counting(16, classes=4), batch_size=4), ed.high_loss_removal(2, fraction=0.25))
     criterion = loader.track(nn.CrossEntropyLoss())
-    with pytest.warns(UserWarning, match="called again for the same batch; only the first call per batch") as caught:
+    with pytest.warns(UserWarning, match="called again for rows of the batch already recorded; each row is recorded "
+                                         "once") as caught:
         for x, y in loader:
             right = F.one_hot(y, 4).float() * 10  # the main head is right: small losses
             criterion(right, y)

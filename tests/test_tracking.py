@@ -325,3 +325,58 @@ def test_tracked_loss_takes_keyword_arguments_as_torch_losses_do():
 def test_tracked_loss_needs_a_recorder():
     with pytest.raises(TypeError, match="recorder should have a record\\(\\) method .*got recorder of type NoneType"):
         TrackedLoss(nn.CrossEntropyLoss(), None)
+
+
+@pytest.mark.parametrize("tracked", [False, True])
+def test_a_batch_recorded_in_chunks_equals_it_recorded_whole(tracked):
+    # Gradient accumulation: each batch of 8 is split into chunks of 3, 3 and 2 rows, recorded one by one.
+    x, y = torch.randn(32, 5, generator=torch.Generator().manual_seed(0)), torch.arange(32) % 5
+    model = nn.Linear(5, 5)
+
+    def run(chunked):
+        loader = ed.enlighten(DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True),
+                              ed.high_loss_removal(ed.Period(until_accuracy=0.99, max_epochs=3), fraction=0.25))
+        criterion = loader.track(nn.CrossEntropyLoss())
+        for _ in range(3):
+            for xb, yb in loader:
+                bounds = [(0, 3), (3, 6), (6, 8)] if chunked else [(0, 8)]
+                for a, b in bounds:
+                    rows = slice(a, b) if chunked else None
+                    if tracked:
+                        criterion(model(xb[a:b]), yb[a:b], rows=rows)
+                    else:
+                        losses = F.cross_entropy(model(xb[a:b]), yb[a:b], reduction="none")
+                        loader.record(losses, output=model(xb[a:b]), target=yb[a:b], rows=rows)
+        return loader
+
+    with torch.no_grad():
+        whole, chunks = run(False), run(True)
+    torch.testing.assert_close(chunks.losses(), whole.losses(), equal_nan=True)
+    assert [h["accuracy"] for h in chunks.history] == [h["accuracy"] for h in whole.history]
+    assert [h["removed"] for h in chunks.history] == [h["removed"] for h in whole.history]
+    assert chunks.history[-1]["removed"] > 0
+
+
+def test_rows_are_checked_and_recorded_once():
+    loader = ed.enlighten(DataLoader(TensorDataset(torch.zeros(8, 2), torch.zeros(8)), batch_size=8),
+                          ed.high_loss_removal(2, fraction=0.25))
+    for _ in loader:
+        for bad, error, match in [
+            ([0, 1], TypeError, r"rows should be a slice of the batch's rows with step 1 \(e.g. slice\(0, 32\)\), got"),
+            (slice(0, 8, 2), TypeError, "with step 1"),
+            (slice(4, 9), ValueError, r"rows should lie within the batch's 8 rows and hold one at least, got"),
+            (slice(5, 5), ValueError, "hold one at least"),
+            (slice(-2, None), ValueError, "lie within the batch's 8 rows"),
+            (slice(0, 2.5), TypeError, "rows.stop should be an int"),
+        ]:
+            with pytest.raises(error, match=match):
+                loader.record(torch.ones(2), rows=bad)
+        with pytest.raises(ValueError, match=r"per_sample_loss should have the 4 rows of rows=slice\(0, 4\) as its "
+                                             r"first dimension, got shape \(3,\)"):
+            loader.record(torch.ones(3), rows=slice(0, 4))
+        loader.record(torch.full((4,), 1.0), rows=slice(0, 4))
+        with pytest.warns(UserWarning, match="called again for rows of the batch already recorded"):
+            loader.record(torch.full((2,), 9.0), rows=slice(3, 5))  # row 3 is recorded: the call is ignored
+        loader.record(torch.full((4,), 2.0), rows=slice(4, 8))
+        loader.record(torch.full((8,), 9.0))  # every row recorded: ignored (warned once already)
+    assert loader.losses().tolist() == [1.0] * 4 + [2.0] * 4
