@@ -192,8 +192,8 @@ class EnlightLoader:
         self._excluded = torch.empty(0, dtype=torch.int64)
         self._batch: tuple[Tensor, Tensor | None] | None = None  # (indices, mixed) of the current batch
         self._recorded: tuple[Tensor, Tensor | None] | None = None  # the batch recorded last (one record each)
-        # The batch being recorded in chunks (record(rows=...)) and which of its rows are recorded.
-        self._partial: tuple[tuple[Tensor, Tensor | None], bytearray] | None = None
+        # The batch being recorded in chunks (record(rows=...)), which of its rows are recorded, and how many.
+        self._partial: tuple[tuple[Tensor, Tensor | None], bytearray, list[int]] | None = None
         self._warned_again = False
         self._warned_left = False
         self._warned_empty = False
@@ -521,9 +521,10 @@ class EnlightLoader:
             self._recorded = self._batch
             return
         if partial is None:
-            partial = self._partial = (self._batch, bytearray(int(self._batch[0].shape[0])))
+            partial = self._partial = (self._batch, bytearray(int(self._batch[0].shape[0])), [0])
         partial[1][start:stop] = b"\x01" * (stop - start)
-        if all(partial[1]):
+        partial[2][0] += stop - start  # rows recorded: no scan of the batch per chunk
+        if partial[2][0] == len(partial[1]):
             self._recorded = self._batch
 
     # ------------------------------------------------------------------ iteration
@@ -855,7 +856,21 @@ class EnlightLoader:
         """The run's state: plain values and CPU tensors only (``torch.load(weights_only=True)``).
 
         Taken mid-epoch, it resumes with the next batch of that epoch.
+
+        Warns:
+            UserWarning: When taken between the chunks of a batch recorded with ``record(rows=...)``: the resumed
+                run goes on with the next batch, so the rows not yet recorded never will be. Save after a batch's
+                last chunk.
         """
+        partial = self._partial if self._partial is not None and self._partial[0] is self._batch else None
+        if partial is not None and self._recorded is not self._batch:
+            warnings.warn(
+                f"state_dict() was taken after {partial[2][0]} of the current batch's {len(partial[1])} rows were "
+                "recorded (record(rows=...)): a run resumed from it goes on with the next batch, so the other rows "
+                "are never recorded; save after the batch's last chunk",
+                UserWarning,
+                stacklevel=caller_stacklevel(),
+            )
         return {
             "version": STATE_VERSION,
             "seed": self.seed,

@@ -17,7 +17,8 @@ __all__ = ["Recorder", "TrackedLoss"]
 
 
 class Recorder(Protocol):
-    """What :class:`TrackedLoss` reports to (the loader)."""
+    """What :class:`TrackedLoss` reports to (the loader). A tracked loss called with ``rows=`` passes them on, so
+    a recorder of one's own takes ``rows`` too if its loop records batches in chunks."""
 
     def record(
         self,
@@ -28,7 +29,6 @@ class Recorder(Protocol):
         ignore_index: int | None = None,
         threshold: float = 0.0,
         multi_label: bool = False,
-        rows: slice | None = None,
     ) -> None:
         ...
 

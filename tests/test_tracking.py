@@ -1,6 +1,7 @@
 """track(criterion): the returned loss is the criterion's own, and per-sample losses are what the table needs."""
 
 import functools
+import warnings
 
 import pytest
 import torch
@@ -380,3 +381,17 @@ def test_rows_are_checked_and_recorded_once():
         loader.record(torch.full((4,), 2.0), rows=slice(4, 8))
         loader.record(torch.full((8,), 9.0))  # every row recorded: ignored (warned once already)
     assert loader.losses().tolist() == [1.0] * 4 + [2.0] * 4
+
+
+def test_a_checkpoint_between_chunks_warns_that_the_other_rows_go_unrecorded():
+    loader = ed.enlighten(DataLoader(TensorDataset(torch.zeros(16, 2), torch.zeros(16)), batch_size=8),
+                          ed.high_loss_removal(2, fraction=0.25))
+    for _ in loader:
+        loader.record(torch.ones(3), rows=slice(0, 3))
+        with pytest.warns(UserWarning, match=r"taken after 3 of the current batch's 8 rows were recorded") as caught:
+            loader.state_dict()
+        assert caught[0].filename == __file__
+        loader.record(torch.ones(5), rows=slice(3, 8))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # after the batch's last chunk: nothing lost
+            loader.state_dict()
