@@ -180,7 +180,7 @@ def _augment_peers(
          "float input, one batched call"),
         *colour_rows,
     ]
-    resample = _fused.kernel("resample") if augment_module._resample_backend(device) == "triton" else None
+    resample = _fused.kernel("resample") if augment_module._resample_backend(device, xf.dtype) == "triton" else None
     resampled = torch.empty((b, 3, out_size, out_size), device=device)
     if resample is not None and not _runs("resample", lambda: resample(xf, params.boxes, params.flip, resampled),
                                           device):
@@ -248,7 +248,7 @@ def _swapped(module: Any, name: str, value: Any) -> Iterator[None]:
 
 def _with_backends(aug: GpuAugment, x: torch.Tensor, g: torch.Generator, choice: str, backend: str) -> torch.Tensor:
     """``aug(x)`` with one backend choice of ``augment.py`` (e.g. ``_draw_backend``) forced to ``backend``."""
-    with _swapped(augment_module, choice, lambda device: backend):
+    with _swapped(augment_module, choice, lambda *args: backend):
         return aug(x, generator=g)
 
 

@@ -38,6 +38,8 @@ _NUM_UNIFORMS = 2 * _NUM_TRIES + 8
 
 # ITU-R 601-2 luma weights, the ones torchvision's rgb_to_grayscale uses.
 _GRAY = (0.2989, 0.587, 0.114)
+# The colour operations of a jitter, in the order they are applied.
+_COLOUR_OPS = ("brightness", "contrast", "saturation", "hue")
 # Jitter constants are cached per (device, strength); past this many strengths the cache starts over.
 _MAX_CACHED_STRENGTHS = 16
 
@@ -104,11 +106,17 @@ class AugmentParams:
         contrast: ``(B,)`` float32 contrast factors (1 where ``jitter`` is False).
         saturation: ``(B,)`` float32 saturation factors (1 where ``jitter`` is False).
         hue: ``(B,)`` float32 hue shifts in turns, in ``[-0.5, 0.5]`` (0 where ``jitter`` is False).
+        colour_ops: The colour operations whose factors may differ from the identity, among ``"brightness"``,
+            ``"contrast"``, ``"saturation"`` and ``"hue"``. :meth:`GpuAugment.apply` skips the others (the contrast
+            mean is a reduction over the image; hue is a rotation). :meth:`GpuAugment.draw` sets it from its
+            magnitudes; the default, all four, applies every factor as given (parameters built by hand).
 
     Raises:
-        TypeError: If a field is not a tensor, or of the wrong dtype (bool flags, floating-point values).
-        ValueError: If the shapes disagree (``(B, 4)`` boxes, ``(B,)`` for the rest) or the devices differ. The
-            values are not checked (that would synchronise a GPU).
+        TypeError: If a field is not a tensor, or of the wrong dtype (bool flags, floating-point values), or
+            ``colour_ops`` is not a set of strings.
+        ValueError: If the shapes disagree (``(B, 4)`` boxes, ``(B,)`` for the rest) or the devices differ, or
+            ``colour_ops`` names an unknown operation. The tensors' values are not checked (that would synchronise
+            a GPU).
     """
 
     boxes: Tensor
@@ -118,10 +126,17 @@ class AugmentParams:
     contrast: Tensor
     saturation: Tensor
     hue: Tensor
+    colour_ops: frozenset[str] = frozenset(_COLOUR_OPS)
 
     def __post_init__(self) -> None:
+        ops = self.colour_ops
+        if not isinstance(ops, (set, frozenset, tuple, list)) or not all(isinstance(o, str) for o in ops):
+            raise TypeError(f"colour_ops should be a set of strings among {_COLOUR_OPS}, got colour_ops={ops!r}")
+        if not set(ops) <= set(_COLOUR_OPS):
+            raise ValueError(f"colour_ops should name operations among {_COLOUR_OPS}, got colour_ops={sorted(ops)}")
+        object.__setattr__(self, "colour_ops", frozenset(ops))
         # Metadata only (no value is read): a few microseconds per batch, no device sync.
-        for f in fields(self):
+        for f in _tensor_fields(self):
             value = getattr(self, f.name)
             if not isinstance(value, Tensor):
                 raise TypeError(f"{f.name} should be a Tensor, got {f.name} of type {type(value).__name__}")
@@ -130,7 +145,7 @@ class AugmentParams:
                 expected = "a bool tensor" if flag else "a floating-point tensor"
                 raise TypeError(f"{f.name} should be {expected}, got {f.name} of dtype {value.dtype}")
         n = self.boxes.shape[0] if self.boxes.dim() else -1
-        for f in fields(self):
+        for f in _tensor_fields(self):
             value = getattr(self, f.name)
             shape = (n, 4) if f.name == "boxes" else (n,)
             if tuple(value.shape) != shape or value.device != self.boxes.device:
@@ -145,10 +160,26 @@ class AugmentParams:
         Args:
             device: Where to move the parameters (that of the batch they are applied to).
         """
-        return AugmentParams(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        moved = {f.name: getattr(self, f.name).to(device) for f in _tensor_fields(self)}
+        return AugmentParams(**moved, colour_ops=self.colour_ops)
+
+    def __getitem__(self, index: int | slice | Tensor) -> AugmentParams:
+        """The parameters of the samples selected by ``index`` (an int keeps its batch dimension).
+
+        Args:
+            index: An int, a slice, or an index or bool mask tensor over the batch.
+        """
+        if isinstance(index, Integral) and not isinstance(index, bool):
+            index = slice(int(index), int(index) + 1 if int(index) != -1 else None)
+        picked = {f.name: getattr(self, f.name)[index] for f in _tensor_fields(self)}
+        return AugmentParams(**picked, colour_ops=self.colour_ops)
 
     def __len__(self) -> int:
         return self.boxes.shape[0]
+
+
+def _tensor_fields(params: AugmentParams) -> tuple[Any, ...]:
+    return tuple(f for f in fields(params) if f.name != "colour_ops")
 
 
 def _check_prob(name: str, value: Any) -> float:
@@ -526,6 +557,8 @@ class GpuAugment:
         flip_p = self.flip * s
         jitter_p = self.jitter_prob * s if self._jitter_active(s) else 0.0
         consts = self._jitter_consts(device, s)
+        mags = (self.brightness, self.contrast, self.saturation, self.hue)
+        ops = frozenset(op for op, m in zip(_COLOUR_OPS, mags) if m > 0) if jitter_p > 0 else frozenset()
 
         u = torch.rand((n, _NUM_UNIFORMS), generator=generator, device=device, dtype=torch.float32)
         if not per_image and _draw_backend(device) == "triton":  # the same draw in one kernel
@@ -537,7 +570,8 @@ class GpuAugment:
             if drawn is not None:
                 boxes, flags, factors = drawn
                 flags = flags.view(torch.bool)
-                return AugmentParams(boxes, flags[:, 0], flags[:, 1], *factors.unbind(1))
+                bright, contrast, saturation, hue = factors.unbind(1)
+                return AugmentParams(boxes, flags[:, 0], flags[:, 1], bright, contrast, saturation, hue, ops)
         t = _NUM_TRIES
         u_area, u_ratio = u[:, :t], u[:, t : 2 * t]
         u_x, u_y, u_flip, u_jit = u[:, 2 * t], u[:, 2 * t + 1], u[:, 2 * t + 2], u[:, 2 * t + 3]
@@ -570,7 +604,7 @@ class GpuAugment:
         else:
             factors = unjittered.expand(n, 4)
         bright, contrast, saturation, hue = factors.unbind(1)
-        return AugmentParams(boxes, flip, jitter, bright, contrast, saturation, hue)
+        return AugmentParams(boxes, flip, jitter, bright, contrast, saturation, hue, colour_ops=ops)
 
     def _jitter_consts(self, device: torch.device, strength: float) -> Tensor:
         """The jitter factors' lower ends, widths and unjittered values (12 values), made once per device and strength."""
@@ -604,11 +638,11 @@ class GpuAugment:
             if value.device.type == "cpu" and value.numel() and float(value.min()) <= 0:
                 raise ValueError(f"{name} should be positive, got {name}={value.tolist()}")
             return value.to(torch.float32)
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, bool) or not isinstance(value, Integral):
             raise TypeError(f"{name} should be an int or a ({n},) tensor, got {name}={value!r}")
         if value <= 0:
             raise ValueError(f"{name} should be positive, got {name}={value}")
-        return float(value)
+        return float(int(value))
 
     # ----------------------------------------------------------------------------------------------------- apply
 
@@ -726,11 +760,14 @@ class GpuAugment:
             )
         if self.mean is not None and len(self.mean) not in (1, c):
             raise ValueError(f"mean and std should have 1 or C={c} values, got len(mean)={len(self.mean)}")
-        jitter_on = self._jitter_active(1.0)
+        jitter_on = bool(params.colour_ops)
         if jitter_on and c not in (1, 3):
-            raise ValueError(f"colour jitter needs 1 or 3 channels, got x.shape={tuple(x.shape)}")
+            raise ValueError(
+                f"colour jitter needs 1 or 3 channels, got x.shape={tuple(x.shape)} and params.colour_ops="
+                f"{sorted(params.colour_ops)} (parameters without jitter have colour_ops=frozenset())"
+            )
         dev = x.device
-        if _resample_backend(dev) == "triton":
+        if _resample_backend(dev, x.dtype) == "triton":
             fused = self._apply_fused(x, params, unit, jitter_on)
             if fused is not None:
                 return fused
@@ -760,7 +797,7 @@ class GpuAugment:
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         result = torch.empty((n, c, oh, ow), dtype=self.out_dtype, device=x.device, memory_format=fmt)
         if not jitter_on:  # the normalisation rides along: one kernel for the whole apply
-            k = self._colour_consts(x.device, torch.float32, unit, c)
+            k = self._colour_consts(x.device, torch.float32, unit, c, hue=False)
             done = _fused.run("resample", x, params.boxes, params.flip, result, scale=k["scale"], shift=k["shift"])
             return None if done is None else result
         out = result if result.dtype == torch.float32 and not self.channels_last else None
@@ -778,11 +815,13 @@ class GpuAugment:
             elif result is not out:
                 result.copy_(out)
             return
-        k = self._colour_consts(out.device, out.dtype, unit, out.shape[1])
+        k = self._colour_consts(out.device, out.dtype, unit, out.shape[1], hue=False)
         torch.addcmul(k["shift"].view(1, -1, 1, 1), out, k["scale"].view(1, -1, 1, 1), out=result)
 
-    def _colour_consts(self, device: torch.device, dt: torch.dtype, unit: float, c: int) -> dict[str, Tensor]:
-        """Constants of the fused colour map for one (device, dtype, pixel unit, channel count), made once.
+    def _colour_consts(
+        self, device: torch.device, dt: torch.dtype, unit: float, c: int, *, hue: bool
+    ) -> dict[str, Tensor]:
+        """Constants of the fused colour map for one (device, dtype, pixel unit, channel count, hue), made once.
 
         ``basis``: rows of per-sample matrix terms, each ``c * c`` entries (scaled by ``unit`` and ``1 / std`` per
         output channel) followed by its ``c`` row sums (scaled by ``1 / std`` only); see NOTE [ Fused colour map ].
@@ -790,7 +829,7 @@ class GpuAugment:
         ``lo``/``hi``: the clamp bounds [0, 1] in normalised units; ``gray``: the luma weights times ``unit``;
         ``phase``: ``(pi/2, 0)``, so ``sin(theta + phase) = (cos, sin)``.
         """
-        key = (device, dt, unit, c)
+        key = (device, dt, unit, c, hue)
         cached = self._consts.get(key)
         if cached is not None:
             return cached
@@ -799,7 +838,7 @@ class GpuAugment:
         if c == 3:
             eye = [[float(i == j) for j in range(3)] for i in range(3)]
             g_rows = [list(_GRAY)] * 3  # 1 g^T: every output channel takes the gray level
-            terms = [eye, g_rows] if self.hue == 0 else [_HUE_BASES[0], _HUE_BASES[1], _HUE_BASES[2], g_rows]
+            terms = [_HUE_BASES[0], _HUE_BASES[1], _HUE_BASES[2], g_rows] if hue else [eye, g_rows]
         else:  # no colour jitter on other channel counts: the identity, scaled by the normalisation
             terms = [[[float(i == j) for j in range(c)] for i in range(c)]]
         basis = [
@@ -826,13 +865,14 @@ class GpuAugment:
         """
         n, c, oh, ow = out.shape
         dt = out.dtype
-        k = self._colour_consts(out.device, dt, unit, c)
+        hue = "hue" in params.colour_ops
+        k = self._colour_consts(out.device, dt, unit, c, hue=hue)
         flat = out.view(n, c, oh * ow)
         b = params.brightness.to(dt)
         kc = params.contrast.to(dt)
         if c == 3:
             sat = params.saturation.to(dt).unsqueeze(1)
-            if self.hue > 0:
+            if hue:
                 trig = torch.sin(torch.add(k["phase"], params.hue.to(dt).unsqueeze(1), alpha=2.0 * math.pi))
                 coef = torch.cat((sat, trig * sat, 1.0 - sat), dim=1)  # (sat, sat cos, sat sin, 1 - sat)
             else:
@@ -842,7 +882,7 @@ class GpuAugment:
             terms = k["basis"].expand(n, 2)
         mat = (terms[:, : c * c] * (b * kc).unsqueeze(1)).view(n, c, c)
         bias = k["shift"].expand(n, c)
-        if self.contrast > 0:
+        if "contrast" in params.colour_ops:
             # Contrast blends with the mean gray level of the brightness-adjusted image, b * mean(gray(x)): the
             # map adds M (1 - k) b mean_gray to every pixel, M's row sums being the basis' last c columns.
             mean_gray = flat.mean(dim=2) @ k["gray"] if c == 3 else flat.mean(dim=(1, 2)) * unit
@@ -924,9 +964,13 @@ def _colour_backend(device: torch.device, dtype: torch.dtype, c: int) -> str:
     return "channels"
 
 
-def _resample_backend(device: torch.device) -> str:
-    """``"triton"`` or ``"grid"``: how to crop, resize and flip, see NOTE [ Resampling in one kernel ]."""
-    return "triton" if device.type == "cuda" and _fused.kernel("resample") is not None else "grid"
+def _resample_backend(device: torch.device, dtype: torch.dtype) -> str:
+    """``"triton"`` or ``"grid"``: how to crop, resize and flip, see NOTE [ Resampling in one kernel ].
+
+    float64 input keeps the grid path: the kernel computes in float32.
+    """
+    fits = device.type == "cuda" and dtype != torch.float64
+    return "triton" if fits and _fused.kernel("resample") is not None else "grid"
 
 
 def _draw_backend(device: torch.device) -> str:
@@ -984,7 +1028,9 @@ def _crop_resize_flip_grid(
 
     Equals cropping (slicing) then ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)`` then
     flipping: the sample points are clamped to each crop's own pixel centres, so neither the pixels around the crop
-    nor the padding of a batch of different-sized images leak in. ``grid`` is an optional ``(B, *size, 2)`` buffer.
+    nor the padding of a batch of different-sized images leak in (with one exception: a point on a crop's last row
+    or column still reads its outer neighbour with weight 0, so a NaN or inf there gives NaN; the fused CUDA kernel
+    clamps that tap too). ``grid`` is an optional ``(B, *size, 2)`` buffer.
     The grid is computed in ``grid_sample``'s normalised units from cached constants: about ten small ops per batch.
     """
     n, _, h_pad, w_pad = x.shape

@@ -386,7 +386,7 @@ def test_list_of_variable_size_images_crops_each_inside_its_own_image():
         x1, y1, x2, y2 = p.boxes[i].tolist()
         assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
         # Padding never leaks in: each sample equals the same params applied to its image alone.
-        alone = aug.apply(xs[i][None], AugmentParams(**{f: getattr(p, f)[i : i + 1] for f in p.__dataclass_fields__}))
+        alone = aug.apply(xs[i][None], p[i])
         torch.testing.assert_close(out[i : i + 1], alone, atol=1e-4, rtol=0)
 
 
@@ -916,3 +916,69 @@ def test_draw_and_empty_batches_check_their_arguments():
         aug.draw(2, 8, 8, generator=gen(), device="xyz")
     with pytest.raises(TypeError, match="generator should be a torch.Generator, got generator='g'"):
         aug(images(0), generator="g")
+
+
+@pytest.mark.parametrize("applier", [dict(brightness=0.3), dict(), dict(hue=0.2)])
+def test_drawn_parameters_are_applied_as_drawn_by_any_augmenter(applier):
+    # Replaying parameters with an augmenter of other magnitudes applies every drawn factor: the contrast offset,
+    # the hue rotation and the jitter as a whole are chosen from the parameters, not from the applying augmenter.
+    x = images(6, h=20, w=20)
+    drawer = GpuAugment(12, brightness=0.2, contrast=0.6, saturation=0.5, hue=0.3, jitter_prob=1.0, mean=MEAN, std=STD)
+    p = drawer.draw(6, 20, 20, generator=gen(5))
+    assert p.colour_ops == {"brightness", "contrast", "saturation", "hue"}
+    expected = drawer.apply(x, p)
+    got = GpuAugment(12, **applier, mean=MEAN, std=STD).apply(x, p)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
+
+
+def test_colour_ops_follow_the_drawing_augmenter_and_strength():
+    assert GpuAugment(8, contrast=0.4).draw(2, 9, 9, generator=gen()).colour_ops == {"contrast"}
+    assert GpuAugment(8, **JITTER, jitter_prob=0.0).draw(2, 9, 9, generator=gen()).colour_ops == frozenset()
+    assert GpuAugment(8, **JITTER).draw(2, 9, 9, generator=gen(), strength=0.0).colour_ops == frozenset()
+    assert GpuAugment(8).draw(2, 9, 9, generator=gen()).colour_ops == frozenset()
+
+
+def test_hand_built_parameters_apply_every_factor_and_check_colour_ops():
+    x = images(2, h=10, w=10).float() / 255
+    p = params(2, 10, 10, contrast=torch.tensor([0.5, 1.0]))
+    assert p.colour_ops == {"brightness", "contrast", "saturation", "hue"}
+    got = GpuAugment((10, 10)).apply(x, p)  # an augmenter without jitter still applies the given contrast
+    torch.testing.assert_close(got[0], TF.adjust_contrast(x[0], 0.5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[1], x[1], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"colour jitter needs 1 or 3 channels.*colour_ops"):
+        GpuAugment((10, 10)).apply(images(2, c=4, h=10, w=10), params(2, 10, 10))
+    four = GpuAugment((10, 10)).apply(images(2, c=4, h=10, w=10), params(2, 10, 10, colour_ops=frozenset()))
+    assert four.shape == (2, 4, 10, 10)
+    with pytest.raises(ValueError, match=r"colour_ops should name operations among .*got colour_ops=\['gamma'\]"):
+        params(2, 10, 10, colour_ops={"gamma"})
+    with pytest.raises(TypeError, match="colour_ops should be a set of strings"):
+        params(2, 10, 10, colour_ops="hue")
+
+
+def test_parameters_index_like_the_batch():
+    aug = GpuAugment(8, **JITTER)
+    x = images(5)
+    p = aug.draw(5, 32, 40, generator=gen(3))
+    for index in (2, -1, slice(1, 4), torch.tensor([4, 0]), torch.tensor([True, False, True, False, False])):
+        sub = p[index]
+        assert sub.colour_ops == p.colour_ops
+        picked = torch.arange(5)[index].reshape(-1)
+        torch.testing.assert_close(aug.apply(x[picked], sub), aug.apply(x, p)[picked], atol=1e-5, rtol=0)
+
+
+def test_draw_takes_numpy_integer_sizes():
+    import numpy as np
+
+    aug = GpuAugment(8)
+    got = aug.draw(np.int64(3), np.int64(20), np.int32(30), generator=gen(1))
+    want = aug.draw(3, 20, 30, generator=gen(1))
+    torch.testing.assert_close(got.boxes, want.boxes)
+
+
+def test_float64_input_keeps_the_float64_path_where_the_fused_kernel_would_run(monkeypatch):
+    # The fused resampling kernel computes in float32; float64 input is resampled by grid_sample in float64.
+    monkeypatch.setattr(augment_module._fused, "kernel", lambda name: object())
+    cuda = torch.device("cuda")
+    assert augment_module._resample_backend(cuda, torch.float32) == "triton"
+    assert augment_module._resample_backend(cuda, torch.uint8) == "triton"
+    assert augment_module._resample_backend(cuda, torch.float64) == "grid"

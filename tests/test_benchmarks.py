@@ -81,7 +81,7 @@ def test_a_broken_fused_kernel_costs_its_own_row_only(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fused, "FAILED", {})
     monkeypatch.setattr(fused, "kernel", lambda name: broken if name in ("colour", "resample") else None)
-    monkeypatch.setattr(augment, "_resample_backend", lambda device: "triton")
+    monkeypatch.setattr(augment, "_resample_backend", lambda *args: "triton")
     monkeypatch.setattr(augment, "_colour_backend", lambda device, dtype, channels: "triton")
     out = tmp_path / "g.json"
     with warnings.catch_warnings():

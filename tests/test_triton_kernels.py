@@ -152,7 +152,7 @@ def test_a_failing_kernel_falls_back_to_pytorch_ops_and_warns_once(monkeypatch):
 
     monkeypatch.setattr(augment_module, "_colour_backend", lambda device, dtype, c: "triton")
     monkeypatch.setattr(augment_module, "_draw_backend", lambda device: "triton")
-    monkeypatch.setattr(augment_module, "_resample_backend", lambda device: "triton")
+    monkeypatch.setattr(augment_module, "_resample_backend", lambda *args: "triton")
     monkeypatch.setattr(fused, "kernel", lambda name: broken)
     monkeypatch.setattr(fused, "FAILED", {})
     with pytest.warns(RuntimeWarning, match="fused Triton (draw|resample|colour) kernel failed .RuntimeError: no compiler here"):
@@ -350,7 +350,7 @@ def test_gpu_augment_through_the_resample_kernel_matches_the_pytorch_path():
             aug = A.GpuAugment(24, **kw)
             results = {}
             for backend in ("grid", "triton"):
-                A._resample_backend = lambda device, b=backend: b  # the CUDA choice, forced on the CPU
+                A._resample_backend = lambda *args, b=backend: b  # the CUDA choice, forced on the CPU
                 results[backend] = aug(inp, generator=torch.Generator().manual_seed(2))
             ref, got = results["grid"], results["triton"]
             assert got.dtype == ref.dtype and got.shape == ref.shape, k
@@ -369,7 +369,7 @@ def test_fused_gpu_augment_launches_a_handful_of_kernels():
         import enlight_data.augment as A
         from helpers import CountLaunches, CountOps
 
-        A._draw_backend = A._resample_backend = lambda device: "triton"  # the CUDA choices, forced on the CPU
+        A._draw_backend = A._resample_backend = lambda *args: "triton"  # the CUDA choices, forced on the CPU
         A._colour_backend = lambda device, dtype, c: "triton"
         x = torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8)
         norm = dict(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
@@ -393,7 +393,7 @@ def test_gpu_augment_benchmark_times_each_fused_kernel_beside_its_pytorch_ops():
         import enlight_data.augment as A
         import enlight_data.mixing as M
         import benchmarks.gpu_augment as bench
-        A._draw_backend = A._resample_backend = lambda device: "triton"
+        A._draw_backend = A._resample_backend = lambda *args: "triton"
         A._colour_backend = lambda device, dtype, c: "triton"
         M._fused = lambda name, device: True
         x = torch.randint(0, 256, (2, 3, 20, 20), dtype=torch.uint8)
@@ -401,7 +401,7 @@ def test_gpu_augment_benchmark_times_each_fused_kernel_beside_its_pytorch_ops():
         names = {row["name"] for row in rows}
         assert {"enlight GpuAugment, PyTorch-op draw", "enlight GpuAugment, grid_sample",
                 "crop+resize+flip: fused Triton", "colour map: fused Triton"} <= names, names
-        assert A._draw_backend(None) == A._resample_backend(None) == "triton"  # put back after their rows
+        assert A._draw_backend(None) == A._resample_backend(None, None) == "triton"  # put back after their rows
         rows, times = bench._mix_peers(x.float(), torch.randint(0, 10, (2,)), torch.device("cpu"), repeats=1, calls=1)
         assert "enlight mix_batch cutmix elem, PyTorch ops" in {row["name"] for row in rows}
     """)
@@ -489,7 +489,7 @@ def test_resample_kernel_clamps_to_the_image_like_grid_samples_border_mode():
         x.copy_(torch.randint(0, 200, x.shape, dtype=torch.uint8, generator=torch.Generator().manual_seed(4)))
         results = {}
         for backend in ("grid", "triton"):
-            A._resample_backend = lambda device, b=backend: b
+            A._resample_backend = lambda *args, b=backend: b
             results[backend] = aug.apply(x, params)
         torch.testing.assert_close(results["triton"], results["grid"], atol=2e-4, rtol=0)
     """)
