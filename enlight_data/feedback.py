@@ -100,6 +100,7 @@ class LossTable:
         *,
         keep: Tensor | None = None,
         correct: Tensor | None = None,
+        counted: Tensor | None = None,
     ) -> None:
         """Add one batch of per-sample losses. No host synchronisation.
 
@@ -111,11 +112,14 @@ class LossTable:
                 all when ``None``. Non-finite losses never enter it and are counted.
             correct: ``(B,)`` bool tensor, whether each prediction was right (for accuracy), or a float
                 tensor: the fraction right (dense predictions), NaN for a sample with nothing to score.
+            counted: ``(B,)`` bool tensor, the samples whose loss counts at all: in the epoch's mean loss
+                and (where ``keep``) the table; all when ``None``. A sample with nothing to score (every
+                position at ``ignore_index``) has no loss: it enters neither.
 
         Raises:
             TypeError: If ``indices`` or ``losses`` is not a tensor, ``losses`` is not of a
-                floating-point dtype, ``indices`` is not of an integer dtype, ``keep`` is not
-                ``None`` or a bool tensor, or ``correct`` is not ``None`` or a bool or float tensor.
+                floating-point dtype, ``indices`` is not of an integer dtype, ``keep`` or ``counted``
+                is not ``None`` or a bool tensor, or ``correct`` is not ``None`` or a bool or float tensor.
             ValueError: If the shapes disagree, or (for CPU ``indices``) an index is
                 outside ``[0, size)``.
 
@@ -134,11 +138,13 @@ class LossTable:
             raise TypeError(f"losses should be a floating-point tensor, got losses of dtype {losses.dtype}")
         if indices.dtype not in _INDEX_DTYPES:
             raise TypeError(f"indices should be an integer tensor (e.g. int64), got indices of dtype {indices.dtype}")
-        if keep is not None and (not isinstance(keep, Tensor) or keep.dtype != torch.bool):
-            got = f"dtype {keep.dtype}" if isinstance(keep, Tensor) else f"type {type(keep).__name__}"
-            raise TypeError(
-                f"keep should be a bool tensor or None (True = the loss enters the table), got keep of {got}"
-            )
+        for name, value, meaning in (
+            ("keep", keep, "the loss enters the table"),
+            ("counted", counted, "the loss counts at all"),
+        ):
+            if value is not None and (not isinstance(value, Tensor) or value.dtype != torch.bool):
+                got = f"dtype {value.dtype}" if isinstance(value, Tensor) else f"type {type(value).__name__}"
+                raise TypeError(f"{name} should be a bool tensor or None (True = {meaning}), got {name} of {got}")
         if correct is not None and (
             not isinstance(correct, Tensor) or not (correct.dtype == torch.bool or correct.is_floating_point())
         ):
@@ -149,7 +155,7 @@ class LossTable:
             )
         if indices.dim() != 1:
             raise ValueError(f"indices should be 1-D, got indices of shape {tuple(indices.shape)}")
-        for name, value in (("losses", losses), ("keep", keep), ("correct", correct)):
+        for name, value in (("losses", losses), ("keep", keep), ("correct", correct), ("counted", counted)):
             if value is not None and value.shape != indices.shape:
                 raise ValueError(
                     f"{name} should have the shape of indices {tuple(indices.shape)}, got {name} of shape "
@@ -172,9 +178,10 @@ class LossTable:
         # kept across steps cost 14-21 % when kept for an epoch, about 5 % for 64 steps, against
         # about 3 % for this whole record path). When the buffers are full the staged batches are
         # added to the table and counters in one pass. Nothing synchronises with the host.
-        if not self._stage.add(indices, losses, keep, correct, self._device):
+        level = _level(keep, counted)
+        if not self._stage.add(indices, losses, level, correct, self._device):
             self._fold()
-            self._stage.add(indices, losses, keep, correct, self._device)
+            self._stage.add(indices, losses, level, correct, self._device)
 
     @normal_tensors
     def _fold(self) -> None:
@@ -182,24 +189,31 @@ class LossTable:
         staged = self._stage.take()
         if staged is None:
             return
-        indices, values, keep, correct = staged
+        indices, values, level, correct = staged
         finite = torch.isfinite(values)
-        clean = torch.where(finite, values, 0.0)
-        take = finite if keep is None else finite & keep
-        self._sum.index_add_(0, indices, clean if keep is None else torch.where(take, clean, 0.0))
+        if level is None:
+            clean = torch.where(finite, values, 0.0)
+            take = finite
+            finite_count = finite.sum(dtype=torch.float64)
+            nonfinite = float(values.numel()) - finite_count
+        else:  # see _level: 2 = the table and the mean, 1 = the mean only, 0 = neither
+            counts = level > 0
+            clean = torch.where(finite & counts, values, 0.0)
+            take = finite & (level == 2)
+            finite_count = (finite & counts).sum(dtype=torch.float64)
+            nonfinite = (counts & ~finite).sum(dtype=torch.float64)
+        self._sum.index_add_(0, indices, clean if level is None else torch.where(take, clean, 0.0))
         weight = take.float()
         self._count.index_add_(0, indices, weight)
-        n = float(values.numel())
         # correct, scored, loss_sum, loss_count, nonfinite, recorded; filled and computed on the
         # device (a tensor made from a host value would be a blocking copy).
-        finite_count = finite.sum(dtype=torch.float64)
         self._stats += torch.stack(
             [
                 correct.nansum(dtype=torch.float64) if correct is not None else finite_count.new_zeros(()),
                 (~correct.isnan()).sum(dtype=torch.float64) if correct is not None else finite_count.new_zeros(()),
                 clean.sum(dtype=torch.float64),
                 finite_count,
-                n - finite_count,
+                nonfinite,
                 weight.sum(dtype=torch.float64),
             ]
         )
@@ -356,10 +370,21 @@ class LossTable:
         self._stats = state["stats"].to(dev, torch.float64).clone()
 
 
+def _level(keep: Tensor | None, counted: Tensor | None) -> Tensor | None:
+    """Per sample, where its loss goes, as int8: 2 = the table and the epoch's mean, 1 = the mean only (a mixed
+    sample), 0 = neither (nothing counted); ``None`` when every sample's goes to both."""
+    if keep is None and counted is None:
+        return None
+    if keep is None:
+        return torch.where(cast(Tensor, counted), 2, 0).to(torch.int8)
+    level = keep.to(torch.int8) + 1
+    return level if counted is None else level.where(counted.to(level.device), 0)
+
+
 class _Stage:
     """Preallocated buffers that hold up to ``_FOLD_EVERY`` batches of records between folds.
 
-    The keep and correct columns are only written while some batch of the window has them
+    The level (see :func:`_level`) and correct columns are only written while some batch of the window has them
     (set from its first such batch, with the defaults filled in for the batches before it),
     so a window without them costs two slice copies per step.
     """
@@ -367,19 +392,19 @@ class _Stage:
     def __init__(self) -> None:
         self.capacity = 0
         self.fill = 0
-        self.keep_on = self.correct_on = False
+        self.level_on = self.correct_on = False
         self.device = torch.device("cpu")
-        self.indices = self.losses = self.keep = self.correct = torch.empty(0)
+        self.indices = self.losses = self.level = self.correct = torch.empty(0)
 
     def _allocate(self, capacity: int, device: torch.device) -> None:
         self.capacity, self.device = capacity, device
         self.indices = torch.empty(capacity, dtype=torch.int64, device=device)
         self.losses = torch.empty(capacity, dtype=torch.float32, device=device)
-        self.keep = torch.empty(capacity, dtype=torch.bool, device=device)
+        self.level = torch.empty(capacity, dtype=torch.int8, device=device)
         self.correct = torch.empty(capacity, dtype=torch.float32, device=device)
 
     def add(
-        self, indices: Tensor, losses: Tensor, keep: Tensor | None, correct: Tensor | None, device: torch.device
+        self, indices: Tensor, losses: Tensor, level: Tensor | None, correct: Tensor | None, device: torch.device
     ) -> bool:
         """Stage one batch; ``False`` (nothing written) when it does not fit: fold, then add again."""
         b = int(indices.shape[0])
@@ -392,13 +417,13 @@ class _Stage:
         lo, hi = self.fill, self.fill + b
         self.indices[lo:hi].copy_(indices, non_blocking=True)
         self.losses[lo:hi].copy_(losses)
-        if keep is not None and not self.keep_on:
-            self.keep_on = True
-            self.keep[:lo].fill_(True)
-        if self.keep_on and keep is not None:
-            self.keep[lo:hi].copy_(keep)
-        elif self.keep_on:
-            self.keep[lo:hi].fill_(True)
+        if level is not None and not self.level_on:
+            self.level_on = True
+            self.level[:lo].fill_(2)
+        if self.level_on and level is not None:
+            self.level[lo:hi].copy_(level)
+        elif self.level_on:
+            self.level[lo:hi].fill_(2)
         # NaN marks a sample without an accuracy verdict (a batch recorded without one, or a sample with nothing to
         # score); the fold counts the others on the device.
         if correct is not None and not self.correct_on:
@@ -412,7 +437,7 @@ class _Stage:
         return True
 
     def take(self) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None] | None:
-        """The staged ``(indices, losses, keep, correct)`` as views, and an empty stage; ``None`` if empty.
+        """The staged ``(indices, losses, level, correct)`` as views, and an empty stage; ``None`` if empty.
 
         The views stay valid until the next :meth:`add`, which the fold never calls.
         """
@@ -422,7 +447,7 @@ class _Stage:
         staged = (
             self.indices[:n],
             self.losses[:n],
-            self.keep[:n] if self.keep_on else None,
+            self.level[:n] if self.level_on else None,
             self.correct[:n] if self.correct_on else None,
         )
         self.clear()
@@ -430,4 +455,4 @@ class _Stage:
 
     def clear(self) -> None:
         self.fill = 0
-        self.keep_on = self.correct_on = False
+        self.level_on = self.correct_on = False

@@ -388,16 +388,18 @@ class EnlightLoader:
         A batch split into chunks (gradient accumulation) is recorded chunk by chunk with ``rows``.
 
         Args:
-            per_sample_loss: ``(B,)`` or ``(B, ...)`` losses (extra dims are averaged); with ``rows``,
-                those of the rows' samples.
+            per_sample_loss: ``(B,)`` or ``(B, ...)`` losses (extra dims are averaged: with
+                ``ignore_index`` and class-index targets of the losses' shape, over each sample's
+                positions that are not ``ignore_index``); with ``rows``, those of the rows' samples.
             output: The model output, for training accuracy: argmax over dim 1, or
                 ``output > threshold`` for a single score (``(B,)``, ``(B, 1)`` or ``(B, 1, ...)``:
                 binary classification or segmentation) and with ``multi_label``.
             target: The batch's targets (indices or soft rows; argmax of rows is used; for a single
                 logit, ``target > 0.5``).
             ignore_index: A class-index target value that does not count (padding): the accuracy
-                of dense predictions is taken over the other positions, and a sample with none
-                left is not scored and its loss does not enter the table.
+                of dense predictions (and a sequence's loss) is taken over the other positions, and a
+                sample with none left is not scored and its loss enters neither the table nor the
+                epoch's mean loss.
             threshold: The score above which a single score (or, with ``multi_label``, each
                 class's score) predicts the positive class: ``0.0`` for logits, ``0.5`` for
                 probabilities (``nn.BCELoss`` after a sigmoid). :func:`track` sets it.
@@ -462,8 +464,19 @@ class EnlightLoader:
                 f"got shape {tuple(losses.shape)}"
             )
         if losses.dim() > 1:
-            losses = losses.flatten(1).float().mean(1)
+            losses = losses.flatten(1).float()
+            if (
+                ignore_index is not None
+                and isinstance(target, Tensor)
+                and not target.is_floating_point()
+                and target.shape == per_sample_loss.shape
+            ):  # a sequence's loss: the mean over its positions that count (padding's loss is no loss)
+                positions = (target != ignore_index).to(losses.device).flatten(1)
+                losses = losses.where(positions, 0.0).sum(1) / positions.sum(1).clamp_min(1)
+            else:
+                losses = losses.mean(1)
         correct = None
+        counted = None
         keep = None if mixed is None else ~mixed
         if output is not None and target is not None:
             for name, value in (("output", output), ("target", target)):
@@ -512,11 +525,10 @@ class EnlightLoader:
                     counted = counted.any(1)
                 else:
                     correct = torch.where(counted, correct.float(), math.nan)
-                counted = counted.to(losses.device)
-                keep = counted if keep is None else keep & counted  # nothing counted: no loss for the table
+                counted = counted.to(losses.device)  # nothing counted: no loss, for the table or the mean
             elif correct.dim() > 1:  # dense predictions: the fraction right per sample
                 correct = correct.flatten(1).float().mean(1)
-        self._table.record(indices, losses, keep=keep, correct=correct)
+        self._table.record(indices, losses, keep=keep, correct=correct, counted=counted)
         if partial is None and (start, stop) == (0, int(self._batch[0].shape[0])):
             self._recorded = self._batch
             return

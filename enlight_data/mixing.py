@@ -69,6 +69,10 @@ class MixParams:
         return None if self.box is None else _box_mask(self.box, *self.size)
 
 
+# Below this α, Beta draws are made in log space (NOTE [ Beta draws with a generator ]).
+_SMALL_ALPHA = 0.05
+
+
 @functools.lru_cache(maxsize=32)
 def _concentration(alpha: float, n: int, device: torch.device) -> Tensor:
     """The ``(n, 2)`` Dirichlet concentration of Beta(α, α), made once (``_sample_dirichlet`` only reads it)."""
@@ -78,9 +82,18 @@ def _concentration(alpha: float, n: int, device: torch.device) -> Tensor:
 def _beta(alpha: float, n: int, *, generator: torch.Generator, device: torch.device) -> Tensor:
     """``n`` draws of Beta(α, α) (symmetric: ``x`` and ``1 - x`` have the same law)."""
     # NOTE [ Beta draws with a generator ]
-    # torch.distributions.Beta has no generator argument; _sample_dirichlet does and
-    # stays numerically sound for small alpha (no 0/0 as Gamma ratios can give).
-    return torch._sample_dirichlet(_concentration(float(alpha), n, device), generator=generator)[:, 0]
+    # torch.distributions.Beta has no generator argument; _sample_dirichlet does (one kernel). Below
+    # _SMALL_ALPHA its two Gamma(α) draws both underflow to 0 often enough to matter (it then returns
+    # 0.5: a quarter of the draws at α = 1e-3, nearly all at 1e-8, where Beta(α, α) is almost always
+    # 0 or 1), so small alphas draw in log space: log Gamma(α) = log Gamma(α + 1) + log(U) / α
+    # (Marsaglia and Tsang's boost), and λ = sigmoid(log G1 - log G2), exact to float precision.
+    alpha = float(alpha)
+    if alpha >= _SMALL_ALPHA:
+        return torch._sample_dirichlet(_concentration(alpha, n, device), generator=generator)[:, 0]
+    boosted = torch._standard_gamma(_concentration(alpha + 1.0, n, device), generator=generator)
+    uniform = torch.rand((n, 2), generator=generator, device=device).clamp_min_(torch.finfo(torch.float32).tiny)
+    log_gamma = boosted.log().add_(uniform.log_().div_(alpha))
+    return torch.sigmoid(log_gamma[:, 0] - log_gamma[:, 1])
 
 
 @functools.lru_cache(maxsize=32)

@@ -13,7 +13,7 @@ import numbers
 import warnings
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, cast
 
 import numpy as np
 
@@ -29,6 +29,9 @@ __all__ = [
     "high_loss_removal",
     "mixup_pause",
 ]
+
+# Mixing alphas above this give λ = 0.5 to float precision (and overflow float32 well beyond it).
+_MAX_ALPHA = 1e6
 
 
 def _set(obj: Any, name: str, value: Any) -> None:
@@ -130,7 +133,7 @@ class Phase:
 
     Raises:
         TypeError: If a number is not a real number, ``mode`` not a str, or ``augment`` not callable.
-        ValueError: If an alpha is negative, a probability or strength outside ``[0, 1]``,
+        ValueError: If an alpha is negative or above 1e6, a probability or strength outside ``[0, 1]``,
             ``drop_high_loss`` or ``label_smoothing`` outside ``[0, 1)``, or ``mode`` not ``"elem"``/``"batch"``.
 
     Note:
@@ -151,7 +154,13 @@ class Phase:
 
     def __post_init__(self) -> None:
         for name in ("mixup_alpha", "cutmix_alpha"):
-            _set(self, name, check_real(name, getattr(self, name), minimum=0.0))
+            alpha = cast(float, check_real(name, getattr(self, name), minimum=0.0))
+            if alpha > _MAX_ALPHA:
+                raise ValueError(
+                    f"{name} should be at most {_MAX_ALPHA:g} (beyond, Beta(α, α) is 0.5 to float precision), "
+                    f"got {name}={getattr(self, name)!r}"
+                )
+            _set(self, name, alpha)
         _set(self, "mix_prob", check_range("mix_prob", self.mix_prob, 0.0, 1.0))
         _set(self, "switch_prob", check_range("switch_prob", self.switch_prob, 0.0, 1.0))
         _set(self, "drop_high_loss", check_range("drop_high_loss", self.drop_high_loss, 0.0, 1.0, high_open=True))

@@ -305,3 +305,23 @@ def test_record_refuses_losses_that_are_not_floating_point():
     table.record(ids, torch.ones(4, dtype=torch.float16))  # any float dtype
     table.finalize_epoch()
     assert table.losses().tolist() == [1.0] * 4
+
+
+def test_uncounted_samples_enter_neither_the_table_nor_the_epochs_mean():
+    table = LossTable(4)
+    losses = torch.tensor([1.0, 5.0, 3.0, math.nan])
+    keep = torch.tensor([True, True, False, True])  # sample 2 mixed: the mean only
+    counted = torch.tensor([True, False, True, False])  # samples 1 and 3: nothing counted, no loss at all
+    table.record(torch.arange(4), losses, keep=keep, counted=counted)
+    table.record(torch.arange(2), torch.tensor([2.0, 7.0]), counted=torch.tensor([True, False]))
+    stats = table.finalize_epoch()
+    assert stats["loss_sum"] == pytest.approx(1.0 + 3.0 + 2.0) and stats["loss_count"] == 3
+    assert stats["nonfinite"] == 0 and stats["recorded"] == 2
+    assert table.losses().tolist()[0] == 1.5 and table.losses()[1:].isnan().all()
+
+
+def test_record_checks_counted():
+    with pytest.raises(TypeError, match=r"counted should be a bool tensor or None .*got counted of dtype torch.int64"):
+        LossTable(2).record(torch.arange(2), torch.ones(2), counted=torch.ones(2, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"counted should have the shape of indices \(2,\), got counted of shape \(3,\)"):
+        LossTable(2).record(torch.arange(2), torch.ones(2), counted=torch.ones(3, dtype=torch.bool))

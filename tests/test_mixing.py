@@ -60,6 +60,28 @@ def test_elem_lambda_follows_beta():
     assert ((lam < 0.1) | (lam > 0.9)).float().mean() > ((lam > 0.4) & (lam < 0.6)).float().mean()
 
 
+@pytest.mark.parametrize("alpha", [1e-8, 1e-3, 0.01, 0.049, 0.05, 0.3])
+def test_small_alphas_keep_the_beta_law_instead_of_collapsing_to_one_half(alpha):
+    # Beta(α, α) puts almost all its mass at 0 and 1 for small α; a ratio of two underflowed Gamma draws gave 0.5.
+    from scipy.stats import beta
+
+    n = 40000
+    lam = draw_mix(ed.Phase(mixup_alpha=alpha), n, 1, 1, generator=gen(9)).lam.double()
+    assert (lam == 0.5).sum() <= 2
+    for lo, hi in ((0.01, 0.99), (0.3, 0.7), (0.0, 0.5)):
+        expected = beta(alpha, alpha).cdf(hi) - beta(alpha, alpha).cdf(lo)
+        share = ((lam >= lo) & (lam < hi)).double().mean().item()
+        assert abs(share - expected) < 4 * math.sqrt(expected * (1 - expected) / n) + 1e-3, (lo, hi, share, expected)
+
+
+def test_alphas_beyond_float_precision_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"mixup_alpha should be at most 1e\+06 .*got mixup_alpha=1e\+39"):
+        ed.Phase(mixup_alpha=1e39)
+    with pytest.raises(ValueError, match=r"cutmix_alpha should be at most"):
+        ed.Phase(cutmix_alpha=2e6)
+    assert ed.Phase(mixup_alpha=1e6).mixup_alpha == 1e6
+
+
 def test_batch_mode_shares_one_lambda():
     params = draw_mix(ed.Phase(mixup_alpha=1.0, mode="batch"), 32, 4, 4, generator=gen(3))
     assert torch.unique(params.lam).numel() == 1

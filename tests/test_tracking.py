@@ -395,3 +395,36 @@ def test_a_checkpoint_between_chunks_warns_that_the_other_rows_go_unrecorded():
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # after the batch's last chunk: nothing lost
             loader.state_dict()
+
+
+def test_fully_padded_samples_stay_out_of_the_epochs_mean_loss():
+    # The criterion's own mean leaves ignored samples out, and so does history's mean_loss (no loss of 0 for them).
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(8, 5, generator=g)
+    target = torch.randint(0, 5, (8,), generator=g)
+    target[::2] = -100
+    loader = _loader(x, target)
+    criterion = loader.track(nn.CrossEntropyLoss())
+    for xb, yb in loader:
+        value = criterion(xb, yb)
+    entry = loader.history[-1]
+    assert entry["mean_loss"] == pytest.approx(value.item(), rel=1e-6)
+    assert entry["recorded"] == 4 and entry["nonfinite"] == 0
+
+
+def test_record_of_a_sequence_loss_averages_the_positions_that_count_as_track_does():
+    _, _, seq_logits, seq_labels, _, _ = _data()
+    tables = []
+    for use_record in (False, True):
+        loader = _loader(torch.zeros(6, 1), seq_labels)
+        criterion = loader.track(nn.CrossEntropyLoss())
+        for _, yb in loader:
+            if use_record:
+                per_position = F.cross_entropy(seq_logits, yb, reduction="none")  # (B, T), 0 at padding
+                loader.record(per_position, output=seq_logits, target=yb, ignore_index=-100)
+            else:
+                criterion(seq_logits, yb)
+        tables.append((loader.losses(), loader.history[-1]["mean_loss"]))
+    (tracked, tracked_mean), (recorded, recorded_mean) = tables
+    torch.testing.assert_close(recorded, tracked)
+    assert recorded_mean == pytest.approx(tracked_mean)
