@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-__all__ = ["check_bool", "check_choice", "check_device", "check_int", "check_range", "check_real"]
+__all__ = ["check_bool", "check_choice", "check_device", "check_int", "check_range", "check_real", "check_seed"]
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...], *, other: str = "") -> str:
@@ -44,6 +44,14 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, allow_none: 
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} should be >= {minimum}, got {name}={value!r}")
     return int(value)
+
+
+def check_seed(name: str, value: Any) -> int:
+    """Check that ``value`` is an int in ``[0, 2**64)``: the seeds a ``torch.Generator`` takes, none aliasing another."""
+    seed = cast(int, check_int(name, value))
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"{name} should be in [0, 2**64), got {name}={seed}")
+    return seed
 
 
 def check_real(

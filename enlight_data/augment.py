@@ -27,7 +27,7 @@ from torch import Tensor
 from . import _fused
 from ._inference import normal_tensors
 from ._rng import derive_seed
-from ._validate import check_bool, check_device, check_int
+from ._validate import check_bool, check_device, check_int, check_seed
 
 __all__ = ["AugmentParams", "GpuAugment", "apply_augment"]
 
@@ -357,10 +357,7 @@ class GpuAugment:
             raise ValueError(f"out_dtype should be a floating point dtype, got out_dtype={out_dtype}")
         self.out_dtype = out_dtype
         self.channels_last = check_bool("channels_last", channels_last)
-        seed = check_int("seed", seed)  # type: ignore[assignment]
-        if not 0 <= seed < 2**64:
-            raise ValueError(f"seed should be in [0, 2**64), got seed={seed}")
-        self.seed = seed
+        self.seed = check_seed("seed", seed)
         self._generator: torch.Generator | None = None
         self._consts: dict[tuple[Any, ...], Any] = {}
         self._scratch: _Scratch | None = None

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import enlight_data as ed
+from enlight_data.schedule import _MAX_ALPHA
 
 __all__ = [
     "ImageSet",
@@ -404,9 +405,9 @@ def _strategies(epochs: int, period: int, alpha: float, fraction: float) -> list
     ]
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m enlight_data demo",
+        prog=prog,
         description="Train a small CNN on scikit-learn's digits with Mixup throughout, Mixup Pause "
                     "and High-Loss Removal, and compare their test accuracy.",
     )
@@ -425,22 +426,25 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m enlight_data demo") -> int:
     """Run the demo; returns the process exit status.
 
     Args:
         argv: Command-line arguments (without the program name); ``sys.argv[1:]`` when ``None``.
+        prog: The command's name in usage and error lines.
     """
     from tqdm.auto import tqdm
 
-    parser = _parser()
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     epochs = args.epochs if args.epochs is not None else (3 if args.quick else 30)
     problems = [f"{name} should be >= 1, got {value}"
                 for name, value in (("--epochs", epochs), ("--threads", args.threads), ("--period", args.period))
                 if value is not None and value < 1]
-    if not args.alpha >= 0:  # NaN fails too
-        problems.append(f"--alpha should be >= 0, got {args.alpha}")
+    if not 0 <= args.alpha <= _MAX_ALPHA:  # NaN and inf fail too
+        problems.append(f"--alpha should be in [0, {_MAX_ALPHA:g}], got {args.alpha}")
+    if not 0 <= args.seed < 2**64:
+        problems.append(f"--seed should be in [0, 2**64), got {args.seed}")
     if not 0 <= args.fraction < 1:
         problems.append(f"--fraction should be in [0, 1), got {args.fraction}")
     if problems:
@@ -455,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     train, test = load_digits_tensors(seed=args.seed)
     strategies = _strategies(epochs, period, args.alpha, args.fraction)
     hlr_note = ""
-    if hlr_period != period:
+    hlr_longer = hlr_period != period and epochs > period  # else every strategy's period is the whole run
+    if hlr_longer:
         hlr_note = f" (High-Loss Removal: {hlr_period}, its {_HLR_MIN_PERIOD}-epoch minimum)"
     print(f"digits: {len(train)} train / {len(test)} test images, 8x8, 10 classes; {epochs} epochs, "
           f"period {period} epoch(s){hlr_note}, Mixup alpha {args.alpha}, seed {args.seed}")
@@ -487,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in results:
         removed = sum(int(h["removed"]) for h in r.history)
         print(f"{name:<20} {r.test_accuracy:>13.4f} {r.period_end_epoch:>5} ep {removed:>8} {r.seconds:>6.1f}s")
-    if hlr_period != period:
+    if hlr_longer:
         print(f"High-Loss Removal ran a {hlr_period}-epoch period, not {period}: its first epoch records every "
               f"sample's loss and removal starts at epoch 1, so a period under {_HLR_MIN_PERIOD} epochs "
               "removes nothing.")

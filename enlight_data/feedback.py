@@ -281,17 +281,18 @@ class LossTable:
             The selected dataset indices.
 
         Raises:
-            TypeError: If ``fraction`` is not a real number.
-            ValueError: If ``fraction`` is outside ``[0, 1)``, or ``losses`` is not a float tensor of the
-                table's size.
+            TypeError: If ``fraction`` is not a real number, or ``losses`` is not a floating-point tensor.
+            ValueError: If ``fraction`` is outside ``[0, 1)``, or ``losses`` is not of the table's size.
         """
         fraction = cast(float, check_range("fraction", fraction, 0.0, 1.0, high_open=True))
+        if losses is not None:
+            if not isinstance(losses, Tensor) or not losses.is_floating_point():
+                got = f"dtype {losses.dtype}" if isinstance(losses, Tensor) else f"type {type(losses).__name__}"
+                raise TypeError(f"losses should be a floating-point tensor of shape ({self.size},), got losses of {got}")
+            if losses.shape != (self.size,):
+                raise ValueError(f"losses should have shape ({self.size},), got losses of shape {tuple(losses.shape)}")
         if fraction == 0.0:
             return torch.empty(0, dtype=torch.int64)
-        if losses is not None and (not isinstance(losses, Tensor) or losses.shape != (self.size,)
-                                   or not losses.is_floating_point()):
-            got = f"shape {tuple(losses.shape)}" if isinstance(losses, Tensor) else f"{type(losses).__name__}"
-            raise ValueError(f"losses should be a float tensor of shape ({self.size},), got {got}")
         last = self._last if losses is None else losses
         known = ~torch.isnan(last)
         k = int(known.sum())

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from ._rng import Stream, derive_seed
 from ._inference import normal_tensors
 from ._stack import caller_stacklevel
-from ._validate import check_bool, check_device, check_int, check_real
+from ._validate import check_bool, check_device, check_int, check_real, check_seed
 from .context import SharedClock
 from .distributed import resolve_rank, table_reducer
 from .feedback import LossTable
@@ -1079,7 +1079,7 @@ def check_arguments(schedule: Any, *, num_classes: Any, seed: Any, augment: Any)
     if not isinstance(schedule, Schedule):
         raise TypeError(f"schedule should be an enlight_data.Schedule, got schedule of type {type(schedule).__name__}")
     check_int("num_classes", num_classes, minimum=1, allow_none=True)
-    check_int("seed", seed)
+    check_seed("seed", seed)
     if augment is not None and not callable(augment):
         raise TypeError(f"augment should be callable or None, got augment={augment!r}")
     from .augment import GpuAugment

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.utils.data import DistributedSampler, Sampler, SequentialSampler
 
 from ._rng import Stream, make_generator
-from ._validate import check_bool, check_int
+from ._validate import check_bool, check_int, check_seed
 
 __all__ = ["EnlightSampler", "shard"]
 
@@ -103,7 +103,7 @@ class EnlightSampler(Sampler[int]):
         self.num_samples = len(data_source)
         self.shuffle = check_bool("shuffle", shuffle)
         self.base = base
-        self.seed: int = check_int("seed", seed)  # type: ignore[assignment]
+        self.seed: int = check_seed("seed", seed)
         self.rank, self.world_size = _check_rank(rank, world_size)
         self.pad = check_bool("pad", pad)
         self.order_digest = ""  # of the begun epoch's global order, with several ranks

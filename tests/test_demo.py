@@ -7,6 +7,7 @@ import json
 import math
 import re
 import struct
+import sys
 import warnings
 from pathlib import Path
 
@@ -53,8 +54,11 @@ def test_demo_rejects_bad_epochs(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--fraction", "1.5"], r"--fraction should be in [0, 1), got 1.5"),
     (["--fraction", "-0.1"], r"--fraction should be in [0, 1), got -0.1"),
-    (["--alpha", "-1"], r"--alpha should be >= 0, got -1.0"),
-    (["--alpha", "nan"], r"--alpha should be >= 0, got nan"),
+    (["--alpha", "-1"], r"--alpha should be in [0, 1e+06], got -1.0"),
+    (["--alpha", "nan"], r"--alpha should be in [0, 1e+06], got nan"),
+    (["--alpha", "inf"], r"--alpha should be in [0, 1e+06], got inf"),
+    (["--seed", "-1"], r"--seed should be in [0, 2**64), got -1"),
+    (["--seed", str(2**70)], rf"--seed should be in [0, 2**64), got {2**70}"),
     (["--period", "-1"], r"--period should be >= 1, got -1"),
     (["--period", "0"], r"--period should be >= 1, got 0"),
 ])
@@ -63,6 +67,27 @@ def test_demo_rejects_bad_hyper_parameters_before_training(argv, message, capsys
     assert demo.main([*argv, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith("usage: ")
+
+
+def test_demo_of_one_epoch_says_nothing_of_a_longer_removal_period(capsys):
+    assert demo.main(["--quick", "--epochs", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^High-Loss Removal\s+[0-9.]+\s+1 ep", out, flags=re.M), out
+    assert "2-epoch" not in out  # one epoch trained: every strategy's period is the whole run
+
+
+def test_the_command_line_names_itself_and_asks_for_a_command(capsys, monkeypatch):
+    from enlight_data.__main__ import main
+
+    monkeypatch.setattr(sys, "argv", ["/x/enlight_data/__main__.py"])
+    with pytest.raises(SystemExit) as stop:
+        main([])
+    assert stop.value.code == 2
+    assert "python -m enlight_data: error: a command is required: demo" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/enlight-data"])
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert capsys.readouterr().out.startswith("usage: enlight-data demo ")
 
 
 def test_demo_help_says_high_loss_removal_runs_at_least_two_epochs(capsys):

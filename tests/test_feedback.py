@@ -291,8 +291,12 @@ def test_tied_losses_at_the_cut_give_the_same_set_on_cpu_and_cuda():
 
 def test_select_high_loss_checks_the_losses_it_is_given():
     table = LossTable(10)
-    with pytest.raises(ValueError, match=r"losses should be a float tensor of shape \(10,\), got shape \(20,\)"):
+    with pytest.raises(ValueError, match=r"losses should have shape \(10,\), got losses of shape \(20,\)"):
         table.select_high_loss(0.5, losses=torch.arange(20.0))
+    with pytest.raises(TypeError, match=r"losses should be a floating-point tensor of shape \(10,\), got losses of dtype torch.int64"):
+        table.select_high_loss(0.5, losses=torch.arange(10))
+    with pytest.raises(TypeError, match=r"losses should be a floating-point tensor .*got losses of type list"):
+        table.select_high_loss(0.5, losses=[0.0] * 10)
     assert sorted(table.select_high_loss(0.5, losses=torch.arange(10.0)).tolist()) == [5, 6, 7, 8, 9]
 
 

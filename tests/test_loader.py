@@ -458,6 +458,20 @@ def test_bad_input_errors_name_the_argument():
         ed.enlighten(dl, ed.high_loss_removal(1, fraction=0.1), rank=2, world_size=2)
 
 
+@pytest.mark.parametrize("seed", [-1, 2**64, 2**70])
+def test_seeds_outside_what_a_generator_takes_are_refused_not_aliased(seed, tmp_path):
+    # A seed was reduced modulo 2**64: seed=-1 and seed=2**64 - 1 gave the same batches.
+    message = rf"seed should be in \[0, 2\*\*64\), got seed={seed}"
+    schedule = ed.high_loss_removal(1, fraction=0.1)
+    with pytest.raises(ValueError, match=message):
+        ed.enlighten(DataLoader(Images(8), batch_size=4), schedule, seed=seed)
+    with pytest.raises(ValueError, match=message):
+        ed.EnlightSampler(range(8), seed=seed)
+    with pytest.raises(ValueError, match=message):
+        ed.stream(str(tmp_path / "missing-{0..1}.tar"), schedule, batch_size=2, seed=seed)
+    assert ed.EnlightSampler(range(8), seed=2**64 - 1).seed == 2**64 - 1
+
+
 def test_break_early_finishes_epoch_at_next_iter():
     loader = ed.enlighten(DataLoader(Images(32), batch_size=8), ed.high_loss_removal(2, fraction=0.5))
     for x, _ in loader:
