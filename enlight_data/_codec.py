@@ -6,10 +6,12 @@ and ``stream(decode="rgb8" | "l8")`` then use Pillow, a dependency already, whic
 
 - JPEG and PNG decode to identical tensors, in RGB and in grayscale (for JPEG, Pillow's draft mode reads
   libjpeg's own luma, as torchvision's decoder does; for PNG, the luma is libpng's fixed-point sum with
-  torchvision's weights); WebP to grayscale may differ by a level;
+  torchvision's weights); WebP, which torchvision's codec only decodes in colour, is turned to grayscale by that
+  same luma in both;
 - JPEG encoding gives the same bytes at the same quality (both drive libjpeg-turbo with its defaults); PNG
   encoding compresses differently but holds the same pixels;
-- a 16-bit PNG, which torchvision decodes to uint16, is refused (Pillow would keep 8 of its bits).
+- a 16-bit PNG is refused by both: these modes give uint8, and Pillow would keep 8 of its bits (torchvision would
+  give uint16, which the rest of a uint8 pipeline misreads).
 
 Which codec a process uses is decided once, on first use, by encoding and decoding a 1-pixel image.
 ``decode="gpu"`` (nvjpeg) has no Pillow counterpart: it needs torchvision's ``decode_jpeg``.
@@ -61,28 +63,31 @@ def backend() -> str:
 def decode(data: bytes, *, gray: bool) -> Tensor:
     """A JPEG, PNG or WebP image as a uint8 ``(3, H, W)`` tensor, or ``(1, H, W)`` with ``gray``.
 
-    torchvision decodes a 16-bit PNG to uint16; Pillow cannot keep its bits, so the fallback refuses it.
-
     Raises:
-        ValueError: For a 16-bit PNG without torchvision's codec.
+        ValueError: For a 16-bit PNG (see the module docstring).
         Exception: Whatever the codec raises for data it cannot decode.
     """
+    if data[:8] == _PNG_SIGNATURE and len(data) > 24 and data[24] == 16:  # IHDR's bit depth
+        raise ValueError(
+            "a 16-bit PNG is not decoded to 8 bits (decode='rgb8' and 'l8' give uint8): store such images as npy "
+            "(write_shards(image_format='npy')) or pass stream(decode=) a function that keeps their 16 bits"
+        )
     if backend() == _TORCHVISION:
         from torchvision.io import ImageReadMode, decode_image
 
+        webp = data[:4] == b"RIFF" and data[8:12] == b"WEBP"  # torchvision decodes WebP in colour only
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            return decode_image(
+            image = decode_image(
                 torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                mode=ImageReadMode.GRAY if gray else ImageReadMode.RGB,
+                mode=ImageReadMode.GRAY if gray and not webp else ImageReadMode.RGB,
             )
+        if gray and image.shape[0] != 1:
+            luma = torch.from_numpy(_LUMA.astype(np.int64)).view(3, 1, 1)
+            image = ((image.to(torch.int64) * luma).sum(0, keepdim=True) >> 15).to(torch.uint8)
+        return image
     from PIL import Image
 
-    if data[:8] == _PNG_SIGNATURE and len(data) > 24 and data[24] == 16:  # IHDR's bit depth
-        raise ValueError(
-            "16-bit PNGs are decoded by torchvision's codec only (Pillow would keep 8 of the 16 bits), and this "
-            "torchvision has none; store such images as npy (write_shards(image_format='npy'))"
-        )
     with Image.open(io.BytesIO(data)) as image:
         if gray and image.format == "JPEG":
             image.draft("L", image.size)  # libjpeg's own luma, as torchvision's decoder reads it

@@ -462,6 +462,8 @@ def close_stream(stream: Any, *, drain: bool) -> None:
 def _check_exists(urls: Sequence[str]) -> None:
     for url in urls:
         path = local_path(url)
+        if path is not None and os.path.isdir(path):
+            raise IsADirectoryError(f"shard {url!r} is a directory, not a tar file")
         if path is not None and not os.path.isfile(path):
             raise FileNotFoundError(f"shard {url!r} does not exist")
 
@@ -651,7 +653,8 @@ def load_catalog(source: Any, *, num_ids: int | None = None, handler: str = "rai
     that follow a key to another shard list; colliding ids share a loss entry). See NOTE [ Integer keys ].
 
     Raises:
-        ValueError: For an empty source, or an index with missing or invalid fields (named in the message).
+        ValueError: For an empty source, an index with missing or invalid fields (named in the message), or
+            ``num_ids`` with an index.
         FileNotFoundError: For a missing local shard or index.
         TypeError: For a source of another type.
     """
@@ -666,6 +669,11 @@ def load_catalog(source: Any, *, num_ids: int | None = None, handler: str = "rai
         if source.endswith(".json"):
             if not os.path.isfile(source):
                 raise FileNotFoundError(f"index {source!r} does not exist")
+            if num_ids is not None:
+                raise ValueError(
+                    f"num_ids applies to shards without an index (their keys are hashed); an index gives every "
+                    f"sample its id, got num_ids={num_ids} with the index {source!r}"
+                )
             catalog = _from_index(source)
             _check_exists(catalog.urls)
             return catalog

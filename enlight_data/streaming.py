@@ -957,7 +957,8 @@ def stream(
         persistent_workers: Keep the DataLoader workers across epochs (they read each epoch's plan from shared memory).
         num_ids: Hash every key into this many ids (:func:`~enlight_data.shards.hash_id`), so that a sample's id
             follows its key to another shard list; colliding ids share a loss entry. Default: foreign keys get
-            their sample's position as id (none shared; see :func:`~enlight_data.shards.load_catalog`).
+            their sample's position as id (none shared; see :func:`~enlight_data.shards.load_catalog`). For
+            shards without an index only (an index gives the ids).
         multiprocessing_context: How the DataLoader starts its workers, as for ``DataLoader``: ``"fork"``,
             ``"spawn"``, ``"forkserver"`` or a context object (default: Python's own, ``"forkserver"`` on Linux
             from Python 3.14). The batches are the same whichever starts them. With ``num_workers=0`` it has
@@ -972,8 +973,11 @@ def stream(
             pattern or a list of URLs.
         ValueError: If a value is out of range or not one of the choices, ``device`` (or ``decode="gpu"``) names a
             device this machine lacks, ``decode="gpu"`` has no ``augment``, a phase mixes or smooths labels and no
-            ``num_classes`` is known, or the shards cannot be read (an index that does not match them).
+            ``num_classes`` is known, ``num_ids`` is given with an index, or the index has missing or invalid fields.
+        FileNotFoundError: If the index or a local shard does not exist (``IsADirectoryError`` for a folder).
         RuntimeError: If ``decode="gpu"`` and this torchvision cannot decode JPEG on the GPU.
+        ShardError: While iterating, for a corrupt shard or undecodable sample with ``handler="raise"`` (an index
+            that does not match its shards is found there, when the reader meets the difference).
 
     Note:
         An epoch has ``ceil(ceil(K / world_size) / batch_size)`` batches on every rank (floor with ``drop_last``),

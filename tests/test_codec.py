@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -114,18 +116,41 @@ def test_a_grayscale_photo_round_trips_through_pillow(use):
     assert rgb.shape == (3, 6, 8) and all(torch.equal(rgb[c : c + 1], gray) for c in range(3))
 
 
-@needs_torchvision
-def test_pillow_refuses_a_16_bit_png_rather_than_keep_8_of_its_bits(use):
+@pytest.mark.parametrize("codec", ["torchvision", "pillow"])
+@pytest.mark.parametrize("gray", [True, False])
+def test_both_codecs_refuse_a_16_bit_png_rather_than_give_uint16_or_keep_8_of_its_bits(use, codec, gray):
     import io
 
     from PIL import Image
 
+    if codec == "torchvision" and not _codec._torchvision_works():
+        pytest.skip("this torchvision has no image codecs")
     buf = io.BytesIO()
     Image.fromarray(np.array([[0, 2000], [4000, 65535]], dtype=np.uint16)).save(buf, format="PNG")
     data = buf.getvalue()
     assert data[24] == 16  # a 16-bit grayscale PNG
-    use("torchvision")
-    assert _codec.decode(data, gray=True).tolist() == [[[0, 2000], [4000, 65535]]]  # torchvision keeps them
-    use("pillow")
-    with pytest.raises(ValueError, match=r"16-bit PNGs are decoded by torchvision's codec only"):
-        _codec.decode(data, gray=True)
+    use(codec)
+    with pytest.raises(ValueError, match=r"a 16-bit PNG is not decoded to 8 bits .*image_format='npy'"):
+        _codec.decode(data, gray=gray)
+
+
+@needs_torchvision
+@pytest.mark.parametrize("lossless", [True, False])
+def test_webp_decodes_alike_in_both_codecs_and_to_one_channel_in_grayscale(use, lossless):
+    import io
+
+    from PIL import Image
+
+    pixels = np.random.default_rng(0).integers(0, 256, (9, 13, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="WEBP", lossless=lossless, quality=90)
+    data = buf.getvalue()
+    for gray in (True, False):
+        decoded = {}
+        for codec in ("torchvision", "pillow"):
+            use(codec)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # torchvision warns it cannot decode WebP to grayscale
+                decoded[codec] = _codec.decode(data, gray=gray)
+        assert decoded["torchvision"].shape == (1 if gray else 3, 9, 13) and decoded["torchvision"].dtype == torch.uint8
+        assert torch.equal(decoded["torchvision"], decoded["pillow"])

@@ -850,6 +850,16 @@ def test_file_urls_are_local_paths(tmp_path):
     assert sorted(i for b in epoch_ids(loader) for i in b) == list(range(8))  # absolute: not joined to the folder
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_catalog([f"file://{tmp_path}/missing.tar"])
+    (tmp_path / "folder.tar").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"shard '.*folder.tar' is a directory, not a tar file"):
+        load_catalog([str(tmp_path / "train-0000.tar"), str(tmp_path / "folder.tar")])
+
+
+def test_num_ids_with_an_index_is_refused_not_ignored(tmp_path):
+    index = write(tmp_path, n=8, maxcount=4)
+    with pytest.raises(ValueError, match=r"num_ids applies to shards without an index .*got num_ids=64 with the index"):
+        ed.stream(index, ed.Schedule(1), batch_size=4, num_ids=64)
+    assert load_catalog(str(tmp_path / "train-{0000..0001}.tar"), num_ids=64).num_ids == 64
 
 
 def test_keys_webdataset_skips_or_cannot_read_as_integers(tmp_path):
