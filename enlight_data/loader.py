@@ -121,6 +121,29 @@ class SamplerView:
         return f"SamplerView(of {self._base!r})"
 
 
+# What a loss recorded against another batch than the one handed out last means.
+_FETCHED_AHEAD = (
+    "the loop fetched the next batch before the step on this one (a prefetcher such as Lightning's data fetcher or "
+    "timm's PrefetchLoader wrapped around this loader), and the loader records a loss against the batch it handed "
+    "out last; iterate the loader one batch at a time (its device= argument prefetches host-to-device itself)"
+)
+
+
+def _alive(ref: weakref.ref[Tensor] | None) -> Tensor | None:
+    return None if ref is None else ref()
+
+
+def _shares(value: Any, ref: weakref.ref[Tensor] | None) -> bool:
+    """Whether ``value`` is a tensor on the memory of the (live) tensor ``ref`` points to (it, or a view of it)."""
+    held = _alive(ref)
+    if held is None or not isinstance(value, Tensor) or value.device != held.device:
+        return False
+    try:
+        return value.untyped_storage().data_ptr() == held.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):  # a tensor without storage (meta, functional or fake)
+        return False
+
+
 class EnlightLoader:
     """A DataLoader wrapper that applies a :class:`Schedule` epoch by epoch.
 
@@ -194,7 +217,14 @@ class EnlightLoader:
         self._recorded: tuple[Tensor, Tensor | None] | None = None  # the batch recorded last (one record each)
         # The batch being recorded in chunks (record(rows=...)), which of its rows are recorded, and how many.
         self._partial: tuple[tuple[Tensor, Tensor | None], bytearray, list[int]] | None = None
+        # The targets of the two batches handed out last (weak: a dead one cannot be what a loss is given). A loss
+        # given the previous batch's target comes from a loop that fetched ahead; see _check_fetched_ahead.
+        self._current_target: weakref.ref[Tensor] | None = None
+        self._previous_target: weakref.ref[Tensor] | None = None
         self._warned_again = False
+        self._warned_ahead = False
+        self._pass_recorded = False  # record() was called in the current pass over the epoch
+        self._pass_ahead = False  # the pass's first record() came after more than one batch was handed out
         self._warned_left = False
         self._warned_empty = False
         self._failed_epoch = -1  # the last epoch an error ended
@@ -419,7 +449,30 @@ class EnlightLoader:
                 a shape does not match the rows.
         """
         if self._batch is None:
-            raise RuntimeError("record() needs a current batch: call it inside the loop over the loader")
+            hint = ""
+            if _shares(target, self._current_target):
+                hint = f" (this target is epoch {self._epoch}'s last batch's, whose iterator had ended: {_FETCHED_AHEAD})"
+            elif self._pass_ahead:
+                hint = (f" (epoch {self._epoch}'s first record() came after more than one batch was handed out, and "
+                        f"this one after its iterator ended: if the loss is of its last batch, {_FETCHED_AHEAD})")
+            raise RuntimeError(f"record() needs a current batch: call it inside the loop over the loader{hint}")
+        if _shares(target, self._previous_target) and not _shares(target, self._current_target):
+            raise RuntimeError(
+                f"record() (or a tracked loss) was given the previous batch's target: {_FETCHED_AHEAD}"
+            )
+        if not self._pass_recorded:
+            self._pass_recorded = True
+            handed = self._position - self._pass_start
+            self._pass_ahead = handed > 1
+            if self._pass_ahead and not self._warned_ahead:
+                self._warned_ahead = True
+                warnings.warn(
+                    f"the first record() of this pass over epoch {self._epoch} comes after {handed} batches were "
+                    f"handed out, and goes to the last of them: if the loop fetches ahead, {_FETCHED_AHEAD}. A loop "
+                    "that records only some batches can ignore this (warned once)",
+                    UserWarning,
+                    stacklevel=caller_stacklevel(),
+                )
         indices, mixed = self._batch
         start, stop = _rows_of(rows, int(indices.shape[0]))
         partial = self._partial if self._partial is not None and self._partial[0] is self._batch else None
@@ -576,6 +629,7 @@ class EnlightLoader:
             start = 0
             self._begin_epoch(self._next_epoch)
         self._pass_start = start
+        self._pass_recorded = self._pass_ahead = False
         self._passing = True
         self._clock.activate()
         self._source.begin(self._epoch, self._clock.excluded, start)
@@ -805,6 +859,9 @@ class EnlightLoader:
             else:
                 batch, mixed = self._treat(batch, epoch, step, phase, augment)
             self._batch = handed[0] = (indices, mixed)
+            target = self._target_of(batch)
+            self._previous_target = self._current_target
+            self._current_target = weakref.ref(target) if isinstance(target, Tensor) else None
             self._seen += int(indices.shape[0])
             step += 1
             self._position = step

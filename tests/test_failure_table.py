@@ -211,6 +211,29 @@ def _record_outside():
         loader.record(torch.zeros(4))  # after the loop was left: not against its last batch
 
 
+@check("fetch-ahead")
+def _fetch_ahead():
+    def one_ahead(loader):
+        it = iter(loader)
+        current = next(it)
+        for upcoming in it:
+            yield current
+            current = upcoming
+        yield current
+
+    data = _tensors(torch.zeros(12, 3), torch.arange(12) % 3)
+    loader = _loader(data, ed.high_loss_removal(2, fraction=0.25))
+    criterion = loader.track(torch.nn.CrossEntropyLoss())
+    with pytest.raises(RuntimeError, match="given the previous batch's target: the loop fetched the next batch"):
+        for x, y in one_ahead(loader):
+            criterion(x, y)
+    loader = _loader(data, ed.high_loss_removal(2, fraction=0.25))
+    with pytest.warns(UserWarning, match=r"first record\(\) of this pass .* comes after 2 batches"):
+        with pytest.raises(RuntimeError, match=r"needs a current batch: .*the loop fetched the next batch"):
+            for x, _ in one_ahead(loader):
+                loader.record(x.sum(1))
+
+
 @check("bad-config")
 def _bad_config():
     with pytest.raises(ValueError, match=r"fraction should be in \(0, 1\], got fraction=1.5"):

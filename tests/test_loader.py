@@ -1212,3 +1212,48 @@ def test_keys_and_batch_forms_are_checked_from_the_first_batch():
     later = ed.Schedule(2, during=ed.Phase(), after=ed.Phase(augment=ed.GpuAugment(2)))
     with pytest.raises(ValueError, match="dict batches need input_key, got input_key=None"):
         next(iter(ed.enlighten(DataLoader(rows, batch_size=4), later)))
+
+
+def _one_ahead(loader):
+    """What a prefetching fetcher (Lightning's, or timm's PrefetchLoader around the loader) does: batch k + 1 is
+    taken before the step on batch k."""
+    it = iter(loader)
+    current = next(it)
+    for upcoming in it:
+        yield current
+        current = upcoming
+    yield current
+
+
+def test_a_tracked_loss_in_a_loop_that_fetches_ahead_is_refused_not_recorded_against_the_next_batch():
+    loader = ed.enlighten(DataLoader(Images(24), batch_size=8, shuffle=True), ed.high_loss_removal(2, fraction=0.25))
+    criterion = loader.track(nn.CrossEntropyLoss())
+    logits = torch.zeros(8, 4, requires_grad=True)
+    with pytest.raises(RuntimeError, match=r"was given the previous batch's target: the loop fetched the next batch "
+                                           r"before the step on this one .*Lightning"):
+        for _, y in _one_ahead(loader):
+            criterion(logits, y)
+    assert loader.losses().isnan().all()  # nothing was recorded against the wrong samples
+
+
+def test_record_without_a_target_in_a_loop_that_fetches_ahead_warns_at_once_and_explains_the_end():
+    loader = ed.enlighten(DataLoader(Images(24), batch_size=8), ed.high_loss_removal(2, fraction=0.25))
+    with pytest.warns(UserWarning, match=r"the first record\(\) of this pass over epoch 0 comes after 2 batches"):
+        with pytest.raises(RuntimeError, match=r"needs a current batch: .*first record\(\) came after more than one "
+                                               r"batch .*fetched the next batch before the step on this one"):
+            for x, _ in _one_ahead(loader):
+                loader.record(x[:, 0, 0, 0].clone())
+
+
+def test_losses_of_new_targets_and_of_batches_recorded_in_step_raise_nothing():
+    # A target made in the step (a copy, another dtype) may reuse the memory of an earlier batch's freed target:
+    # only a live earlier target counts, so this loop records every batch and says nothing.
+    loader = ed.enlighten(DataLoader(Images(40), batch_size=8), ed.high_loss_removal(2, fraction=0.25))
+    criterion = loader.track(nn.CrossEntropyLoss())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(2):
+            for x, y in loader:
+                criterion(torch.zeros(len(y), 4), y.clone().to(torch.int32).long())
+                del x, y
+    assert loader.history[0]["recorded"] == 40 and loader.history[1]["recorded"] == 30
