@@ -320,6 +320,7 @@ class GpuAugment:
         channels_last: bool = False,
         seed: int = 0,
     ) -> None:
+        given = size
         if isinstance(size, Integral) and not isinstance(size, bool):
             size = (size, size)
         if (
@@ -329,7 +330,7 @@ class GpuAugment:
         ):
             raise TypeError(f"size should be an int or a pair of ints (height, width), got size={size!r}")
         if min(size) <= 0:
-            raise ValueError(f"size should be positive, got size={tuple(size)}")
+            raise ValueError(f"size should be positive, got size={given!r}")
         self.size: tuple[int, int] = (int(size[0]), int(size[1]))
         self.scale = _check_range("scale", scale, high=1.0)
         self.ratio = _check_range("ratio", ratio, high=math.inf)

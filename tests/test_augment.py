@@ -409,7 +409,8 @@ def test_list_with_mixed_channels_raises():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        (dict(size=0), ValueError, r"size should be positive, got size=\(0, 0\)"),
+        (dict(size=0), ValueError, r"size should be positive, got size=0$"),
+        (dict(size=(4, -2)), ValueError, r"size should be positive, got size=\(4, -2\)"),
         (dict(size=(8, 8, 8)), TypeError, r"size should be an int or a pair of ints"),
         (dict(size=8.0), TypeError, r"size should be an int or a pair of ints \(height, width\), got size=8.0"),
         (dict(scale=(0.5, 0.1)), ValueError, r"scale should satisfy 0 < lo <= hi <= 1, got scale=\(0.5, 0.1\)"),
