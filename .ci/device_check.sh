@@ -76,7 +76,7 @@ out = A.GpuAugment(32, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)(
     torch.randint(0, 256, (4, 3, 40, 40), dtype=torch.uint8, device="cuda"))
 torch.cuda.synchronize()
 print(f"augment ({time.perf_counter() - t:.1f} s): draw:", A._draw_backend(out.device), "resample:",
-      A._resample_backend(out.device), "colour map:", A._colour_backend(out.device, torch.float32, 3),
+      A._resample_backend(out.device, torch.uint8), "colour map:", A._colour_backend(out.device, torch.float32, 3),
       "failed:", F.FAILED, out.shape, flush=True)
 import enlight_data as ed, enlight_data.mixing as M
 xm, ym, _ = ed.mix_batch(out, torch.arange(4, device="cuda"), ed.Phase(cutmix_alpha=1.0), num_classes=4,
