@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -76,28 +77,42 @@ def time_interleaved(
     warmup: int = 2,
     device: torch.device | str = "cpu",
     calls: int = 1,
+    slow_s: float | None = None,
+    progress: bool = False,
 ) -> dict[str, list[float]]:
     """Time every function once per round, ``repeats`` rounds, in a fixed order; return each one's seconds per call.
 
     Peers timed round by round share the machine's drift (other jobs, clock and cache state), so the ratio of two
     peers' times within a round (:func:`paired_ratio`) is steadier than the ratio of medians taken minutes apart.
     With ``calls > 1`` a round queues that many calls of a function before one device sync: the pipelined rate of a
-    training loop that never waits for the device, rather than one call's latency.
+    training loop that never waits for the device, rather than one call's latency. A function whose last warmup call
+    took longer than ``slow_s`` seconds is called once per round: its time is in the call, not in launching it, so
+    queueing more calls would change its rate little and multiply the benchmark's length. With ``progress``, each
+    function's warmup time goes to stderr as it ends (where the time went, should the run be cut short).
     """
     if calls < 1:
         raise ValueError(f"calls should be >= 1, got calls={calls}")
-    for _ in range(warmup):
-        for fn in fns.values():
+    per_round = dict.fromkeys(fns, calls)
+    for name, fn in fns.items():
+        took = 0.0
+        for _ in range(warmup):
+            start = time.perf_counter()
             fn()
-    sync(device)
+            sync(device)
+            took = time.perf_counter() - start
+        if warmup and slow_s is not None and took > slow_s:
+            per_round[name] = 1
+        if progress and warmup:
+            print(f"  warmup {name}: {took * 1e3:.1f} ms per call, {per_round[name]} per round", file=sys.stderr,
+                  flush=True)
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()
-            for _ in range(calls):
+            for _ in range(per_round[name]):
                 fn()
             sync(device)
-            times[name].append((time.perf_counter() - start) / calls)
+            times[name].append((time.perf_counter() - start) / per_round[name])
     return times
 
 

@@ -70,6 +70,8 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
 NUM_CLASSES = 1000
+# A peer whose call takes longer than this (seconds) is timed one call per round, not calls_per_round.
+SLOW_S = 0.01
 LERP = "bare per-sample torch.lerp"
 OP_MIX = ", PyTorch ops"  # the suffix of the rows that time mix_batch without the fused kernels
 GOALS = {"augment_vs_kornia": {"cpu": 5.0, "cuda": 20.0}, "mix_vs_lerp": 0.7}
@@ -199,7 +201,8 @@ def _augment_peers(
                          "float copy, grid and grid_sample instead of one kernel (NOTE [ Resampling in one kernel ])"))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)  # torchvision only draws from the global RNG; forked, restored on exit
-        times = time_interleaved({p[0]: p[3] for p in peers}, repeats=repeats, warmup=1, device=device, calls=calls)
+        times = time_interleaved({p[0]: p[3] for p in peers}, repeats=repeats, warmup=1, device=device, calls=calls,
+                                 slow_s=SLOW_S, progress=True)
         if calls > 1:  # the headline pair's latency too: one call, then a sync
             latency = time_interleaved({p[0]: p[3] for p in peers[:2]}, repeats=repeats, warmup=1, device=device)
             times.update({f"{name}, sync per call": t for name, t in latency.items()})
@@ -324,7 +327,8 @@ def _mix_peers(
     peers.append(("bare per-sample torch.lerp, new output", lambda: lerp(torch.empty_like(x)), "new output tensor"))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)  # timm, torchvision and Kornia draw from the global RNGs; forked, restored on exit
-        times = time_interleaved({p[0]: p[1] for p in peers}, repeats=repeats, device=device, calls=calls)
+        times = time_interleaved({p[0]: p[1] for p in peers}, repeats=repeats, device=device, calls=calls,
+                                 slow_s=SLOW_S, progress=True)
     return [_row(name, "mix", b, times[name], note) for name, _, note in peers] + skipped, times
 
 
@@ -418,8 +422,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "repeats": repeats,
             "mix_repeats": mix_repeats,
             "calls_per_round": calls,
-            "timing": "peers interleaved round by round, calls_per_round calls queued per round before one sync; "
-            "ratios are medians of per-round ratios",
+            "timing": "peers interleaved round by round, calls_per_round calls queued per round before one sync "
+            f"(one for a peer whose call takes over {SLOW_S * 1e3:g} ms); ratios are medians of per-round ratios",
             "torchvision_batch": tv_batch,
             "jitter": JITTER,
             "jitter_prob": 0.8,

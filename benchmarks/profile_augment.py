@@ -129,7 +129,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "enlight mix_batch cutmix": lambda: mix_batch(xm, y, Phase(cutmix_alpha=1.0), num_classes=1000, generator=gm),
         "bare per-sample torch.lerp": lerp,
     }
-    results = {name: profile_calls(fn, device, calls=args.calls, top=args.top) for name, fn in pipelines.items()}
+    results = {}
+    for name, fn in pipelines.items():
+        start = time.perf_counter()
+        results[name] = profile_calls(fn, device, calls=args.calls, top=args.top)
+        print(f"  profiled {name} in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     ours, theirs = results["enlight GpuAugment"], results["kornia AugmentationSequential"]
     floor = results["bare per-sample torch.lerp"]["wall_ms_per_call"]
     result = {

@@ -27,7 +27,9 @@ BLOCK = 1024
 MAX_BLOCKS = 65535  # CUDA's limit on the grid's second dimension
 
 
-@triton.jit
+# Strides the kernel widens to int64 stay runtime values: Triton turns an int argument equal to 1 into a
+# constant (a channels_last batch has a channel stride of 1), and a constant has no .to().
+@triton.jit(do_not_specialize=["sxc", "syc"])
 def _affine3_clamp_kernel(
     x_ptr, m_ptr, b_ptr, lo_ptr, hi_ptr, y_ptr, p,
     sxn, sxc, sxp, smn, smi, smj, sbn, sbc, syn, syc, syp,

@@ -38,7 +38,9 @@ def _tap(base, iy, ix, sxh, sxw, mask):
     return tl.load(base + iy.to(tl.int64) * sxh + ix.to(tl.int64) * sxw, mask=mask, other=0).to(tl.float32)
 
 
-@triton.jit
+# Strides the kernel widens to int64 stay runtime values: Triton turns an int argument equal to 1 into a
+# constant (a channels_last batch has a channel stride of 1), and a constant has no .to().
+@triton.jit(do_not_specialize=["sxc", "soc"])
 def _resample_kernel(
     x_ptr, box_ptr, flip_ptr, out_ptr, scale_ptr, shift_ptr, oh, ow, inv_oh, inv_ow, ih, iw,
     sxn, sxc, sxh, sxw, son, soc, soh, sow, sbn, sfn,

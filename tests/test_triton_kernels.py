@@ -506,3 +506,70 @@ def test_blend_kernel_takes_a_negative_shift_as_its_positive_equivalent():
         assert torch.equal(got, want)
         torch.testing.assert_close(got, torch.lerp(x, x.roll(1, 0), 0.25))
     """)
+
+
+_COMPILE_FOR_CUDA = """
+import sys
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from triton.compiler.errors import CompilationError
+from enlight_data._colour_kernel import _affine3_clamp_kernel
+from enlight_data._draw_kernel import _draw_kernel
+from enlight_data._mix_kernel import _blend_kernel, _cut_boxes_kernel
+from enlight_data._resample_kernel import _resample_kernel
+
+# Each kernel with the constexprs its launcher passes, and its float (not int) scalar arguments.
+CASES = [
+    (_affine3_clamp_kernel, {"BLOCK": 1024}, set()),
+    (_resample_kernel, {"C": 3, "AFFINE": True, "BLOCK": 512}, {"inv_oh", "inv_ow", "ih", "iw"}),
+    (_resample_kernel, {"C": 1, "AFFINE": False, "BLOCK": 512}, {"inv_oh", "inv_ow", "ih", "iw"}),
+    (_draw_kernel, {"TRIES": 10, "K": 28, "JITTER": True, "EXACT_EXP": True, "BLOCK": 128},
+     {"w", "h", "area_scale", "area_shift", "log_r0", "log_span", "fx", "fy", "fw", "fh", "flip_p", "jitter_p"}),
+    (_cut_boxes_kernel, {"HAS_APPLIED": True, "BLOCK": 128}, {"width", "height", "inv_area"}),
+    (_blend_kernel, {"HAS_BOX": True, "COMPLEMENT": False, "BLOCK_H": 8, "BLOCK_W": 256}, set()),
+    (_blend_kernel, {"HAS_BOX": False, "COMPLEMENT": True, "BLOCK_H": 1, "BLOCK_W": 2048}, set()),
+]
+failed = []
+for kernel, consts, floats in CASES:
+    names = kernel.arg_names
+    runtime = {names[i] if isinstance(i, int) else i for i in kernel.do_not_specialize}
+    for ones in (False, True):
+        signature, constexprs = {}, {}
+        for i, name in enumerate(names):
+            if name in consts:
+                signature[name], constexprs[(i,)] = "constexpr", consts[name]
+            elif name.endswith("_ptr"):
+                signature[name] = "*fp32"
+            elif name in floats:
+                signature[name] = "fp32"
+            elif ones and name not in runtime:  # what Triton's JIT makes of an int argument equal to 1
+                signature[name], constexprs[(i,)] = "constexpr", 1
+            else:
+                signature[name] = "i32"
+        try:
+            triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constexprs),
+                           target=GPUTarget("cuda", 90, 32))
+        except CompilationError as e:
+            failed.append(f"{kernel.fn.__name__} {consts} ints {'= 1' if ones else 'i32'}: {str(e)[-300:]}")
+        except Exception as e:  # no CUDA backend in this Triton (ptxas, LLVM): nothing to check here
+            print(f"SKIP {type(e).__name__}: {str(e)[:200]}")
+            sys.exit(3)
+print("\\n".join(failed))
+sys.exit(1 if failed else 0)
+"""
+
+
+def test_every_kernel_compiles_for_a_gpu_with_the_int_arguments_triton_makes_constants(tmp_path):
+    # Triton's interpreter (the other tests) runs the kernels as Python: it does not specialise arguments. A real
+    # launch turns an int argument equal to 1 (a channels_last batch's channel stride) into a constant, and the
+    # colour kernel failed to compile on an H200 because of it (`.to()` on a constant). Compiling for sm_90 needs no
+    # GPU: this catches that class of failure here.
+    env = dict(os.environ, TRITON_CACHE_DIR=str(tmp_path), PYTHONPATH=os.pathsep.join(
+        [str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    env.pop("TRITON_INTERPRET", None)
+    done = subprocess.run([sys.executable, "-c", _COMPILE_FOR_CUDA], env=env, capture_output=True, text=True,
+                          timeout=240)
+    if done.returncode == 3:
+        pytest.skip(done.stdout.strip())
+    assert done.returncode == 0, done.stdout + done.stderr
