@@ -94,17 +94,21 @@ def time_interleaved(
         raise ValueError(f"calls should be >= 1, got calls={calls}")
     per_round = dict.fromkeys(fns, calls)
     for name, fn in fns.items():
-        took = 0.0
         for _ in range(warmup):
-            start = time.perf_counter()
             fn()
-            sync(device)
-            took = time.perf_counter() - start
-        if warmup and slow_s is not None and took > slow_s:
+        if slow_s is None and not progress:
+            continue
+        sync(device)
+        start = time.perf_counter()  # one more call, warm (a first call may compile kernels), to tell slow ones
+        fn()
+        sync(device)
+        took = time.perf_counter() - start
+        if slow_s is not None and took > slow_s:
             per_round[name] = 1
-        if progress and warmup:
-            print(f"  warmup {name}: {took * 1e3:.1f} ms per call, {per_round[name]} per round", file=sys.stderr,
+        if progress:
+            print(f"  warm call of {name}: {took * 1e3:.2f} ms, {per_round[name]} per round", file=sys.stderr,
                   flush=True)
+    sync(device)
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():

@@ -380,3 +380,24 @@ def test_device_check_caps_fit_the_suggested_timeout():
     reproduce = re.search(r"step reproduce (\d+) ", script)
     assert sum(caps[:2]) + int(reproduce[1]) <= suggested - 20
     assert suggested <= 600  # the device tool's limit for one command
+
+
+def test_time_interleaved_queues_one_call_per_round_for_a_slow_peer(capsys):
+    import time
+
+    counts = {"fast": 0, "slow": 0}
+
+    def fast():
+        counts["fast"] += 1
+
+    def slow():
+        counts["slow"] += 1
+        time.sleep(0.02)
+
+    times = time_interleaved({"fast": fast, "slow": slow}, repeats=3, warmup=1, calls=4, slow_s=0.01, progress=True)
+    # warmup, the warm classifying call, then the rounds: 4 calls of the fast peer, 1 of the slow one
+    assert counts == {"fast": 1 + 1 + 3 * 4, "slow": 1 + 1 + 3}
+    assert len(times["slow"]) == 3 and min(times["slow"]) >= 0.02
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[0].strip() for line in lines] == ["warm call of fast", "warm call of slow"]
+    assert lines[0].endswith("4 per round") and lines[1].endswith("1 per round")
