@@ -106,14 +106,18 @@ class AugmentParams:
         contrast: ``(B,)`` float32 contrast factors (1 where ``jitter`` is False).
         saturation: ``(B,)`` float32 saturation factors (1 where ``jitter`` is False).
         hue: ``(B,)`` float32 hue shifts in turns, in ``[-0.5, 0.5]`` (0 where ``jitter`` is False).
-        colour_ops: The colour operations whose factors may differ from the identity, among ``"brightness"``,
-            ``"contrast"``, ``"saturation"`` and ``"hue"``. :meth:`GpuAugment.apply` skips the others (the contrast
-            mean is a reduction over the image; hue is a rotation). :meth:`GpuAugment.draw` sets it from its
-            magnitudes; the default, all four, applies every factor as given (parameters built by hand).
+        colour_ops: The colour operations whose factors may differ from the identity, a tuple among
+            ``("brightness", "contrast", "saturation", "hue")`` in that order (any collection is accepted and put
+            in it); ``()``: no colour step, only the normalisation. :meth:`GpuAugment.apply` runs the colour step
+            when it is not empty, and then skips the contrast offset (a mean over each image) and the hue rotation
+            when they are not named: name every operation whose factors are not the identity (brightness and
+            saturation factors are applied whenever the colour step runs). :meth:`GpuAugment.draw` sets it from its
+            magnitudes. ``None`` (the default, for parameters built by hand): all four on 1- and 3-channel batches,
+            none on other channel counts, which have no colour jitter.
 
     Raises:
         TypeError: If a field is not a tensor, or of the wrong dtype (bool flags, floating-point values), or
-            ``colour_ops`` is not a set of strings.
+            ``colour_ops`` is not ``None`` or a collection of strings.
         ValueError: If the shapes disagree (``(B, 4)`` boxes, ``(B,)`` for the rest) or the devices differ, or
             ``colour_ops`` names an unknown operation. The tensors' values are not checked (that would synchronise
             a GPU).
@@ -126,15 +130,21 @@ class AugmentParams:
     contrast: Tensor
     saturation: Tensor
     hue: Tensor
-    colour_ops: frozenset[str] = frozenset(_COLOUR_OPS)
+    colour_ops: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         ops = self.colour_ops
-        if not isinstance(ops, (set, frozenset, tuple, list)) or not all(isinstance(o, str) for o in ops):
-            raise TypeError(f"colour_ops should be a set of strings among {_COLOUR_OPS}, got colour_ops={ops!r}")
-        if not set(ops) <= set(_COLOUR_OPS):
-            raise ValueError(f"colour_ops should name operations among {_COLOUR_OPS}, got colour_ops={sorted(ops)}")
-        object.__setattr__(self, "colour_ops", frozenset(ops))
+        if ops is not None:
+            if not isinstance(ops, (set, frozenset, tuple, list)) or not all(isinstance(o, str) for o in ops):
+                raise TypeError(
+                    f"colour_ops should be None or a collection of strings among {_COLOUR_OPS}, got colour_ops={ops!r}"
+                )
+            if not set(ops) <= set(_COLOUR_OPS):
+                raise ValueError(
+                    f"colour_ops should name operations among {_COLOUR_OPS}, got colour_ops={sorted(ops)}"
+                )
+            # A tuple in a fixed order: hashable, comparable, and loadable with torch.load(weights_only=True).
+            object.__setattr__(self, "colour_ops", tuple(op for op in _COLOUR_OPS if op in ops))
         # Metadata only (no value is read): a few microseconds per batch, no device sync.
         for f in _tensor_fields(self):
             value = getattr(self, f.name)
@@ -167,10 +177,22 @@ class AugmentParams:
         """The parameters of the samples selected by ``index`` (an int keeps its batch dimension).
 
         Args:
-            index: An int, a slice, or an index or bool mask tensor over the batch.
+            index: An int (a 0-dim integer tensor too), a slice, or a 1-D index or bool mask tensor over the batch.
+
+        Raises:
+            IndexError: If an int is out of range.
+            TypeError: If ``index`` is of another kind (a bool, ``None``, a tuple).
         """
-        if isinstance(index, Integral) and not isinstance(index, bool):
-            index = slice(int(index), int(index) + 1 if int(index) != -1 else None)
+        if isinstance(index, Tensor) and index.dim() == 0 and not index.is_floating_point() and index.dtype != torch.bool:
+            index = int(index)
+        if isinstance(index, bool) or not isinstance(index, (Integral, slice, Tensor)):
+            raise TypeError(f"index should be an int, a slice or a 1-D tensor, got index={index!r}")
+        if isinstance(index, Integral):
+            n, i = len(self), int(index)
+            if not -n <= i < n:
+                raise IndexError(f"index {i} is out of range for parameters of {n} samples")
+            i %= n
+            index = slice(i, i + 1)
         picked = {f.name: getattr(self, f.name)[index] for f in _tensor_fields(self)}
         return AugmentParams(**picked, colour_ops=self.colour_ops)
 
@@ -556,7 +578,7 @@ class GpuAugment:
         jitter_p = self.jitter_prob * s if self._jitter_active(s) else 0.0
         consts = self._jitter_consts(device, s)
         mags = (self.brightness, self.contrast, self.saturation, self.hue)
-        ops = frozenset(op for op, m in zip(_COLOUR_OPS, mags) if m > 0) if jitter_p > 0 else frozenset()
+        ops = tuple(op for op, m in zip(_COLOUR_OPS, mags) if m > 0) if jitter_p > 0 else ()
 
         u = torch.rand((n, _NUM_UNIFORMS), generator=generator, device=device, dtype=torch.float32)
         if not per_image and _draw_backend(device) == "triton":  # the same draw in one kernel
@@ -758,15 +780,18 @@ class GpuAugment:
             )
         if self.mean is not None and len(self.mean) not in (1, c):
             raise ValueError(f"mean and std should have 1 or C={c} values, got len(mean)={len(self.mean)}")
-        jitter_on = bool(params.colour_ops)
+        ops = params.colour_ops
+        if ops is None:  # built by hand: every factor as given, where there is colour jitter at all
+            ops = _COLOUR_OPS if c in (1, 3) else ()
+        jitter_on = bool(ops)
         if jitter_on and c not in (1, 3):
             raise ValueError(
-                f"colour jitter needs 1 or 3 channels, got x.shape={tuple(x.shape)} and params.colour_ops="
-                f"{sorted(params.colour_ops)} (parameters without jitter have colour_ops=frozenset())"
+                f"colour jitter needs 1 or 3 channels, got x.shape={tuple(x.shape)} and params.colour_ops={ops} "
+                "(parameters without jitter have colour_ops=())"
             )
         dev = x.device
         if _resample_backend(dev, x.dtype) == "triton":
-            fused = self._apply_fused(x, params, unit, jitter_on)
+            fused = self._apply_fused(x, params, unit, ops)
             if fused is not None:
                 return fused
         if x.dtype in (torch.uint8, torch.float16, torch.bfloat16):
@@ -780,12 +805,12 @@ class GpuAugment:
             fmt = torch.channels_last if self.channels_last else torch.contiguous_format
             result = torch.empty((n, c, oh, ow), dtype=self.out_dtype, device=dev, memory_format=fmt)
         if jitter_on:
-            self._colour(out, params, unit, result)
+            self._colour(out, params, unit, result, ops)
         else:
             self._normalise(out, unit, result)
         return result
 
-    def _apply_fused(self, x: Tensor, params: AugmentParams, unit: float, jitter_on: bool) -> Tensor | None:
+    def _apply_fused(self, x: Tensor, params: AugmentParams, unit: float, ops: tuple[str, ...]) -> Tensor | None:
         """:meth:`_apply` with crop, resize and flip (and, unjittered, the normalisation) in one Triton kernel.
 
         None where the kernel cannot run (see NOTE [ Resampling in one kernel ]).
@@ -794,7 +819,7 @@ class GpuAugment:
         oh, ow = self.size
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         result = torch.empty((n, c, oh, ow), dtype=self.out_dtype, device=x.device, memory_format=fmt)
-        if not jitter_on:  # the normalisation rides along: one kernel for the whole apply
+        if not ops:  # the normalisation rides along: one kernel for the whole apply
             k = self._colour_consts(x.device, torch.float32, unit, c, hue=False)
             done = _fused.run("resample", x, params.boxes, params.flip, result, scale=k["scale"], shift=k["shift"])
             return None if done is None else result
@@ -803,7 +828,7 @@ class GpuAugment:
             out = torch.empty((n, c, oh, ow), dtype=torch.float32, device=x.device)
         if _fused.run("resample", x, params.boxes, params.flip, out) is None:
             return None
-        self._colour(out, params, unit, result)
+        self._colour(out, params, unit, result, ops)
         return result
 
     def _normalise(self, out: Tensor, unit: float, result: Tensor) -> None:
@@ -856,14 +881,14 @@ class GpuAugment:
         self._consts[key] = cached
         return cached
 
-    def _colour(self, out: Tensor, params: AugmentParams, unit: float, result: Tensor) -> None:
+    def _colour(self, out: Tensor, params: AugmentParams, unit: float, result: Tensor, ops: tuple[str, ...]) -> None:
         """Jitter and normalise as one per-sample affine colour map and one clamp.
 
         See NOTE [ Hue as a rotation about the gray axis ] and NOTE [ Fused colour map ].
         """
         n, c, oh, ow = out.shape
         dt = out.dtype
-        hue = "hue" in params.colour_ops
+        hue = "hue" in ops
         k = self._colour_consts(out.device, dt, unit, c, hue=hue)
         flat = out.view(n, c, oh * ow)
         b = params.brightness.to(dt)
@@ -880,7 +905,7 @@ class GpuAugment:
             terms = k["basis"].expand(n, 2)
         mat = (terms[:, : c * c] * (b * kc).unsqueeze(1)).view(n, c, c)
         bias = k["shift"].expand(n, c)
-        if "contrast" in params.colour_ops:
+        if "contrast" in ops:
             # Contrast blends with the mean gray level of the brightness-adjusted image, b * mean(gray(x)): the
             # map adds M (1 - k) b mean_gray to every pixel, M's row sums being the basis' last c columns.
             mean_gray = flat.mean(dim=2) @ k["gray"] if c == 3 else flat.mean(dim=(1, 2)) * unit

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import enlight_data as ed
-from enlight_data.schedule import _MAX_ALPHA
+from enlight_data.schedule import _MAX_ALPHA, _MIN_ALPHA
 
 __all__ = [
     "ImageSet",
@@ -441,8 +441,8 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m enlight_data d
     problems = [f"{name} should be >= 1, got {value}"
                 for name, value in (("--epochs", epochs), ("--threads", args.threads), ("--period", args.period))
                 if value is not None and value < 1]
-    if not 0 <= args.alpha <= _MAX_ALPHA:  # NaN and inf fail too
-        problems.append(f"--alpha should be in [0, {_MAX_ALPHA:g}], got {args.alpha}")
+    if not (args.alpha == 0 or _MIN_ALPHA <= args.alpha <= _MAX_ALPHA):  # NaN and inf fail too
+        problems.append(f"--alpha should be 0 or in [{_MIN_ALPHA:g}, {_MAX_ALPHA:g}], got {args.alpha}")
     if not 0 <= args.seed < 2**64:
         problems.append(f"--seed should be in [0, 2**64), got {args.seed}")
     if not 0 <= args.fraction < 1:

@@ -225,6 +225,7 @@ class EnlightLoader:
         self._warned_ahead = False
         self._pass_recorded = False  # record() was called in the current pass over the epoch
         self._pass_ahead = False  # the pass's first record() came after more than one batch was handed out
+        self._ran_out = False  # the current pass's iterator ended after its last batch
         self._warned_left = False
         self._warned_empty = False
         self._failed_epoch = -1  # the last epoch an error ended
@@ -450,9 +451,10 @@ class EnlightLoader:
         """
         if self._batch is None:
             hint = ""
-            if _shares(target, self._current_target):
+            ended = self._ran_out  # the last pass handed out its last batch and ended (not left by a break)
+            if ended and _shares(target, self._current_target):
                 hint = f" (this target is epoch {self._epoch}'s last batch's, whose iterator had ended: {_FETCHED_AHEAD})"
-            elif self._pass_ahead:
+            elif ended and self._pass_ahead:
                 hint = (f" (epoch {self._epoch}'s first record() came after more than one batch was handed out, and "
                         f"this one after its iterator ended: if the loss is of its last batch, {_FETCHED_AHEAD})")
             raise RuntimeError(f"record() needs a current batch: call it inside the loop over the loader{hint}")
@@ -516,6 +518,7 @@ class EnlightLoader:
                 f"per_sample_loss should have {size} as its first dimension, "
                 f"got shape {tuple(losses.shape)}"
             )
+        counted = None  # the samples with a position that counts; None: all of them
         if losses.dim() > 1:
             losses = losses.flatten(1).float()
             if (
@@ -526,10 +529,10 @@ class EnlightLoader:
             ):  # a sequence's loss: the mean over its positions that count (padding's loss is no loss)
                 positions = (target != ignore_index).to(losses.device).flatten(1)
                 losses = losses.where(positions, 0.0).sum(1) / positions.sum(1).clamp_min(1)
+                counted = positions.any(1)  # a sample with none has no loss (not one of 0)
             else:
                 losses = losses.mean(1)
         correct = None
-        counted = None
         keep = None if mixed is None else ~mixed
         if output is not None and target is not None:
             for name, value in (("output", output), ("target", target)):
@@ -571,14 +574,15 @@ class EnlightLoader:
             correct = predicted == truth.to(predicted.device)
             if ignore_index is not None and truth is target and not target.is_floating_point():
                 # Positions at ignore_index do not count; a sample with none left has no verdict (NaN).
-                counted = (truth != ignore_index).to(correct.device)
+                scored = (truth != ignore_index).to(correct.device)
                 if correct.dim() > 1:
-                    counted = counted.flatten(1)
-                    correct = (correct.flatten(1) & counted).sum(1) / counted.sum(1)
-                    counted = counted.any(1)
+                    scored = scored.flatten(1)
+                    correct = (correct.flatten(1) & scored).sum(1) / scored.sum(1)
+                    scored = scored.any(1)
                 else:
-                    correct = torch.where(counted, correct.float(), math.nan)
-                counted = counted.to(losses.device)  # nothing counted: no loss, for the table or the mean
+                    correct = torch.where(scored, correct.float(), math.nan)
+                scored = scored.to(losses.device)  # nothing counted: no loss, for the table or the mean
+                counted = scored if counted is None else counted & scored
             elif correct.dim() > 1:  # dense predictions: the fraction right per sample
                 correct = correct.flatten(1).float().mean(1)
         self._table.record(indices, losses, keep=keep, correct=correct, counted=counted)
@@ -629,7 +633,7 @@ class EnlightLoader:
             start = 0
             self._begin_epoch(self._next_epoch)
         self._pass_start = start
-        self._pass_recorded = self._pass_ahead = False
+        self._pass_recorded = self._pass_ahead = self._ran_out = False
         self._passing = True
         self._clock.activate()
         self._source.begin(self._epoch, self._clock.excluded, start)
@@ -831,6 +835,7 @@ class EnlightLoader:
         handed: list[Any] = [None]  # the current batch this iterator set last
         try:
             yield from self._batches(pairs, epoch, start, phase, augment, handed)
+            self._ran_out = self._epoch == epoch
         except Exception:
             self._failed_epoch = epoch  # ended by an error, not left early: no warning about that
             raise

@@ -30,8 +30,10 @@ __all__ = [
     "mixup_pause",
 ]
 
-# Mixing alphas above this give λ = 0.5 to float precision (and overflow float32 well beyond it).
+# Mixing alphas above this give λ = 0.5 to float precision (and overflow float32 well beyond it); alphas below the
+# minimum give λ = 0 or 1 (no mixing) to float precision, and underflow the log-space Beta draw far below it.
 _MAX_ALPHA = 1e6
+_MIN_ALPHA = 1e-6
 
 
 def _set(obj: Any, name: str, value: Any) -> None:
@@ -133,7 +135,7 @@ class Phase:
 
     Raises:
         TypeError: If a number is not a real number, ``mode`` not a str, or ``augment`` not callable.
-        ValueError: If an alpha is negative or above 1e6, a probability or strength outside ``[0, 1]``,
+        ValueError: If an alpha is neither 0 nor in ``[1e-6, 1e6]``, a probability or strength outside ``[0, 1]``,
             ``drop_high_loss`` or ``label_smoothing`` outside ``[0, 1)``, or ``mode`` not ``"elem"``/``"batch"``.
 
     Note:
@@ -155,10 +157,10 @@ class Phase:
     def __post_init__(self) -> None:
         for name in ("mixup_alpha", "cutmix_alpha"):
             alpha = cast(float, check_real(name, getattr(self, name), minimum=0.0))
-            if alpha > _MAX_ALPHA:
+            if alpha > _MAX_ALPHA or 0.0 < alpha < _MIN_ALPHA:
                 raise ValueError(
-                    f"{name} should be at most {_MAX_ALPHA:g} (beyond, Beta(α, α) is 0.5 to float precision), "
-                    f"got {name}={getattr(self, name)!r}"
+                    f"{name} should be 0 (off) or in [{_MIN_ALPHA:g}, {_MAX_ALPHA:g}] (beyond, Beta(α, α) is 0 or 1, "
+                    f"or 0.5, to float precision), got {name}={getattr(self, name)!r}"
                 )
             _set(self, name, alpha)
         _set(self, "mix_prob", check_range("mix_prob", self.mix_prob, 0.0, 1.0))

@@ -54,9 +54,10 @@ def test_demo_rejects_bad_epochs(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--fraction", "1.5"], r"--fraction should be in [0, 1), got 1.5"),
     (["--fraction", "-0.1"], r"--fraction should be in [0, 1), got -0.1"),
-    (["--alpha", "-1"], r"--alpha should be in [0, 1e+06], got -1.0"),
-    (["--alpha", "nan"], r"--alpha should be in [0, 1e+06], got nan"),
-    (["--alpha", "inf"], r"--alpha should be in [0, 1e+06], got inf"),
+    (["--alpha", "-1"], r"--alpha should be 0 or in [1e-06, 1e+06], got -1.0"),
+    (["--alpha", "nan"], r"--alpha should be 0 or in [1e-06, 1e+06], got nan"),
+    (["--alpha", "inf"], r"--alpha should be 0 or in [1e-06, 1e+06], got inf"),
+    (["--alpha", "1e-9"], r"--alpha should be 0 or in [1e-06, 1e+06], got 1e-09"),
     (["--seed", "-1"], r"--seed should be in [0, 2**64), got -1"),
     (["--seed", str(2**70)], rf"--seed should be in [0, 2**64), got {2**70}"),
     (["--period", "-1"], r"--period should be >= 1, got -1"),

@@ -60,7 +60,7 @@ def test_elem_lambda_follows_beta():
     assert ((lam < 0.1) | (lam > 0.9)).float().mean() > ((lam > 0.4) & (lam < 0.6)).float().mean()
 
 
-@pytest.mark.parametrize("alpha", [1e-8, 1e-3, 0.01, 0.049, 0.05, 0.3])
+@pytest.mark.parametrize("alpha", [1e-6, 1e-3, 0.01, 0.049, 0.05, 0.3])
 def test_small_alphas_keep_the_beta_law_instead_of_collapsing_to_one_half(alpha):
     # Beta(α, α) puts almost all its mass at 0 and 1 for small α; a ratio of two underflowed Gamma draws gave 0.5.
     from scipy.stats import beta
@@ -75,11 +75,14 @@ def test_small_alphas_keep_the_beta_law_instead_of_collapsing_to_one_half(alpha)
 
 
 def test_alphas_beyond_float_precision_are_refused_by_name():
-    with pytest.raises(ValueError, match=r"mixup_alpha should be at most 1e\+06 .*got mixup_alpha=1e\+39"):
+    with pytest.raises(ValueError, match=r"mixup_alpha should be 0 \(off\) or in \[1e-06, 1e\+06\] .*got mixup_alpha=1e\+39"):
         ed.Phase(mixup_alpha=1e39)
-    with pytest.raises(ValueError, match=r"cutmix_alpha should be at most"):
+    with pytest.raises(ValueError, match=r"cutmix_alpha should be 0 \(off\) or in"):
         ed.Phase(cutmix_alpha=2e6)
-    assert ed.Phase(mixup_alpha=1e6).mixup_alpha == 1e6
+    for tiny in (1e-40, 5e-324, 1e-7):  # the log-space draw gave NaN from about 1e-38 down
+        with pytest.raises(ValueError, match=rf"mixup_alpha should be 0 \(off\) or in .*got mixup_alpha={tiny!r}"):
+            ed.Phase(mixup_alpha=tiny)
+    assert ed.Phase(mixup_alpha=1e6).mixup_alpha == 1e6 and ed.Phase(cutmix_alpha=1e-6).cutmix_alpha == 1e-6
 
 
 def test_batch_mode_shares_one_lambda():
