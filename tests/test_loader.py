@@ -1257,3 +1257,12 @@ def test_losses_of_new_targets_and_of_batches_recorded_in_step_raise_nothing():
                 criterion(torch.zeros(len(y), 4), y.clone().to(torch.int32).long())
                 del x, y
     assert loader.history[0]["recorded"] == 40 and loader.history[1]["recorded"] == 30
+
+
+def test_a_record_after_a_break_says_nothing_of_fetching_ahead():
+    loader = ed.enlighten(DataLoader(Images(16), batch_size=8), ed.high_loss_removal(2, fraction=0.25))
+    criterion = loader.track(nn.CrossEntropyLoss())
+    for _, y in loader:
+        break
+    with pytest.raises(RuntimeError, match=r"needs a current batch: call it inside the loop over the loader$"):
+        criterion(torch.zeros(8, 4), y)

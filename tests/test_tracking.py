@@ -428,3 +428,17 @@ def test_record_of_a_sequence_loss_averages_the_positions_that_count_as_track_do
     (tracked, tracked_mean), (recorded, recorded_mean) = tables
     torch.testing.assert_close(recorded, tracked)
     assert recorded_mean == pytest.approx(tracked_mean)
+
+
+def test_a_fully_padded_binary_sequence_has_no_loss_through_record():
+    # (B, 1, T) single-logit targets score by the threshold, not by class index: the padding still decides which
+    # samples have a loss at all (none of 0 for a sample with nothing to count).
+    target = torch.tensor([[[1, 0, -100]], [[-100, -100, -100]], [[0, 1, 1]]])
+    loader = _loader(torch.zeros(3, 1), target)
+    logits = torch.zeros(3, 1, 3)
+    for _, t in loader:
+        per_position = torch.tensor([[[1.0, 2.0, 0.0]], [[0.0, 0.0, 0.0]], [[3.0, 3.0, 3.0]]])
+        loader.record(per_position, output=logits, target=t, ignore_index=-100)
+    table = loader.losses()
+    assert table[0].item() == 1.5 and table[1].isnan() and table[2].item() == 3.0
+    assert loader.history[-1]["mean_loss"] == pytest.approx((1.5 + 3.0) / 2)
