@@ -35,6 +35,17 @@ class Counting(Dataset):
         return torch.tensor([float(i)]), i % self.classes
 
 
+def one_ahead(loader):
+    """What a prefetching fetcher (Lightning's, or timm's PrefetchLoader around the loader) does: batch k + 1 is
+    taken before the step on batch k."""
+    it = iter(loader)
+    current = next(it)
+    for upcoming in it:
+        yield current
+        current = upcoming
+    yield current
+
+
 def ids_of(x: torch.Tensor) -> list[int]:
     """The sample ids encoded by :class:`Images` / :class:`Counting` inputs (unmixed samples)."""
     flat = x.reshape(x.shape[0], -1)[:, 0]

@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, IterableDataset, Subset, TensorDataset,
 
 import enlight_data as ed
 from fault_helpers import BAD, N, Faulty, make
+from helpers import one_ahead
 from resume_helpers import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -213,14 +214,6 @@ def _record_outside():
 
 @check("fetch-ahead")
 def _fetch_ahead():
-    def one_ahead(loader):
-        it = iter(loader)
-        current = next(it)
-        for upcoming in it:
-            yield current
-            current = upcoming
-        yield current
-
     data = _tensors(torch.zeros(12, 3), torch.arange(12) % 3)
     loader = _loader(data, ed.high_loss_removal(2, fraction=0.25))
     criterion = loader.track(torch.nn.CrossEntropyLoss())

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset, WeightedRandomSampler
 
 import enlight_data as ed
-from helpers import Counting, Images, ids_of
+from helpers import Counting, Images, ids_of, one_ahead
 
 
 def model_for(classes=4, features=192, seed=0):
@@ -1214,24 +1214,13 @@ def test_keys_and_batch_forms_are_checked_from_the_first_batch():
         next(iter(ed.enlighten(DataLoader(rows, batch_size=4), later)))
 
 
-def _one_ahead(loader):
-    """What a prefetching fetcher (Lightning's, or timm's PrefetchLoader around the loader) does: batch k + 1 is
-    taken before the step on batch k."""
-    it = iter(loader)
-    current = next(it)
-    for upcoming in it:
-        yield current
-        current = upcoming
-    yield current
-
-
 def test_a_tracked_loss_in_a_loop_that_fetches_ahead_is_refused_not_recorded_against_the_next_batch():
     loader = ed.enlighten(DataLoader(Images(24), batch_size=8, shuffle=True), ed.high_loss_removal(2, fraction=0.25))
     criterion = loader.track(nn.CrossEntropyLoss())
     logits = torch.zeros(8, 4, requires_grad=True)
     with pytest.raises(RuntimeError, match=r"was given the previous batch's target: the loop fetched the next batch "
                                            r"before the step on this one .*Lightning"):
-        for _, y in _one_ahead(loader):
+        for _, y in one_ahead(loader):
             criterion(logits, y)
     assert loader.losses().isnan().all()  # nothing was recorded against the wrong samples
 
@@ -1241,7 +1230,7 @@ def test_record_without_a_target_in_a_loop_that_fetches_ahead_warns_at_once_and_
     with pytest.warns(UserWarning, match=r"the first record\(\) of this pass over epoch 0 comes after 2 batches"):
         with pytest.raises(RuntimeError, match=r"needs a current batch: .*first record\(\) came after more than one "
                                                r"batch .*fetched the next batch before the step on this one"):
-            for x, _ in _one_ahead(loader):
+            for x, _ in one_ahead(loader):
                 loader.record(x[:, 0, 0, 0].clone())
 
 
