@@ -218,7 +218,7 @@ class EnlightLoader:
         # The batch being recorded in chunks (record(rows=...)), which of its rows are recorded, and how many.
         self._partial: tuple[tuple[Tensor, Tensor | None], bytearray, list[int]] | None = None
         # The targets of the two batches handed out last (weak: a dead one cannot be what a loss is given). A loss
-        # given the previous batch's target comes from a loop that fetched ahead; see _check_fetched_ahead.
+        # given the previous batch's target comes from a loop that fetched ahead (record() refuses it).
         self._current_target: weakref.ref[Tensor] | None = None
         self._previous_target: weakref.ref[Tensor] | None = None
         self._warned_again = False
