@@ -3,10 +3,11 @@
 # (or h100/: compare timings on the same card only).
 #
 # Time: every step runs under `timeout`; the caps (wheel install and imports included) add up to 380 s, so run it
-# with timeout_s=400 (the rest is nvidia-smi and slack; SKIP="streaming" leaves a step out of a rerun). A session has 15 minutes of device time in all and a machine
-# takes 2-4 minutes to start: that leaves room for this call, and for the REPRODUCE=1 call at the end (caps 270 s as
-# well) only straight away while the machine is warm. The first H200 run (2026-11-27) took 152 s plus a 30 s start;
-# the per-step caps below split that run's total with room to spare, and were not each measured.
+# with timeout_s=400 (the rest is nvidia-smi and slack; SKIP="streaming profile_augment", names separated by spaces,
+# leaves steps out of a rerun). A session has 15 minutes of device time in all and a machine takes 1-4 minutes to
+# start. The 2026-11-28 H200 runs took 84-90 s of steps (kernels 9-11 s, cuda_tests 27-33 s, gpu_augment 21 s,
+# profile_augment 19 s; streaming 48 s in an earlier run) plus about 80 s to start: the caps are far above that, and
+# a REPRODUCE=1 call (caps 270 s) fits after this one only if both end well under their caps.
 #
 # Prepare once here (the device machine has torch, torchvision, timm, scikit-learn, hypothesis, pytest, not kornia,
 # webdataset or Fashion-MNIST; see ../.library/device/README.md on carrying wheels):
@@ -48,7 +49,8 @@ step() {
 
 finish() {
   if [ ${#failed[@]} -eq 0 ]; then
-    echo "device_check: all steps passed ($(wc -l <"$out/steps.txt") steps, ${SECONDS} s)" | tee -a "$out/steps.txt"
+    echo "device_check: all steps passed ($(grep -c ' rc=' "$out/steps.txt") steps ran, ${SECONDS} s)" \
+      | tee -a "$out/steps.txt"
     exit 0
   fi
   echo "device_check: FAILED ${failed[*]} (${SECONDS} s)" | tee -a "$out/steps.txt"

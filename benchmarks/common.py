@@ -79,6 +79,7 @@ def time_interleaved(
     calls: int = 1,
     slow_s: float | None = None,
     progress: bool = False,
+    queued: dict[str, int] | None = None,
 ) -> dict[str, list[float]]:
     """Time every function once per round, ``repeats`` rounds, in a fixed order; return each one's seconds per call.
 
@@ -88,7 +89,8 @@ def time_interleaved(
     training loop that never waits for the device, rather than one call's latency. A function whose last warmup call
     took longer than ``slow_s`` seconds is called once per round: its time is in the call, not in launching it, so
     queueing more calls would change its rate little and multiply the benchmark's length. With ``progress``, each
-    function's warmup time goes to stderr as it ends (where the time went, should the run be cut short).
+    function's warm call goes to stderr as it ends (where the time went, should the run be cut short). ``queued``,
+    when given, is filled with each function's calls per round.
     """
     if calls < 1:
         raise ValueError(f"calls should be >= 1, got calls={calls}")
@@ -109,6 +111,8 @@ def time_interleaved(
             print(f"  warm call of {name}: {took * 1e3:.2f} ms, {per_round[name]} per round", file=sys.stderr,
                   flush=True)
     sync(device)
+    if queued is not None:
+        queued.update(per_round)
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():

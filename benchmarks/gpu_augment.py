@@ -99,11 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _row(name: str, group: str, batch: int, times: list[float], note: str = "") -> dict[str, Any]:
+def _row(
+    name: str, group: str, batch: int, times: list[float], note: str = "", *, calls: int | None = None
+) -> dict[str, Any]:
     timing = summarize_times(times)
     return {
         "name": name,
         "group": group,
+        "calls_per_round": calls,
         "img_per_s": batch / timing["median_s"],
         "img_per_s_min": batch / timing["max_s"],
         "img_per_s_max": batch / timing["min_s"],
@@ -201,13 +204,14 @@ def _augment_peers(
                          "float copy, grid and grid_sample instead of one kernel (NOTE [ Resampling in one kernel ])"))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)  # torchvision only draws from the global RNG; forked, restored on exit
+        queued: dict[str, int] = {}
         times = time_interleaved({p[0]: p[3] for p in peers}, repeats=repeats, warmup=1, device=device, calls=calls,
-                                 slow_s=SLOW_S, progress=True)
+                                 slow_s=SLOW_S, progress=True, queued=queued)
         if calls > 1:  # the headline pair's latency too: one call, then a sync
             latency = time_interleaved({p[0]: p[3] for p in peers[:2]}, repeats=repeats, warmup=1, device=device)
             times.update({f"{name}, sync per call": t for name, t in latency.items()})
-    rows = [_row(name, group, n, times[name], note) for name, group, n, _, note in peers]
-    rows += [_row(f"{name}, sync per call", group, n, times[f"{name}, sync per call"], "one call's latency")
+    rows = [_row(name, group, n, times[name], note, calls=queued[name]) for name, group, n, _, note in peers]
+    rows += [_row(f"{name}, sync per call", group, n, times[f"{name}, sync per call"], "one call's latency", calls=1)
              for name, group, n, _, _ in peers[:2] if calls > 1]
     return rows, times
 
@@ -327,9 +331,11 @@ def _mix_peers(
     peers.append(("bare per-sample torch.lerp, new output", lambda: lerp(torch.empty_like(x)), "new output tensor"))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)  # timm, torchvision and Kornia draw from the global RNGs; forked, restored on exit
+        queued: dict[str, int] = {}
         times = time_interleaved({p[0]: p[1] for p in peers}, repeats=repeats, device=device, calls=calls,
-                                 slow_s=SLOW_S, progress=True)
-    return [_row(name, "mix", b, times[name], note) for name, _, note in peers] + skipped, times
+                                 slow_s=SLOW_S, progress=True, queued=queued)
+    rows = [_row(name, "mix", b, times[name], note, calls=queued[name]) for name, _, note in peers]
+    return rows + skipped, times
 
 
 def _table(rows: list[dict[str, Any]]) -> str:

@@ -93,7 +93,7 @@ _HUE_BASES = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors have no truth value: equality (and hash) by identity
 class AugmentParams:
     """Per-sample parameters drawn by :meth:`GpuAugment.draw`; all tensors share one device.
 
@@ -177,14 +177,20 @@ class AugmentParams:
         """The parameters of the samples selected by ``index`` (an int keeps its batch dimension).
 
         Args:
-            index: An int (a 0-dim integer tensor too), a slice, or a 1-D index or bool mask tensor over the batch.
+            index: An int, a slice, or an integer tensor (0-dim or 1-D) or 1-D bool mask over the batch.
 
         Raises:
             IndexError: If an int is out of range.
-            TypeError: If ``index`` is of another kind (a bool, ``None``, a tuple).
+            TypeError: If ``index`` is of another kind (a bool, ``None``, a tuple, a float or 2-D tensor).
         """
-        if isinstance(index, Tensor) and index.dim() == 0 and not index.is_floating_point() and index.dtype != torch.bool:
-            index = int(index)
+        if isinstance(index, Tensor):
+            integer = not index.is_floating_point() and not index.is_complex() and index.dtype != torch.bool
+            if not (index.dim() == 1 and (integer or index.dtype == torch.bool)) and not (index.dim() == 0 and integer):
+                raise TypeError(
+                    f"index should be an integer tensor (0-dim or 1-D) or a 1-D bool mask, got a {index.dim()}-D "
+                    f"tensor of dtype {index.dtype}"
+                )
+            index = index.reshape(1) if index.dim() == 0 else index  # a one-sample batch, read without a host sync
         if isinstance(index, bool) or not isinstance(index, (Integral, slice, Tensor)):
             raise TypeError(f"index should be an int, a slice or a 1-D tensor, got index={index!r}")
         if isinstance(index, Integral):

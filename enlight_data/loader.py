@@ -1032,6 +1032,9 @@ class EnlightLoader:
         self._loaded_left = self._loaded_done = False
         self._chosen = chosen
         self._pass_start = 0
+        # Nothing of this process's earlier passes says anything about the loaded run's batches.
+        self._pass_recorded = self._pass_ahead = self._ran_out = False
+        self._current_target = self._previous_target = None
         if self.history:  # the phase the last epoch started in (the latch may have closed the period since)
             self._current_phase = 0 if self.history[-1].get("in_period") else 1
         if self._open:

@@ -977,6 +977,11 @@ def test_parameters_refuse_an_index_out_of_range_or_of_another_kind():
     for bad in (True, None, (0, 1)):
         with pytest.raises(TypeError, match="index should be an int, a slice or a 1-D tensor"):
             p[bad]
+    for bad in (torch.tensor(True), torch.tensor(1.0), torch.zeros(2, 2, dtype=torch.long), torch.tensor([0.0])):
+        with pytest.raises(TypeError, match=r"index should be an integer tensor \(0-dim or 1-D\) or a 1-D bool mask"):
+            p[bad]
+    q = GpuAugment(8).draw(4, 12, 12, generator=gen(2))
+    assert p != q and p == p and len({p, q}) == 2  # by identity: tensors have no truth value
 
 
 def test_parameters_index_like_the_batch():

@@ -340,7 +340,7 @@ def test_profiled_host_time_is_the_unprofiled_time_before_the_sync(monkeypatch):
 
 # --------------------------------------------------------------------------- .ci/device_check.sh
 @pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None, reason="needs bash and timeout")
-@pytest.mark.parametrize("failing", [None, "gpu_augment"])
+@pytest.mark.parametrize("failing", [None, "gpu_augment", "skip"])
 def test_device_check_records_each_steps_exit_code_and_fails_when_one_fails(tmp_path, failing):
     # The GPU is replaced by stubs: `python3` echoes its arguments and fails for the step named in FAIL_STEP.
     fake_bin = tmp_path / "bin"
@@ -352,10 +352,17 @@ def test_device_check_records_each_steps_exit_code_and_fails_when_one_fails(tmp_
     for f in fake_bin.iterdir():
         f.chmod(0o755)
     out = tmp_path / "out"
-    env = dict(os.environ, PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}", OUT=str(out), FAIL_STEP=failing or "")
+    skip = failing == "skip"
+    failing = None if skip else failing
+    env = dict(os.environ, PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}", OUT=str(out), FAIL_STEP=failing or "",
+               SKIP="streaming profile_augment" if skip else "")
     proc = subprocess.run(["bash", str(ROOT / ".ci" / "device_check.sh")], cwd=tmp_path, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     steps = (out / "steps.txt").read_text().splitlines()
+    if skip:
+        assert steps[3:5] == ["profile_augment skipped", "streaming skipped"]
+        assert steps[-1].startswith("device_check: all steps passed (3 steps ran, ")
+        return
     names = ["kernels", "cuda_tests", "gpu_augment", "profile_augment", "streaming"]
     assert [line.split()[0] for line in steps[:-1]] == names  # every step ran and wrote its exit code
     for name, line in zip(names, steps):
@@ -394,7 +401,10 @@ def test_time_interleaved_queues_one_call_per_round_for_a_slow_peer(capsys):
         counts["slow"] += 1
         time.sleep(0.02)
 
-    times = time_interleaved({"fast": fast, "slow": slow}, repeats=3, warmup=1, calls=4, slow_s=0.01, progress=True)
+    queued = {}
+    times = time_interleaved({"fast": fast, "slow": slow}, repeats=3, warmup=1, calls=4, slow_s=0.01, progress=True,
+                             queued=queued)
+    assert queued == {"fast": 4, "slow": 1}
     # warmup, the warm classifying call, then the rounds: 4 calls of the fast peer, 1 of the slow one
     assert counts == {"fast": 1 + 1 + 3 * 4, "slow": 1 + 1 + 3}
     assert len(times["slow"]) == 3 and min(times["slow"]) >= 0.02

@@ -1255,3 +1255,14 @@ def test_a_record_after_a_break_says_nothing_of_fetching_ahead():
         break
     with pytest.raises(RuntimeError, match=r"needs a current batch: call it inside the loop over the loader$"):
         criterion(torch.zeros(8, 4), y)
+
+
+def test_a_loaded_state_forgets_this_processs_earlier_passes():
+    loader = ed.enlighten(DataLoader(Images(32), batch_size=8), ed.high_loss_removal(2, fraction=0.25))
+    for step, (x, _) in enumerate(loader):
+        if step % 2:  # records only some batches: its first record came after two batches
+            loader.record(x[:, 0, 0, 0].clone())
+    fresh = ed.enlighten(DataLoader(Images(32), batch_size=8), ed.high_loss_removal(2, fraction=0.25))
+    loader.load_state_dict(fresh.state_dict())
+    with pytest.raises(RuntimeError, match=r"needs a current batch: call it inside the loop over the loader$"):
+        loader.record(torch.zeros(8))
