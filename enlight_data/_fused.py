@@ -21,7 +21,7 @@ _KERNELS = {
     "colour": ("_colour_kernel", "affine3_clamp"),
     "draw": ("_draw_kernel", "draw_params"),
     "resample": ("_resample_kernel", "resample"),
-    "cut_boxes": ("_mix_kernel", "cut_boxes"),
+    "mix_params": ("_mix_kernel", "mix_params"),
     "blend": ("_mix_kernel", "blend"),
 }
 

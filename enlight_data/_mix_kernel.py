@@ -1,15 +1,16 @@
 """Mixup and CutMix in two fused Triton kernels, for batches on CUDA.
 
 As PyTorch ops, per-sample mixing is two ``lerp`` (or ``where``) kernels over the batch, two more over the soft
-targets, and, for CutMix, about twenty tiny kernels that turn the draws into boxes and paint them into a mask. On a
-GPU each op costs several microseconds of host time: an H200 ran CutMix at a third of the bare ``lerp``'s speed, bound
-by those launches (NOTE [ Few kernels per CutMix draw ] in ``mixing.py``). Here:
+targets, two to make the soft targets, and the kernels that turn the draws into λ (and, for CutMix, into boxes). On a
+GPU each op costs several microseconds of host time: an H200 ran Mixup at about half of a bare ``lerp``'s speed and
+CutMix at a third, bound by those launches (NOTE [ Few kernels per CutMix draw ] in ``mixing.py``). Here:
 
-- :func:`cut_boxes` turns a batch's Beta draws and box centres into boxes and λ in one launch;
+- :func:`mix_params` turns a batch's raw draws (Gamma pairs, coins, box centres) into λ, the Mixup weights or the
+  CutMix boxes, the mixed flags and, from class indices, the mixed soft targets, in one launch;
 - :func:`blend` mixes every sample ``i`` with sample ``(i + shift) % B`` in one launch: ``lerp`` with a per-sample
-  weight (Mixup, and the soft targets), or a copy of the partner's pixels inside a per-sample box (CutMix), which
-  needs no mask in memory and reads each pixel from one of the two samples only. It reads any float or uint8 input
-  and writes ``out``'s dtype, so an integer batch needs no separate conversion.
+  weight, or a copy of the partner's pixels inside a per-sample box (CutMix), which needs no mask in memory and reads
+  each pixel from one of the two samples only. It reads any float or uint8 input and writes ``out``'s dtype, so an
+  integer batch needs no separate conversion.
 
 Both compute what ``mixing.py``'s PyTorch ops compute, in float32 (``torch.lerp``'s two-sided formula included); the
 boxes are the same, λ and lerped values equal up to float rounding. Imported only when a CUDA batch needs it;
@@ -27,77 +28,152 @@ from torch import Tensor
 
 from ._fused import Unsupported
 
-__all__ = ["blend", "cut_boxes"]
+__all__ = ["blend", "mix_params"]
 
-BOX_BLOCK = 128
+BOX_BLOCK = 128  # samples per program of `mix_params` without soft targets
+LABEL_ROWS = 8  # samples per program of `mix_params` with soft targets
+LABEL_BLOCK = 256  # classes per program of `mix_params`
 MAX_TILE = 2048  # elements per program of `blend`
 MAX_BLOCKS = 65535  # CUDA's limit on the grid's second dimension
 
 
 @triton.jit
-def _cut_boxes_kernel(
-    share_ptr, cx_ptr, cy_ptr, applied_ptr, box_ptr, lam_ptr, n, width, height, inv_area, s_share,
-    HAS_APPLIED: tl.constexpr, BLOCK: tl.constexpr,
+def _mix_params_kernel(
+    draw_ptr, coin_ptr, pixel_ptr, y_ptr, lam_ptr, weight_ptr, box_ptr, mixed_ptr, soft_ptr,
+    batch, shift, per_sample, s_y, prob, fwidth, fheight, iwidth, inv_area, classes, off, hot,
+    GAMMA: tl.constexpr, COIN: tl.constexpr, CUT: tl.constexpr, LABELS: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = i < n
-    ratio = tl.sqrt_rn(tl.load(share_ptr + i * s_share, mask=mask, other=0.0))
-    cx = tl.load(cx_ptr + i, mask=mask, other=0.0)
-    cy = tl.load(cy_ptr + i, mask=mask, other=0.0)
-    hx = tl.floor(ratio * (width * 0.5))
-    hy = tl.floor(ratio * (height * 0.5))
-    x1 = tl.maximum(cx - hx, 0.0)
-    y1 = tl.maximum(cy - hy, 0.0)
-    x2 = tl.minimum(cx + hx, width)
-    y2 = tl.minimum(cy + hy, height)
-    if HAS_APPLIED:  # an empty box where the sample's coin said no
-        on = tl.load(applied_ptr + i, mask=mask, other=0) != 0
-        x2 = tl.where(on, x2, x1)
-        y2 = tl.where(on, y2, y1)
-    area = (x2 - x1) * (y2 - y1)
-    tl.store(lam_ptr + i, 1.0 - area * inv_area, mask=mask)
-    tl.store(box_ptr + i * 4, x1, mask=mask)
-    tl.store(box_ptr + i * 4 + 1, y1, mask=mask)
-    tl.store(box_ptr + i * 4 + 2, x2, mask=mask)
-    tl.store(box_ptr + i * 4 + 3, y2, mask=mask)
+    i = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    valid = i < batch
+    k = i * per_sample  # the draw of sample i: its own, or the batch's one (per_sample = 0)
+    if GAMMA:  # share = G1 / (G1 + G2), two positive Gamma(α) draws
+        g1 = tl.load(draw_ptr + 2 * k, mask=valid, other=1.0)
+        g2 = tl.load(draw_ptr + 2 * k + 1, mask=valid, other=1.0)
+        share = tl.div_rn(g1, g1 + g2)
+    else:
+        share = tl.load(draw_ptr + k, mask=valid, other=0.0)
+    if COIN:
+        on = tl.load(coin_ptr + k, mask=valid, other=0.0) < prob
+    if CUT:  # a box of side sqrt(share) times the image's, centred on the drawn pixel, clipped to the image
+        pixel = tl.load(pixel_ptr + k, mask=valid, other=0)
+        cx = (pixel % iwidth).to(tl.float32)
+        cy = (pixel // iwidth).to(tl.float32)
+        ratio = tl.sqrt_rn(share)
+        hx = tl.floor(ratio * (fwidth * 0.5))
+        hy = tl.floor(ratio * (fheight * 0.5))
+        x1 = tl.maximum(cx - hx, 0.0)
+        y1 = tl.maximum(cy - hy, 0.0)
+        x2 = tl.minimum(cx + hx, fwidth)
+        y2 = tl.minimum(cy + hy, fheight)
+        if COIN:  # an empty box where the sample's coin said no
+            x2 = tl.where(on, x2, x1)
+            y2 = tl.where(on, y2, y1)
+        lam = 1.0 - (x2 - x1) * (y2 - y1) * inv_area
+    else:
+        if COIN:
+            share = tl.where(on, share, 0.0)
+        lam = 1.0 - share
+    first = valid & (tl.program_id(1) == 0)  # the per-sample outputs, written once
+    tl.store(lam_ptr + i, lam, mask=first)
+    tl.store(mixed_ptr + i, (lam < 1.0).to(tl.int8), mask=first)
+    if CUT:
+        tl.store(box_ptr + i * 4, x1, mask=first)
+        tl.store(box_ptr + i * 4 + 1, y1, mask=first)
+        tl.store(box_ptr + i * 4 + 2, x2, mask=first)
+        tl.store(box_ptr + i * 4 + 3, y2, mask=first)
+    else:
+        tl.store(weight_ptr + i, share, mask=first)
+    if LABELS:  # the mixed soft targets, from the class indices: what the soft rows' lerp gives
+        c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
+        partner = (i + shift) % batch
+        own_class = tl.load(y_ptr + i.to(tl.int64) * s_y, mask=valid, other=0).to(tl.int64)[:, None]
+        partner_class = tl.load(y_ptr + partner.to(tl.int64) * s_y, mask=valid, other=0).to(tl.int64)[:, None]
+        own = tl.where(c == own_class, hot, off)
+        other = tl.where(c == partner_class, hot, off)
+        if CUT:  # lerp(partner, own, λ), as the PyTorch path's complement blend
+            start, end, t = other, own, lam[:, None]
+        else:  # lerp(own, partner, share)
+            start, end, t = own, other, share[:, None]
+        d = end - start
+        row = tl.where(tl.abs(t) < 0.5, start + t * d, end - d * (1.0 - t))
+        bad = (own_class < 0) | (own_class >= classes) | (partner_class < 0) | (partner_class >= classes)
+        row = tl.where(bad, float("nan"), row)  # a class out of range: a NaN row (a non-finite loss), not a silent one
+        dst = soft_ptr + i.to(tl.int64)[:, None] * classes + c
+        tl.store(dst, row, mask=valid[:, None] & (c < classes))
 
 
-def cut_boxes(
-    share: Tensor, cx: Tensor, cy: Tensor, applied: Tensor | None, *, size: tuple[int, int]
-) -> tuple[Tensor, Tensor]:
-    """CutMix boxes ``(n, 4)`` float32 ``(x1, y1, x2, y2)`` and λ ``(n,)`` from the draws, in one kernel.
+def mix_params(
+    draw: Tensor,
+    *,
+    batch_size: int,
+    shift: int,
+    coin: Tensor | None = None,
+    prob: float = 1.0,
+    pixel: Tensor | None = None,
+    size: tuple[int, int] = (1, 1),
+    target: Tensor | None = None,
+    num_classes: int = 0,
+    label_smoothing: float = 0.0,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """Turn a batch's raw draws into Mixup or CutMix parameters, and the mixed soft targets, in one kernel.
 
     Args:
-        share: ``(n,)`` float32 Beta(α, α) draws (any stride), ``1 - λ_raw``; the box's sides are ``sqrt(share)``
-            times the image's.
-        cx: ``(n,)`` float32 integer-valued box centres along x, in ``[0, width)``.
-        cy: ``(n,)`` float32 box centres along y, in ``[0, height)``.
-        applied: ``(n,)`` bool, or None; the box is empty where False.
-        size: The image's ``(height, width)``.
+        draw: The Beta(α, α) draws: ``(n, 2)`` float32 positive Gamma(α) pairs (``share = G1 / (G1 + G2)``), or
+            ``(n,)`` float32 shares. ``n`` is ``batch_size`` (per sample) or 1 (one draw for the batch).
+        batch_size: B.
+        shift: Sample ``i``'s partner is ``(i + shift) % B``; ``0 <= shift < B``.
+        coin: ``(n,)`` float32 uniforms, or None: sample ``i`` is mixed where ``coin < prob``.
+        prob: The mixing probability the coin is held against.
+        pixel: ``(n,)`` integer box centres as flat pixel indices ``y * W + x`` (CutMix), or None (Mixup).
+        size: The image's ``(H, W)`` (CutMix).
+        target: ``(B,)`` integer class indices (any stride), or None: no soft targets.
+        num_classes: The soft targets' width, with ``target``.
+        label_smoothing: Folded into the soft targets: ``off = s / C``, ``hot = 1 - s + off``.
 
     Returns:
-        ``(box, lam)``, ``lam = 1 - box_area / (height * width)``.
+        ``(lam, weight_or_box, mixed, soft)``: λ ``(B,)`` float32; the partner's weight ``(B,)`` (Mixup) or the boxes
+        ``(B, 4)`` ``(x1, y1, x2, y2)`` (CutMix); ``mixed = lam < 1`` ``(B,)`` bool; the mixed soft targets
+        ``(B, num_classes)`` float32 (NaN rows where a class is out of range), or None without ``target``.
     """
-    n = share.shape[0]
+    b = int(batch_size)
+    n = draw.shape[0]
+    gamma = draw.dim() == 2
+    if draw.dtype != torch.float32 or not draw.is_contiguous() or draw.shape[1:] not in ((), (2,)) or n not in (1, b):
+        raise Unsupported(f"draw should be a contiguous float32 (n,) or (n, 2) tensor, n = 1 or {b}, got {draw.dtype} "
+                         f"{tuple(draw.shape)}")
+    for name, t in (("coin", coin), ("pixel", pixel)):
+        if t is not None and (t.shape != (n,) or not t.is_contiguous()):
+            raise Unsupported(f"{name} should be None or a contiguous ({n},) tensor, got {tuple(t.shape)}")
+    if coin is not None and coin.dtype != torch.float32:
+        raise Unsupported(f"coin should hold float32 uniforms, got {coin.dtype}")
+    if pixel is not None and (pixel.is_floating_point() or pixel.dtype == torch.bool):
+        raise Unsupported(f"pixel should hold integer indices, got {pixel.dtype}")
+    if target is not None and (target.shape != (b,) or target.is_floating_point() or target.dtype == torch.bool):
+        raise Unsupported(f"target should be ({b},) integer class indices, got {target.dtype} {tuple(target.shape)}")
+    device = draw.device
     height, width = (int(s) for s in size)
-    if share.dim() != 1 or share.dtype != torch.float32:
-        raise Unsupported(f"share should be a float32 (n,) tensor, got {share.dtype} {tuple(share.shape)}")
-    for name, t in (("cx", cx), ("cy", cy)):
-        if t.shape != (n,) or t.dtype != torch.float32 or not t.is_contiguous():
-            raise Unsupported(f"{name} should be a contiguous float32 ({n},) tensor, got {t.dtype} {tuple(t.shape)}")
-    if applied is not None and (applied.shape != (n,) or applied.dtype != torch.bool or not applied.is_contiguous()):
-        raise Unsupported(f"applied should be None or a contiguous bool ({n},) tensor, got {applied.dtype} "
-                         f"{tuple(applied.shape)}")
-    box = torch.empty((n, 4), dtype=torch.float32, device=share.device)
-    lam = torch.empty((n,), dtype=torch.float32, device=share.device)
-    if n:
-        flags = share if applied is None else applied.view(torch.uint8)
-        with torch.cuda.device(share.device) if share.is_cuda else contextlib.nullcontext():
-            _cut_boxes_kernel[(triton.cdiv(n, BOX_BLOCK),)](
-                share, cx, cy, flags, box, lam, n, float(width), float(height), 1.0 / (height * width), share.stride(0),
-                HAS_APPLIED=applied is not None, BLOCK=BOX_BLOCK,
-            )
-    return box, lam
+    lam = torch.empty((b,), dtype=torch.float32, device=device)
+    second = torch.empty((b, 4) if pixel is not None else (b,), dtype=torch.float32, device=device)
+    mixed = torch.empty((b,), dtype=torch.bool, device=device)
+    soft = None if target is None else torch.empty((b, num_classes), dtype=torch.float32, device=device)
+    if b == 0:
+        return lam, second, mixed, soft
+    off = label_smoothing / num_classes if target is not None else 0.0
+    block_n = LABEL_ROWS if soft is not None else BOX_BLOCK
+    tiles = triton.cdiv(num_classes, LABEL_BLOCK) if soft is not None else 1
+    if tiles > MAX_BLOCKS:
+        raise Unsupported(f"mix_params handles at most {MAX_BLOCKS * LABEL_BLOCK} classes, got {num_classes}")
+    with torch.cuda.device(device) if draw.is_cuda else contextlib.nullcontext():
+        _mix_params_kernel[(triton.cdiv(b, block_n), tiles)](
+            draw, draw if coin is None else coin, draw if pixel is None else pixel, draw if target is None else target,
+            lam, second, second, mixed.view(torch.int8), lam if soft is None else soft,
+            b, shift % b, int(n == b), 1 if target is None else target.stride(0), float(prob), float(width),
+            float(height), width, 1.0 / (height * width), num_classes, off, 1.0 - label_smoothing + off,
+            GAMMA=gamma, COIN=coin is not None, CUT=pixel is not None, LABELS=soft is not None,
+            BLOCK_N=block_n, BLOCK_C=LABEL_BLOCK,
+        )
+    return lam, second, mixed, soft
 
 
 @triton.jit

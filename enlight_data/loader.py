@@ -26,7 +26,7 @@ from .context import SharedClock
 from .distributed import resolve_rank, table_reducer
 from .feedback import LossTable
 from .mapstyle import MapSource, check_loader
-from .mixing import apply_mix, draw_mix, mix_size, to_soft_targets
+from .mixing import _mix
 from .schedule import Phase, PeriodTracker, Schedule
 from .tracking import TrackedLoss
 from .transfer import Prefetcher, with_items
@@ -887,16 +887,13 @@ class EnlightLoader:
                 f"labels, got input of type {type(x).__name__}"
             )
         if soft:
-            y = to_soft_targets(y, self.num_classes, label_smoothing=phase.label_smoothing)  # type: ignore[arg-type]
-            h, w = mix_size(x, phase)
             gen = self._generator(device, epoch, step, Stream.MIX, *self._rank_keys)
             host_seed = derive_seed(self.seed, epoch, step, Stream.HOST, *self._rank_keys)
             host = self._host_generator.manual_seed(host_seed)
-            params = draw_mix(phase, x.shape[0], h, w, generator=gen, device=device, host_generator=host)
-            if params is not None:
-                x, y = apply_mix(x, y, params)
-                mixed = params.mixed
-            elif self._mixes and not x.is_floating_point():
+            x, y, mixed = _mix(
+                x, y, phase, num_classes=self.num_classes, generator=gen, host_generator=host  # type: ignore[arg-type]
+            )
+            if mixed is None and self._mixes and not x.is_floating_point():
                 x = x.float()  # as mixing gives it: one input dtype for the whole run
         return self._join(batch, x, y), mixed
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
-from typing import cast
+from typing import NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -70,30 +70,44 @@ class MixParams:
 
 
 # Below this α, Beta draws are made in log space (NOTE [ Beta draws with a generator ]).
-_SMALL_ALPHA = 0.05
+_SMALL_ALPHA = 0.2
 
 
 @functools.lru_cache(maxsize=32)
 def _concentration(alpha: float, n: int, device: torch.device) -> Tensor:
-    """The ``(n, 2)`` Dirichlet concentration of Beta(α, α), made once (``_sample_dirichlet`` only reads it)."""
+    """The ``(n, 2)`` Gamma concentration of a Beta(α, α) draw, made once (``_standard_gamma`` only reads it)."""
     return torch.full((n, 2), alpha, dtype=torch.float32, device=device)
 
 
-def _beta(alpha: float, n: int, *, generator: torch.Generator, device: torch.device) -> Tensor:
-    """``n`` draws of Beta(α, α) (symmetric: ``x`` and ``1 - x`` have the same law)."""
+def _beta_draw(alpha: float, n: int, *, generator: torch.Generator, device: torch.device) -> Tensor:
+    """The raw draw of ``n`` Beta(α, α) values: ``(n, 2)`` Gamma(α) pairs (see :func:`_share`), or below
+    ``_SMALL_ALPHA`` the ``(n,)`` values themselves."""
     # NOTE [ Beta draws with a generator ]
-    # torch.distributions.Beta has no generator argument; _sample_dirichlet does (one kernel). Below
-    # _SMALL_ALPHA its two Gamma(α) draws both underflow to 0 often enough to matter (it then returns
-    # 0.5: a quarter of the draws at α = 1e-3, nearly all at 1e-8, where Beta(α, α) is almost always
-    # 0 or 1), so small alphas draw in log space: log Gamma(α) = log Gamma(α + 1) + log(U) / α
-    # (Marsaglia and Tsang's boost), and λ = sigmoid(log G1 - log G2), exact to float precision.
+    # torch.distributions.Beta has no generator argument; _standard_gamma does. Beta(α, α) = G1 / (G1 + G2) for
+    # two Gamma(α) draws: one kernel for the pair, and the ratio is taken where the draw is used (on CUDA inside
+    # the mix_params kernel, with no launch of its own). A Gamma draw is clamped to the smallest normal float,
+    # and below _SMALL_ALPHA both draws of a pair fall under it often enough to matter (the ratio is then 1/2:
+    # about 3e-5 of the pairs at α = 0.05, a quarter at 1e-3, where Beta(α, α) is almost always 0 or 1; 1e-18
+    # at 0.2), so small alphas draw in log space:
+    # log Gamma(α) = log Gamma(α + 1) + log(U) / α (Marsaglia and Tsang's boost), and the value is
+    # sigmoid(log G1 - log G2), exact to float precision.
     alpha = float(alpha)
     if alpha >= _SMALL_ALPHA:
-        return torch._sample_dirichlet(_concentration(alpha, n, device), generator=generator)[:, 0]
+        return torch._standard_gamma(_concentration(alpha, n, device), generator=generator)
     boosted = torch._standard_gamma(_concentration(alpha + 1.0, n, device), generator=generator)
     uniform = torch.rand((n, 2), generator=generator, device=device).clamp_min_(torch.finfo(torch.float32).tiny)
     log_gamma = boosted.log().add_(uniform.log_().div_(alpha))
     return torch.sigmoid(log_gamma[:, 0] - log_gamma[:, 1])
+
+
+def _share(draw: Tensor) -> Tensor:
+    """The ``(n,)`` Beta(α, α) values of a :func:`_beta_draw`: ``G1 / (G1 + G2)`` (Gamma draws are positive)."""
+    return draw if draw.dim() == 1 else draw[:, 0] / draw.sum(1)
+
+
+def _beta(alpha: float, n: int, *, generator: torch.Generator, device: torch.device) -> Tensor:
+    """``n`` draws of Beta(α, α) (symmetric: ``x`` and ``1 - x`` have the same law)."""
+    return _share(_beta_draw(alpha, n, generator=generator, device=device))
 
 
 @functools.lru_cache(maxsize=32)
@@ -134,7 +148,15 @@ def _cut_boxes(
     device: torch.device,
     applied: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """CutMix boxes ``(n, 4)`` ``(x1, y1, x2, y2)`` (empty where not ``applied``) and λ corrected to the pasted area.
+    """CutMix boxes ``(n, 4)`` ``(x1, y1, x2, y2)`` (empty where not ``applied``) and λ corrected to the pasted area,
+    as PyTorch ops (:func:`_boxes`)."""
+    draw = _beta_draw(alpha, n, generator=generator, device=device)
+    pixel = torch.randint(0, height * width, (n,), generator=generator, device=device)
+    return _boxes(_share(draw), pixel, applied, height, width)
+
+
+def _boxes(share: Tensor, pixel: Tensor, applied: Tensor | None, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """Boxes and λ from the draws: ``share`` ``(n,)`` Beta(α, α), ``pixel`` ``(n,)`` flat centre indices ``y * W + x``.
 
     As in the paper's code and torchvision v2's ``CutMix``, a box of side ``sqrt(1 - λ_raw)`` times each image side,
     ``λ_raw ~ Beta(α, α)``, rounded down to an even number of pixels (the same half on either side of the centre),
@@ -142,23 +164,15 @@ def _cut_boxes(
     side.) λ is then corrected to the pasted area, so labels always match the pixels.
     """
     # NOTE [ Few kernels per CutMix draw ]
-    # Every op here is a kernel launch on a GPU, where this runs per batch: an H200 ran
-    # CutMix at a third of a bare lerp's speed, bound by the launches of about thirty small
-    # ops. So the box is a (n, 4) tensor, never a mask in memory unless asked for
-    # (MixParams.mask, or the PyTorch apply on the CPU), 1 - λ_raw is drawn directly (Beta(α, α)
-    # is symmetric), floor(floor(S·r) / 2) == floor(r·S/2), the constants are cached per device,
-    # and on CUDA the arithmetic after the draws is one Triton kernel (_mix_kernel.cut_boxes),
-    # which gives the same boxes.
-    share = _beta(alpha, n, generator=generator, device=device)
-    cy = torch.randint(0, height, (n,), generator=generator, device=device, dtype=torch.float32)
-    cx = torch.randint(0, width, (n,), generator=generator, device=device, dtype=torch.float32)
-    if _fused("cut_boxes", device):
-        drawn = _fused_kernels.run("cut_boxes", share, cx, cy, applied, size=(height, width))
-        if drawn is not None:
-            return drawn
-    halves, sizes, _, _ = _box_consts(height, width, device)
+    # Every op here is a kernel launch on a GPU, where this runs per batch: an H200 ran CutMix at a third of a
+    # bare lerp's speed, bound by the launches of about thirty small ops. So the box is a (n, 4) tensor, never a
+    # mask in memory unless asked for (MixParams.mask, or the PyTorch apply on the CPU), 1 - λ_raw is drawn
+    # directly (Beta(α, α) is symmetric), the centre is one draw of a flat pixel index,
+    # floor(floor(S·r) / 2) == floor(r·S/2), the constants are cached per device, and on CUDA all of this (and
+    # the mixed soft targets) is one Triton kernel (_mix_kernel.mix_params), which gives the same boxes.
+    halves, sizes, _, _ = _box_consts(height, width, share.device)
     half = torch.floor(torch.sqrt(share).unsqueeze(1) * halves)
-    centre = torch.stack((cx, cy), dim=1)
+    centre = torch.stack((pixel % width, torch.div(pixel, width, rounding_mode="floor")), dim=1)  # float32 below
     lo = (centre - half).clamp_min_(0.0)
     hi = torch.minimum(centre + half, sizes)
     if applied is not None:
@@ -199,6 +213,92 @@ def _choice_generator(generator: torch.Generator, host_generator: torch.Generato
     return generator if generator.device.type == "cpu" else None
 
 
+class _Drawn(NamedTuple):
+    """What :func:`_draw` gives: the parameters, whether each sample is mixed, and the mixed soft targets if made."""
+
+    params: MixParams
+    mixed: Tensor
+    soft: Tensor | None
+
+
+def _draw(
+    phase: Phase,
+    batch_size: int,
+    height: int,
+    width: int,
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+    host_generator: torch.Generator | None,
+    target: Tensor | None = None,
+    num_classes: int = 0,
+) -> _Drawn | None:
+    """:func:`draw_mix`, checked arguments; given ``(B,)`` class indices ``target`` on ``device``, the fused kernel
+    also makes the mixed soft targets (``_Drawn.soft``; None where the PyTorch ops ran: the caller mixes them)."""
+    if not phase.mixes or batch_size < 2:
+        return None
+    n = 1 if phase.mode == "batch" else batch_size
+    shift = batch_size // 2
+    use_mix, use_cut = phase.mixup_alpha > 0, phase.cutmix_alpha > 0
+    if use_mix and use_cut:
+        host = _choice_generator(generator, host_generator)
+        if host is None:
+            return _draw_both(phase, batch_size, height, width, generator=generator, device=device)
+        # switch_prob picks CutMix or Mixup for the whole batch: a host-side draw, no sync.
+        use_cut = bool(torch.rand((), generator=host) < phase.switch_prob)
+    size = (height, width) if use_cut else (1, 1)
+    # mix_prob = 1 (the default) needs no per-sample coin: a kernel fewer.
+    coin = torch.rand(n, generator=generator, device=device) if phase.mix_prob < 1.0 else None
+    draw = _beta_draw(phase.cutmix_alpha if use_cut else phase.mixup_alpha, n, generator=generator, device=device)
+    pixel = torch.randint(0, height * width, (n,), generator=generator, device=device) if use_cut else None
+    if _fused("mix_params", device):
+        made = _fused_kernels.run(
+            "mix_params", draw, batch_size=batch_size, shift=shift, coin=coin, prob=phase.mix_prob, pixel=pixel,
+            size=size, target=target, num_classes=num_classes, label_smoothing=phase.label_smoothing,
+        )
+        if made is not None:
+            lam, second, mixed, soft = made
+            weight, box = (None, second) if use_cut else (second.view(-1, 1, 1, 1), None)
+            return _Drawn(MixParams(lam=lam, weight=weight, box=box, shift=shift, size=size), mixed, soft)
+    share = _share(draw)  # the partner's share, 1 - λ
+    applied = None if coin is None else coin < phase.mix_prob
+    weight = box = None
+    if use_cut:
+        box, lam = _boxes(share, cast(Tensor, pixel), applied, height, width)  # λ = 1 where not applied: empty box
+    else:
+        if applied is not None:
+            share = share * applied
+        lam = 1.0 - share
+        weight = share.view(-1, 1, 1, 1)
+    if n != batch_size:
+        lam = lam.expand(batch_size)
+        weight = None if weight is None else weight.expand(batch_size, 1, 1, 1)
+        box = None if box is None else box.expand(batch_size, 4)
+    params = MixParams(lam=lam.contiguous(), weight=weight, box=box, shift=shift, size=size)
+    return _Drawn(params, params.mixed, None)
+
+
+def _draw_both(phase: Phase, batch_size: int, height: int, width: int, *, generator: torch.Generator,
+               device: torch.device) -> _Drawn:
+    """Mixup and CutMix both drawn, the choice made on the device: a ``(B, 1, H, W)`` weight, 1 inside the box if
+    CutMix won (a CUDA generator and no host generator; costs more than a host choice)."""
+    n = 1 if phase.mode == "batch" else batch_size
+    applied = torch.rand(n, generator=generator, device=device) < phase.mix_prob if phase.mix_prob < 1.0 else None
+    share = _beta(phase.mixup_alpha, n, generator=generator, device=device)  # the partner's share, 1 - λ
+    cut_box, lam_cut = _cut_boxes(phase.cutmix_alpha, n, height, width, generator=generator, device=device)
+    cut = torch.rand(1, generator=generator, device=device) < phase.switch_prob
+    lam = torch.where(cut, lam_cut, 1.0 - share)
+    weight = torch.where(cut.view(1, 1, 1, 1), _box_mask(cut_box, height, width).float(), share.view(-1, 1, 1, 1))
+    if applied is not None:
+        weight = weight * applied.view(-1, 1, 1, 1)
+        lam = torch.where(applied, lam, 1.0)
+    if n != batch_size:
+        lam = lam.expand(batch_size)
+        weight = weight.expand(batch_size, *weight.shape[1:])
+    params = MixParams(lam=lam.contiguous(), weight=weight, box=None, shift=batch_size // 2, size=(height, width))
+    return _Drawn(params, params.mixed, None)
+
+
 def draw_mix(
     phase: Phase,
     batch_size: int,
@@ -232,46 +332,9 @@ def draw_mix(
         sample ``(i + B // 2) % B``, so a batch of one sample has no partner and is not mixed.
     """
     _check_draw_args(phase, generator, host_generator)
-    if not phase.mixes or batch_size < 2:
-        return None
     device = check_device("device", device) if device is not None else generator.device
-    n = 1 if phase.mode == "batch" else batch_size
-    use_mix, use_cut = phase.mixup_alpha > 0, phase.cutmix_alpha > 0
-    if use_mix and use_cut:
-        host = _choice_generator(generator, host_generator)
-        if host is not None:
-            # switch_prob picks CutMix or Mixup for the whole batch: a host-side draw, no sync.
-            cut_batch = bool(torch.rand((), generator=host) < phase.switch_prob)
-            use_mix, use_cut = not cut_batch, cut_batch
-    # mix_prob = 1 (the default) needs no per-sample coin: two kernels fewer.
-    applied = torch.rand(n, generator=generator, device=device) < phase.mix_prob if phase.mix_prob < 1.0 else None
-    weight = box = None
-    if use_mix and use_cut:
-        # Both drawn, the choice made on the device: a (B, 1, H, W) weight, 1 inside the box if CutMix won.
-        share = _beta(phase.mixup_alpha, n, generator=generator, device=device)  # the partner's share, 1 - λ
-        cut_box, lam_cut = _cut_boxes(phase.cutmix_alpha, n, height, width, generator=generator, device=device)
-        cut = torch.rand(1, generator=generator, device=device) < phase.switch_prob
-        lam = torch.where(cut, lam_cut, 1.0 - share)
-        weight = torch.where(cut.view(1, 1, 1, 1), _box_mask(cut_box, height, width).float(), share.view(-1, 1, 1, 1))
-        if applied is not None:
-            weight = weight * applied.view(-1, 1, 1, 1)
-            lam = torch.where(applied, lam, 1.0)
-    elif use_cut:
-        box, lam = _cut_boxes(
-            phase.cutmix_alpha, n, height, width, generator=generator, device=device, applied=applied
-        )  # λ = 1 where not applied: the box is empty
-    else:
-        share = _beta(phase.mixup_alpha, n, generator=generator, device=device)  # the partner's share, 1 - λ
-        if applied is not None:
-            share = share * applied
-        lam = 1.0 - share
-        weight = share.view(-1, 1, 1, 1)
-    if n != batch_size:
-        lam = lam.expand(batch_size)
-        weight = None if weight is None else weight.expand(batch_size, *weight.shape[1:])
-        box = None if box is None else box.expand(batch_size, 4)
-    size = (height, width) if box is not None or (weight is not None and weight.shape[1:].numel() > 1) else (1, 1)
-    return MixParams(lam=lam.contiguous(), weight=weight, box=box, shift=batch_size // 2, size=size)
+    drawn = _draw(phase, batch_size, height, width, generator=generator, device=device, host_generator=host_generator)
+    return None if drawn is None else drawn.params
 
 
 def mix_size(x: Tensor, phase: Phase) -> tuple[int, int]:
@@ -312,7 +375,8 @@ def _blend(
     # bound by host time, and a launch through Triton's Python launcher costs more of it than the two PyTorch
     # launches it replaces, a weight blend being one pass over the memory either way. A box blend (CutMix) as
     # PyTorch ops is a mask and two where calls: there the kernel won (1.68x). So box blends are fused, weight
-    # blends (Mixup's, and every label blend) are lerp calls.
+    # blends (Mixup's input) are lerp calls. With class indices on CUDA the soft targets are not blended here at
+    # all: the mix_params kernel writes them mixed, with the draw (_mix).
     if box is not None and _fused("blend", x.device):
         if _fused_kernels.run("blend", x, out, shift=shift, weight=weight, box=box, complement=complement) is not None:
             return out
@@ -357,6 +421,21 @@ def _check_out(out: Tensor, x: Tensor) -> None:
         raise ValueError("out should not share memory with the input x, got out sharing x's storage")
 
 
+def _mix_input(x: Tensor, params: MixParams, *, out: Tensor | None) -> Tensor:
+    """The input half of :func:`apply_mix`, its arguments checked before anything is written."""
+    if out is not None:
+        _check_out(out, x)
+    weight, box = params.weight, params.box
+    if (box is not None or (weight is not None and weight.shape[-2:] != (1, 1))) and (
+        x.dim() != 4 or tuple(x.shape[-2:]) != params.size
+    ):
+        raise ValueError(
+            f"CutMix needs (B, C, H, W) input matching the drawn boxes' (H, W) = {params.size}, got input of shape "
+            f"{tuple(x.shape)}"
+        )
+    return _blend(x, params.shift, weight=weight, box=box, out=out)
+
+
 def apply_mix(
     x: Tensor, soft_targets: Tensor, params: MixParams, *, out: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -377,22 +456,34 @@ def apply_mix(
     Raises:
         ValueError: If ``out`` has the wrong shape, dtype or device, or shares memory with ``x``.
     """
-    if out is not None:
-        _check_out(out, x)
-    weight, box = params.weight, params.box
-    if (box is not None or (weight is not None and weight.shape[-2:] != (1, 1))) and (
-        x.dim() != 4 or tuple(x.shape[-2:]) != params.size
-    ):
-        raise ValueError(
-            f"CutMix needs (B, C, H, W) input matching the drawn boxes' (H, W) = {params.size}, got input of shape "
-            f"{tuple(x.shape)}"
-        )
-    mixed_x = _blend(x, params.shift, weight=weight, box=box, out=out)
+    mixed_x = _mix_input(x, params, out=out)
+    weight = params.weight
     if weight is not None and weight.shape[1:].numel() == 1:
         mixed_y = _blend(soft_targets, params.shift, weight=weight)  # Mixup: the input's weight is the label's, 1 - λ
     else:
         mixed_y = _blend(soft_targets, params.shift, weight=params.lam, complement=True)
     return mixed_x, mixed_y
+
+
+def _is_indices(target: Tensor) -> bool:
+    """Whether ``target`` is ``(B,)`` integer class indices."""
+    return target.dim() == 1 and not target.is_floating_point() and target.dtype != torch.bool
+
+
+def _check_target(target: Tensor, num_classes: int, label_smoothing: float) -> tuple[int, float]:
+    """Check :func:`to_soft_targets`'s arguments (class indices' range on the CPU); returns the checked numbers."""
+    if not isinstance(target, Tensor):
+        raise TypeError(f"target should be a Tensor, got target of type {type(target).__name__}")
+    num_classes = cast(int, check_int("num_classes", num_classes, minimum=1))
+    label_smoothing = cast(float, check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True))
+    if _is_indices(target) and target.device.type == "cpu" and target.numel():
+        lo, hi = (int(v) for v in torch.aminmax(target))
+        if lo < 0 or hi >= num_classes:
+            raise ValueError(
+                f"target should hold class indices in [0, {num_classes}) (num_classes={num_classes}), "
+                f"got values in [{lo}, {hi}]"
+            )
+    return num_classes, label_smoothing
 
 
 def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float = 0.0) -> Tensor:
@@ -406,18 +497,8 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
         TypeError: For targets that are not a tensor, class indices that are not integers, or a ``num_classes``
             that is not an int.
     """
-    if not isinstance(target, Tensor):
-        raise TypeError(f"target should be a Tensor, got target of type {type(target).__name__}")
-    num_classes = cast(int, check_int("num_classes", num_classes, minimum=1))
-    label_smoothing = cast(float, check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True))
-    if target.dim() == 1 and not target.is_floating_point() and target.dtype != torch.bool:
-        if target.device.type == "cpu" and target.numel():
-            lo, hi = (int(v) for v in torch.aminmax(target))
-            if lo < 0 or hi >= num_classes:
-                raise ValueError(
-                    f"target should hold class indices in [0, {num_classes}) (num_classes={num_classes}), "
-                    f"got values in [{lo}, {hi}]"
-                )
+    num_classes, label_smoothing = _check_target(target, num_classes, label_smoothing)
+    if _is_indices(target):
         # Smoothing folded into the fill and the scattered value: two kernels, whatever the smoothing.
         off = label_smoothing / num_classes
         soft = torch.full((target.shape[0], num_classes), off, dtype=torch.float32, device=target.device)
@@ -499,14 +580,49 @@ def mix_batch(
             f"target should have x's batch size as its first dimension, got x of shape {tuple(x.shape)} and "
             f"target of shape {tuple(target.shape)}"
         )
-    soft = to_soft_targets(target, num_classes, label_smoothing=phase.label_smoothing)
-    h, w = mix_size(x, phase)
-    params = draw_mix(phase, x.shape[0], h, w, generator=generator, device=x.device, host_generator=host_generator)
-    if params is None:
+    mixed_x, soft, mixed = _mix(
+        x, target, phase, num_classes=num_classes, generator=generator, host_generator=host_generator, out=out
+    )
+    if mixed is None:
         unmixed = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         if out is None:
             return (x.float() if phase.mixes and not x.is_floating_point() else x), soft, unmixed
         _check_out(out, x)
         return out.copy_(x), soft, unmixed
-    mixed_x, mixed_y = apply_mix(x, soft, params, out=out)  # checks out before writing
-    return mixed_x, mixed_y, params.mixed
+    return mixed_x, soft, mixed
+
+
+def _mix(
+    x: Tensor,
+    target: Tensor,
+    phase: Phase,
+    *,
+    num_classes: int,
+    generator: torch.Generator,
+    host_generator: torch.Generator | None,
+    out: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Soft targets, then the draw and the mixing: ``(input, soft targets, mixed)``; ``mixed`` is None (and the
+    input ``x`` itself, ``out`` unused) where the batch is not mixed.
+
+    Class indices on the input's device go to the fused kernel with the draw (CUDA): one launch makes the
+    parameters and the mixed soft targets (NOTE [ Few kernels per CutMix draw ]).
+    """
+    fused = (isinstance(target, Tensor) and _is_indices(target) and target.device == x.device
+             and _fused("mix_params", x.device))
+    if fused:
+        num_classes, _ = _check_target(target, num_classes, phase.label_smoothing)
+        soft = None
+    else:
+        soft = to_soft_targets(target, num_classes, label_smoothing=phase.label_smoothing)
+    h, w = mix_size(x, phase)
+    drawn = _draw(phase, x.shape[0], h, w, generator=generator, device=x.device, host_generator=host_generator,
+                  target=target if fused else None, num_classes=num_classes)
+    if drawn is not None and drawn.soft is not None:
+        return _mix_input(x, drawn.params, out=out), drawn.soft, drawn.mixed
+    if soft is None:
+        soft = to_soft_targets(target, num_classes, label_smoothing=phase.label_smoothing)
+    if drawn is None:
+        return x, soft, None
+    mixed_x, mixed_y = apply_mix(x, soft, drawn.params, out=out)
+    return mixed_x, mixed_y, drawn.mixed

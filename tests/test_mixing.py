@@ -307,10 +307,10 @@ def test_cutmix_box_matches_the_clipped_rectangle_of_the_paper(size):
     box = _box_mask(boxes, h, w)
     g = gen(11)
     ratio = torch.sqrt(_beta(alpha, n, generator=g, device=torch.device("cpu")))
+    pixel = torch.randint(0, h * w, (n,), generator=g)  # the centre: a uniform pixel, y * W + x
     expected = []
-    for s in (h, w):
+    for s, centre in ((h, (pixel // w).float()), (w, (pixel % w).float())):
         half = torch.floor(s * ratio) // 2
-        centre = torch.randint(0, s, (n,), generator=g).float()
         lo, hi = (centre - half).clamp(0, s), (centre + half).clamp(0, s)
         idx = torch.arange(s).float()
         expected.append((idx >= lo[:, None]) & (idx < hi[:, None]))
@@ -357,6 +357,28 @@ def test_cpu_and_cuda_mixing_agree_for_the_same_params(phase):
     torch.testing.assert_close(cuda_x.cpu(), cpu_x, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(cuda_y.cpu(), cpu_y, atol=1e-6, rtol=1e-6)
     assert not fused.FAILED, fused.FAILED  # the fused kernels ran (where Triton is present) and did not fall back
+
+
+@pytest.mark.needs_cuda
+@pytest.mark.parametrize("phase", CUDA_PHASES)
+def test_fused_mixing_on_cuda_gives_what_the_pytorch_ops_give(monkeypatch, phase):
+    # The same CUDA generator, once through the mix_params kernel (the draw's ratio, the boxes, the mixed soft
+    # targets in one launch) and once through the PyTorch ops.
+    import enlight_data._fused as fused
+    import enlight_data.mixing as mixing
+
+    assert fused.kernel("mix_params") is not None, "Triton is not importable here"
+    x, y = batch(b=12, h=20, w=24)
+    x, y = x.cuda(), y.cuda()
+    results = {}
+    for use_kernels in (True, False):
+        monkeypatch.setattr(mixing, "_fused", lambda name, device, f=use_kernels: f and device.type == "cuda")
+        results[use_kernels] = mix_batch(x, y, phase, num_classes=10, generator=torch.Generator("cuda").manual_seed(5))
+    (kx, ky, km), (px, py, pm) = results[True], results[False]
+    torch.testing.assert_close(kx, px, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(ky, py, atol=1e-6, rtol=1e-6)
+    assert torch.equal(km, pm)
+    assert not fused.FAILED, fused.FAILED
 
 
 @pytest.mark.needs_cuda

@@ -165,24 +165,68 @@ def test_a_failing_kernel_falls_back_to_pytorch_ops_and_warns_once(monkeypatch):
     torch.testing.assert_close(second, expected)
 
 
-def test_cut_boxes_kernel_gives_the_pytorch_boxes():
+def test_mix_params_kernel_gives_the_pytorch_draw():
     _interpreted("""
         import torch
+        import enlight_data as ed
         import enlight_data.mixing as M
-        for (h, w), n, coin in [((16, 16), 300, False), ((13, 20), 200, True), ((1, 7), 50, False),
-                                ((224, 224), 129, True), ((5, 5), 0, False)]:
+        for (h, w), b, phase in [((16, 16), 300, ed.Phase(cutmix_alpha=0.7)),
+                                 ((13, 20), 200, ed.Phase(cutmix_alpha=0.7, mix_prob=0.5)),
+                                 ((1, 7), 50, ed.Phase(cutmix_alpha=1.0)),
+                                 ((224, 224), 129, ed.Phase(cutmix_alpha=1.0, mix_prob=0.3, mode="batch")),
+                                 ((1, 1), 64, ed.Phase(mixup_alpha=0.8)),
+                                 ((1, 1), 65, ed.Phase(mixup_alpha=0.4, mix_prob=0.5)),
+                                 ((1, 1), 9, ed.Phase(mixup_alpha=0.01, mode="batch"))]:  # a small α: (n,) draws
             drawn = {}
             for fused in (False, True):
                 M._fused = lambda name, device, f=fused: f
-                g = torch.Generator().manual_seed(n + h)
-                applied = torch.rand(n, generator=g) < 0.5 if coin else None
-                drawn[fused] = M._cut_boxes(0.7, n, h, w, generator=g, device=torch.device("cpu"), applied=applied)
-            (ref_box, ref_lam), (box, lam) = drawn[False], drawn[True]
-            assert box.shape == (n, 4) and box.dtype == torch.float32 and lam.shape == (n,)
-            assert torch.equal(box, ref_box), (h, w, n)
-            torch.testing.assert_close(lam, ref_lam, atol=1e-7, rtol=0)
-            if coin and n:
-                assert (lam[~applied] == 1).all() and (box[~applied, 2] == box[~applied, 0]).all()
+                drawn[fused] = M._draw(phase, b, h, w, generator=torch.Generator().manual_seed(b + h),
+                                       device=torch.device("cpu"), host_generator=None)
+            ref, got = drawn[False], drawn[True]
+            assert got.soft is None and ref.soft is None  # no target given
+            for name in ("box", "weight"):
+                r, g = getattr(ref.params, name), getattr(got.params, name)
+                assert (r is None) == (g is None), name
+                if g is not None:
+                    assert g.dtype == torch.float32 and g.shape == r.shape, name
+                    assert torch.equal(g, r), (name, h, w, b)  # boxes are integers; the share is one division
+            torch.testing.assert_close(got.params.lam, ref.params.lam, atol=1e-7, rtol=0)
+            assert torch.equal(got.mixed, ref.mixed) and torch.equal(got.mixed, ref.params.lam < 1)
+            assert got.params.size == ref.params.size and got.params.shift == ref.params.shift == b // 2
+            if phase.mix_prob < 1:
+                assert 0 < int(got.mixed.sum()) < b or phase.mode == "batch"
+    """)
+
+
+def test_mix_params_kernel_makes_the_mixed_soft_targets_and_marks_bad_classes():
+    _interpreted("""
+        import torch
+        import enlight_data as ed
+        import enlight_data.mixing as M
+        from enlight_data._mix_kernel import LABEL_BLOCK, mix_params
+        g = torch.Generator().manual_seed(0)
+        for b, classes, phase in [(10, 5, ed.Phase(mixup_alpha=0.8, label_smoothing=0.1)),
+                                  (9, LABEL_BLOCK + 3, ed.Phase(cutmix_alpha=1.0, mix_prob=0.5)),  # two class tiles
+                                  (4, 1, ed.Phase(mixup_alpha=1.0))]:
+            y = torch.randint(0, classes, (2 * b,), generator=g)[::2]  # strided targets
+            for fused in (False, True):
+                M._fused = lambda name, device, f=fused: f
+                drawn = M._draw(phase, b, 8, 6, generator=torch.Generator().manual_seed(3),
+                                device=torch.device("cpu"), host_generator=None, target=y, num_classes=classes)
+                if fused:
+                    soft = drawn.soft
+                else:
+                    assert drawn.soft is None
+                    rows = ed.mixing.to_soft_targets(y, classes, label_smoothing=phase.label_smoothing)
+                    want = ed.mixing.apply_mix(torch.zeros(b, 1, 8, 6), rows, drawn.params)[1]
+            assert soft.shape == (b, classes) and soft.dtype == torch.float32
+            torch.testing.assert_close(soft, want, atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(soft.sum(1), torch.ones(b))
+        # A class out of range gives NaN rows (its own and its partner's), not a silent row of zeros.
+        y = torch.tensor([0, 7, 1, 2])
+        draw = torch.full((4, 2), 1.0)
+        _, _, _, soft = mix_params(draw, batch_size=4, shift=2, target=y, num_classes=5)
+        assert soft[[1, 3]].isnan().all() and not soft[[0, 2]].isnan().any()
     """)
 
 
@@ -269,9 +313,11 @@ def test_fused_mixing_launches_a_handful_of_kernels():
         M._fused = lambda name, device: True
         x, y = torch.rand(6, 3, 12, 10), torch.randint(0, 5, (6,))
         # Mixup's blends and every label blend are lerp calls (NOTE [ Which blends are fused ]).
-        budgets = [(ed.Phase(mixup_alpha=0.8), [], 9),
-                   (ed.Phase(cutmix_alpha=1.0), ["cut_boxes", "blend"], 10),
-                   (ed.Phase(cutmix_alpha=1.0, mix_prob=0.5, label_smoothing=0.1), ["cut_boxes", "blend"], 12)]
+        # Mixup: the Gamma pairs, the kernel (λ, weights, the mixed soft targets), two lerps for the input.
+        budgets = [(ed.Phase(mixup_alpha=0.8), ["mix_params"], 4),
+                   (ed.Phase(cutmix_alpha=1.0), ["mix_params", "blend"], 4),
+                   (ed.Phase(cutmix_alpha=1.0, mix_prob=0.5, label_smoothing=0.1), ["mix_params", "blend"], 5),
+                   (ed.Phase(mixup_alpha=0.8, mix_prob=0.5, mode="batch"), ["mix_params"], 5)]
         for phase, kernels, budget in budgets:
             ed.mix_batch(x, y, phase, num_classes=5, generator=torch.Generator())  # constants are made once
             with CountOps() as ops, CountLaunches() as launched:
@@ -283,7 +329,7 @@ def test_fused_mixing_launches_a_handful_of_kernels():
 
 
 def test_mix_kernels_reject_arguments_they_cannot_mix():
-    from enlight_data._mix_kernel import blend, cut_boxes
+    from enlight_data._mix_kernel import blend, mix_params
 
     x, box = torch.rand(4, 3, 8, 8), torch.zeros(4, 4)
     with pytest.raises(ValueError, match="exactly one of weight and box"):
@@ -294,10 +340,17 @@ def test_mix_kernels_reject_arguments_they_cannot_mix():
         blend(x, torch.empty_like(x), shift=2, weight=torch.rand(4, 3))
     with pytest.raises(ValueError, match=r"out should be a float tensor of x's shape \(4, 3, 8, 8\)"):
         blend(x, torch.empty(4, 3, 8, 8, dtype=torch.uint8), shift=2, box=box)
-    with pytest.raises(ValueError, match=r"cx should be a contiguous float32 \(4,\) tensor, got torch.int64"):
-        cut_boxes(torch.rand(4), torch.zeros(4, dtype=torch.long), torch.zeros(4), None, size=(8, 8))
-    with pytest.raises(ValueError, match=r"applied should be None or a contiguous bool \(4,\) tensor"):
-        cut_boxes(torch.rand(4), torch.zeros(4), torch.zeros(4), torch.ones(4), size=(8, 8))
+    draw = torch.rand(4, 2)
+    with pytest.raises(ValueError, match=r"draw should be a contiguous float32 \(n,\) or \(n, 2\) tensor, n = 1 or 4"):
+        mix_params(torch.rand(3, 2), batch_size=4, shift=2)
+    with pytest.raises(ValueError, match=r"draw should be a contiguous float32"):
+        mix_params(draw.double(), batch_size=4, shift=2)
+    with pytest.raises(ValueError, match=r"pixel should hold integer indices, got torch.float32"):
+        mix_params(draw, batch_size=4, shift=2, pixel=torch.zeros(4), size=(8, 8))
+    with pytest.raises(ValueError, match=r"coin should hold float32 uniforms, got torch.bool"):
+        mix_params(draw, batch_size=4, shift=2, coin=torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"target should be \(4,\) integer class indices, got torch.float32"):
+        mix_params(draw, batch_size=4, shift=2, target=torch.zeros(4), num_classes=3)
 
 
 def test_resample_kernel_matches_grid_sample_for_boxes_flips_and_layouts():
@@ -440,9 +493,16 @@ def test_every_kernel_compiles_for_a_hopper_gpu(tmp_path):
 
         # Pointer and float arguments by name; every other runtime argument is an i32 (sizes, strides).
         cases = [
-            (_mix_kernel._cut_boxes_kernel,
-             dict(share_ptr=F32, cx_ptr=F32, cy_ptr=F32, applied_ptr="*u8", box_ptr=F32, lam_ptr=F32,
-                  **floats("width", "height", "inv_area")), dict(HAS_APPLIED=True, BLOCK=_mix_kernel.BOX_BLOCK)),
+            (_mix_kernel._mix_params_kernel,
+             dict(draw_ptr=F32, coin_ptr=F32, pixel_ptr="*i64", y_ptr="*i64", lam_ptr=F32, weight_ptr=F32,
+                  box_ptr=F32, mixed_ptr="*i8", soft_ptr=F32, **floats("prob", "fwidth", "fheight", "inv_area", "off", "hot")),
+             dict(GAMMA=True, COIN=True, CUT=True, LABELS=True, BLOCK_N=_mix_kernel.LABEL_ROWS,
+                  BLOCK_C=_mix_kernel.LABEL_BLOCK)),
+            (_mix_kernel._mix_params_kernel,
+             dict(draw_ptr=F32, coin_ptr=F32, pixel_ptr=F32, y_ptr="*u8", lam_ptr=F32, weight_ptr=F32,
+                  box_ptr=F32, mixed_ptr="*i8", soft_ptr=F32, **floats("prob", "fwidth", "fheight", "inv_area", "off", "hot")),
+             dict(GAMMA=False, COIN=False, CUT=False, LABELS=False, BLOCK_N=_mix_kernel.BOX_BLOCK,
+                  BLOCK_C=_mix_kernel.LABEL_BLOCK)),
             (_mix_kernel._blend_kernel, dict(x_ptr="*u8", out_ptr=F32, weight_ptr=F32, box_ptr=F32),
              dict(HAS_BOX=True, COMPLEMENT=False, BLOCK_H=8, BLOCK_W=256)),
             (_mix_kernel._blend_kernel, dict(x_ptr="*fp16", out_ptr="*fp16", weight_ptr=F32, box_ptr=F32, sxn="i64"),
@@ -517,7 +577,7 @@ from triton.compiler import ASTSource
 from triton.compiler.errors import CompilationError
 from enlight_data._colour_kernel import _affine3_clamp_kernel
 from enlight_data._draw_kernel import _draw_kernel
-from enlight_data._mix_kernel import _blend_kernel, _cut_boxes_kernel
+from enlight_data._mix_kernel import _blend_kernel, _mix_params_kernel
 from enlight_data._resample_kernel import _resample_kernel
 
 # Each kernel with the constexprs its launcher passes, and its float (not int) scalar arguments.
@@ -527,10 +587,15 @@ CASES = [
     (_resample_kernel, {"C": 1, "AFFINE": False, "BLOCK": 512}, {"inv_oh", "inv_ow", "ih", "iw"}),
     (_draw_kernel, {"TRIES": 10, "K": 28, "JITTER": True, "EXACT_EXP": True, "BLOCK": 128},
      {"w", "h", "area_scale", "area_shift", "log_r0", "log_span", "fx", "fy", "fw", "fh", "flip_p", "jitter_p"}),
-    (_cut_boxes_kernel, {"HAS_APPLIED": True, "BLOCK": 128}, {"width", "height", "inv_area"}),
+    (_mix_params_kernel, {"GAMMA": True, "COIN": True, "CUT": True, "LABELS": True, "BLOCK_N": 8, "BLOCK_C": 256},
+     {"prob", "fwidth", "fheight", "inv_area", "off", "hot"}),
+    (_mix_params_kernel, {"GAMMA": False, "COIN": False, "CUT": False, "LABELS": True, "BLOCK_N": 8, "BLOCK_C": 256},
+     {"prob", "fwidth", "fheight", "inv_area", "off", "hot"}),
     (_blend_kernel, {"HAS_BOX": True, "COMPLEMENT": False, "BLOCK_H": 8, "BLOCK_W": 256}, set()),
     (_blend_kernel, {"HAS_BOX": False, "COMPLEMENT": True, "BLOCK_H": 1, "BLOCK_W": 2048}, set()),
 ]
+# Pointers are *fp32 unless named here.
+POINTERS = {"pixel_ptr": "*i64", "y_ptr": "*i64", "mixed_ptr": "*i8"}
 failed = []
 for kernel, consts, floats in CASES:
     names = kernel.arg_names
@@ -541,7 +606,7 @@ for kernel, consts, floats in CASES:
             if name in consts:
                 signature[name], constexprs[(i,)] = "constexpr", consts[name]
             elif name.endswith("_ptr"):
-                signature[name] = "*fp32"
+                signature[name] = POINTERS.get(name, "*fp32")
             elif name in floats:
                 signature[name] = "fp32"
             elif ones and name not in runtime:  # what Triton's JIT makes of an int argument equal to 1
