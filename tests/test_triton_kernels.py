@@ -300,6 +300,37 @@ def test_mix_batch_through_the_kernels_matches_the_pytorch_path():
     """)
 
 
+def test_a_loader_mixing_through_the_kernels_hands_out_the_pytorch_paths_batches():
+    # enlighten()'s loader mixes through the same function as mix_batch: the kernel path (forced on the CPU, run by
+    # the interpreter) gives the batches, soft targets and recorded mixed flags of the PyTorch path.
+    _interpreted("""
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+        import enlight_data as ed
+        import enlight_data.mixing as M
+        g = torch.Generator().manual_seed(0)
+        data = TensorDataset(torch.rand(20, 3, 8, 6, generator=g), torch.randint(0, 4, (20,), generator=g))
+        schedules = [ed.Schedule(1, during=ed.Phase(mixup_alpha=0.8, label_smoothing=0.1),
+                                 after=ed.Phase(cutmix_alpha=1.0, mix_prob=0.5)),
+                     ed.Schedule(1, during=ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, mode="batch"))]
+        runs = {}
+        for fused in (False, True):
+            M._fused = lambda name, device, f=fused: f
+            runs[fused] = []
+            for schedule in schedules:
+                loader = ed.enlighten(DataLoader(data, batch_size=8, shuffle=True), schedule, num_classes=4, seed=3)
+                for epoch in range(2):
+                    for x, y in loader:
+                        runs[fused].append((x, y, loader._batch[1]))
+        assert len(runs[True]) == len(runs[False]) == 12
+        for (kx, ky, km), (px, py, pm) in zip(runs[True], runs[False]):
+            torch.testing.assert_close(kx, px, atol=1e-6, rtol=1e-6)
+            torch.testing.assert_close(ky, py, atol=1e-6, rtol=1e-6)
+            assert (km is None and pm is None) or torch.equal(km, pm)  # None: an epoch that does not mix
+        assert sum(m is not None for _, _, m in runs[True]) == 9  # 3 of the 4 epochs mix
+    """)
+
+
 def test_fused_mixing_launches_a_handful_of_kernels():
     # The point of the kernels: on a GPU every op costs host time (NOTE [ Few kernels per CutMix draw ]).
     _interpreted("""
