@@ -90,7 +90,8 @@ import enlight_data as ed, enlight_data.mixing as M
 xm, ym, _ = ed.mix_batch(out, torch.arange(4, device="cuda"), ed.Phase(cutmix_alpha=1.0), num_classes=4,
                          generator=torch.Generator(device="cuda"))
 torch.cuda.synchronize()
-print(f"mixing ({time.perf_counter() - t:.1f} s): fused:", M._fused("blend", out.device), "failed:", F.FAILED,
+fused = M._fused("mix_params", out.device) and M._fused("blend", out.device)
+print(f"mixing ({time.perf_counter() - t:.1f} s): fused:", fused, "failed:", F.FAILED,
       xm.shape, flush=True)
 PY
 # 1. The CUDA tests (skipped on CPU-only CI): no per-step sync, CPU/CUDA agreement, GPU decode, resume, nccl.
