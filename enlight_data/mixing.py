@@ -87,8 +87,8 @@ def _beta_draw(alpha: float, n: int, *, generator: torch.Generator, device: torc
     # two Gamma(α) draws: one kernel for the pair, and the ratio is taken where the draw is used (on CUDA inside
     # the mix_params kernel, with no launch of its own). A Gamma draw is clamped to the smallest normal float,
     # and below _SMALL_ALPHA both draws of a pair fall under it often enough to matter (the ratio is then 1/2:
-    # about 3e-5 of the pairs at α = 0.05, a quarter at 1e-3, where Beta(α, α) is almost always 0 or 1; 1e-18
-    # at 0.2), so small alphas draw in log space:
+    # P(G < tiny)^2, about 1.7e-4 of the pairs at α = 0.05 and 0.84 at 1e-3, where Beta(α, α) is almost always
+    # 0 or 1; 8e-16 at 0.2), so small alphas draw in log space:
     # log Gamma(α) = log Gamma(α + 1) + log(U) / α (Marsaglia and Tsang's boost), and the value is
     # sigmoid(log G1 - log G2), exact to float precision.
     alpha = float(alpha)
@@ -332,6 +332,8 @@ def draw_mix(
         sample ``(i + B // 2) % B``, so a batch of one sample has no partner and is not mixed.
     """
     _check_draw_args(phase, generator, host_generator)
+    if not phase.mixes or batch_size < 2:
+        return None
     device = check_device("device", device) if device is not None else generator.device
     drawn = _draw(phase, batch_size, height, width, generator=generator, device=device, host_generator=host_generator)
     return None if drawn is None else drawn.params

@@ -281,11 +281,14 @@ def test_mix_batch_through_the_kernels_matches_the_pytorch_path():
         x = torch.rand(6, 3, 12, 10, generator=torch.Generator().manual_seed(0))
         y = torch.randint(0, 5, (6,), generator=torch.Generator().manual_seed(1))
 
-        def compare(phase):
+        def compare(phase, x=x, y=y, out=None):
             results = {}
             for fused in (False, True):
                 M._fused = lambda name, device, f=fused: f
-                results[fused] = ed.mix_batch(x, y, phase, num_classes=5, generator=torch.Generator().manual_seed(2))
+                results[fused] = ed.mix_batch(x, y, phase, num_classes=5, generator=torch.Generator().manual_seed(2),
+                                              out=out)
+                assert out is None or results[fused][0] is out
+                results[fused] = tuple(t.clone() for t in results[fused])
             (rx, ry, rm), (gx, gy, gm) = results[False], results[True]
             torch.testing.assert_close(gx, rx, atol=1e-6, rtol=1e-6)
             torch.testing.assert_close(gy, ry, atol=1e-6, rtol=1e-6)
@@ -293,10 +296,25 @@ def test_mix_batch_through_the_kernels_matches_the_pytorch_path():
 
         both = ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, mix_prob=0.5, label_smoothing=0.1)
         for phase in [ed.Phase(mixup_alpha=0.8), ed.Phase(cutmix_alpha=1.0), both,
-                      ed.Phase(cutmix_alpha=1.0, mode="batch"), ed.Phase(cutmix_alpha=0.5, mix_prob=0.5)]:
+                      ed.Phase(cutmix_alpha=1.0, mode="batch"), ed.Phase(cutmix_alpha=0.5, mix_prob=0.5),
+                      ed.Phase(mixup_alpha=0.4, mode="batch", mix_prob=0.5, label_smoothing=0.2)]:
             compare(phase)
+            compare(phase, out=torch.empty_like(x))  # the kernel path writes into out too
+            compare(phase, x=x[:2, :, :, :1], y=y[:2].int())  # B = 2 (a shift of 1), W = 1, int32 classes
+            compare(phase, x=(x[:5] * 255).to(torch.uint8), y=y[:5].to(torch.uint8))  # B odd, uint8 input
+        compare(ed.Phase(mixup_alpha=0.8), x=x.view(6, -1))  # not an image
         M._choice_generator = lambda generator, host: None  # the choice made on the device, as a CUDA generator's
         compare(both)
+
+        # Classes out of range are refused on the CPU, whichever path would mix them (the kernel writes NaN rows).
+        M._fused = lambda name, device: True
+        try:
+            ed.mix_batch(x, torch.tensor([0, 1, 2, 3, 4, 5]), ed.Phase(mixup_alpha=0.8), num_classes=5,
+                         generator=torch.Generator())
+        except ValueError as e:
+            assert "class indices in [0, 5)" in str(e), e
+        else:
+            raise AssertionError("class 5 of 5 was accepted")
     """)
 
 
@@ -524,16 +542,13 @@ def test_every_kernel_compiles_for_a_hopper_gpu(tmp_path):
 
         # Pointer and float arguments by name; every other runtime argument is an i32 (sizes, strides).
         cases = [
-            (_mix_kernel._mix_params_kernel,
-             dict(draw_ptr=F32, coin_ptr=F32, pixel_ptr="*i64", y_ptr="*i64", lam_ptr=F32, weight_ptr=F32,
-                  box_ptr=F32, mixed_ptr="*i8", soft_ptr=F32, **floats("prob", "fwidth", "fheight", "inv_area", "off", "hot")),
-             dict(GAMMA=True, COIN=True, CUT=True, LABELS=True, BLOCK_N=_mix_kernel.LABEL_ROWS,
-                  BLOCK_C=_mix_kernel.LABEL_BLOCK)),
-            (_mix_kernel._mix_params_kernel,
-             dict(draw_ptr=F32, coin_ptr=F32, pixel_ptr=F32, y_ptr="*u8", lam_ptr=F32, weight_ptr=F32,
-                  box_ptr=F32, mixed_ptr="*i8", soft_ptr=F32, **floats("prob", "fwidth", "fheight", "inv_area", "off", "hot")),
-             dict(GAMMA=False, COIN=False, CUT=False, LABELS=False, BLOCK_N=_mix_kernel.BOX_BLOCK,
-                  BLOCK_C=_mix_kernel.LABEL_BLOCK)),
+            *[(_mix_kernel._mix_params_kernel,  # all 16 combinations of its flags, with int32 and uint8 classes
+               dict(draw_ptr=F32, coin_ptr=F32, pixel_ptr="*i64", y_ptr="*i32" if gamma else "*u8", lam_ptr=F32,
+                    weight_ptr=F32, box_ptr=F32, mixed_ptr="*i8", soft_ptr=F32,
+                    **floats("prob", "fwidth", "fheight", "inv_area", "off", "hot")),
+               dict(GAMMA=gamma, COIN=coin, CUT=cut, LABELS=labels,
+                    BLOCK_N=_mix_kernel.LABEL_ROWS if labels else _mix_kernel.BOX_BLOCK, BLOCK_C=_mix_kernel.LABEL_BLOCK))
+              for gamma in (False, True) for coin in (False, True) for cut in (False, True) for labels in (False, True)],
             (_mix_kernel._blend_kernel, dict(x_ptr="*u8", out_ptr=F32, weight_ptr=F32, box_ptr=F32),
              dict(HAS_BOX=True, COMPLEMENT=False, BLOCK_H=8, BLOCK_W=256)),
             (_mix_kernel._blend_kernel, dict(x_ptr="*fp16", out_ptr="*fp16", weight_ptr=F32, box_ptr=F32, sxn="i64"),
