@@ -6,8 +6,9 @@ per-sample losses on every step (the table update) and chooses a removal set at
 every epoch start. Throughput is compared per sample (a removal epoch is shorter).
 Epochs are timed with Python's cyclic GC paused (NOTE [ GC pauses in the overhead
 loop ]); how often each loop triggers collections is measured separately, with the
-collector on. Also: the per-step cost of recording losses and the epoch-start cost
-of choosing the removed set for an ImageNet-sized table (N = 1,281,167). The recording cost is timed over blocks of
+collector on. With 0 workers, a breakdown times the wrapped loop without recording and,
+further, without removal, beside the plain one. Also: the per-step cost of recording
+losses and the epoch-start cost of choosing the removed set for an ImageNet-sized table (N = 1,281,167). The recording cost is timed over blocks of
 64 steps (the table folds its staged records once every 64 calls), so the fold's work is in the per-step figure.
 
 Run: ``python -m benchmarks.loader_overhead [--quick]`` (or ``python benchmarks/loader_overhead.py``). The results go
@@ -138,6 +139,52 @@ def _throughput(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     }
 
 
+def _breakdown(args: argparse.Namespace) -> dict[str, Any]:
+    """Where the 0-worker overhead goes: the wrapped loop without recording, and without removal either.
+
+    Four loops over the same data, interleaved epoch by epoch: plain, the headline wrapped loop (High-Loss Removal,
+    recording every step), the same without recording, and a schedule that removes nothing, without recording. Each
+    gets the median over epochs of its per-sample time paired with the plain epoch's.
+    """
+    data = _InMemory(args.samples)
+    kw = dict(batch_size=256, shuffle=True, num_workers=0)
+    removal = ed.Schedule(10_000, during=ed.Phase(drop_high_loss=0.1), after=ed.Phase())
+    plain = DataLoader(data, **kw)
+    hlr, hlr_quiet = (ed.enlighten(DataLoader(data, **kw), removal, seed=0) for _ in range(2))
+    wrapped = ed.enlighten(DataLoader(data, **kw), ed.Schedule(10_000, during=ed.Phase(), after=ed.Phase()), seed=0)
+
+    def unrecorded(loader: ed.EnlightLoader) -> int:
+        n = 0
+        for x, _ in loader:
+            _fake_loss(x)
+            n += x.shape[0]
+        return n
+
+    _epoch_wrapped(hlr_quiet)  # one recorded epoch: the unrecorded loop then removes as many samples as the headline
+    loops: dict[str, Callable[[], int]] = {
+        "plain": lambda: _epoch_plain(plain),
+        "removal, recording every step": lambda: _epoch_wrapped(hlr),
+        "removal, no recording": lambda: unrecorded(hlr_quiet),
+        "no removal, no recording": lambda: unrecorded(wrapped),
+    }
+    for run in loops.values():  # warm-up
+        run()
+    per_sample: dict[str, list[float]] = {name: [] for name in loops}
+    for _ in range(args.epochs):  # interleaved, so drift hits all alike
+        for name, run in loops.items():
+            n, wall, _ = _timed_epoch(run)
+            per_sample[name].append(wall / n)
+    plain_times = per_sample.pop("plain")
+    return {
+        "num_workers": 0,
+        "epochs": args.epochs,
+        "us_per_sample": {"plain": statistics.median(plain_times) * 1e6,
+                          **{name: statistics.median(t) * 1e6 for name, t in per_sample.items()}},
+        "time_ratio_median": {name: statistics.median(w / p for w, p in zip(t, plain_times))
+                              for name, t in per_sample.items()},
+    }
+
+
 def _table_costs(repeats: int) -> dict[str, Any]:
     """Per-step recording cost, and the epoch-start costs (choosing the removed set, finalising), N = ImageNet.
 
@@ -203,6 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.epochs = max(5, args.epochs or (5 if args.quick else 21))
     torch.set_num_threads(args.threads)
     rows = [_throughput(args, w) for w in args.workers]
+    breakdown = _breakdown(args) if 0 in args.workers else None
     costs = _table_costs(repeats=7 if args.quick else 15)
     result = {
         "benchmark": NAME,
@@ -211,6 +259,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "samples": args.samples,
         "batch_size": 256,
         "throughput": rows,
+        "breakdown": breakdown,
         "table": costs,
         "goals": {"time_ratio": 1.03, "record_step_us": 50, "select_ms": 20},
     }
@@ -224,6 +273,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         plain_gc, ours_gc = ("/".join(f"{v:.3f}" for v in r["gc_per_1k_samples"][k]) for k in ("plain", "enlighten"))
         print(f"{r['num_workers']} workers, GC collections per 1k samples (gen 0/1/2): plain {plain_gc}, "
               f"enlighten {ours_gc}")
+    if breakdown is not None:
+        print("0 workers, paired ratio to plain (us per sample): " + "; ".join(
+            f"{name} {breakdown['time_ratio_median'][name]:.3f} ({breakdown['us_per_sample'][name]:.2f})"
+            for name in breakdown["time_ratio_median"]) + f"; plain ({breakdown['us_per_sample']['plain']:.2f})")
     print(f"record per step (B=256, N={IMAGENET:,}; blocks of {_FOLD_EVERY} calls, one fold each): "
           f"{costs['record_step_us']:.1f} us ({costs['record_single_call_median_us']:.1f} us single-call median); "
           f"choose 10% removed set: {costs['select_10pct_ms']:.1f} ms; "

@@ -63,8 +63,10 @@ def _ratios(name: str, result: dict[str, Any]) -> list[tuple[str, float, float, 
         ratios = result.get("ratios", {})
         if ratios.get("gpu_augment_over_kornia") is not None:
             out.append(("GpuAugment / Kornia", ratios["gpu_augment_over_kornia"], ratios["gpu_augment_over_kornia_goal"], ">="))
-        for label, value in (ratios.get("mix_over_lerp") or {}).items():
-            out.append((f"{label.replace('enlight mix_batch ', 'mix ')} / lerp", value, ratios["mix_over_lerp_goal"], ">="))
+        for key, floor in (("mix_over_lerp", "lerp"), ("mix_over_anchor_lerp", "anchors' lerp")):
+            for label, value in (ratios.get(key) or {}).items():
+                out.append((f"{label.replace('enlight mix_batch ', 'mix ')} / {floor}", value,
+                            ratios["mix_over_lerp_goal"], ">="))
     elif name == "streaming":
         out.append(("stream / plain webdataset", result["ratio_stream_vs_webdataset"], 1.05, "<="))
         out.append(("20% removed / full epoch", result["ratio_removed_vs_full"], 0.85, "<="))

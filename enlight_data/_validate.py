@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, cast
 
@@ -37,10 +38,11 @@ def check_device(name: str, value: Any) -> torch.device:
 
 def check_int(name: str, value: Any, *, minimum: int | None = None, allow_none: bool = False) -> int | None:
     """Check that ``value`` is an int (not a bool), at least ``minimum``."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} should be an int, got {name}={value!r} of type {type(value).__name__}")
+    if type(value) is not int:  # the ABC checks cost a microsecond or so, on every step for some callers
+        if value is None and allow_none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} should be an int, got {name}={value!r} of type {type(value).__name__}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} should be >= {minimum}, got {name}={value!r}")
     return int(value)
@@ -58,13 +60,14 @@ def check_real(
     name: str, value: Any, *, minimum: float | None = None, allow_none: bool = False
 ) -> float | None:
     """Check that ``value`` is a finite real number (not a bool), at least ``minimum``; return it as a float."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} should be a real number, got {name}={value!r} of type {type(value).__name__}")
+    if type(value) is not float:  # as check_int
+        if value is None and allow_none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"{name} should be a real number, got {name}={value!r} of type {type(value).__name__}")
     given = value
     value = float(value)
-    if value != value or value in (float("inf"), float("-inf")):
+    if not math.isfinite(value):
         raise ValueError(f"{name} should be finite, got {name}={given!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} should be >= {minimum:g}, got {name}={given!r}")
@@ -95,8 +98,8 @@ def check_range(
 
 def check_bool(name: str, value: Any) -> bool:
     """Check that ``value`` is a bool (a NumPy bool too); return it as a bool."""
+    if value is True or value is False:
+        return value
     if isinstance(value, np.bool_):
         return bool(value)
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} should be a bool, got {name}={value!r} of type {type(value).__name__}")
-    return value
+    raise TypeError(f"{name} should be a bool, got {name}={value!r} of type {type(value).__name__}")

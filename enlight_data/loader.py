@@ -133,6 +133,11 @@ def _alive(ref: weakref.ref[Tensor] | None) -> Tensor | None:
     return None if ref is None else ref()
 
 
+def _rows_text(batch: int, rows: slice | None, start: int, stop: int) -> str:
+    """The rows ``record()`` was given, for its error messages."""
+    return f"the batch size {batch}" if rows is None else f"the {batch} rows of rows=slice({start}, {stop})"
+
+
 def _shares(value: Any, ref: weakref.ref[Tensor] | None) -> bool:
     """Whether ``value`` is a tensor on the memory of the (live) tensor ``ref`` points to (it, or a view of it)."""
     held = _alive(ref)
@@ -458,7 +463,7 @@ class EnlightLoader:
                 hint = (f" (epoch {self._epoch}'s first record() came after more than one batch was handed out, and "
                         f"this one after its iterator ended: if the loss is of its last batch, {_FETCHED_AHEAD})")
             raise RuntimeError(f"record() needs a current batch: call it inside the loop over the loader{hint}")
-        if _shares(target, self._previous_target) and not _shares(target, self._current_target):
+        if target is not None and _shares(target, self._previous_target) and not _shares(target, self._current_target):
             raise RuntimeError(
                 f"record() (or a tracked loss) was given the previous batch's target: {_FETCHED_AHEAD}"
             )
@@ -511,11 +516,10 @@ class EnlightLoader:
                 f"without {missing}="
             )
         batch = indices.shape[0]
-        size = f"the batch size {batch}" if rows is None else f"the {batch} rows of rows=slice({start}, {stop})"
         losses = per_sample_loss.detach()
         if losses.dim() == 0 or losses.shape[0] != batch:
             raise ValueError(
-                f"per_sample_loss should have {size} as its first dimension, "
+                f"per_sample_loss should have {_rows_text(batch, rows, start, stop)} as its first dimension, "
                 f"got shape {tuple(losses.shape)}"
             )
         counted = None  # the samples with a position that counts; None: all of them
@@ -540,7 +544,7 @@ class EnlightLoader:
                     raise TypeError(f"{name} should be a Tensor, got {name} of type {type(value).__name__}")
                 if value.dim() == 0 or value.shape[0] != batch:
                     raise ValueError(
-                        f"{name} should have {size} as its first dimension, "
+                        f"{name} should have {_rows_text(batch, rows, start, stop)} as its first dimension, "
                         f"got shape {tuple(value.shape)}"
                     )
             if output.dim() > 1 and output.shape[1] == 0:
@@ -585,7 +589,13 @@ class EnlightLoader:
                 counted = scored if counted is None else counted & scored
             elif correct.dim() > 1:  # dense predictions: the fraction right per sample
                 correct = correct.flatten(1).float().mean(1)
-        self._table.record(indices, losses, keep=keep, correct=correct, counted=counted)
+        # NOTE [ The cost of a record ]
+        # In a model-free loop with 0 workers (benchmarks/loader_overhead.py) recording every step was most of the
+        # wrapper's cost: about 35 us of a 750 us step. The table's own checks are skipped here: the indices are
+        # the loader's (in range by construction: its sampler's, or a stream's positions), the losses were checked
+        # and detached above, and the flags are made here of the batch's shape. An index out of range would still
+        # fail loudly, when the staged records are added to the table (index_add_).
+        self._table._stage_batch(indices, losses, keep, correct, counted)
         if partial is None and (start, stop) == (0, int(self._batch[0].shape[0])):
             self._recorded = self._batch
             return

@@ -94,6 +94,46 @@ def test_a_broken_fused_kernel_costs_its_own_row_only(tmp_path, monkeypatch):
     assert "enlight GpuAugment" in names and not any("fused Triton" in name for name in names)
 
 
+def test_mixing_is_held_to_both_lerp_floors(tmp_path, monkeypatch):
+    # NOTE [ Two lerp floors ]: the strict floor and the anchors' lerp are both peers, and each of our rows gets a
+    # paired ratio against each (times faked: the strict lerp 1 s, the anchors' 2 s, everything else 1.5 s).
+    import benchmarks.gpu_augment as bench
+
+    floors = {bench.LERP: 1.0, bench.ANCHOR_LERP: 2.0}
+
+    def fake_times(fns, *, repeats, queued=None, **kwargs):
+        if queued is not None:
+            queued.update({name: 1 for name in fns})
+        return {name: [floors.get(name, 1.5)] * repeats for name in fns}
+
+    monkeypatch.setattr(bench, "time_interleaved", fake_times)
+    out = tmp_path / "g.json"
+    bench.main(["--quick", "--batch", "4", "--repeats", "1", "--device", "cpu", "--threads", "1", "--out", str(out)])
+    ratios = json.loads(out.read_text())["ratios"]
+    ours = {row["name"] for row in json.loads(out.read_text())["results"]
+            if row["name"].startswith("enlight mix_batch") and not row["name"].endswith(bench.OP_MIX)}
+    assert len(ours) == 6 and set(ratios["mix_over_lerp"]) == set(ratios["mix_over_anchor_lerp"]) == ours
+    assert all(v == pytest.approx(1 / 1.5) for v in ratios["mix_over_lerp"].values())
+    assert all(v == pytest.approx(2 / 1.5) for v in ratios["mix_over_anchor_lerp"].values())
+    assert not any(ratios["mix_over_lerp_met"].values()) and all(ratios["mix_over_anchor_lerp_met"].values())
+
+
+def test_the_anchors_lerp_row_computes_the_anchor_scripts_lerp(monkeypatch):
+    # What ../shared/anchors/gpu_anchor_bench.py times: the batch lerped towards its flipped copy.
+    import torch
+
+    import benchmarks.gpu_augment as bench
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(4, 3, 8, 8, generator=g), torch.randint(0, bench.NUM_CLASSES, (4,), generator=g)
+    timed = {}
+    real = bench.time_interleaved
+    monkeypatch.setattr(bench, "time_interleaved", lambda fns, **kwargs: timed.update(fns) or real(fns, **kwargs))
+    bench._mix_peers(x, y, torch.device("cpu"), repeats=1, calls=1)
+    w = torch.rand((4, 1, 1, 1), generator=torch.Generator().manual_seed(0))  # the weights _mix_peers draws
+    torch.testing.assert_close(timed[bench.ANCHOR_LERP](), x + w * (x.flip(0) - x))
+
+
 # --------------------------------------------------------------------------- results paths and the "quick" field
 import json
 import os
@@ -118,6 +158,8 @@ def _stub_loader_overhead(monkeypatch):
              "finalize_epoch_ms": 1.0}
     monkeypatch.setattr(bench, "_throughput", lambda args, workers: dict(row, num_workers=workers))
     monkeypatch.setattr(bench, "_table_costs", lambda repeats: costs)
+    monkeypatch.setattr(bench, "_breakdown", lambda args: {"num_workers": 0, "epochs": 1,
+                                                           "us_per_sample": {"plain": 1.0}, "time_ratio_median": {}})
     return bench, ["--workers", "0"]
 
 
@@ -223,6 +265,26 @@ def test_record_step_cost_counts_the_fold_of_every_64th_call(monkeypatch):
     costs = bench._table_costs(repeats=3)
     assert costs["record_step_us"] == pytest.approx(2.0)  # (64 * 1 + 64) / 64: the fold is in the per-step cost
     assert costs["record_single_call_median_us"] == pytest.approx(1.0)  # what the single-call median sees
+
+
+def test_the_overhead_breakdown_pairs_each_wrapped_loop_with_the_plain_one(monkeypatch):
+    # Four real loops over tiny data, interleaved in a fixed order (plain, recorded, unrecorded, no removal); each
+    # epoch's wall time is faked by that order. The ratios are per sample, so a removal epoch's fewer samples count.
+    import argparse
+    import itertools
+
+    import benchmarks.loader_overhead as bench
+
+    walls = itertools.cycle([1.0, 1.2, 0.9, 0.95])
+    monkeypatch.setattr(bench, "_timed_epoch", lambda run: (run(), next(walls), 0.0))
+    result = bench._breakdown(argparse.Namespace(samples=1024, epochs=3))
+    ratios, per_sample = result["time_ratio_median"], result["us_per_sample"]
+    assert list(ratios) == ["removal, recording every step", "removal, no recording", "no removal, no recording"]
+    assert per_sample["plain"] == pytest.approx(1e6 / 1024)
+    kept = 1024 - 102  # 10 % removed
+    assert ratios["removal, recording every step"] == pytest.approx(1.2 * 1024 / kept)
+    assert ratios["removal, no recording"] == pytest.approx(0.9 * 1024 / kept)
+    assert ratios["no removal, no recording"] == pytest.approx(0.95)
 
 
 # --------------------------------------------------------------------------- streaming: paired ratios, device

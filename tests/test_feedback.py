@@ -329,3 +329,12 @@ def test_record_checks_counted():
         LossTable(2).record(torch.arange(2), torch.ones(2), counted=torch.ones(2, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"counted should have the shape of indices \(2,\), got counted of shape \(3,\)"):
         LossTable(2).record(torch.arange(2), torch.ones(2), counted=torch.ones(3, dtype=torch.bool))
+
+
+def test_an_unchecked_index_out_of_range_still_fails_at_the_fold():
+    # NOTE [ The cost of a record ]: the loader stages its own indices without the range check; one out of range
+    # (a bug of ours) must still fail loudly, where the staged records are added to the table.
+    table = LossTable(4)
+    table._stage_batch(torch.tensor([0, 7]), torch.tensor([1.0, 2.0]), None, None, None)
+    with pytest.raises(IndexError):
+        table.losses()
