@@ -90,7 +90,10 @@ import enlight_data as ed, enlight_data.mixing as M
 xm, ym, _ = ed.mix_batch(out, torch.arange(4, device="cuda"), ed.Phase(cutmix_alpha=1.0), num_classes=4,
                          generator=torch.Generator(device="cuda"))
 torch.cuda.synchronize()
-fused = M._fused("mix_params", out.device) and M._fused("blend", out.device)
+xm, ym, _ = ed.mix_batch(out, torch.arange(4, device="cuda"), ed.Phase(mixup_alpha=0.8, mix_prob=0.5),
+                         num_classes=4, generator=torch.Generator(device="cuda"))
+torch.cuda.synchronize()
+fused = {name: M._fused(name, out.device) for name in ("mix", "mix_params", "blend")}
 print(f"mixing ({time.perf_counter() - t:.1f} s): fused:", fused, "failed:", F.FAILED,
       xm.shape, flush=True)
 PY

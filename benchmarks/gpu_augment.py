@@ -82,6 +82,7 @@ ANCHOR_LERP = "torch.lerp(x, x.flip(0), w), the anchors' lerp"
 # (1.65-1.76M img/s on an H200). Both are timed in the same run; mix_over_lerp holds our rows to the strict one,
 # mix_over_anchor_lerp to the issue's.
 OP_MIX = ", PyTorch ops"  # the suffix of the rows that time mix_batch without the fused kernels
+TWO_KERNELS = ", two kernels"  # ... and without the one-launch kernel only (NOTE [ One launch per mix ])
 GOALS = {"augment_vs_kornia": {"cpu": 5.0, "cuda": 20.0}, "mix_vs_lerp": 0.7}
 
 
@@ -267,9 +268,13 @@ def _with_backends(aug: GpuAugment, x: torch.Tensor, g: torch.Generator, choice:
         return aug(x, generator=g)
 
 
-def _with_op_mixing(x: torch.Tensor, y: torch.Tensor, phase: Any, g: torch.Generator) -> Any:
-    """``mix_batch`` with the fused kernels off: the PyTorch-op path, for the side-by-side rows on CUDA."""
-    with _swapped(mixing_module, "_fused", lambda name, device: False):
+def _with_op_mixing(
+    x: torch.Tensor, y: torch.Tensor, phase: Any, g: torch.Generator, *, keep: Callable[[str], bool] = lambda name: False
+) -> Any:
+    """``mix_batch`` with the fused kernels off but those ``keep`` names: the PyTorch-op path (or the two-kernel
+    path), for the side-by-side rows on CUDA."""
+    fused = mixing_module._fused
+    with _swapped(mixing_module, "_fused", lambda name, device: keep(name) and fused(name, device)):
         return mix_batch(x, y, phase, num_classes=NUM_CLASSES, generator=g)
 
 
@@ -298,10 +303,14 @@ def _mix_peers(
         fn = lambda p=phase, o=buf: mix_batch(x, y, p, num_classes=NUM_CLASSES, generator=g, out=o)  # noqa: E731
         peers.append((label, fn, note))
     if mixing_module._fused("blend", device):
-        # The same calls as PyTorch ops, as before the fused kernels (NOTE [ Few kernels per CutMix draw ]).
+        # The same calls as PyTorch ops, as before the fused kernels (NOTE [ Few kernels per CutMix draw ]), and
+        # through the parameters' kernel and the blend, as before the one-launch kernel (NOTE [ One launch per mix ]).
         for kind, phase in (("mixup", Phase(mixup_alpha=0.8)), ("cutmix", Phase(cutmix_alpha=1.0))):
             fn = lambda p=phase: _with_op_mixing(x, y, p, g)  # noqa: E731
             peers.append((f"enlight mix_batch {kind} elem{OP_MIX}", fn, "new output tensor; PyTorch ops"))
+            fn = lambda p=phase: _with_op_mixing(x, y, p, g, keep=lambda name: name != "mix")  # noqa: E731
+            peers.append((f"enlight mix_batch {kind} elem{TWO_KERNELS}", fn,
+                          "new output tensor; mix_params and the blend (Mixup: two lerps)"))
     try:
         from timm.data import Mixup
     except ImportError as err:
@@ -424,11 +433,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # Ratios are paired: the median over rounds of the two peers' times within one round (see time_interleaved).
     aug_ratio = paired_ratio(aug_times["kornia AugmentationSequential"], aug_times["enlight GpuAugment"])
-    ours = {name: t for name, t in mix_times.items() if name.startswith("enlight") and not name.endswith(OP_MIX)}
+    ours = {name: t for name, t in mix_times.items()
+            if name.startswith("enlight") and not name.endswith((OP_MIX, TWO_KERNELS))}
     mix_ratios = {name: paired_ratio(mix_times[LERP], t) for name, t in ours.items()}
     anchor_ratios = {name: paired_ratio(mix_times[ANCHOR_LERP], t) for name, t in ours.items()}
     fused_mix = {name[: -len(OP_MIX)]: paired_ratio(t, mix_times[name[: -len(OP_MIX)]])
                  for name, t in mix_times.items() if name.endswith(OP_MIX)}
+    one_launch = {name[: -len(TWO_KERNELS)]: paired_ratio(t, mix_times[name[: -len(TWO_KERNELS)]])
+                  for name, t in mix_times.items() if name.endswith(TWO_KERNELS)}
     aug_goal = GOALS["augment_vs_kornia"]["cuda" if device.type == "cuda" else "cpu"]
     result: dict[str, Any] = {
         "benchmark": NAME,
@@ -475,6 +487,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                    aug_times["enlight GpuAugment"])
             if "enlight GpuAugment, grid_sample" in aug_times else None,
             "fused_mix_speedup": fused_mix,
+            "one_launch_mix_speedup": one_launch,
             "grid_sample_over_roi_align": paired_ratio(
                 aug_times["crop+resize+flip: roi_align"], aug_times["crop+resize+flip: grid_sample"]
             ),
@@ -498,6 +511,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"colour map {k} / baddbmm: {v:.2f}x")
     for k, v in fused_mix.items():
         print(f"{k}, fused kernels / PyTorch ops: {v:.2f}x")
+    for k, v in one_launch.items():
+        print(f"{k}, one kernel / mix_params and the blend: {v:.2f}x")
     for k, v in mix_ratios.items():
         print(f"{k} / lerp: {v:.2f}; / the anchors' lerp: {anchor_ratios[k]:.2f} (goal >= {GOALS['mix_vs_lerp']})")
     out = write_json(out_path, result)

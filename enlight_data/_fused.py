@@ -23,6 +23,7 @@ _KERNELS = {
     "resample": ("_resample_kernel", "resample"),
     "mix_params": ("_mix_kernel", "mix_params"),
     "blend": ("_mix_kernel", "blend"),
+    "mix": ("_mix_kernel", "mix"),
 }
 
 

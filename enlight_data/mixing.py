@@ -169,7 +169,8 @@ def _boxes(share: Tensor, pixel: Tensor, applied: Tensor | None, height: int, wi
     # mask in memory unless asked for (MixParams.mask, or the PyTorch apply on the CPU), 1 - λ_raw is drawn
     # directly (Beta(α, α) is symmetric), the centre is one draw of a flat pixel index,
     # floor(floor(S·r) / 2) == floor(r·S/2), the constants are cached per device, and on CUDA all of this (and
-    # the mixed soft targets) is one Triton kernel (_mix_kernel.mix_params), which gives the same boxes.
+    # the mixed soft targets) is one Triton kernel (_mix_kernel.mix_params), which gives the same boxes; with
+    # class indices, the same kernel as the blend (NOTE [ One launch per mix ]).
     halves, sizes, _, _ = _box_consts(height, width, share.device)
     half = torch.floor(torch.sqrt(share).unsqueeze(1) * halves)
     centre = torch.stack((pixel % width, torch.div(pixel, width, rounding_mode="floor")), dim=1)  # float32 below
@@ -213,6 +214,43 @@ def _choice_generator(generator: torch.Generator, host_generator: torch.Generato
     return generator if generator.device.type == "cpu" else None
 
 
+class _Raw(NamedTuple):
+    """One batch's raw draws, before they become parameters (by the PyTorch ops or a fused kernel)."""
+
+    shift: int
+    size: tuple[int, int]
+    coin: Tensor | None  # (n,) uniforms held against mix_prob; None when every sample mixes
+    draw: Tensor  # the Beta(α, α) draw (_beta_draw)
+    pixel: Tensor | None  # (n,) CutMix box centres as flat pixel indices; None for Mixup
+
+
+def _raw_draws(
+    phase: Phase,
+    batch_size: int,
+    height: int,
+    width: int,
+    *,
+    generator: torch.Generator,
+    device: torch.device,
+    host_generator: torch.Generator | None,
+) -> _Raw | None:
+    """The raw draws of a batch that mixes (``phase.mixes``, two samples or more); None where Mixup and CutMix are
+    both drawn and chosen between on the device (:func:`_draw_both`), which draws nothing here."""
+    n = 1 if phase.mode == "batch" else batch_size
+    use_mix, use_cut = phase.mixup_alpha > 0, phase.cutmix_alpha > 0
+    if use_mix and use_cut:
+        host = _choice_generator(generator, host_generator)
+        if host is None:
+            return None
+        # switch_prob picks CutMix or Mixup for the whole batch: a host-side draw, no sync.
+        use_cut = bool(torch.rand((), generator=host) < phase.switch_prob)
+    # mix_prob = 1 (the default) needs no per-sample coin: a kernel fewer.
+    coin = torch.rand(n, generator=generator, device=device) if phase.mix_prob < 1.0 else None
+    draw = _beta_draw(phase.cutmix_alpha if use_cut else phase.mixup_alpha, n, generator=generator, device=device)
+    pixel = torch.randint(0, height * width, (n,), generator=generator, device=device) if use_cut else None
+    return _Raw(batch_size // 2, (height, width) if use_cut else (1, 1), coin, draw, pixel)
+
+
 class _Drawn(NamedTuple):
     """What :func:`_draw` gives: the parameters, whether each sample is mixed, and the mixed soft targets if made."""
 
@@ -232,25 +270,20 @@ def _draw(
     host_generator: torch.Generator | None,
     target: Tensor | None = None,
     num_classes: int = 0,
+    raw: _Raw | None = None,
 ) -> _Drawn | None:
     """:func:`draw_mix`, checked arguments; given ``(B,)`` class indices ``target`` on ``device``, the fused kernel
-    also makes the mixed soft targets (``_Drawn.soft``; None where the PyTorch ops ran: the caller mixes them)."""
+    also makes the mixed soft targets (``_Drawn.soft``; None where the PyTorch ops ran: the caller mixes them).
+    ``raw``: the batch's draws if already made (by :func:`_mix`, for a kernel that did not run)."""
     if not phase.mixes or batch_size < 2:
         return None
-    n = 1 if phase.mode == "batch" else batch_size
-    shift = batch_size // 2
-    use_mix, use_cut = phase.mixup_alpha > 0, phase.cutmix_alpha > 0
-    if use_mix and use_cut:
-        host = _choice_generator(generator, host_generator)
-        if host is None:
+    if raw is None:
+        raw = _raw_draws(phase, batch_size, height, width, generator=generator, device=device,
+                         host_generator=host_generator)
+        if raw is None:
             return _draw_both(phase, batch_size, height, width, generator=generator, device=device)
-        # switch_prob picks CutMix or Mixup for the whole batch: a host-side draw, no sync.
-        use_cut = bool(torch.rand((), generator=host) < phase.switch_prob)
-    size = (height, width) if use_cut else (1, 1)
-    # mix_prob = 1 (the default) needs no per-sample coin: a kernel fewer.
-    coin = torch.rand(n, generator=generator, device=device) if phase.mix_prob < 1.0 else None
-    draw = _beta_draw(phase.cutmix_alpha if use_cut else phase.mixup_alpha, n, generator=generator, device=device)
-    pixel = torch.randint(0, height * width, (n,), generator=generator, device=device) if use_cut else None
+    shift, size, coin, draw, pixel = raw
+    n, use_cut = draw.shape[0], pixel is not None
     if _fused("mix_params", device):
         made = _fused_kernels.run(
             "mix_params", draw, batch_size=batch_size, shift=shift, coin=coin, prob=phase.mix_prob, pixel=pixel,
@@ -377,8 +410,9 @@ def _blend(
     # bound by host time, and a launch through Triton's Python launcher costs more of it than the two PyTorch
     # launches it replaces, a weight blend being one pass over the memory either way. A box blend (CutMix) as
     # PyTorch ops is a mask and two where calls: there the kernel won (1.68x). So box blends are fused, weight
-    # blends (Mixup's input) are lerp calls. With class indices on CUDA the soft targets are not blended here at
-    # all: the mix_params kernel writes them mixed, with the draw (_mix).
+    # blends (Mixup's input) are lerp calls. With class indices on CUDA nothing is blended here at all: one kernel
+    # makes the parameters, the mixed input and the mixed soft targets (NOTE [ One launch per mix ], in _mix); this
+    # is for the other calls (apply_mix, soft-row targets, and where that kernel does not run).
     if box is not None and _fused("blend", x.device):
         if _fused_kernels.run("blend", x, out, shift=shift, weight=weight, box=box, complement=complement) is not None:
             return out
@@ -607,8 +641,8 @@ def _mix(
     """Soft targets, then the draw and the mixing: ``(input, soft targets, mixed)``; ``mixed`` is None (and the
     input ``x`` itself, ``out`` unused) where the batch is not mixed.
 
-    Class indices on the input's device go to the fused kernel with the draw (CUDA): one launch makes the
-    parameters and the mixed soft targets (NOTE [ Few kernels per CutMix draw ]).
+    Class indices on the input's device go to the fused kernels with the draw (CUDA): one launch makes the
+    parameters, the mixed input and the mixed soft targets (NOTE [ One launch per mix ]).
     """
     fused = (isinstance(target, Tensor) and _is_indices(target) and target.device == x.device
              and _fused("mix_params", x.device))
@@ -618,8 +652,30 @@ def _mix(
     else:
         soft = to_soft_targets(target, num_classes, label_smoothing=phase.label_smoothing)
     h, w = mix_size(x, phase)
-    drawn = _draw(phase, x.shape[0], h, w, generator=generator, device=x.device, host_generator=host_generator,
-                  target=target if fused else None, num_classes=num_classes)
+    b = x.shape[0]
+    raw = None
+    if fused and phase.mixes and b >= 2 and _fused("mix", x.device):
+        # NOTE [ One launch per mix ]
+        # Every launch costs host time, the bound of mixing on a GPU (NOTE [ Few kernels per CutMix draw ]): here
+        # the raw draws go to one kernel that makes each sample's parameters where it blends the sample's pixels,
+        # and writes λ, the boxes or weights, the mixed flags and the mixed soft targets beside. A Mixup call is
+        # then 2 launches (the Gamma pairs, the kernel), a CutMix call 3 (and the box centres), a coin one more.
+        # Where the kernel does not run, mix_params and the blend take the same draws (raw): the same batch.
+        raw = _raw_draws(phase, b, h, w, generator=generator, device=x.device, host_generator=host_generator)
+        if raw is not None:
+            if out is not None:
+                _check_out(out, x)
+            else:
+                out = torch.empty_like(x, dtype=x.dtype if x.is_floating_point() else torch.float32)
+            made = _fused_kernels.run(
+                "mix", x, out, raw.draw, shift=raw.shift, coin=raw.coin, prob=phase.mix_prob, pixel=raw.pixel,
+                target=target, num_classes=num_classes, label_smoothing=phase.label_smoothing,
+            )
+            if made is not None:
+                _, _, mixed, made_soft = made
+                return out, cast(Tensor, made_soft), mixed  # soft targets made: target was given
+    drawn = _draw(phase, b, h, w, generator=generator, device=x.device, host_generator=host_generator,
+                  target=target if fused else None, num_classes=num_classes, raw=raw)
     if drawn is not None and drawn.soft is not None:
         return _mix_input(x, drawn.params, out=out), drawn.soft, drawn.mixed
     if soft is None:

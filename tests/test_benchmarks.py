@@ -63,7 +63,8 @@ def test_mixing_rows_time_the_pytorch_op_path_beside_the_fused_one(monkeypatch):
     x, y = torch.rand(4, 3, 8, 8, generator=g), torch.randint(0, bench.NUM_CLASSES, (4,), generator=g)
     rows, times = bench._mix_peers(x, y, torch.device("cpu"), repeats=1, calls=1)
     names = {row["name"] for row in rows}
-    assert {f"enlight mix_batch {kind} elem{bench.OP_MIX}" for kind in ("mixup", "cutmix")} <= names
+    assert {f"enlight mix_batch {kind} elem{suffix}" for kind in ("mixup", "cutmix")
+            for suffix in (bench.OP_MIX, bench.TWO_KERNELS)} <= names
     assert all(len(times[name]) == 1 for name in names if name in times)
     assert mixing._fused("blend", torch.device("cpu"))  # the PyTorch-op rows put the backend choice back
     assert forced  # and the fused rows asked for the kernels
@@ -111,7 +112,7 @@ def test_mixing_is_held_to_both_lerp_floors(tmp_path, monkeypatch):
     bench.main(["--quick", "--batch", "4", "--repeats", "1", "--device", "cpu", "--threads", "1", "--out", str(out)])
     ratios = json.loads(out.read_text())["ratios"]
     ours = {row["name"] for row in json.loads(out.read_text())["results"]
-            if row["name"].startswith("enlight mix_batch") and not row["name"].endswith(bench.OP_MIX)}
+            if row["name"].startswith("enlight mix_batch") and not row["name"].endswith((bench.OP_MIX, bench.TWO_KERNELS))}
     assert len(ours) == 6 and set(ratios["mix_over_lerp"]) == set(ratios["mix_over_anchor_lerp"]) == ours
     assert all(v == pytest.approx(1 / 1.5) for v in ratios["mix_over_lerp"].values())
     assert all(v == pytest.approx(2 / 1.5) for v in ratios["mix_over_anchor_lerp"].values())

@@ -362,22 +362,24 @@ def test_cpu_and_cuda_mixing_agree_for_the_same_params(phase):
 @pytest.mark.needs_cuda
 @pytest.mark.parametrize("phase", CUDA_PHASES)
 def test_fused_mixing_on_cuda_gives_what_the_pytorch_ops_give(monkeypatch, phase):
-    # The same CUDA generator, once through the mix_params kernel (the draw's ratio, the boxes, the mixed soft
-    # targets in one launch) and once through the PyTorch ops.
+    # The same CUDA generator through the one-launch kernel (NOTE [ One launch per mix ]), through mix_params and
+    # the blend (where that kernel does not run), and through the PyTorch ops.
     import enlight_data._fused as fused
     import enlight_data.mixing as mixing
 
-    assert fused.kernel("mix_params") is not None, "Triton is not importable here"
+    assert fused.kernel("mix") is not None, "Triton is not importable here"
     x, y = batch(b=12, h=20, w=24)
     x, y = x.cuda(), y.cuda()
     results = {}
-    for use_kernels in (True, False):
-        monkeypatch.setattr(mixing, "_fused", lambda name, device, f=use_kernels: f and device.type == "cuda")
-        results[use_kernels] = mix_batch(x, y, phase, num_classes=10, generator=torch.Generator("cuda").manual_seed(5))
-    (kx, ky, km), (px, py, pm) = results[True], results[False]
-    torch.testing.assert_close(kx, px, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(ky, py, atol=1e-6, rtol=1e-6)
-    assert torch.equal(km, pm)
+    for kernels in ("all", "split", "none"):
+        pick = {"all": lambda name: True, "split": lambda name: name != "mix", "none": lambda name: False}[kernels]
+        monkeypatch.setattr(mixing, "_fused", lambda name, device, p=pick: p(name) and device.type == "cuda")
+        results[kernels] = mix_batch(x, y, phase, num_classes=10, generator=torch.Generator("cuda").manual_seed(5))
+    px, py, pm = results["none"]
+    for kx, ky, km in (results["all"], results["split"]):
+        torch.testing.assert_close(kx, px, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(ky, py, atol=1e-6, rtol=1e-6)
+        assert torch.equal(km, pm)
     assert not fused.FAILED, fused.FAILED
 
 

@@ -230,6 +230,42 @@ def test_mix_params_kernel_makes_the_mixed_soft_targets_and_marks_bad_classes():
     """)
 
 
+def test_mix_kernel_gives_what_mix_params_and_blend_give():
+    # NOTE [ One launch per mix ]: the one kernel against the two it fuses, on the same raw draws: per-sample and
+    # per-batch draws, coins, uint8 input, more classes than the image has tiles (a class block loop), strided
+    # targets, and a class out of range (NaN rows, as mix_params).
+    _interpreted("""
+        import torch
+        import enlight_data.mixing as M
+        from enlight_data._mix_kernel import LABEL_BLOCK, blend, mix, mix_params
+        g = torch.Generator().manual_seed(0)
+        cases = [((6, 3, 12, 10), True, 1.0, 5, 0.1), ((7, 1, 1, 9), False, 0.5, 2 * LABEL_BLOCK + 1, 0.0),
+                 ((5, 2, 20, 3), True, 0.5, 3, 0.2), ((4, 3, 8, 8), False, 1.0, LABEL_BLOCK, 0.0)]
+        for (b, c, h, w), cut, prob, classes, smoothing in cases:
+            for n in (b, 1):
+                x = torch.rand(b, c, h, w, generator=g)
+                x = (x * 255).to(torch.uint8) if n == 1 else x
+                y = torch.randint(0, classes, (2 * b,), generator=g)[::2]
+                draw = torch._standard_gamma(torch.full((n, 2), 0.7), generator=g)
+                coin = torch.rand(n, generator=g) if prob < 1 else None
+                pixel = torch.randint(0, h * w, (n,), generator=g) if cut else None
+                kw = dict(coin=coin, prob=prob, pixel=pixel, target=y, num_classes=classes, label_smoothing=smoothing)
+                want = mix_params(draw, batch_size=b, shift=b // 2, size=(h, w), **kw)
+                lam, second, mixed, soft = want
+                want_x = blend(x, torch.empty(b, c, h, w), shift=b // 2,
+                               **(dict(box=second) if cut else dict(weight=second)))
+                out = torch.full((b, c, h, w), float("nan"))
+                got = mix(x, out, draw, shift=b // 2, **kw)
+                for g_t, w_t in zip(got, want):
+                    torch.testing.assert_close(g_t, w_t, atol=0, rtol=0)  # the same formulas, in the same order
+                torch.testing.assert_close(out, want_x, atol=0, rtol=0)
+        y = torch.tensor([0, 7, 1, 2])
+        _, _, _, soft = mix(torch.rand(4, 1, 2, 2), torch.empty(4, 1, 2, 2), torch.full((4, 2), 1.0), shift=2,
+                            target=y, num_classes=5)
+        assert soft[[1, 3]].isnan().all() and not soft[[0, 2]].isnan().any()
+    """)
+
+
 def test_blend_kernel_matches_lerp_and_where():
     _interpreted("""
         import torch
@@ -281,10 +317,10 @@ def test_mix_batch_through_the_kernels_matches_the_pytorch_path():
         x = torch.rand(6, 3, 12, 10, generator=torch.Generator().manual_seed(0))
         y = torch.randint(0, 5, (6,), generator=torch.Generator().manual_seed(1))
 
-        def compare(phase, x=x, y=y, out=None):
+        def compare(phase, x=x, y=y, out=None, kernels=lambda name, device: True):
             results = {}
             for fused in (False, True):
-                M._fused = lambda name, device, f=fused: f
+                M._fused = kernels if fused else (lambda name, device: False)
                 results[fused] = ed.mix_batch(x, y, phase, num_classes=5, generator=torch.Generator().manual_seed(2),
                                               out=out)
                 assert out is None or results[fused][0] is out
@@ -303,6 +339,12 @@ def test_mix_batch_through_the_kernels_matches_the_pytorch_path():
             compare(phase, x=x[:2, :, :, :1], y=y[:2].int())  # B = 2 (a shift of 1), W = 1, int32 classes
             compare(phase, x=(x[:5] * 255).to(torch.uint8), y=y[:5].to(torch.uint8))  # B odd, uint8 input
         compare(ed.Phase(mixup_alpha=0.8), x=x.view(6, -1))  # not an image
+        compare(ed.Phase(cutmix_alpha=1.0), x=x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2),
+                out=torch.empty_like(x).contiguous(memory_format=torch.channels_last))  # channels_last in and out
+        compare(ed.Phase(mixup_alpha=0.8), y=torch.stack([y, y], 1)[:, 0])  # class indices with a stride of 2
+        # The parameters' kernel and the blend, where the one-launch kernel does not run (NOTE [ One launch per mix ]).
+        for phase in [ed.Phase(mixup_alpha=0.8), ed.Phase(cutmix_alpha=0.5, mix_prob=0.5, label_smoothing=0.1)]:
+            compare(phase, kernels=lambda name, device: name != "mix")
         M._choice_generator = lambda generator, host: None  # the choice made on the device, as a CUDA generator's
         compare(both)
 
@@ -359,26 +401,32 @@ def test_fused_mixing_launches_a_handful_of_kernels():
         import enlight_data.mixing as M
         from helpers import CountLaunches, CountOps
 
-        M._fused = lambda name, device: True
         x, y = torch.rand(6, 3, 12, 10), torch.randint(0, 5, (6,))
-        # Mixup's blends and every label blend are lerp calls (NOTE [ Which blends are fused ]).
-        # Mixup: the Gamma pairs, the kernel (λ, weights, the mixed soft targets), two lerps for the input.
-        budgets = [(ed.Phase(mixup_alpha=0.8), ["mix_params"], 4),
-                   (ed.Phase(cutmix_alpha=1.0), ["mix_params", "blend"], 4),
-                   (ed.Phase(cutmix_alpha=1.0, mix_prob=0.5, label_smoothing=0.1), ["mix_params", "blend"], 5),
-                   (ed.Phase(mixup_alpha=0.8, mix_prob=0.5, mode="batch"), ["mix_params"], 5)]
-        for phase, kernels, budget in budgets:
-            ed.mix_batch(x, y, phase, num_classes=5, generator=torch.Generator())  # constants are made once
-            with CountOps() as ops, CountLaunches() as launched:
-                ed.mix_batch(x, y, phase, num_classes=5, generator=torch.Generator())
-            assert launched == kernels, launched
-            ops = [op for op in ops if op not in ("empty", "empty_like", "aminmax")]  # allocations, the CPU-only check
-            assert len(ops) + len(launched) <= budget, (phase, ops, launched)
+        mixup, cutmix = ed.Phase(mixup_alpha=0.8), ed.Phase(cutmix_alpha=1.0)
+        coin_cut = ed.Phase(cutmix_alpha=1.0, mix_prob=0.5, label_smoothing=0.1)
+        coin_mix = ed.Phase(mixup_alpha=0.8, mix_prob=0.5, mode="batch")
+        # Every kernel (NOTE [ One launch per mix ]): the Gamma pairs and one kernel for the draw, the input and the
+        # labels; CutMix's box centres, the coin: one launch each.
+        everything = [(mixup, ["mix"], 2), (cutmix, ["mix"], 3), (coin_cut, ["mix"], 4), (coin_mix, ["mix"], 3)]
+        # Without it (the kernel missing or declining): mix_params for the draw and the labels, then the input's
+        # blend: two lerp calls for Mixup (NOTE [ Which blends are fused ]), the box kernel for CutMix.
+        split = [(mixup, ["mix_params"], 4), (cutmix, ["mix_params", "blend"], 4),
+                 (coin_cut, ["mix_params", "blend"], 5), (coin_mix, ["mix_params"], 5)]
+        for fused, budgets in ((lambda name, device: True, everything),
+                               (lambda name, device: name != "mix", split)):
+            M._fused = fused
+            for phase, kernels, budget in budgets:
+                ed.mix_batch(x, y, phase, num_classes=5, generator=torch.Generator())  # constants are made once
+                with CountOps() as ops, CountLaunches() as launched:
+                    ed.mix_batch(x, y, phase, num_classes=5, generator=torch.Generator())
+                assert launched == kernels, launched
+                ops = [op for op in ops if op not in ("empty", "empty_like", "aminmax")]  # allocations, a CPU check
+                assert len(ops) + len(launched) <= budget, (phase, ops, launched)
     """)
 
 
 def test_mix_kernels_reject_arguments_they_cannot_mix():
-    from enlight_data._mix_kernel import blend, mix_params
+    from enlight_data._mix_kernel import blend, mix, mix_params
 
     x, box = torch.rand(4, 3, 8, 8), torch.zeros(4, 4)
     with pytest.raises(ValueError, match="exactly one of weight and box"):
@@ -400,6 +448,15 @@ def test_mix_kernels_reject_arguments_they_cannot_mix():
         mix_params(draw, batch_size=4, shift=2, coin=torch.ones(4, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"target should be \(4,\) integer class indices, got torch.float32"):
         mix_params(draw, batch_size=4, shift=2, target=torch.zeros(4), num_classes=3)
+    # The one-launch kernel checks the draws as mix_params does, the input and output as blend does, and more.
+    with pytest.raises(ValueError, match=r"draw should be a contiguous float32 \(n,\) or \(n, 2\) tensor, n = 1 or 4"):
+        mix(x, torch.empty_like(x), torch.rand(2, 2), shift=2)
+    with pytest.raises(ValueError, match=r"out should be a float tensor of x's shape \(4, 3, 8, 8\)"):
+        mix(x, torch.empty(4, 3, 8, 7), draw, shift=2)
+    with pytest.raises(ValueError, match=r"CutMix needs \(B, C, H, W\) input, got shape \(4, 192\)"):
+        mix(x.view(4, -1), torch.empty(4, 192), draw, shift=2, pixel=torch.zeros(4, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"mix needs a batch of two samples or more"):
+        mix(x[:1], torch.empty_like(x[:1]), draw[:1], shift=0)
 
 
 def test_resample_kernel_matches_grid_sample_for_boxes_flips_and_layouts():
@@ -506,7 +563,9 @@ def test_gpu_augment_benchmark_times_each_fused_kernel_beside_its_pytorch_ops():
                 "crop+resize+flip: fused Triton", "colour map: fused Triton"} <= names, names
         assert A._draw_backend(None) == A._resample_backend(None, None) == "triton"  # put back after their rows
         rows, times = bench._mix_peers(x.float(), torch.randint(0, 10, (2,)), torch.device("cpu"), repeats=1, calls=1)
-        assert "enlight mix_batch cutmix elem, PyTorch ops" in {row["name"] for row in rows}
+        names = {row["name"] for row in rows}
+        assert {f"enlight mix_batch {kind} elem{suffix}" for kind in ("mixup", "cutmix")
+                for suffix in (bench.OP_MIX, bench.TWO_KERNELS)} <= names, names
     """)
 
 
@@ -548,6 +607,13 @@ def test_every_kernel_compiles_for_a_hopper_gpu(tmp_path):
                     **floats("prob", "fwidth", "fheight", "inv_area", "off", "hot")),
                dict(GAMMA=gamma, COIN=coin, CUT=cut, LABELS=labels,
                     BLOCK_N=_mix_kernel.LABEL_ROWS if labels else _mix_kernel.BOX_BLOCK, BLOCK_C=_mix_kernel.LABEL_BLOCK))
+              for gamma in (False, True) for coin in (False, True) for cut in (False, True) for labels in (False, True)],
+            *[(_mix_kernel._mix_kernel,  # all 16 combinations of its flags, uint8 or half input
+               dict(x_ptr="*u8" if cut else "*fp16", out_ptr=F32 if gamma else "*bf16", draw_ptr=F32, coin_ptr=F32,
+                    pixel_ptr="*i64", y_ptr="*i32" if coin else "*u8", lam_ptr=F32, second_ptr=F32, mixed_ptr="*i8",
+                    soft_ptr=F32, **floats("prob", "fwidth", "fheight", "inv_area", "off", "hot")),
+               dict(GAMMA=gamma, COIN=coin, CUT=cut, LABELS=labels, BLOCK_H=8, BLOCK_W=256,
+                    BLOCK_C=_mix_kernel.LABEL_BLOCK))
               for gamma in (False, True) for coin in (False, True) for cut in (False, True) for labels in (False, True)],
             (_mix_kernel._blend_kernel, dict(x_ptr="*u8", out_ptr=F32, weight_ptr=F32, box_ptr=F32),
              dict(HAS_BOX=True, COMPLEMENT=False, BLOCK_H=8, BLOCK_W=256)),
@@ -623,7 +689,7 @@ from triton.compiler import ASTSource
 from triton.compiler.errors import CompilationError
 from enlight_data._colour_kernel import _affine3_clamp_kernel
 from enlight_data._draw_kernel import _draw_kernel
-from enlight_data._mix_kernel import _blend_kernel, _mix_params_kernel
+from enlight_data._mix_kernel import _blend_kernel, _mix_kernel, _mix_params_kernel
 from enlight_data._resample_kernel import _resample_kernel
 
 # Each kernel with the constexprs its launcher passes, and its float (not int) scalar arguments.
@@ -639,6 +705,10 @@ CASES = [
      {"prob", "fwidth", "fheight", "inv_area", "off", "hot"}),
     (_blend_kernel, {"HAS_BOX": True, "COMPLEMENT": False, "BLOCK_H": 8, "BLOCK_W": 256}, set()),
     (_blend_kernel, {"HAS_BOX": False, "COMPLEMENT": True, "BLOCK_H": 1, "BLOCK_W": 2048}, set()),
+    (_mix_kernel, {"GAMMA": True, "COIN": True, "CUT": True, "LABELS": True, "BLOCK_H": 8, "BLOCK_W": 256,
+                   "BLOCK_C": 256}, {"prob", "fwidth", "fheight", "inv_area", "off", "hot"}),
+    (_mix_kernel, {"GAMMA": False, "COIN": False, "CUT": False, "LABELS": True, "BLOCK_H": 1, "BLOCK_W": 2048,
+                   "BLOCK_C": 256}, {"prob", "fwidth", "fheight", "inv_area", "off", "hot"}),
 ]
 # Pointers are *fp32 unless named here.
 POINTERS = {"pixel_ptr": "*i64", "y_ptr": "*i64", "mixed_ptr": "*i8"}
