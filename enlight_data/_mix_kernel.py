@@ -418,14 +418,14 @@ def mix(
         ``(lam, weight_or_box, mixed, soft)`` as :func:`mix_params` gives them; ``out`` holds the mixed input.
     """
     b = x.shape[0] if x.dim() else 0
+    if b < 2 or x.numel() == 0:
+        raise Unsupported(f"mix needs a batch of two samples or more, each of one element at least, got {tuple(x.shape)}")
     _check_draws(draw, coin, pixel, target, b)
     if pixel is not None and x.dim() != 4:
         raise Unsupported(f"CutMix needs (B, C, H, W) input, got shape {tuple(x.shape)}")
     xi, oi, block_h, block_w = _tiling(x, out)
     _, c, height, width = xi.shape
     lam, second, mixed, soft = _outputs(b, pixel is not None, target, num_classes, x.device)
-    if b < 2 or xi.numel() == 0:
-        raise Unsupported(f"mix needs a batch of two samples or more, each of one element at least, got {tuple(x.shape)}")
     off = label_smoothing / num_classes if target is not None else 0.0
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         _mix_kernel[(b * c, triton.cdiv(height, block_h) * triton.cdiv(width, block_w))](
