@@ -82,6 +82,20 @@ def _sample_params(
 
 
 @triton.jit
+def _store_params(lam_ptr, mixed_ptr, second_ptr, i, lam, share, x1, y1, x2, y2, first, CUT: tl.constexpr):
+    """Write samples ``i``'s λ, mixed flag and box (CutMix) or partner's weight (Mixup) where ``first``."""
+    tl.store(lam_ptr + i, lam, mask=first)
+    tl.store(mixed_ptr + i, (lam < 1.0).to(tl.int8), mask=first)
+    if CUT:
+        tl.store(second_ptr + i * 4, x1, mask=first)
+        tl.store(second_ptr + i * 4 + 1, y1, mask=first)
+        tl.store(second_ptr + i * 4 + 2, x2, mask=first)
+        tl.store(second_ptr + i * 4 + 3, y2, mask=first)
+    else:
+        tl.store(second_ptr + i, share, mask=first)
+
+
+@triton.jit
 def _soft_row(own_class, partner_class, c, lam, share, classes, off, hot, CUT: tl.constexpr):
     """The mixed soft targets at classes ``c``: what the soft rows' lerp gives; NaN for a class out of range."""
     own = tl.where(c == own_class, hot, off)
@@ -98,7 +112,7 @@ def _soft_row(own_class, partner_class, c, lam, share, classes, off, hot, CUT: t
 
 @triton.jit
 def _mix_params_kernel(
-    draw_ptr, coin_ptr, pixel_ptr, y_ptr, lam_ptr, weight_ptr, box_ptr, mixed_ptr, soft_ptr,
+    draw_ptr, coin_ptr, pixel_ptr, y_ptr, lam_ptr, second_ptr, mixed_ptr, soft_ptr,
     batch, shift, per_sample, s_y, prob, fwidth, fheight, iwidth, inv_area, classes, off, hot,
     GAMMA: tl.constexpr, COIN: tl.constexpr, CUT: tl.constexpr, LABELS: tl.constexpr,
     BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr,
@@ -109,15 +123,7 @@ def _mix_params_kernel(
     lam, share, x1, y1, x2, y2 = _sample_params(draw_ptr, coin_ptr, pixel_ptr, k, valid, prob, fwidth, fheight,
                                                 iwidth, inv_area, GAMMA, COIN, CUT)
     first = valid & (tl.program_id(1) == 0)  # the per-sample outputs, written once
-    tl.store(lam_ptr + i, lam, mask=first)
-    tl.store(mixed_ptr + i, (lam < 1.0).to(tl.int8), mask=first)
-    if CUT:
-        tl.store(box_ptr + i * 4, x1, mask=first)
-        tl.store(box_ptr + i * 4 + 1, y1, mask=first)
-        tl.store(box_ptr + i * 4 + 2, x2, mask=first)
-        tl.store(box_ptr + i * 4 + 3, y2, mask=first)
-    else:
-        tl.store(weight_ptr + i, share, mask=first)
+    _store_params(lam_ptr, mixed_ptr, second_ptr, i, lam, share, x1, y1, x2, y2, first, CUT)
     if LABELS:  # the mixed soft targets, from the class indices
         c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)[None, :]
         partner = (i + shift) % batch
@@ -203,7 +209,7 @@ def mix_params(
     with torch.cuda.device(draw.device) if draw.is_cuda else contextlib.nullcontext():
         _mix_params_kernel[(triton.cdiv(b, block_n), tiles)](
             draw, draw if coin is None else coin, draw if pixel is None else pixel, draw if target is None else target,
-            lam, second, second, mixed.view(torch.int8), lam if soft is None else soft,
+            lam, second, mixed.view(torch.int8), lam if soft is None else soft,
             b, shift % b, int(draw.shape[0] == b), 1 if target is None else target.stride(0), float(prob),
             float(width), float(height), width, 1.0 / (height * width), num_classes, off, 1.0 - label_smoothing + off,
             GAMMA=draw.dim() == 2, COIN=coin is not None, CUT=pixel is not None, LABELS=soft is not None,
@@ -290,15 +296,7 @@ def _mix_kernel(
                 share, x1.to(tl.int32), y1.to(tl.int32), x2.to(tl.int32), y2.to(tl.int32), CUT)
     tile = tl.program_id(1)
     first = (c == 0) & (tile == 0)  # the per-sample outputs, written once
-    tl.store(lam_ptr + i, lam, mask=first)
-    tl.store(mixed_ptr + i, (lam < 1.0).to(tl.int8), mask=first)
-    if CUT:
-        tl.store(second_ptr + i * 4, x1, mask=first)
-        tl.store(second_ptr + i * 4 + 1, y1, mask=first)
-        tl.store(second_ptr + i * 4 + 2, x2, mask=first)
-        tl.store(second_ptr + i * 4 + 3, y2, mask=first)
-    else:
-        tl.store(second_ptr + i, share, mask=first)
+    _store_params(lam_ptr, mixed_ptr, second_ptr, i, lam, share, x1, y1, x2, y2, first, CUT)
     if LABELS:
         if c == 0:  # the soft row, its blocks of classes shared among the sample's channel-0 programs
             own_class = tl.load(y_ptr + i.to(tl.int64) * s_y).to(tl.int64)

@@ -603,7 +603,7 @@ def test_every_kernel_compiles_for_a_hopper_gpu(tmp_path):
         cases = [
             *[(_mix_kernel._mix_params_kernel,  # all 16 combinations of its flags, with int32 and uint8 classes
                dict(draw_ptr=F32, coin_ptr=F32, pixel_ptr="*i64", y_ptr="*i32" if gamma else "*u8", lam_ptr=F32,
-                    weight_ptr=F32, box_ptr=F32, mixed_ptr="*i8", soft_ptr=F32,
+                    second_ptr=F32, mixed_ptr="*i8", soft_ptr=F32,
                     **floats("prob", "fwidth", "fheight", "inv_area", "off", "hot")),
                dict(GAMMA=gamma, COIN=coin, CUT=cut, LABELS=labels,
                     BLOCK_N=_mix_kernel.LABEL_ROWS if labels else _mix_kernel.BOX_BLOCK, BLOCK_C=_mix_kernel.LABEL_BLOCK))
