@@ -325,8 +325,8 @@ def _tiling(x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, int, int]:
                          f"{tuple(out.shape)}")
     xi, oi = _as_image(x), _as_image(out)
     h, w = xi.shape[-2:]
-    block_w = min(triton.next_power_of_2(w), MAX_TILE)
-    block_h = min(triton.next_power_of_2(h), max(1, MAX_TILE // block_w))
+    block_w = min(triton.next_power_of_2(max(w, 1)), MAX_TILE)  # an empty image: a tile of one, no program
+    block_h = min(triton.next_power_of_2(max(h, 1)), max(1, MAX_TILE // block_w))
     tiles = triton.cdiv(h, block_h) * triton.cdiv(w, block_w)
     if tiles > MAX_BLOCKS:
         raise Unsupported(f"blend handles at most {MAX_BLOCKS} tiles of {block_h}x{block_w} per channel, got {tiles}")

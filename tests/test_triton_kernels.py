@@ -457,6 +457,12 @@ def test_mix_kernels_reject_arguments_they_cannot_mix():
         mix(x.view(4, -1), torch.empty(4, 192), draw, shift=2, pixel=torch.zeros(4, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"mix needs a batch of two samples or more"):
         mix(x[:1], torch.empty_like(x[:1]), draw[:1], shift=0)
+    for empty in (torch.rand(4, 3, 0, 8), torch.rand(4, 3, 8, 0), torch.rand(0, 3, 8, 8), torch.rand(4, 0)):
+        # Nothing to write: blend returns out as it is (no launch), mix declines (not a failure of the kernel).
+        out = torch.empty_like(empty)
+        assert blend(empty, out, shift=0, weight=torch.rand(empty.shape[0])) is out
+        with pytest.raises(ValueError, match=r"mix needs a batch of two samples or more, each of one element"):
+            mix(empty, out, torch.rand(empty.shape[0], 2), shift=0)
 
 
 def test_resample_kernel_matches_grid_sample_for_boxes_flips_and_layouts():
