@@ -333,7 +333,8 @@ def test_mix_batch_through_the_kernels_matches_the_pytorch_path():
         both = ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, mix_prob=0.5, label_smoothing=0.1)
         for phase in [ed.Phase(mixup_alpha=0.8), ed.Phase(cutmix_alpha=1.0), both,
                       ed.Phase(cutmix_alpha=1.0, mode="batch"), ed.Phase(cutmix_alpha=0.5, mix_prob=0.5),
-                      ed.Phase(mixup_alpha=0.4, mode="batch", mix_prob=0.5, label_smoothing=0.2)]:
+                      ed.Phase(mixup_alpha=0.4, mode="batch", mix_prob=0.5, label_smoothing=0.2),
+                      ed.Phase(mixup_alpha=0.05), ed.Phase(cutmix_alpha=0.1, mode="batch")]:  # small α: (n,) draws
             compare(phase)
             compare(phase, out=torch.empty_like(x))  # the kernel path writes into out too
             compare(phase, x=x[:2, :, :, :1], y=y[:2].int())  # B = 2 (a shift of 1), W = 1, int32 classes
