@@ -19,7 +19,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._fused import Unsupported
+from ._fused import Unsupported, cdiv
 
 __all__ = ["BLOCK", "affine3_clamp"]
 
@@ -73,7 +73,7 @@ def affine3_clamp(x: Tensor, mat: Tensor, bias: Tensor, lo: Tensor, hi: Tensor, 
             f"affine3_clamp needs x and out of shape (N, 3, P), mat (N, 3, 3) and bias (N, 3), got x {tuple(x.shape)}, "
             f"mat {tuple(mat.shape)}, bias {tuple(bias.shape)}, out {tuple(out.shape)}"
         )
-    blocks = triton.cdiv(p, BLOCK)
+    blocks = cdiv(p, BLOCK)
     if blocks > MAX_BLOCKS:
         raise Unsupported(f"affine3_clamp handles at most {MAX_BLOCKS * BLOCK} pixels per image, got P={p}")
     if n and p:

@@ -25,7 +25,7 @@ import triton.language as tl
 from torch import Tensor
 from triton.language.extra import libdevice
 
-from ._fused import Unsupported
+from ._fused import Unsupported, cdiv
 
 __all__ = ["BLOCK", "draw_params"]
 
@@ -134,7 +134,7 @@ def draw_params(
     if n:
         # Triton launches on the current CUDA device, which need not be u's.
         with torch.cuda.device(u.device) if u.is_cuda else contextlib.nullcontext():
-            _draw_kernel[(triton.cdiv(n, BLOCK),)](
+            _draw_kernel[(cdiv(n, BLOCK),)](
                 u, consts, boxes, flags, factors, n, *size, *area, *log_ratio, *fallback, float(flip_p), float(jitter_p),
                 TRIES=tries, K=k, JITTER=jitter_p > 0, EXACT_EXP=os.environ.get("TRITON_INTERPRET") != "1", BLOCK=BLOCK,
             )

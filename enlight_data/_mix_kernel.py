@@ -30,7 +30,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._fused import Unsupported
+from ._fused import Unsupported, cdiv, next_power_of_2
 
 __all__ = ["blend", "mix", "mix_params"]
 
@@ -203,11 +203,11 @@ def mix_params(
         return lam, second, mixed, soft
     off = label_smoothing / num_classes if target is not None else 0.0
     block_n = LABEL_ROWS if soft is not None else BOX_BLOCK
-    tiles = triton.cdiv(num_classes, LABEL_BLOCK) if soft is not None else 1
+    tiles = cdiv(num_classes, LABEL_BLOCK) if soft is not None else 1
     if tiles > MAX_BLOCKS:
         raise Unsupported(f"mix_params handles at most {MAX_BLOCKS * LABEL_BLOCK} classes, got {num_classes}")
     with torch.cuda.device(draw.device) if draw.is_cuda else contextlib.nullcontext():
-        _mix_params_kernel[(triton.cdiv(b, block_n), tiles)](
+        _mix_params_kernel[(cdiv(b, block_n), tiles)](
             draw, draw if coin is None else coin, draw if pixel is None else pixel, draw if target is None else target,
             lam, second, mixed.view(torch.int8), lam if soft is None else soft,
             b, shift % b, int(draw.shape[0] == b), 1 if target is None else target.stride(0), float(prob),
@@ -325,9 +325,9 @@ def _tiling(x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, int, int]:
                          f"{tuple(out.shape)}")
     xi, oi = _as_image(x), _as_image(out)
     h, w = xi.shape[-2:]
-    block_w = min(triton.next_power_of_2(max(w, 1)), MAX_TILE)  # an empty image: a tile of one, no program
-    block_h = min(triton.next_power_of_2(max(h, 1)), max(1, MAX_TILE // block_w))
-    tiles = triton.cdiv(h, block_h) * triton.cdiv(w, block_w)
+    block_w = min(next_power_of_2(max(w, 1)), MAX_TILE)  # an empty image: a tile of one, no program
+    block_h = min(next_power_of_2(max(h, 1)), max(1, MAX_TILE // block_w))
+    tiles = cdiv(h, block_h) * cdiv(w, block_w)
     if tiles > MAX_BLOCKS:
         raise Unsupported(f"blend handles at most {MAX_BLOCKS} tiles of {block_h}x{block_w} per channel, got {tiles}")
     return xi, oi, block_h, block_w
@@ -377,7 +377,7 @@ def blend(
     assert ref is not None  # exactly one of them, checked above
     shift %= n  # Triton's % keeps the sign of a negative shift: the partner index would point before the batch
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        _blend_kernel[(n * c, triton.cdiv(h, block_h) * triton.cdiv(w, block_w))](
+        _blend_kernel[(n * c, cdiv(h, block_h) * cdiv(w, block_w))](
             xi, oi, ref, ref, n, shift, c, h, w, *xi.stride(), *oi.stride(), ref.stride(0), ref.stride(0),
             HAS_BOX=box is not None, COMPLEMENT=complement, BLOCK_H=block_h, BLOCK_W=block_w,
         )
@@ -426,7 +426,7 @@ def mix(
     lam, second, mixed, soft = _outputs(b, pixel is not None, target, num_classes, x.device)
     off = label_smoothing / num_classes if target is not None else 0.0
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
-        _mix_kernel[(b * c, triton.cdiv(height, block_h) * triton.cdiv(width, block_w))](
+        _mix_kernel[(b * c, cdiv(height, block_h) * cdiv(width, block_w))](
             xi, oi, draw, draw if coin is None else coin, draw if pixel is None else pixel,
             draw if target is None else target, lam, second, mixed.view(torch.int8), lam if soft is None else soft,
             b, shift % b, c, height, width, *xi.stride(), *oi.stride(), int(draw.shape[0] == b),

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._fused import Unsupported
+from ._fused import Unsupported, cdiv
 
 __all__ = ["BLOCK", "resample"]
 
@@ -126,7 +126,7 @@ def resample(
     if c > MAX_CHANNELS:
         raise Unsupported(f"resample handles at most {MAX_CHANNELS} channels, got C={c}")
     oh, ow = out.shape[2:]
-    blocks = triton.cdiv(oh * ow, BLOCK)
+    blocks = cdiv(oh * ow, BLOCK)
     if blocks > MAX_BLOCKS:
         raise Unsupported(f"resample handles at most {MAX_BLOCKS * BLOCK} output pixels per image, got {oh * ow}")
     if n and oh * ow:

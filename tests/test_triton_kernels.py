@@ -762,3 +762,16 @@ def test_every_kernel_compiles_for_a_gpu_with_the_int_arguments_triton_makes_con
     if done.returncode == 3:
         pytest.skip(done.stdout.strip())
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_launchers_grid_arithmetic_is_tritons():
+    # The launchers size their grids with plain-Python cdiv and next_power_of_2 (Triton's cost host time per call).
+    import triton
+
+    from enlight_data._fused import cdiv, next_power_of_2
+
+    for a in range(0, 70):
+        assert next_power_of_2(a) == max(triton.next_power_of_2(a), 1), a
+        for b in (1, 2, 3, 8, 256):
+            assert cdiv(a, b) == triton.cdiv(a, b), (a, b)
+    assert next_power_of_2(2**31 + 1) == 2**32 and cdiv(2**40 + 1, 2**20) == 2**20 + 1
