@@ -9,7 +9,9 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-__all__ = ["check_bool", "check_choice", "check_device", "check_int", "check_range", "check_real", "check_seed"]
+__all__ = [
+    "check_bool", "check_choice", "check_device", "check_int", "check_no_grad", "check_range", "check_real", "check_seed",
+]
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...], *, other: str = "") -> str:
@@ -103,3 +105,13 @@ def check_bool(name: str, value: Any) -> bool:
     if isinstance(value, np.bool_):
         return bool(value)
     raise TypeError(f"{name} should be a bool, got {name}={value!r} of type {type(value).__name__}")
+
+
+def check_no_grad(name: str, value: torch.Tensor, what: str) -> None:
+    """Refuse a tensor that requires grad while grad mode is on: ``what`` (a data-pipeline op whose CUDA kernels have
+    no backward) would drop its gradient silently on one device and fail on another."""
+    if value.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            f"{name} should not require grad: {what} is not differentiable (its CUDA kernels have no backward), got "
+            f"{name} with requires_grad=True; pass {name}.detach(), or call it under torch.no_grad()"
+        )

@@ -27,7 +27,7 @@ from torch import Tensor
 from . import _fused
 from ._inference import normal_tensors
 from ._rng import derive_seed
-from ._validate import check_bool, check_device, check_int, check_seed
+from ._validate import check_bool, check_device, check_int, check_no_grad, check_seed
 
 __all__ = ["AugmentParams", "GpuAugment", "apply_augment"]
 
@@ -702,6 +702,11 @@ class GpuAugment:
 
         Returns:
             ``(B, C, *size)`` tensor of dtype ``out_dtype``.
+
+        Raises:
+            ValueError: If ``x`` has the wrong shape or requires grad (the augmentation is not differentiable: its
+                CUDA kernels have no backward), or ``strength`` is outside ``[0, 1]``.
+            TypeError: If ``x`` is neither a tensor nor a list of tensors, or not uint8 or floating point.
         """
         batch, sizes, unit = self._as_batch(x)
         if generator is None:
@@ -725,7 +730,7 @@ class GpuAugment:
         if isinstance(x, Tensor):
             if x.ndim != 4 or x.shape[2] == 0 or x.shape[3] == 0:
                 raise ValueError(f"x should be a (B, C, H, W) tensor with H, W > 0, got x.shape={tuple(x.shape)}")
-            self._check_dtype(x)
+            self._check_input(x)
             return x, None, (1.0 / 255.0 if x.dtype == torch.uint8 else 1.0)
         if not isinstance(x, Sequence) or len(x) == 0 or not all(isinstance(t, Tensor) for t in x):
             raise TypeError(f"x should be a tensor or a non-empty list of (C, H, W) tensors, got x={type(x).__name__}")
@@ -744,7 +749,7 @@ class GpuAugment:
                     f"x[{i}] of shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device} and x[0] of shape "
                     f"{tuple(first.shape)}, dtype {first.dtype}, device {first.device}"
                 )
-            self._check_dtype(t)
+            self._check_input(t)
         hs = [t.shape[1] for t in x]
         ws = [t.shape[2] for t in x]
         # NOTE [ Padding a list of images ]
@@ -761,9 +766,10 @@ class GpuAugment:
         return batch, (sizes[0], sizes[1]), (1.0 / 255.0 if first.dtype == torch.uint8 else 1.0)
 
     @staticmethod
-    def _check_dtype(x: Tensor) -> None:
+    def _check_input(x: Tensor) -> None:
         if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
             raise TypeError(f"x should be uint8 or floating point, got x.dtype={x.dtype}")
+        check_no_grad("x", x, "GpuAugment")
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
         """A scratch tensor; reused between calls on the CPU, see NOTE [ Scratch buffers on the CPU ]."""

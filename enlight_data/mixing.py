@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _fused as _fused_kernels
-from ._validate import check_device, check_int, check_range
+from ._validate import check_device, check_int, check_no_grad, check_range
 from .schedule import Phase
 
 __all__ = ["MixParams", "apply_mix", "draw_mix", "mix_batch", "mix_size", "to_soft_targets"]
@@ -459,6 +459,7 @@ def _check_out(out: Tensor, x: Tensor) -> None:
 
 def _mix_input(x: Tensor, params: MixParams, *, out: Tensor | None) -> Tensor:
     """The input half of :func:`apply_mix`, its arguments checked before anything is written."""
+    check_no_grad("x", x, "mixing")
     if out is not None:
         _check_out(out, x)
     weight, box = params.weight, params.box
@@ -490,7 +491,8 @@ def apply_mix(
             and must not be in use elsewhere: its old contents are overwritten.
 
     Raises:
-        ValueError: If ``out`` has the wrong shape, dtype or device, or shares memory with ``x``.
+        ValueError: If ``x`` requires grad (mixing is not differentiable; pass ``x.detach()``), or ``out`` has the
+            wrong shape, dtype or device, or shares memory with ``x``.
     """
     mixed_x = _mix_input(x, params, out=out)
     weight = params.weight
@@ -606,7 +608,8 @@ def mix_batch(
             ``torch.Generator`` (``None`` included: the global RNG is never used), or
             ``host_generator`` neither ``None`` nor a ``torch.Generator``.
         ValueError: If ``target``'s batch size differs from ``x``'s, ``host_generator`` is not on
-            the CPU, or as :func:`to_soft_targets` and :func:`apply_mix` say.
+            the CPU, ``x`` requires grad (mixing is not differentiable: its CUDA kernels have no backward),
+            or as :func:`to_soft_targets` and :func:`apply_mix` say.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x should be a Tensor, got x of type {type(x).__name__}")
@@ -644,6 +647,7 @@ def _mix(
     Class indices on the input's device go to the fused kernels with the draw (CUDA): one launch makes the
     parameters, the mixed input and the mixed soft targets (NOTE [ One launch per mix ]).
     """
+    check_no_grad("x", x, "mixing")
     fused = (isinstance(target, Tensor) and _is_indices(target) and target.device == x.device
              and _fused("mix_params", x.device))
     if fused:

@@ -1011,3 +1011,20 @@ def test_float64_input_keeps_the_float64_path_where_the_fused_kernel_would_run(m
     assert augment_module._resample_backend(cuda, torch.float32) == "triton"
     assert augment_module._resample_backend(cuda, torch.uint8) == "triton"
     assert augment_module._resample_backend(cuda, torch.float64) == "grid"
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_gpu_augment_refuses_input_that_requires_grad(as_list):
+    # Not differentiable: the CUDA kernels would drop the gradient silently, the CPU jitter path fails on out= ops;
+    # both devices refuse alike. Under no_grad it augments.
+    aug = GpuAugment(8, **JITTER, mean=MEAN, std=STD)
+    x = torch.rand(3, 3, 12, 10, requires_grad=True)
+    arg = list(x.unbind(0)) if as_list else x
+    with pytest.raises(ValueError, match=r"x should not require grad: GpuAugment is not differentiable"):
+        aug(arg, generator=torch.Generator().manual_seed(0))
+    params = aug.draw(3, 12, 10, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="x should not require grad"):
+        aug.apply(arg, params)
+    with torch.no_grad():
+        out = aug(arg, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out, aug(x.detach(), generator=torch.Generator().manual_seed(0)))

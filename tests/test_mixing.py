@@ -461,3 +461,21 @@ def test_mix_batch_gives_integer_input_one_dtype_whatever_the_batch_size(b):
     assert mixed.dtype == torch.float32  # a batch of one has no partner, but comes out as a mixed batch does
     unmixed, _, _ = mix_batch(x, y, ed.Phase(), num_classes=2, generator=gen())
     assert unmixed is x  # a phase that does not mix leaves the input as it is
+
+
+def test_mixing_refuses_input_that_requires_grad():
+    # Not differentiable: on CUDA the kernels would drop the gradient silently, on the CPU the out= ops fail; both
+    # devices refuse alike, naming the argument. Under no_grad (or with x.detach()) it mixes.
+    x, y = batch(b=4)
+    x.requires_grad_(True)
+    phase = ed.Phase(cutmix_alpha=1.0)
+    with pytest.raises(ValueError, match=r"x should not require grad: mixing is not differentiable .*x\.detach\(\)"):
+        mix_batch(x, y, phase, num_classes=10, generator=gen(0))
+    with pytest.raises(ValueError, match="x should not require grad"):
+        mix_batch(x, y, ed.Phase(), num_classes=10, generator=gen(0))  # refused whether or not the phase mixes
+    params = draw_mix(phase, 4, *x.shape[-2:], generator=gen(0))
+    with pytest.raises(ValueError, match="x should not require grad"):
+        ed.mixing.apply_mix(x, to_soft_targets(y, 10), params)
+    with torch.no_grad():
+        mixed, _, _ = mix_batch(x, y, phase, num_classes=10, generator=gen(0))
+    torch.testing.assert_close(mixed, mix_batch(x.detach(), y, phase, num_classes=10, generator=gen(0))[0])
