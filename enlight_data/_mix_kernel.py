@@ -39,6 +39,7 @@ LABEL_ROWS = 8  # samples per program of `mix_params` with soft targets
 LABEL_BLOCK = 256  # classes per program of `mix_params`
 MAX_TILE = 2048  # elements per program of `blend`
 MAX_BLOCKS = 65535  # CUDA's limit on the grid's second dimension
+_FLOATS = (torch.float32, torch.float16, torch.bfloat16)  # what the blends read and write as floats
 
 
 @triton.jit
@@ -320,9 +321,13 @@ def _as_image(t: Tensor) -> Tensor:
 def _tiling(x: Tensor, out: Tensor) -> tuple[Tensor, Tensor, int, int]:
     """``x`` and ``out`` as images, and the blend's tile ``(BLOCK_H, BLOCK_W)``; :class:`Unsupported` for what the
     blend kernels cannot write (a grid too large, ``out`` not a float tensor of ``x``'s shape)."""
-    if out.shape != x.shape or not out.is_floating_point():
-        raise Unsupported(f"out should be a float tensor of x's shape {tuple(x.shape)}, got {out.dtype} "
-                         f"{tuple(out.shape)}")
+    if out.shape != x.shape or out.dtype not in _FLOATS:
+        raise Unsupported(f"out should be a float32, float16 or bfloat16 tensor of x's shape {tuple(x.shape)}, got "
+                         f"{out.dtype} {tuple(out.shape)}")
+    if x.is_complex() or (x.is_floating_point() and x.dtype not in _FLOATS):
+        # The kernels compute in float32: float64 would lose precision (the PyTorch ops keep it), complex its
+        # imaginary part, and float8 does not load.
+        raise Unsupported(f"x should be an integer, float32, float16 or bfloat16 tensor, got {x.dtype}")
     xi, oi = _as_image(x), _as_image(out)
     h, w = xi.shape[-2:]
     block_w = min(next_power_of_2(max(w, 1)), MAX_TILE)  # an empty image: a tile of one, no program

@@ -452,7 +452,8 @@ def _check_out(out: Tensor, x: Tensor) -> None:
     if any(st == 0 and size > 1 for st, size in zip(out.stride(), out.shape)):
         # An expanded tensor: several samples would be written to the same memory.
         raise ValueError(f"out should not overlap itself, got out with strides {out.stride()} for shape {tuple(out.shape)}")
-    if out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():
+    check_no_grad("out", out, "mixing")  # a kernel would write into it unseen by autograd; the out= ops would fail
+    if out.numel() and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():  # empty: both null
         # Each sample is blended with another one: writing over the input would read overwritten partners.
         raise ValueError("out should not share memory with the input x, got out sharing x's storage")
 
@@ -658,7 +659,7 @@ def _mix(
     h, w = mix_size(x, phase)
     b = x.shape[0]
     raw = None
-    if fused and phase.mixes and b >= 2 and _fused("mix", x.device):
+    if fused and phase.mixes and b >= 2 and x.numel() and _fused("mix", x.device):
         # NOTE [ One launch per mix ]
         # Every launch costs host time, the bound of mixing on a GPU (NOTE [ Few kernels per CutMix draw ]): here
         # the raw draws go to one kernel that makes each sample's parameters where it blends the sample's pixels,

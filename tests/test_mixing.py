@@ -476,6 +476,9 @@ def test_mixing_refuses_input_that_requires_grad():
     params = draw_mix(phase, 4, *x.shape[-2:], generator=gen(0))
     with pytest.raises(ValueError, match="x should not require grad"):
         ed.mixing.apply_mix(x, to_soft_targets(y, 10), params)
+    out = torch.empty(x.shape, requires_grad=True)  # a kernel would write into it unseen by autograd
+    with pytest.raises(ValueError, match="out should not require grad: mixing is not differentiable"):
+        mix_batch(x.detach(), y, phase, num_classes=10, generator=gen(0), out=out)
     with torch.no_grad():
         mixed, _, _ = mix_batch(x, y, phase, num_classes=10, generator=gen(0))
     torch.testing.assert_close(mixed, mix_batch(x.detach(), y, phase, num_classes=10, generator=gen(0))[0])

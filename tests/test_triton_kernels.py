@@ -343,6 +343,13 @@ def test_mix_batch_through_the_kernels_matches_the_pytorch_path():
         compare(ed.Phase(cutmix_alpha=1.0), x=x.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2),
                 out=torch.empty_like(x).contiguous(memory_format=torch.channels_last))  # channels_last in and out
         compare(ed.Phase(mixup_alpha=0.8), y=torch.stack([y, y], 1)[:, 0])  # class indices with a stride of 2
+        compare(ed.Phase(mixup_alpha=0.8), x=torch.rand(6, 0))  # empty samples: the kernel declines them
+        compare(ed.Phase(mixup_alpha=0.8), x=torch.rand(6, 3, 0, 5), out=torch.empty(6, 3, 0, 5))
+        # float64 keeps its precision (the kernels compute in float32 and decline it): exactly the PyTorch ops.
+        big = torch.full((6, 1, 2, 2), 2.0**24 + 1, dtype=torch.float64)
+        for phase in (ed.Phase(mixup_alpha=1.0), ed.Phase(cutmix_alpha=1.0)):
+            mixed = ed.mix_batch(big, y, phase, num_classes=5, generator=torch.Generator().manual_seed(2))[0]
+            assert mixed.dtype == torch.float64 and torch.equal(mixed, big), (mixed - big).abs().max()
         # The parameters' kernel and the blend, where the one-launch kernel does not run (NOTE [ One launch per mix ]).
         for phase in [ed.Phase(mixup_alpha=0.8), ed.Phase(cutmix_alpha=0.5, mix_prob=0.5, label_smoothing=0.1)]:
             compare(phase, kernels=lambda name, device: name != "mix")
@@ -436,7 +443,7 @@ def test_mix_kernels_reject_arguments_they_cannot_mix():
         blend(x.view(4, -1), torch.empty(4, 192), shift=2, box=box)
     with pytest.raises(ValueError, match=r"weight should hold one value per sample \(4\), got shape \(4, 3\)"):
         blend(x, torch.empty_like(x), shift=2, weight=torch.rand(4, 3))
-    with pytest.raises(ValueError, match=r"out should be a float tensor of x's shape \(4, 3, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"out should be a float32, float16 or bfloat16 tensor of x's shape \(4, 3, 8, 8\)"):
         blend(x, torch.empty(4, 3, 8, 8, dtype=torch.uint8), shift=2, box=box)
     draw = torch.rand(4, 2)
     with pytest.raises(ValueError, match=r"draw should be a contiguous float32 \(n,\) or \(n, 2\) tensor, n = 1 or 4"):
@@ -452,12 +459,20 @@ def test_mix_kernels_reject_arguments_they_cannot_mix():
     # The one-launch kernel checks the draws as mix_params does, the input and output as blend does, and more.
     with pytest.raises(ValueError, match=r"draw should be a contiguous float32 \(n,\) or \(n, 2\) tensor, n = 1 or 4"):
         mix(x, torch.empty_like(x), torch.rand(2, 2), shift=2)
-    with pytest.raises(ValueError, match=r"out should be a float tensor of x's shape \(4, 3, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"out should be a float32, float16 or bfloat16 tensor of x's shape \(4, 3, 8, 8\)"):
         mix(x, torch.empty(4, 3, 8, 7), draw, shift=2)
     with pytest.raises(ValueError, match=r"CutMix needs \(B, C, H, W\) input, got shape \(4, 192\)"):
         mix(x.view(4, -1), torch.empty(4, 192), draw, shift=2, pixel=torch.zeros(4, dtype=torch.int64))
     with pytest.raises(ValueError, match=r"mix needs a batch of two samples or more"):
         mix(x[:1], torch.empty_like(x[:1]), draw[:1], shift=0)
+    # The kernels compute in float32: float64 (which the PyTorch ops keep) and complex input are declined, and so
+    # is an output they cannot write.
+    for bad_x, bad_out in ((x.double(), x.double()), (x.double(), x), (x.to(torch.complex64), x),
+                           (x, x.double())):
+        with pytest.raises(ValueError, match="should be an integer, float32|should be a float32, float16 or bfloat16"):
+            blend(bad_x, torch.empty_like(bad_out), shift=2, weight=torch.rand(4))
+        with pytest.raises(ValueError, match="should be an integer, float32|should be a float32, float16 or bfloat16"):
+            mix(bad_x, torch.empty_like(bad_out), draw, shift=2)
     for empty in (torch.rand(4, 3, 0, 8), torch.rand(4, 3, 8, 0), torch.rand(0, 3, 8, 8), torch.rand(4, 0)):
         # Nothing to write: blend returns out as it is (no launch), mix declines (not a failure of the kernel).
         out = torch.empty_like(empty)
