@@ -27,6 +27,7 @@ from torch.utils.data import (
 )
 
 from ._rng import Stream, derive_seed, make_generator, seed_globals
+from ._workers import drop_dead_workers
 from .context import SharedClock
 from .distributed import agreement_digest
 from .sampler import EnlightSampler
@@ -228,6 +229,7 @@ class MapSource:
 
     def batches(self) -> Iterator[tuple[Tensor, Any]]:
         """The prepared epoch's ``(indices, batch)`` pairs."""
+        drop_dead_workers(self.loader)  # NOTE [ A worker that dies outside the loader ]
         order = self.sampler.remaining()
         if self.loader.pin_memory and torch.cuda.is_available():
             order = order.pin_memory()  # index slices then travel to the GPU non_blocking

@@ -41,6 +41,7 @@ from ._inference import normal_tensors
 from ._rng import Stream, derive_seed, make_generator, seed_globals
 from ._stack import caller_stacklevel
 from ._validate import check_bool, check_choice, check_int
+from ._workers import drop_dead_workers, drop_iterator
 from .context import SharedClock
 from .distributed import agreement_digest, resolve_rank, table_reducer
 from .loader import EnlightLoader, check_arguments, check_soft_targets, resolve_device
@@ -785,10 +786,7 @@ class StreamSource:
         if loaded is not None:
             self.dataset.resume = (generation, [(n, tuple(b)) for n, b in zip(loaded["taken"], loaded["bad"])])
             # Persistent workers hold the copy of the dataset they started with: start new ones, which copy this one.
-            running = getattr(self.loader, "_iterator", None)
-            if running is not None:
-                running._shutdown_workers()
-                self.loader._iterator = None
+            drop_iterator(self.loader)
 
     def batches(self) -> Iterator[tuple[Tensor, Any]]:
         """The begun epoch's ``(ids, (input, target))`` batches."""
@@ -797,6 +795,7 @@ class StreamSource:
         return self._gpu_batches()
 
     def _loader_batches(self) -> Iterator[tuple[Tensor, Any]]:
+        drop_dead_workers(self.loader)  # NOTE [ A worker that dies outside the loader ]
         it = iter(self.loader)
         try:
             for ids, batch, mark in it:
@@ -807,11 +806,7 @@ class StreamSource:
             # The traceback of an error raised from a worker keeps the DataLoader iterator alive; when the garbage
             # collector finally frees it, its shutdown waits 5 s per worker for workers that never get the signal.
             # Shutting them down here is immediate; the next iter() starts fresh workers.
-            shutdown = getattr(it, "_shutdown_workers", None)
-            if shutdown is not None:
-                shutdown()
-                if getattr(self.loader, "_iterator", None) is it:
-                    self.loader._iterator = None  # persistent workers: do not resume the dead iterator
+            drop_iterator(self.loader, it)  # persistent workers: do not resume the dead iterator
             raise
 
     def _gpu_batches(self) -> Iterator[tuple[Tensor, Any]]:

@@ -52,3 +52,22 @@ def make(fault: str, workers: int, *, persistent: bool = False, timeout: float =
     )
     # Soft targets, but no mixing yet: inputs still show their sample ids.
     return ed.enlighten(base, SCHEDULE, num_classes=3, seed=0)
+
+
+def kill_a_worker(loader: ed.EnlightLoader) -> str | None:
+    """SIGKILL one of ``loader``'s running DataLoader workers, from the test process.
+
+    DataLoader's SIGCHLD handler raises its error here, in the caller's code, as it would in a training
+    loop's body: the error's message, or None where ``is_alive()`` reaped the worker before the handler
+    looked for it.
+    """
+    workers = loader._source.loader._iterator._workers
+    try:
+        os.kill(workers[0].pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while workers[0].is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the handler runs at the next bytecode after the signal
+        time.sleep(0.2)
+    except RuntimeError as exc:
+        return str(exc)
+    return None

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import enlight_data as ed
-from fault_helpers import BAD, BATCH, N, SCHEDULE, Faulty, make
+from fault_helpers import BAD, BATCH, N, SCHEDULE, Faulty, kill_a_worker, make
 from resume_helpers import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -75,6 +75,30 @@ def test_killed_worker_raises_clearly_and_the_next_epoch_runs(persistent):
     assert time.monotonic() - start < 15  # noticed at once, not by the timeout
     ids = [i for x, _ in loader for i in x[:, 0].round().long().tolist()]
     assert loader.epoch == 1 and sorted(ids) == list(range(N))
+    del loader
+    gc.collect()
+
+
+@pytest.mark.filterwarnings("ignore:epoch 0 ends after")
+@pytest.mark.parametrize("where", ["between-epochs", "in-the-loop-body"])
+def test_persistent_worker_killed_outside_the_loader_is_replaced(where):
+    """A worker that dies while the loop body runs raises in the body, not inside the loader: the next
+    epoch notices the dead worker and starts fresh ones, instead of waiting out the timeout on it."""
+    loader = make("none", 2, persistent=True, timeout=5)
+    error = None
+    if where == "between-epochs":
+        assert sum(x.shape[0] for x, _ in loader) == N
+        error = kill_a_worker(loader)
+    else:
+        for b, _ in enumerate(loader):
+            if b == 1:
+                error = kill_a_worker(loader)
+                break
+    assert error is None or re.search(r"DataLoader worker .*(killed by signal|exited unexpectedly)", error), error
+    start = time.monotonic()
+    ids = [i for x, _ in loader for i in x[:, 0].round().long().tolist()]
+    assert sorted(ids) == list(range(N))
+    assert time.monotonic() - start < 4  # not after the 5 s timeout
     del loader
     gc.collect()
 

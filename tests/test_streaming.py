@@ -25,6 +25,7 @@ from torch.utils.data import TensorDataset
 
 import enlight_data as ed
 from enlight_data.shards import ShardError, hash_id, load_catalog, shard_names
+from fault_helpers import kill_a_worker
 
 needs_cuda = pytest.mark.needs_cuda  # skipped without a GPU by conftest.py
 CLASSES = 4
@@ -1030,6 +1031,19 @@ def _ids(loader) -> list[int]:
 def _index_of(tmp_path, n: int = 20, maxcount: int = 10) -> str:
     data = TensorDataset(torch.arange(n).view(n, 1).float(), torch.zeros(n, dtype=torch.long))
     return ed.write_shards(data, str(tmp_path / "s-%03d.tar"), maxcount=maxcount, image_format="npy", progress=False)
+
+
+def test_persistent_worker_killed_between_epochs_is_replaced(tmp_path):
+    """NOTE [ A worker that dies outside the loader ]: the next epoch starts fresh workers at once."""
+    loader = ed.stream(_index_of(tmp_path), ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=2,
+                       persistent_workers=True)
+    loader._source.loader.timeout = 5  # stream() has no timeout argument: a hang fails after 5 s instead
+    assert sorted(_ids(loader)) == list(range(20))
+    error = kill_a_worker(loader)
+    assert error is None or "DataLoader worker" in error, error
+    start = time.monotonic()
+    assert sorted(_ids(loader)) == list(range(20))
+    assert time.monotonic() - start < 4  # not after the 5 s timeout
 
 
 def test_a_shard_with_more_samples_than_its_index_lists_is_an_error(tmp_path):
