@@ -29,6 +29,10 @@ def drop_iterator(loader: DataLoader, iterator: Any = None) -> None:
     iterator = kept if iterator is None else iterator
     shutdown = getattr(iterator, "_shutdown_workers", None)
     if shutdown is not None:
+        # Reap the dead workers first (is_alive() waits for them): DataLoader's SIGCHLD handler, which runs as the
+        # live workers exit during the shutdown, would otherwise find them and raise inside it.
+        for worker in getattr(iterator, "_workers", ()):
+            worker.is_alive()
         shutdown()
     if iterator is not None and kept is iterator:
         loader._iterator = None  # persistent workers: the next iter() starts fresh ones
@@ -38,7 +42,7 @@ def drop_dead_workers(loader: DataLoader) -> bool:
     """Drop the loader's kept (persistent) workers if any of them died; whether they were dropped."""
     kept = getattr(loader, "_iterator", None)
     workers = getattr(kept, "_workers", None)
-    if not workers or all(w.is_alive() for w in workers):
+    if not workers or all([w.is_alive() for w in workers]):  # a list: every dead worker is reaped
         return False
     drop_iterator(loader, kept)
     return True

@@ -27,7 +27,7 @@ from torch.utils.data import (
 )
 
 from ._rng import Stream, derive_seed, make_generator, seed_globals
-from ._workers import drop_dead_workers
+from ._workers import drop_dead_workers, drop_iterator
 from .context import SharedClock
 from .distributed import agreement_digest
 from .sampler import EnlightSampler
@@ -234,18 +234,18 @@ class MapSource:
         if self.loader.pin_memory and torch.cuda.is_available():
             order = order.pin_memory()  # index slices then travel to the GPU non_blocking
         size = self.batch_size
+        it = iter(self.loader)
         try:
-            for b, batch in enumerate(self.loader):
+            for b, batch in enumerate(it):
                 yield order[b * size : (b + 1) * size], batch
         except Exception as exc:
             # A failed epoch (a sample raising, a killed worker) leaves the workers in an unknown state: they are
-            # dropped, so the next epoch starts fresh ones instead of failing. The traceback's frames inside the
-            # DataLoader iterator are cleared of their locals first: they held the iterator (their `self`), and with
-            # it the old workers, until a garbage collection, which then shut them down in the middle of a later
-            # epoch (a 10 s stall, or a dead worker's pid still registered with DataLoader's SIGCHLD handler).
+            # shut down now and dropped, so the next epoch starts fresh ones instead of failing. The traceback's
+            # frames inside the DataLoader iterator are cleared of their locals too: they held the iterator (their
+            # `self`) until a garbage collection (NOTE [ Shut workers down on errors ]).
             traceback.clear_frames(exc.__traceback__)
-            if self.loader.persistent_workers:
-                self.loader._iterator = None
+            drop_iterator(self.loader, it)
+            del it
             if self.loader.num_workers > 0 and isinstance(exc, (ConnectionError, EOFError)):
                 # A worker that dies while a batch's shared memory is handed over shows up as a
                 # broken connection rather than DataLoader's own "worker ... killed" error.
