@@ -34,7 +34,7 @@ def test_sample_error_names_the_index_and_the_next_epoch_runs(workers, persisten
     assert loader.epoch == 1 and sorted(ids) == list(range(N))
     assert loader.history[0]["batches"] is not None  # the failed epoch was closed
     # The failed epoch's workers are shut down at once, not by a later garbage collection (a 10 s stall).
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 8
 
 
 def test_sample_error_keeps_the_cause_in_process():
@@ -84,7 +84,7 @@ def test_killed_worker_raises_clearly_and_the_next_epoch_runs(persistent):
 def test_persistent_worker_killed_outside_the_loader_is_replaced(where):
     """A worker that dies while the loop body runs raises in the body, not inside the loader: the next
     epoch notices the dead worker and starts fresh ones, instead of waiting out the timeout on it."""
-    loader = make("none", 2, persistent=True, timeout=5)
+    loader = make("none", 2, persistent=True, timeout=20)
     error = None
     if where == "between-epochs":
         assert sum(x.shape[0] for x, _ in loader) == N
@@ -98,7 +98,7 @@ def test_persistent_worker_killed_outside_the_loader_is_replaced(where):
     start = time.monotonic()
     ids = [i for x, _ in loader for i in x[:, 0].round().long().tolist()]
     assert sorted(ids) == list(range(N))
-    assert time.monotonic() - start < 4  # not after the 5 s timeout
+    assert time.monotonic() - start < 15  # not after the 20 s timeout
     del loader
     gc.collect()
 
