@@ -234,8 +234,9 @@ class MapSource:
         if self.loader.pin_memory and torch.cuda.is_available():
             order = order.pin_memory()  # index slices then travel to the GPU non_blocking
         size = self.batch_size
-        it = iter(self.loader)
+        it = None
         try:
+            it = iter(self.loader)  # persistent workers: resuming them can fail too (a hung worker's timeout)
             for b, batch in enumerate(it):
                 yield order[b * size : (b + 1) * size], batch
         except Exception as exc:
@@ -244,7 +245,7 @@ class MapSource:
             # frames inside the DataLoader iterator are cleared of their locals too: they held the iterator (their
             # `self`) until a garbage collection (NOTE [ Shut workers down on errors ]).
             traceback.clear_frames(exc.__traceback__)
-            drop_iterator(self.loader, it)
+            drop_iterator(self.loader, it)  # it None: the loader's kept iterator
             del it
             if self.loader.num_workers > 0 and isinstance(exc, (ConnectionError, EOFError)):
                 # A worker that dies while a batch's shared memory is handed over shows up as a

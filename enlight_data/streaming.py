@@ -796,8 +796,9 @@ class StreamSource:
 
     def _loader_batches(self) -> Iterator[tuple[Tensor, Any]]:
         drop_dead_workers(self.loader)  # NOTE [ A worker that dies outside the loader ]
-        it = iter(self.loader)
+        it = None
         try:
+            it = iter(self.loader)  # persistent workers: resuming them can fail too (a hung worker's timeout)
             for ids, batch, mark in it:
                 self._positions.add(mark)
                 yield ids, batch
@@ -806,7 +807,7 @@ class StreamSource:
             # The traceback of an error raised from a worker keeps the DataLoader iterator alive; when the garbage
             # collector finally frees it, its shutdown waits 5 s per worker for workers that never get the signal.
             # Shutting them down here is immediate; the next iter() starts fresh workers.
-            drop_iterator(self.loader, it)  # persistent workers: do not resume the dead iterator
+            drop_iterator(self.loader, it)  # persistent workers: do not resume the dead iterator (it None: the kept one)
             raise
 
     def _gpu_batches(self) -> Iterator[tuple[Tensor, Any]]:

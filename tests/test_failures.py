@@ -103,6 +103,24 @@ def test_persistent_worker_killed_outside_the_loader_is_replaced(where):
     gc.collect()
 
 
+def test_persistent_workers_that_fail_to_resume_are_replaced(monkeypatch):
+    """iter() itself fails (DataLoader resuming persistent workers, e.g. a hung one's timeout): the kept iterator is
+    shut down and dropped, and the epoch after runs on fresh workers."""
+    loader = make("none", 2, persistent=True, timeout=20)
+    assert sum(x.shape[0] for x, _ in loader) == N
+    kept = loader._source.loader._iterator
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("DataLoader timed out after 20 seconds")
+
+    monkeypatch.setattr(kept, "_reset", fail)
+    with pytest.raises(RuntimeError, match="timed out"):
+        list(loader)
+    assert loader._source.loader._iterator is None and kept._shutdown
+    ids = [i for x, _ in loader for i in x[:, 0].round().long().tolist()]
+    assert sorted(ids) == list(range(N)) and loader._source.loader._iterator is not kept
+
+
 def test_hanging_sample_hits_the_timeout():
     loader = make("hang", 2, timeout=1)
     start = time.monotonic()
