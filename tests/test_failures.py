@@ -67,7 +67,10 @@ def _error_of(loader: ed.EnlightLoader) -> tuple[type, str] | None:
 
 @pytest.mark.parametrize("persistent", [False, True], ids=["fresh", "persistent"])
 def test_killed_worker_raises_clearly_and_the_next_epoch_runs(persistent):
-    loader = make("kill", 2, persistent=persistent, timeout=20)
+    # No DataLoader timeout: DataLoader then checks its workers every 5 s, which notices the dead worker even where
+    # the SIGCHLD handler's error is lost (raised inside a weakref callback or __del__); with a timeout the only
+    # check left would be the timeout's.
+    loader = make("kill", 2, persistent=persistent, timeout=0)
     start = time.monotonic()
     error = _error_of(loader)
     assert error is not None and error[0] is RuntimeError
