@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import math
-import socket
 import tempfile
 import time
 import traceback
@@ -275,14 +274,17 @@ _CHECKS: dict[str, Callable[[int], dict[str, Any]]] = {
 }
 
 
-def _rank_main(rank: int, world_size: int, port: int, out_dir: str, names: list[str], context: dict[str, Any]
+def _rank_main(rank: int, world_size: int, out_dir: str, names: list[str], context: dict[str, Any]
                ) -> None:
     torch.set_num_threads(1)
     _CONTEXT.update(context)
     backend = context.get("backend", "gloo")
     if backend == "nccl":
         torch.cuda.set_device(rank)
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    # A file rendezvous in the run's own directory: a free TCP port picked beforehand can be taken by another
+    # process before rank 0 binds it.
+    init = Path(out_dir, "rendezvous").as_uri()
+    dist.init_process_group(backend, init_method=init, rank=rank, world_size=world_size)
     results: dict[str, Any] = {}
     try:
         for name in names:
@@ -296,19 +298,12 @@ def _rank_main(rank: int, world_size: int, port: int, out_dir: str, names: list[
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _spawn(world_size: int, names: list[str], context: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Run the named checks on ``world_size`` gloo ranks; kill them all after SPAWN_TIMEOUT_S."""
     with tempfile.TemporaryDirectory() as tmp:
         ctx = mp.get_context("spawn")
-        port = _free_port()
         procs = [
-            ctx.Process(target=_rank_main, args=(r, world_size, port, tmp, names, context or {}))
+            ctx.Process(target=_rank_main, args=(r, world_size, tmp, names, context or {}))
             for r in range(world_size)
         ]
         for p in procs:

@@ -23,8 +23,9 @@ from resume_helpers import one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-QUICK = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# The examples are derandomized (the same on every run, so a CI run cannot fail by chance) unless
+# HYPOTHESIS_PROFILE=explore is set: conftest.py registers both profiles.
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # Values of every kind a user might pass by mistake.
 junk = st.one_of(
@@ -43,7 +44,7 @@ def _names_an_argument(exc: BaseException, names) -> bool:
 
 
 # ---------------------------------------------------------------------- configuration
-@QUICK
+@FUZZ
 @given(
     st.fixed_dictionaries(
         {},
@@ -73,7 +74,7 @@ _PHASE_FIELDS = ("mixup_alpha", "cutmix_alpha", "mix_prob", "switch_prob", "mode
                  "label_smoothing", "augment_strength", "augment")
 
 
-@QUICK
+@FUZZ
 @given(
     st.fixed_dictionaries(
         {},
@@ -93,7 +94,7 @@ def test_phase_parameters(kwargs):
     assert phase.mixes == ((phase.mixup_alpha > 0 or phase.cutmix_alpha > 0) and phase.mix_prob > 0)
 
 
-@QUICK
+@FUZZ
 @given(period=st.one_of(junk, st.integers(0, 5)), during=st.one_of(junk, st.just(ed.Phase())))
 def test_schedule_parameters(period, during):
     try:
@@ -104,7 +105,7 @@ def test_schedule_parameters(period, during):
     assert isinstance(schedule.period, ed.Period)
 
 
-@FAST
+@FUZZ
 @given(
     num_classes=junk,
     seed=junk,
@@ -235,7 +236,7 @@ def _expected_soft(raw, classes, smoothing):
     return rows * (1.0 - smoothing) + smoothing / classes if smoothing > 0 else rows
 
 
-@FAST
+@FUZZ
 @given(
     period=periods(),
     during=phases(),
@@ -353,7 +354,7 @@ class _Running:
 shapes = st.lists(st.integers(0, 5), min_size=0, max_size=3).map(tuple)
 
 
-@QUICK
+@FUZZ
 @given(
     loss_shape=shapes,
     output_shape=st.one_of(st.none(), shapes),
@@ -381,7 +382,7 @@ def test_record_validates_per_sample_losses(loss_shape, output_shape, target_kin
     assert not bool(torch.isinf(run.loader.losses()).any())
 
 
-@QUICK
+@FUZZ
 @given(shape=shapes, fill=st.sampled_from([0.3, math.nan, math.inf]))
 def test_tracked_criterion_with_odd_outputs(shape, fill):
     """A criterion returning losses of any shape: recorded when (B, ...), else a named error."""
