@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -59,12 +58,6 @@ def _cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _record_epoch(table: LossTable, size: int, records: int, rank: int, world_size: int, epoch: int) -> None:
@@ -123,12 +116,11 @@ def _rounds(modes: list[str], repeats: int) -> list[tuple[int, str]]:
 
 
 def _worker(
-    rank: int, world_size: int, port: int, cases: list[dict[str, Any]], repeats: int, quick: bool, out_dir: str
+    rank: int, world_size: int, cases: list[dict[str, Any]], repeats: int, quick: bool, out_dir: str
 ) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size,
-    )
+    # A file rendezvous in the run's directory: a TCP port picked free beforehand can be taken before rank 0 binds it.
+    dist.init_process_group("gloo", init_method=Path(out_dir, "rendezvous").as_uri(), rank=rank, world_size=world_size)
     try:
         results = []
         for case in cases:
@@ -165,9 +157,8 @@ def _spawn(
 ) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         ctx = mp.get_context("spawn")
-        port = _free_port()
         procs = [
-            ctx.Process(target=_worker, args=(r, world_size, port, cases, repeats, quick, tmp))
+            ctx.Process(target=_worker, args=(r, world_size, cases, repeats, quick, tmp))
             for r in range(world_size)
         ]
         for p in procs:
