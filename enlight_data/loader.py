@@ -237,6 +237,10 @@ class EnlightLoader:
         self._live: weakref.ref[Generator[Any, None, None]] | None = None  # the last iter()'s iterator
         self._warned_nonfinite = -1
         self._mixes = any(p.mixes for p in schedule.phases)
+        # Some phase cuts and pastes boxes, and nothing reshapes the input before: it must be (B, C, H, W) from the
+        # first batch (not only from the first batch of that phase, maybe epochs later).
+        self._cuts_raw_input = augment is None and any(
+            p.mixes and p.cutmix_alpha > 0 and p.augment is None for p in schedule.phases)
         # Some phase augments or mixes the batch: its input (and, to mix, its target) must be found in every batch.
         self._reads_batches = schedule.soft_targets or augment is not None or any(
             p.augment is not None for p in schedule.phases)
@@ -522,6 +526,9 @@ class EnlightLoader:
                 f"per_sample_loss should have {_rows_text(batch, rows, start, stop)} as its first dimension, "
                 f"got shape {tuple(losses.shape)}"
             )
+        if batch and losses.numel() == 0:  # the mean over no position would be a NaN counted as a non-finite loss
+            raise ValueError(f"per_sample_loss should hold at least one value per sample, got shape "
+                             f"{tuple(losses.shape)}")
         counted = None  # the samples with a position that counts; None: all of them
         if losses.dim() > 1:
             losses = losses.flatten(1).float()
@@ -800,11 +807,15 @@ class EnlightLoader:
             if self.num_classes is not None and isinstance(y, Tensor) and y.device.type == "cpu":
                 if y.dim() == 1 and not y.is_floating_point() and y.dtype != torch.bool and y.numel():
                     lo, hi = (int(v) for v in torch.aminmax(y))
-                    if lo < 0 or hi >= self.num_classes:
-                        bad = indices[(y < 0) | (y >= self.num_classes)][:5].tolist()
+                    # Without soft targets a negative index may be the criterion's ignore_index (padding): the
+                    # criterion judges it. Soft targets need a class for every sample.
+                    if (lo < 0 and soft) or hi >= self.num_classes:
+                        bad = indices[((y < 0) if soft else False) | (y >= self.num_classes)][:5].tolist()
+                        hint = (" (an ignore_index target cannot be mixed or smoothed into a soft row)"
+                                if lo < 0 and soft else "")
                         raise ValueError(
                             f"targets should be in [0, {self.num_classes}) (num_classes={self.num_classes}), "
-                            f"got values in [{lo}, {hi}] at dataset indices {bad}"
+                            f"got values in [{lo}, {hi}] at dataset indices {bad}{hint}"
                         )
             if self.schedule.soft_targets:
                 self._check_mixable(indices, batch)
@@ -826,6 +837,13 @@ class EnlightLoader:
                 )
             if value.dim() == 0 or value.shape[0] != n:
                 raise ValueError(f"{name} should have the batch size {n} as its first dimension, got shape {tuple(value.shape)}")
+        if self._cuts_raw_input and isinstance(x, Tensor) and x.dim() != 4:
+            name, phase = next((k, p) for k, p in zip(("during", "after"), self.schedule.phases)
+                               if p.mixes and p.cutmix_alpha > 0)
+            raise ValueError(
+                f"CutMix needs (B, C, H, W) input: the schedule's {name!r} phase uses it (cutmix_alpha="
+                f"{phase.cutmix_alpha}), got input of shape {tuple(x.shape)}"
+            )
         if y.dim() == 2 and y.device.type == "cpu" and y.numel():
             # Rows are mixed linearly: they must be finite and non-negative. Multi-hot rows
             # (multi-label with BCE) are fine, so the sum is not checked.

@@ -171,6 +171,21 @@ class MapSource:
             )
         dataset = loader.dataset
         sampler = loader.sampler
+        own = getattr(sampler, "generator", None)
+        if own is not None and own is not loader.generator:  # the DataLoader's own is warned about above
+            warnings.warn(
+                f"the sampler's generator is not used: {type(sampler).__name__}'s draws come from "
+                "enlighten(seed=...), per epoch (pass the seed you want there); the sampler keeps its own",
+                UserWarning,
+                stacklevel=3,
+            )
+        if not getattr(loader, "in_order", True) and loader.num_workers > 0:  # with workers only it orders anything
+            warnings.warn(
+                "the DataLoader's in_order=False is not used: batches are taken in the sampler's order, which "
+                "makes each batch's dataset indices known without sending them back from the workers",
+                UserWarning,
+                stacklevel=3,
+            )
         plain_shuffle = isinstance(sampler, RandomSampler) and not sampler.replacement and sampler._num_samples is None
         if isinstance(sampler, DistributedSampler):
             # The loader shards itself: a DistributedSampler from an existing DDP script
@@ -214,6 +229,8 @@ class MapSource:
             prefetch_factor=loader.prefetch_factor,
             persistent_workers=loader.persistent_workers,
         )
+        if getattr(loader, "pin_memory_device", ""):
+            kwargs["pin_memory_device"] = loader.pin_memory_device
         if hasattr(loader, "in_order"):
             # NOTE [ Batch indices come from the sampler ]
             # Batches arrive in sampler order (in_order=True), so batch b holds the

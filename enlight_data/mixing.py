@@ -347,8 +347,8 @@ def draw_mix(
     Args:
         phase: The phase in force; its alphas, ``mix_prob``, ``switch_prob`` and ``mode`` apply.
         batch_size: B.
-        height: H of the input (CutMix boxes); any value for non-image input.
-        width: W of the input.
+        height: H of the input (CutMix boxes), at least 1; 1 for non-image input.
+        width: W of the input, at least 1; 1 for non-image input.
         generator: A generator on ``device`` for the per-sample draws.
         device: Where to draw; defaults to the generator's device.
         host_generator: A CPU generator for the per-batch Mixup-or-CutMix choice (when
@@ -358,13 +358,17 @@ def draw_mix(
     Raises:
         TypeError: If ``phase`` is not a :class:`Phase`, ``generator`` not a ``torch.Generator``,
             or ``host_generator`` neither ``None`` nor a ``torch.Generator``.
-        ValueError: If ``host_generator`` is not on the CPU.
+        ValueError: If ``host_generator`` is not on the CPU, ``batch_size`` is negative, or ``height`` or
+            ``width`` is below 1.
 
     Note:
         CutMix λ is the kept area: ``1 - box_area / (H * W)``. Sample ``i`` is paired with
         sample ``(i + B // 2) % B``, so a batch of one sample has no partner and is not mixed.
     """
     _check_draw_args(phase, generator, host_generator)
+    batch_size = cast(int, check_int("batch_size", batch_size, minimum=0))
+    height = cast(int, check_int("height", height, minimum=1))
+    width = cast(int, check_int("width", width, minimum=1))
     if not phase.mixes or batch_size < 2:
         return None
     device = check_device("device", device) if device is not None else generator.device
@@ -492,9 +496,23 @@ def apply_mix(
             and must not be in use elsewhere: its old contents are overwritten.
 
     Raises:
-        ValueError: If ``x`` requires grad (mixing is not differentiable; pass ``x.detach()``), or ``out`` has the
-            wrong shape, dtype or device, or shares memory with ``x``.
+        TypeError: If ``x`` or ``soft_targets`` is not a tensor, or ``params`` not a :class:`MixParams`.
+        ValueError: If ``x`` requires grad (mixing is not differentiable; pass ``x.detach()``), ``x`` or
+            ``soft_targets`` is not of the batch size the parameters were drawn for, or ``out`` has the wrong
+            shape, dtype or device, or shares memory with ``x``.
     """
+    if not isinstance(params, MixParams):
+        raise TypeError(f"params should be a MixParams (from draw_mix), got params of type {type(params).__name__}")
+    n = int(params.lam.shape[0])
+    for name, value in (("x", x), ("soft_targets", soft_targets)):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} should be a Tensor, got {name} of type {type(value).__name__}")
+        if value.dim() == 0 or value.shape[0] != n:
+            raise ValueError(f"{name} should have the batch size the parameters were drawn for ({n}) as its first "
+                             f"dimension, got {name} of shape {tuple(value.shape)}")
+    if soft_targets.dim() != 2:
+        raise ValueError(f"soft_targets should be (B, num_classes) rows, got soft_targets of shape "
+                         f"{tuple(soft_targets.shape)}")
     mixed_x = _mix_input(x, params, out=out)
     weight = params.weight
     if weight is not None and weight.shape[1:].numel() == 1:
@@ -556,12 +574,14 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
         raise ValueError(
             f"target rows should have num_classes={num_classes} columns, got target of shape {tuple(target.shape)}"
         )
-    if not target.is_floating_point() and target.device.type == "cpu" and target.numel() and int(target.max()) > 1:
+    if not target.is_floating_point() and target.device.type == "cpu" and target.numel():
         # Integer rows are one-hot or multi-hot; anything else is likely indices with a trailing dimension.
-        raise ValueError(
-            f"integer target rows should hold only 0 and 1 (one-hot or multi-hot), got values up to "
-            f"{int(target.max())} in target of shape {tuple(target.shape)}; pass class indices as shape (B,)"
-        )
+        lo, hi = (int(v) for v in torch.aminmax(target))
+        if lo < 0 or hi > 1:
+            raise ValueError(
+                f"integer target rows should hold only 0 and 1 (one-hot or multi-hot), got values in [{lo}, {hi}] "
+                f"in target of shape {tuple(target.shape)}; pass class indices as shape (B,)"
+            )
     if target.is_floating_point() and target.device.type == "cpu" and target.numel():
         # Rows are mixed linearly: a NaN or negative weight would spread to the partner's row.
         bad = ~torch.isfinite(target).all(1) | (target < 0).any(1)

@@ -115,8 +115,14 @@ class EnlightSampler(Sampler[int]):
             if hasattr(self.base, "set_epoch"):
                 self.base.set_epoch(epoch)
             if hasattr(self.base, "generator"):
-                self.base.generator = make_generator(self.seed, epoch, Stream.SHUFFLE)
-            order = torch.as_tensor(list(iter(self.base)), dtype=torch.int64)
+                # The epoch's generator for this pass only: the user's sampler keeps its own.
+                own, self.base.generator = self.base.generator, make_generator(self.seed, epoch, Stream.SHUFFLE)
+                try:
+                    order = torch.as_tensor(list(iter(self.base)), dtype=torch.int64)
+                finally:
+                    self.base.generator = own
+            else:
+                order = torch.as_tensor(list(iter(self.base)), dtype=torch.int64)
             if order.numel() and not 0 <= int(order.min()) <= int(order.max()) < self.num_samples:
                 raise ValueError(
                     f"base should yield dataset indices in [0, {self.num_samples}), got indices in "

@@ -120,6 +120,17 @@ def _label_range():
     loader = _loader(_tensors(torch.zeros(8, 2), torch.tensor([0, 1, 2, 3, 0, 1, 2, 0])))
     with pytest.raises(ValueError, match=r"num_classes=3.*dataset indices \[3\]"):
         list(loader)
+    padded = torch.tensor([0, 1, -100, 2, 0, 1, 2, 0])  # the criterion's ignore_index
+    with pytest.raises(ValueError, match=r"num_classes=3\), got values in \[-100, 2\] at dataset indices \[2\] \(an "
+                                         r"ignore_index target cannot be mixed or smoothed into a soft row\)"):
+        list(_loader(_tensors(torch.zeros(8, 2), padded)))
+    # Without soft targets the criterion judges a negative index (ignore_index); a class above the range is refused.
+    unmixed = _loader(_tensors(torch.zeros(8, 2), padded), ed.high_loss_removal(2, fraction=0.1))
+    assert [y.tolist() for _, y in unmixed] == [[0, 1, -100, 2], [0, 1, 2, 0]]
+    high = _loader(_tensors(torch.zeros(8, 2), torch.tensor([0, -100, 1, 2, 0, 3, 2, 0])),
+                   ed.high_loss_removal(2, fraction=0.1))
+    with pytest.raises(ValueError, match=r"got values in \[0, 3\] at dataset indices \[5\]"):
+        list(high)
 
 
 @check("soft-rows")

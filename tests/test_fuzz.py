@@ -263,7 +263,8 @@ def test_batches_are_valid_or_rejected(period, during, after, n, batch_size, dro
     soft = schedule.soft_targets
     cutmix_on_vectors = not image and (during.cutmix_alpha > 0 or after.cutmix_alpha > 0)
     # What must be rejected, and which names the message may use.
-    bad_labels = label in ("out_of_range", "negative") or (soft and label in BAD_LABELS)
+    # A negative class index is refused only where targets become soft rows: otherwise it may be an ignore_index.
+    bad_labels = label == "out_of_range" or (soft and label in BAD_LABELS)
     # A schedule that needs no target takes batches without one (passed through as they came), so a bad label is
     # only found where the batch has a target in its place.
     has_target = structure not in ("single", "dict_without_keys")

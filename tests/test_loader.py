@@ -10,7 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset, WeightedRandomSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    TensorDataset,
+    WeightedRandomSampler,
+)
 
 import enlight_data as ed
 from helpers import Counting, Images, ids_of, one_ahead
@@ -219,6 +226,9 @@ def test_record_checks_batch_size_and_needs_a_batch():
             crit(torch.zeros(3, 4), y[:3])
         with pytest.raises(TypeError, match="per_sample_loss should be a Tensor"):
             loader.record([0.0] * 4)
+        with pytest.raises(ValueError, match=r"per_sample_loss should hold at least one value per sample, got shape "
+                                             r"\(4, 0\)"):
+            loader.record(torch.zeros(4, 0))
 
 
 def test_only_unmixed_losses_recorded_but_accuracy_counts_all():
@@ -348,6 +358,43 @@ def test_the_dataloaders_own_generator_is_not_used_and_says_so():
         return next(iter(loader))[0].flatten().tolist()
 
     assert order(1) == order(2)
+
+
+def test_a_samplers_own_generator_is_not_used_says_so_and_is_left_as_it_was():
+    def first(sampler, seed=3):
+        loader = ed.enlighten(DataLoader(Counting(10), batch_size=10, sampler=sampler),
+                              ed.high_loss_removal(2, fraction=0.1), seed=seed)
+        return next(iter(loader))[0].flatten().tolist()
+
+    orders = []
+    for s in (1, 2):
+        with pytest.warns(UserWarning, match="the sampler's generator is not used: RandomSampler's draws come from "
+                                             r"enlighten\(seed=...\)"):
+            orders.append(first(RandomSampler(range(10), generator=torch.Generator().manual_seed(s))))
+    assert orders[0] == orders[1] and sorted(orders[0]) == list(range(10))
+    g = torch.Generator().manual_seed(5)
+    state = g.get_state()
+    weighted = WeightedRandomSampler(torch.ones(10), 10, generator=g)
+    with pytest.warns(UserWarning, match="WeightedRandomSampler's draws"):
+        draws = first(weighted)
+    assert weighted.generator is g and torch.equal(g.get_state(), state)  # the user's sampler is theirs again
+    with pytest.warns(UserWarning, match="WeightedRandomSampler's draws"):
+        assert first(weighted) == draws and first(weighted, seed=4) != draws
+    with warnings.catch_warnings(record=True) as caught:  # a DataLoader's generator: one warning, not two
+        warnings.simplefilter("always")
+        ed.enlighten(DataLoader(Counting(10), batch_size=5, shuffle=True, generator=torch.Generator()),
+                     ed.high_loss_removal(2, fraction=0.1))
+    assert [str(w.message).split(":")[0] for w in caught] == ["the DataLoader's generator is not used"]
+
+
+def test_dataloader_settings_are_kept_or_said_to_be_unused():
+    with pytest.warns(UserWarning, match="the DataLoader's in_order=False is not used: batches are taken in the "
+                                         "sampler's order"):
+        ed.enlighten(DataLoader(Counting(8), batch_size=4, num_workers=1, in_order=False),
+                     ed.high_loss_removal(2, fraction=0.1))
+    loader = ed.enlighten(DataLoader(Counting(8), batch_size=4, pin_memory_device="cpu"),
+                          ed.high_loss_removal(2, fraction=0.1))
+    assert loader._source.loader.pin_memory_device == "cpu"
 
 
 def test_unrecorded_samples_are_kept():
@@ -1095,6 +1142,19 @@ def test_a_first_pass_under_inference_mode_leaves_the_loader_usable_for_training
         scored.load_state_dict(state)
     epoch(scored, model, criterion)
     assert scored.history == plain.history[:2]
+
+
+def test_input_that_a_later_phase_cannot_cut_is_refused_at_the_first_batch():
+    vectors = DataLoader(TensorDataset(torch.randn(16, 5), torch.randint(0, 3, (16,))), batch_size=4)
+    loader = ed.enlighten(vectors, ed.mixup_pause(2, alpha=0.0, cutmix_alpha=1.0), num_classes=3)
+    with pytest.raises(ValueError, match=r"CutMix needs \(B, C, H, W\) input: the schedule's 'after' phase uses it "
+                                         r"\(cutmix_alpha=1.0\), got input of shape \(4, 5\)"):
+        next(iter(loader))  # epoch 0 is in the pause: without the check, the run would fail at epoch 2
+    # Mixup alone mixes vectors; an augmentation may make images of them, so it is left to the mixing to judge.
+    assert len(list(ed.enlighten(vectors, ed.mixup_pause(2, alpha=1.0), num_classes=3))) == 4
+    images = ed.enlighten(vectors, ed.mixup_pause(2, alpha=0.0, cutmix_alpha=1.0), num_classes=3,
+                          augment=lambda x: x.view(-1, 1, 1, 5))
+    assert [tuple(x.shape) for x, _ in images] == [(4, 1, 1, 5)] * 4
 
 
 def test_batches_and_datasets_of_the_wrong_form_are_named():

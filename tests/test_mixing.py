@@ -169,8 +169,11 @@ def test_to_soft_targets_forms_and_errors():
     for bad in (2.5, True):
         with pytest.raises(TypeError, match=f"num_classes should be an int, got num_classes={bad}"):
             to_soft_targets(idx, bad)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match=r"integer target rows should hold only 0 and 1.*got values up to 2"):
+    with pytest.raises(ValueError, match=r"integer target rows should hold only 0 and 1.*got values in \[0, 2\]"):
         to_soft_targets(torch.tensor([[2], [0]]), 1)  # class indices with a trailing dimension
+    with pytest.raises(ValueError, match=r"integer target rows should hold only 0 and 1.*got values in \[-1, 1\]"):
+        to_soft_targets(torch.tensor([[1, -1, 0], [0, 1, 0]]), 3)  # a negative weight would spread to the partner
+    assert torch.equal(to_soft_targets(torch.tensor([[True, False]]), 2), torch.tensor([[1.0, 0.0]]))
     assert torch.equal(to_soft_targets(torch.tensor([[0, 1, 1]]), 3), torch.tensor([[0.0, 1.0, 1.0]]))  # multi-hot
 
 
@@ -482,3 +485,36 @@ def test_mixing_refuses_input_that_requires_grad():
     with torch.no_grad():
         mixed, _, _ = mix_batch(x, y, phase, num_classes=10, generator=gen(0))
     torch.testing.assert_close(mixed, mix_batch(x.detach(), y, phase, num_classes=10, generator=gen(0))[0])
+
+
+def test_draw_mix_and_apply_mix_name_a_bad_size():
+    from enlight_data.mixing import apply_mix
+
+    g = torch.Generator().manual_seed(0)
+    cut = ed.Phase(cutmix_alpha=1.0)
+    for args, error, message in (
+        ((-1, 6, 6), ValueError, "batch_size should be >= 0, got batch_size=-1"),
+        ((2.5, 6, 6), TypeError, "batch_size should be an int, got batch_size=2.5 of type float"),
+        ((8, 0, 6), ValueError, "height should be >= 1, got height=0"),
+        ((8, 6, True), TypeError, "width should be an int, got width=True of type bool"),
+    ):
+        with pytest.raises(error, match=message):
+            draw_mix(cut, *args, generator=g)
+    assert draw_mix(cut, 1, 6, 6, generator=g) is None  # one sample: no partner
+    params = draw_mix(ed.Phase(mixup_alpha=1.0), 8, 6, 6, generator=g)
+    x, soft = torch.randn(8, 3, 6, 6), to_soft_targets(torch.arange(8) % 3, 3)
+    for args, error, message in (
+        ((x[:4], soft), ValueError, r"x should have the batch size the parameters were drawn for \(8\) as its first "
+                                    r"dimension, got x of shape \(4, 3, 6, 6\)"),
+        ((x, soft[:4]), ValueError, r"soft_targets should have the batch size .* \(8\) .* got soft_targets of shape "
+                                    r"\(4, 3\)"),
+        ((x, soft[:, 0]), ValueError, r"soft_targets should be \(B, num_classes\) rows, got soft_targets of shape "
+                                      r"\(8,\)"),
+        (([0.0] * 8, soft), TypeError, "x should be a Tensor, got x of type list"),
+    ):
+        with pytest.raises(error, match=message):
+            apply_mix(*args, params)
+    with pytest.raises(TypeError, match="params should be a MixParams .* got params of type dict"):
+        apply_mix(x, soft, {})  # type: ignore[arg-type]
+    mixed_x, mixed_y = apply_mix(x, soft, params)
+    torch.testing.assert_close(mixed_y.sum(1), torch.ones(8))
