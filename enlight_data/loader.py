@@ -237,6 +237,7 @@ class EnlightLoader:
         self._live: weakref.ref[Generator[Any, None, None]] | None = None  # the last iter()'s iterator
         self._warned_nonfinite = -1
         self._mixes = any(p.mixes for p in schedule.phases)
+        self._augments_every_epoch = augment is not None or all(p.augment is not None for p in schedule.phases)
         # Some phase cuts and pastes boxes, and nothing reshapes the input before: it must be (B, C, H, W) from the
         # first batch (not only from the first batch of that phase, maybe epochs later).
         self._cuts_raw_input = augment is None and any(
@@ -829,7 +830,14 @@ class EnlightLoader:
             if name == "input" and isinstance(value, list) and len(value) == n and value and all(
                 isinstance(v, Tensor) for v in value
             ):
-                continue  # per-sample images (GPU-decoded JPEGs) that augment makes one batch
+                if self._augments_every_epoch:
+                    continue  # per-sample images (GPU-decoded JPEGs) that augment makes one batch
+                unaugmented = next(k for k, p in zip(("during", "after"), self.schedule.phases) if p.augment is None)
+                raise TypeError(
+                    f"input should be a Tensor, or a list of images with an augmentation in every phase to make one "
+                    f"batch of them: the schedule mixes or smooths labels, and its {unaugmented!r} phase has no "
+                    f"augment (nor has enlighten()), got a list of {n} images"
+                )
             if not isinstance(value, Tensor):
                 raise TypeError(
                     f"{name} should be a Tensor when the schedule mixes or smooths labels, "

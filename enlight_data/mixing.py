@@ -358,8 +358,8 @@ def draw_mix(
     Raises:
         TypeError: If ``phase`` is not a :class:`Phase`, ``generator`` not a ``torch.Generator``,
             or ``host_generator`` neither ``None`` nor a ``torch.Generator``.
-        ValueError: If ``host_generator`` is not on the CPU, ``batch_size`` is negative, or ``height`` or
-            ``width`` is below 1.
+        ValueError: If ``host_generator`` is not on the CPU, ``generator`` not on ``device``, ``batch_size`` is
+            negative, or ``height`` or ``width`` is below 1.
 
     Note:
         CutMix λ is the kept area: ``1 - box_area / (H * W)``. Sample ``i`` is paired with
@@ -372,6 +372,9 @@ def draw_mix(
     if not phase.mixes or batch_size < 2:
         return None
     device = check_device("device", device) if device is not None else generator.device
+    if device.type != generator.device.type:
+        raise ValueError(f"generator should be on device {device} (where the draws are made), got a generator on "
+                         f"{generator.device}")
     drawn = _draw(phase, batch_size, height, width, generator=generator, device=device, host_generator=host_generator)
     return None if drawn is None else drawn.params
 
@@ -443,6 +446,25 @@ def _blend(
     return out
 
 
+def _check_input(x: Tensor) -> None:
+    """The input of a mix should be a real number tensor that does not require grad."""
+    if x.is_complex() or x.dtype == torch.bool:
+        # A complex input would lose its imaginary part in the float blend, a bool one become 0/1 floats unasked.
+        raise TypeError(f"x should be a float or integer tensor to mix, got x of dtype {x.dtype}")
+    check_no_grad("x", x, "mixing")
+
+
+def _may_overlap(t: Tensor) -> bool:
+    """Whether two elements of ``t`` may share memory: unless each stride, from the smallest up, steps over the
+    whole extent of the dimensions of smaller strides (true of any dense layout and of slices of one)."""
+    extent = 0
+    for stride, size in sorted((st, sz) for st, sz in zip(t.stride(), t.shape) if sz > 1):
+        if stride <= extent:
+            return True
+        extent += stride * (size - 1)
+    return False
+
+
 def _check_out(out: Tensor, x: Tensor) -> None:
     """``out`` must be a separate tensor with the mixed input's shape, float dtype and device."""
     if not isinstance(out, Tensor):
@@ -453,8 +475,8 @@ def _check_out(out: Tensor, x: Tensor) -> None:
             f"out should have shape {tuple(x.shape)}, dtype {dtype} and device {x.device} (those of the mixed "
             f"input), got out of shape {tuple(out.shape)}, dtype {out.dtype} and device {out.device}"
         )
-    if any(st == 0 and size > 1 for st, size in zip(out.stride(), out.shape)):
-        # An expanded tensor: several samples would be written to the same memory.
+    if _may_overlap(out):
+        # An expanded tensor, or strides that interleave: several elements would be written to the same memory.
         raise ValueError(f"out should not overlap itself, got out with strides {out.stride()} for shape {tuple(out.shape)}")
     check_no_grad("out", out, "mixing")  # a kernel would write into it unseen by autograd; the out= ops would fail
     if out.numel() and out.untyped_storage().data_ptr() == x.untyped_storage().data_ptr():  # empty: both null
@@ -464,7 +486,7 @@ def _check_out(out: Tensor, x: Tensor) -> None:
 
 def _mix_input(x: Tensor, params: MixParams, *, out: Tensor | None) -> Tensor:
     """The input half of :func:`apply_mix`, its arguments checked before anything is written."""
-    check_no_grad("x", x, "mixing")
+    _check_input(x)
     if out is not None:
         _check_out(out, x)
     weight, box = params.weight, params.box
@@ -668,7 +690,7 @@ def _mix(
     Class indices on the input's device go to the fused kernels with the draw (CUDA): one launch makes the
     parameters, the mixed input and the mixed soft targets (NOTE [ One launch per mix ]).
     """
-    check_no_grad("x", x, "mixing")
+    _check_input(x)  # whether or not this phase mixes: a run does not fail epochs later, when one does
     fused = (isinstance(target, Tensor) and _is_indices(target) and target.device == x.device
              and _fused("mix_params", x.device))
     if fused:

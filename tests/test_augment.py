@@ -781,6 +781,29 @@ def test_phase_strength_and_augment_swap_go_through_the_loader():
     assert [h["augment"] for h in swapped.history] == ["function", "GpuAugment"]
 
 
+def test_a_list_of_images_needs_an_augmentation_in_every_phase_from_the_first_batch():
+    import enlight_data as ed
+    from torch.utils.data import DataLoader
+
+    images = [(torch.randint(0, 256, (3, 10 + i, 12), dtype=torch.uint8, generator=gen(i)), i % 3) for i in range(8)]
+
+    def as_list(items):
+        return [x for x, _ in items], torch.tensor([y for _, y in items])
+
+    def make(**phases):
+        return ed.enlighten(DataLoader(images, batch_size=4, collate_fn=as_list),
+                            ed.Schedule(1, **phases), num_classes=3)
+
+    only_during = make(during=ed.Phase(mixup_alpha=0.8, augment=GpuAugment(8)), after=ed.Phase(mixup_alpha=0.8))
+    with pytest.raises(TypeError, match=r"input should be a Tensor, or a list of images with an augmentation in every "
+                                        r"phase .* its 'after' phase has no augment \(nor has enlighten\(\)\), got a "
+                                        r"list of 4 images"):
+        next(iter(only_during))  # epoch 0 augments; without the check, epoch 1 would fail
+    both = make(during=ed.Phase(mixup_alpha=0.8, augment=GpuAugment(8)),
+                after=ed.Phase(mixup_alpha=0.8, augment=GpuAugment(8, flip=0.0)))
+    assert [tuple(x.shape) for _ in range(2) for x, _ in both] == [(4, 3, 8, 8)] * 4
+
+
 def test_augmented_batches_resume_mid_epoch_exactly():
     import enlight_data as ed
 

@@ -271,6 +271,24 @@ def test_out_buffer_is_validated():
     expanded = torch.empty(1, 3, 16, 16).expand(4, 3, 16, 16)  # every sample written to one place
     with pytest.raises(ValueError, match=r"out should not overlap itself, got out with strides \(0, 256, 16, 1\)"):
         mix_batch(x, y, phase, num_classes=10, generator=gen(), out=expanded)
+    interleaved = torch.empty(4 * 3 * 16 * 16).as_strided((4, 3, 16, 16), (1, 256, 16, 1))  # samples 1 apart
+    with pytest.raises(ValueError, match=r"out should not overlap itself, got out with strides \(1, 256, 16, 1\)"):
+        mix_batch(x, y, phase, num_classes=10, generator=gen(), out=interleaved)
+    expected = mix_batch(x, y, phase, num_classes=10, generator=gen())[0]
+    for layout in (torch.empty(8, 3, 16, 16)[::2], torch.empty(4, 3, 16, 16, memory_format=torch.channels_last),
+                   torch.empty(16, 16, 4, 3).permute(2, 3, 0, 1), torch.empty(4, 3, 16, 20)[..., 2:18]):
+        assert torch.equal(mix_batch(x, y, phase, num_classes=10, generator=gen(), out=layout)[0], expected)
+
+
+def test_input_that_cannot_be_mixed_is_refused():
+    y = torch.arange(4) % 3
+    for x in (torch.complex(torch.rand(4, 3, 8, 8), torch.rand(4, 3, 8, 8)), torch.rand(4, 3, 8, 8) > 0.5):
+        with pytest.raises(TypeError, match=f"x should be a float or integer tensor to mix, got x of dtype {x.dtype}"):
+            mix_batch(x, y, ed.Phase(mixup_alpha=1.0), num_classes=3, generator=gen())
+        with pytest.raises(TypeError, match="x should be a float or integer tensor to mix"):
+            mix_batch(x, y, ed.Phase(), num_classes=3, generator=gen())  # whether or not the phase mixes
+    with pytest.raises(ValueError, match="generator should be on device meta .* got a generator on cpu"):
+        draw_mix(ed.Phase(mixup_alpha=1.0), 4, 8, 8, generator=gen(), device="meta")
 
 
 def test_mix_params_check_the_shift():
