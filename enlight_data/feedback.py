@@ -430,7 +430,7 @@ class _Stage:
             self.level_on = True
             self.level[:lo].fill_(2)
         if self.level_on and level is not None:
-            self.level[lo:hi].copy_(level)
+            self.level[lo:hi].copy_(level, non_blocking=True)
         elif self.level_on:
             self.level[lo:hi].fill_(2)
         # NaN marks a sample without an accuracy verdict (a batch recorded without one, or a sample with nothing to
@@ -439,7 +439,7 @@ class _Stage:
             self.correct_on = True
             self.correct[:lo].fill_(math.nan)
         if self.correct_on and correct is not None:
-            self.correct[lo:hi].copy_(correct)
+            self.correct[lo:hi].copy_(correct, non_blocking=True)
         elif self.correct_on:
             self.correct[lo:hi].fill_(math.nan)
         self.fill = hi

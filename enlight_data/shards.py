@@ -188,6 +188,24 @@ def _index_path(pattern: str) -> str:
     return os.path.join(os.path.dirname(pattern % 0), f"{stem.replace('%%', '%')}index.json")
 
 
+def _check_index_is_ours(index_path: str, pattern: str) -> None:
+    """Refuse to overwrite the index of shards of another pattern (``%04d-train.tar`` and ``%04d-val.tar`` in one
+    folder share ``index.json``); an index of this pattern's own shards is rewritten."""
+    try:
+        with open(index_path) as f:
+            urls = [s[_URL] for s in json.load(f)[_SHARDS]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no index there, or not one of ours: nothing to mix up
+    base = os.path.dirname(index_path) or "."
+    for k, url in enumerate(urls):
+        if os.path.normpath(os.path.join(base, url)) != os.path.normpath(pattern % k):
+            raise ValueError(
+                f"pattern should not share its index with other shards: {index_path} indexes {url!r}, which "
+                f"{pattern!r} would not write; give each dataset its own folder or a prefix before the shard "
+                f"number (e.g. 'train-%04d.tar')"
+            )
+
+
 def write_shards(
     dataset: Any,
     pattern: str | os.PathLike[str],
@@ -259,6 +277,7 @@ def write_shards(
     if folder:
         os.makedirs(folder, exist_ok=True)
     index_path = _index_path(pattern)
+    _check_index_is_ours(index_path, pattern)
     width = max(_KEY_WIDTH, len(str(n - 1)))
     bar = None
     if progress:

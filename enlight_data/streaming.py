@@ -757,6 +757,7 @@ class StreamSource:
             # DataLoader refuses a context without workers (too few shards may leave none).
             multiprocessing_context=multiprocessing_context if workers > 0 else None,
         )
+        self._mask_digest = ""  # of the begun epoch's excluded mask, with several ranks
         self._plan = _plan(catalog, None, seed=seed, epoch=0, world_size=world_size, batch_size=batch_size,
                            drop_last=drop_last)
 
@@ -775,6 +776,8 @@ class StreamSource:
             mask = self._excluded
         self._plan = _plan(self.catalog, mask, seed=self.seed, epoch=epoch, world_size=self.world_size,
                            batch_size=self.batch_size, drop_last=self.drop_last)
+        if self.world_size > 1:  # every rank must leave out the same samples (checked at the epoch's sync)
+            self._mask_digest = hashlib.blake2b(np.ascontiguousarray(mask.numpy()).data, digest_size=8).hexdigest()
         generation = int(self._cursor[3]) + 1
         self._cursor.copy_(torch.tensor([epoch, start_batch, int(mask is self._clock.excluded), generation]))
         self.loader.generator = make_generator(self.seed, epoch, Stream.LOADER, *self._rank_keys)
@@ -864,13 +867,14 @@ class StreamSource:
         self._loaded = loaded
 
     def agreement(self) -> int:
-        """What every rank must share in the current epoch: the settings that make the plan (and the epoch).
+        """What every rank must share in the current epoch: the settings that make the plan, the epoch and the
+        samples left out.
 
         The workers and their buffers only order a rank's own share: they may differ between ranks.
         """
         own = ("rank", "num_workers", "shuffle_buffer")
         settings = sorted((k, v) for k, v in self.signature().items() if k not in own)
-        return agreement_digest(self.seed, settings, int(self._cursor[0]))
+        return agreement_digest(self.seed, settings, int(self._cursor[0]), self._mask_digest)
 
     def signature(self) -> dict[str, Any]:
         """Plain values a checkpoint must match (the order depends on all of them)."""

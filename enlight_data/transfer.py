@@ -22,7 +22,10 @@ T = TypeVar("T")
 def move_to(batch: T, device: torch.device, *, non_blocking: bool = True) -> T:
     """Move every tensor in a (nested) tuple/list/dict batch to ``device``; other items pass through."""
     if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=non_blocking and batch.is_pinned())  # type: ignore[return-value]
+        # Host to device is asynchronous from pageable memory too (CUDA stages it); device to host only into pinned
+        # memory, which a plain .to("cpu") does not give: there a non_blocking copy could be read before it lands.
+        upload = batch.device.type == "cpu" and device.type != "cpu"
+        return batch.to(device, non_blocking=non_blocking and (upload or batch.is_pinned()))  # type: ignore[return-value]
     if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
         return type(batch)(*(move_to(b, device, non_blocking=non_blocking) for b in batch))
     if isinstance(batch, (list, tuple)):

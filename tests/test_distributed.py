@@ -224,6 +224,18 @@ def _first_epoch_error(make: Callable[[], Any], *, run: bool = True) -> str | No
     return None
 
 
+def _second_epoch_error(make: Callable[[], Any]) -> str | None:
+    """The error of two recorded epochs of a loader (the second's sync judges what the first's losses removed)."""
+    try:
+        loader = make()
+        for _ in range(2):
+            for x, _ in loader:
+                loader.record(x[:, 0].float())
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _check_disagreement(world_size: int) -> dict[str, Any]:
     """Ranks that would read different global orders, or claim another rank or size, fail on every rank."""
     rank = dist.get_rank()
@@ -240,6 +252,10 @@ def _check_disagreement(world_size: int) -> dict[str, Any]:
         "same sampler": _first_epoch_error(lambda: ed.enlighten(loader(sampler=_OwnRandomSampler(24, 0)), schedule)),
         "stream seed per rank": None if index is None else _first_epoch_error(
             lambda: ed.stream(index, schedule, batch_size=8, num_workers=0, seed=rank)),
+        # The same plan settings, different samples left out (here by a fraction that differs by rank).
+        "stream removal per rank": None if index is None else _second_epoch_error(
+            lambda: ed.stream(index, ed.high_loss_removal(3, fraction=0.25 * (rank + 1)), batch_size=8,
+                              num_workers=0)),
         # Refused when built (rank 0's loader, accepted, is not run: its sync would wait for the others).
         "world_size": _first_epoch_error(lambda: ed.enlighten(loader(), schedule, world_size=world_size + 1),
                                          run=False),
@@ -585,7 +601,7 @@ def test_ranks_that_would_read_different_orders_or_claim_another_rank_fail_on_ev
     # sync for a seed or a custom sampler that differs by rank, at once for a rank or size the group does not have.
     results = [r["disagreement"] for r in run2]
     for rank, result in enumerate(results):
-        for case in ("seed per rank", "sampler per rank", "stream seed per rank"):
+        for case in ("seed per rank", "sampler per rank", "stream seed per rank", "stream removal per rank"):
             assert result[case] is not None and result[case].startswith(
                 "ranks should read one global order per epoch (the same seed, data and sampling on every rank), got "
                 "different ones: digests ["), (rank, case, result[case])

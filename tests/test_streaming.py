@@ -126,6 +126,17 @@ def test_write_shards_errors(tmp_path):
         ed.write_shards(Tiles(3), str(tmp_path / "d-%02d.tar"), image_format="gif", progress=False)
 
 
+def test_write_shards_does_not_overwrite_the_index_of_other_shards(tmp_path):
+    train = ed.write_shards(Tiles(10), str(tmp_path / "%04d-train.tar"), maxcount=5, progress=False)
+    assert ed.write_shards(Tiles(7), str(tmp_path / "%04d-train.tar"), maxcount=5, progress=False) == train  # rewritten
+    with pytest.raises(ValueError, match=r"pattern should not share its index with other shards: .*index.json indexes "
+                                         r"'0000-train.tar', which '.*%04d-val.tar' would not write"):
+        ed.write_shards(Tiles(4), str(tmp_path / "%04d-val.tar"), maxcount=5, progress=False)
+    with open(train) as f:
+        assert json.load(f)["total"] == 7  # train's index is still train's
+    assert not (tmp_path / "0000-val.tar").exists()  # refused before anything was written
+
+
 def test_write_shards_checks_progress_is_a_bool(tmp_path):
     with pytest.raises(TypeError, match="progress should be a bool, got progress='no' of type str"):
         ed.write_shards(Tiles(3), str(tmp_path / "p-%02d.tar"), progress="no")  # type: ignore[arg-type]
