@@ -4,7 +4,9 @@ Each kernel lives in its own module (``_colour_kernel``, ``_draw_kernel``, ``_re
 imported only when a CUDA batch first needs it: Triton ships with PyTorch's CUDA wheels, not with every build. A kernel
 that cannot be imported is reported as missing; one that fails to compile or launch is recorded in :data:`FAILED`,
 warned about once, and not tried again in this process; one given arguments it does not handle raises
-:class:`Unsupported`. In every case the caller runs its PyTorch ops instead.
+:class:`Unsupported`. In every case the caller runs its PyTorch ops instead. Running out of device memory, or a
+device error (``torch.AcceleratorError``: an illegal address, a device-side assert), is not the kernel's failure: it
+propagates as from any PyTorch op, and the kernel is tried again on the next call.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import functools
 import importlib
 import warnings
 from typing import Any, Callable
+
+import torch
 
 __all__ = ["FAILED", "Unsupported", "cdiv", "kernel", "next_power_of_2", "run"]
 
@@ -30,6 +34,12 @@ _KERNELS = {
 class Unsupported(ValueError):
     """Raised by a kernel's launcher for arguments it does not handle: the caller runs its PyTorch ops for them."""
 
+
+# Errors of the device rather than of the kernel, raised as they are and not recorded in FAILED.
+# (torch.AcceleratorError is new in PyTorch 2.8; before it a device error is a RuntimeError, and disables the kernel.)
+_PROPAGATED: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError,) + tuple(
+    getattr(torch, name) for name in ("AcceleratorError",) if hasattr(torch, name)
+)
 
 # name -> why the kernel failed, for the rest of the process.
 FAILED: dict[str, str] = {}
@@ -56,6 +66,10 @@ def run(name: str, *args: Any, **kwargs: Any) -> Any:
 
     None where the kernel is missing, where it cannot run here (warned once per kernel and process), or where it does
     not handle these arguments (:class:`Unsupported`, for this call only).
+
+    Raises:
+        torch.OutOfMemoryError: Where the device ran out of memory; the kernel stays enabled.
+        torch.AcceleratorError: For a device error; the device is then unusable, and the PyTorch ops would fail too.
     """
     launcher = kernel(name)
     if launcher is None or name in FAILED:
@@ -64,6 +78,8 @@ def run(name: str, *args: Any, **kwargs: Any) -> Any:
         return launcher(*args, **kwargs)
     except Unsupported:  # not this kernel's input (a shape, a dtype): PyTorch ops for this call only
         return None
+    except _PROPAGATED:  # transient (memory) or not the kernel's to recover from (the device): the caller's error
+        raise
     except Exception as exc:  # a compile or launch failure: PyTorch ops for the rest of the process
         FAILED[name] = f"{type(exc).__name__}: {exc}"
         warnings.warn(

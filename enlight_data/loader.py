@@ -1139,6 +1139,12 @@ class EnlightLoader:
             or (excluded.numel() and not (0 <= int(excluded.min()) and int(excluded.max()) < n))
         ):
             raise ValueError(f"state['excluded'] should be a 1-D int64 tensor of indices in [0, {n}), got {excluded!r:.80}")
+        if excluded.numel() != torch.unique(excluded).numel():
+            repeated = torch.unique(excluded, return_counts=True)
+            raise ValueError(
+                "state['excluded'] should hold each index at most once, got repeated indices "
+                f"{repeated[0][repeated[1] > 1][:8].tolist()}"
+            )
         history = state["history"]
         if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
             raise ValueError(f"state['history'] should be a list of dicts, got {history!r:.80}")

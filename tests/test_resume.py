@@ -328,6 +328,7 @@ _DROP = object()
         ({"open": "yes"}, ValueError, r"state\['open'\]"),
         ({"excluded": torch.tensor([0, 10_000])}, ValueError, r"state\['excluded'\]"),
         ({"excluded": [1, 2]}, ValueError, r"state\['excluded'\]"),
+        ({"excluded": torch.tensor([3, 1, 3])}, ValueError, r"state\['excluded'\] should hold each index at most once, got .*\[3\]"),
         ({"history": None}, ValueError, r"state\['history'\]"),
         ({"history": []}, ValueError, r"state\['history'\] should end with the open epoch 1, got .* is None"),
         ({"history": [{"epoch": 0}]}, ValueError, r"should end with the open epoch 1, got .* last epoch is 0"),

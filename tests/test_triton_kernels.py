@@ -606,6 +606,26 @@ def test_arguments_a_kernel_does_not_handle_fall_back_for_that_call_only(monkeyp
     assert fused.FAILED == {}  # and the kernel is tried again next time
 
 
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory"), torch.AcceleratorError("illegal address")])
+def test_device_errors_propagate_and_leave_the_kernel_enabled(monkeypatch, error):
+    calls = []
+
+    def failing_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise error
+        return "ran"
+
+    monkeypatch.setattr(fused, "kernel", lambda name: failing_once)
+    monkeypatch.setattr(fused, "FAILED", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(type(error), match=str(error)):
+            fused.run("mix", 1)
+    assert fused.FAILED == {}  # not the kernel's failure: no fallback for the rest of the process
+    assert fused.run("mix", 2) == "ran" and len(calls) == 2
+
+
 def test_every_kernel_compiles_for_a_hopper_gpu(tmp_path):
     # The interpreter runs kernels as numpy code and accepts what the GPU compiler may reject (types, ops); this
     # compiles each kernel, in the specialisations the library launches, to an sm_90 (H100/H200) binary without a
