@@ -1205,7 +1205,11 @@ def check_soft_targets(schedule: Schedule, num_classes: int | None) -> None:
 
 
 def resolve_device(device: torch.device | str | None) -> torch.device | None:
-    """``device`` as a ``torch.device`` (``None`` stays ``None``), with a clear error for anything else."""
+    """``device`` as a ``torch.device`` (``None`` stays ``None``), with a clear error for anything else.
+
+    ``"cuda"`` without an index becomes the current CUDA device, now: the prefetch stream, the generators, the loss
+    table and every batch then stay on one device, whatever device is current later in the loop.
+    """
     if device is None:
         return None
     dev = check_device("device", device)
@@ -1215,6 +1219,8 @@ def resolve_device(device: torch.device | str | None) -> torch.device | None:
             raise ValueError(
                 f"device should be an available device, got device={device!r} with {count} CUDA device(s) available"
             )
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
     elif dev.type != "cpu":  # mps, xpu, ...: only a tensor made there proves the device is there
         try:
             torch.empty(0, device=dev)
@@ -1247,7 +1253,9 @@ def enlighten(
         schedule: A :class:`Schedule` (e.g. :func:`mixup_pause`).
         num_classes: Needed when any phase mixes or smooths labels.
         device: Move every tensor of the batch there (non_blocking, pinned, with
-            side-stream prefetch on CUDA) before augmentation and mixing.
+            side-stream prefetch on CUDA) before augmentation and mixing. ``"cuda"`` without an
+            index is the current CUDA device when ``enlighten()`` is called: in a distributed job,
+            call ``torch.cuda.set_device(local_rank)`` first, or pass ``f"cuda:{local_rank}"``.
         seed: Base seed of every random stream (shuffle, mixing, augmentation).
         input_key: For dict batches, the key of the input.
         target_key: For dict batches, the key of the target.

@@ -941,7 +941,8 @@ def stream(
         shuffle_buffer: Per-worker shuffle buffer (raw bytes, before decoding).
         seed: Base seed of the shard order, the shuffle buffers, mixing and augmentation.
         num_classes: Needed when a phase mixes or smooths labels; defaults to the index's.
-        device: Move batches there (and, with ``decode="gpu"``, decode there).
+        device: Move batches there (and, with ``decode="gpu"``, decode there); ``"cuda"`` without an index is the
+            current CUDA device when ``stream()`` is called (the default with ``decode="gpu"``).
         augment: A batch augmentation (a :class:`~enlight_data.GpuAugment` is required with ``decode="gpu"``).
         decode: ``"rgb8"`` (uint8 ``(3, H, W)`` images decoded in the workers; ``npy`` entries become tensors),
             ``"l8"`` (grayscale), ``"gpu"`` (workers ship JPEG bytes; the batch is decoded with
@@ -1004,8 +1005,8 @@ def stream(
             raise ValueError("decode='gpu' needs a CUDA device, and torch.cuda.is_available() is False; "
                              "use decode='rgb8' on this machine")
         if dev is None:
-            dev = torch.device("cuda")
-        if dev.type != "cuda":
+            dev = resolve_device("cuda")
+        if dev is None or dev.type != "cuda":
             raise ValueError(f"decode='gpu' needs a CUDA device, got device={device!r}")
         if augment is None:
             raise ValueError("decode='gpu' needs augment (a GpuAugment) to crop the decoded images into one batch, "

@@ -745,6 +745,20 @@ def test_a_cuda_device_without_cuda_is_a_clear_error():
                          device=device)
 
 
+def test_cuda_without_an_index_is_the_current_device_when_resolved(monkeypatch):
+    # The prefetch stream, the generators and the moves all use the resolved device: "cuda" is pinned to the device
+    # current at enlighten(), not whatever is current when each of them is made.
+    from enlight_data.loader import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)
+    assert resolve_device("cpu") == torch.device("cpu") and resolve_device(None) is None
+
+
 def test_an_accelerator_this_machine_lacks_is_a_clear_error():
     for device in ("mps", "xpu:0", "hpu", "meta"):
         try:
