@@ -308,8 +308,10 @@ class LossTable:
         if n_drop == 0:
             return torch.empty(0, dtype=torch.int64)
         # Ranked on the CPU whatever the table's device: with tied losses at the cut, CPU and CUDA topk may pick
-        # different samples, and a resumed run's table is on the CPU until its first record.
-        ranked = torch.where(known, last, -math.inf).cpu()
+        # different samples, and a resumed run's table is on the CPU until its first record. A known loss of -inf
+        # (given in ``losses``, or a float32 sum that overflowed) ranks as the lowest finite value: strictly above
+        # the samples without a loss (-inf here), so that none of them is selected (n_drop < k).
+        ranked = torch.where(known, last.clamp_min(torch.finfo(last.dtype).min), -math.inf).cpu()
         return torch.topk(ranked, n_drop, sorted=False).indices
 
     # ------------------------------------------------------------------ state

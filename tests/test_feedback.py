@@ -289,6 +289,19 @@ def test_tied_losses_at_the_cut_give_the_same_set_on_cpu_and_cuda():
     assert chosen[0] == chosen[1]
 
 
+def test_select_high_loss_never_selects_a_sample_without_a_loss_when_known_losses_are_minus_inf():
+    # A known loss of -inf (a preview's, or a float32 sum that overflowed) once tied with the samples without a
+    # loss, which topk could then select.
+    table = LossTable(5)
+    given = torch.tensor([-math.inf, -math.inf, math.nan, math.nan, 1.0])
+    assert sorted(table.select_high_loss(0.9, losses=given).tolist()) in ([0, 4], [1, 4])
+    table = LossTable(8)
+    table.record(torch.tensor([0, 0, 1, 1, 2]), torch.tensor([-3e38, -3e38, -3e38, -3e38, 2.0]))  # sums overflow
+    table.finalize_epoch()
+    assert table.losses()[:2].tolist() == [-math.inf, -math.inf]
+    assert sorted(table.select_high_loss(0.9).tolist()) in ([0, 2], [1, 2])
+
+
 def test_select_high_loss_checks_the_losses_it_is_given():
     table = LossTable(10)
     with pytest.raises(ValueError, match=r"losses should have shape \(10,\), got losses of shape \(20,\)"):
