@@ -197,9 +197,14 @@ class EnlightSampler(Sampler[int]):
         more, which could change the batches it gives later.
 
         Args:
-            epoch: The epoch whose share to count.
+            epoch: The epoch whose share to count (>= 0).
             excluded: Bool mask over the dataset (``True`` = left out), or ``None``.
+
+        Raises:
+            TypeError: If ``epoch`` is not an int, or ``excluded`` is not a bool tensor.
+            ValueError: If ``epoch`` < 0, or ``excluded`` has another shape.
         """
+        check_int("epoch", epoch, minimum=0)
         self._check_excluded(excluded)
         if self.base is None and self.pad and self.world_size == 1:
             kept = self.num_samples - (0 if excluded is None else int(excluded.sum()))

@@ -122,6 +122,15 @@ def test_begin_checks_epoch_and_start():
     assert list(s) == [] and len(s) == 0
 
 
+@pytest.mark.parametrize("world_size", [1, 2])  # the count without an order, and the one that draws it
+def test_length_for_checks_epoch_as_begin_does(world_size):
+    s = EnlightSampler(DATA, world_size=world_size)
+    with pytest.raises(ValueError, match="epoch should be >= 0, got epoch=-1"):
+        s.length_for(-1)  # counted the share of an epoch begin() refuses
+    with pytest.raises(TypeError, match="epoch should be an int, got epoch=2.5 of type float"):
+        s.length_for(2.5)  # type: ignore[arg-type]  # counted epoch 2's share
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
