@@ -109,7 +109,7 @@ def current_phase() -> Phase:
     """The :class:`~enlight_data.Phase` in force for the current epoch (also inside workers).
 
     Raises:
-        RuntimeError: If no enlight_data loader is active in this process.
+        RuntimeError: If no enlight_data loader is active in this process, or it has not started an epoch.
     """
     return _require().phase()
 

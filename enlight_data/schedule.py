@@ -285,7 +285,8 @@ class PeriodTracker:
 
     Attributes:
         end_epoch: A fixed period's length. For an accuracy period ``None`` while it
-            lasts, then the first epoch after the one that ended it (the latch is set).
+            lasts, then the first epoch after the one that ended it, at most ``max_epochs``
+            (an epoch past the cap, reached by ``set_epoch()``, ends it at the cap).
 
     Note:
         The latch is all the state (:meth:`state_dict`): it only changes when an epoch
