@@ -53,8 +53,12 @@ SyncMode = Literal["auto", "dense", "sparse"]
 # to 16M samples and sparse wins above.
 SPARSE_MIN_SIZE = 16_000_000
 
-# Header layout: table size, recorded rows, the ranks' agreement digest, then the table's six epoch counters.
-_SIZE, _ROWS, _AGREE, _STATS = 0, 1, 2, 3
+# Header layout: table size, recorded rows, the ranks' agreement digest, the exchanges this rank may use, then the
+# table's six epoch counters.
+_SIZE, _ROWS, _AGREE, _EXCHANGE, _STATS = 0, 1, 2, 3, 4
+# The exchanges a rank may use, by the code its header carries: every rank must carry the same one, or some would
+# all-reduce while others all-gather and wait for each other forever.
+_EXCHANGES = ("dense", "dense or sparse (mode='auto')", "sparse")
 
 
 def agreement_digest(*parts: object) -> int:
@@ -167,8 +171,9 @@ def sync_table(
         ``"dense"`` or ``"sparse"``, the exchange used (the same on every rank).
 
     Raises:
-        ValueError: For an unknown ``mode``, or when the ranks' tables differ in size or their ``agreement``
-            values differ (raised on every rank, so none waits forever).
+        ValueError: For an unknown ``mode``, or when the ranks' tables differ in size, their ``agreement``
+            values differ, or their ``mode`` and ``sparse_min_size`` allow different exchanges (raised on every
+            rank, so none waits forever).
     """
     if mode not in ("auto", "dense", "sparse"):
         raise ValueError(f"mode should be 'auto', 'dense' or 'sparse', got mode={mode!r}")
@@ -183,6 +188,7 @@ def sync_table(
     header[_SIZE] = size
     header[_ROWS] = -1 if recorded is None else recorded.numel()
     header[_AGREE] = -1 if agreement is None else agreement
+    header[_EXCHANGE] = 2 if mode == "sparse" else int(consider_sparse)
     header[_STATS:] = stats.to(device)
     headers = torch.empty(world_size, header.numel(), dtype=torch.float64, device=device)
     dist.all_gather(list(headers.unbind(0)), header, group=group)
@@ -197,6 +203,12 @@ def sync_table(
             f"different ones: digests {agreed} by rank. Each rank's share then overlaps another's: pass the same "
             "seed= on every rank, and use a sampler with a generator attribute (which is seeded per epoch) rather "
             "than one drawing from a per-rank random state"
+        )
+    exchanges = [_EXCHANGES[int(e)] for e in headers[:, _EXCHANGE].tolist()]
+    if len(set(exchanges)) != 1:
+        raise ValueError(
+            "sync_table should get the same mode and sparse_min_size on every rank (for this table size), got "
+            f"exchanges {exchanges} by rank"
         )
     # Summed on the host in rank order: the same float64 result on every rank.
     stats.copy_(headers[:, _STATS:].sum(0).to(stats.device, stats.dtype))

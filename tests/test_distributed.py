@@ -173,6 +173,18 @@ def _check_sync(world_size: int) -> dict[str, Any]:
         out["mismatch"] = None
     except ValueError as exc:
         out["mismatch"] = str(exc)
+    # Settings that would have some ranks all-reduce and others all-gather: refused, not a wait forever.
+    out["exchange_mismatch"] = []
+    settings = ((("dense", "sparse"), (0, 0)), (("auto", "sparse"), (0, 0)), (("auto", "auto"), (0, 10**9)))
+    for modes, min_sizes in settings:
+        table = LossTable(400)
+        table.record(ids, losses)
+        try:
+            mode, min_size = modes[min(rank, 1)], min_sizes[min(rank, 1)]
+            sync_table(table, mode=mode, sparse_min_size=min_size)  # type: ignore[arg-type]
+            out["exchange_mismatch"].append(None)
+        except ValueError as exc:
+            out["exchange_mismatch"].append(str(exc))
     return out
 
 
@@ -473,6 +485,15 @@ def test_table_size_mismatch_raises_on_every_rank(runs):
     for r in ranks:
         assert r["sync"]["mismatch"] is not None
         assert "same size on every rank" in r["sync"]["mismatch"]
+
+
+@pytest.mark.slow  # spawns gloo ranks
+def test_sync_settings_that_differ_by_rank_raise_on_every_rank(runs):
+    _, ranks = runs
+    for r in ranks:
+        assert len(r["sync"]["exchange_mismatch"]) == 3
+        for message in r["sync"]["exchange_mismatch"]:
+            assert message is not None and "same mode and sparse_min_size on every rank" in message
 
 
 @pytest.mark.slow  # spawns gloo ranks
