@@ -17,8 +17,9 @@ NOTE [ Identical decisions on every rank ]
     race and every rank adds the same numbers in the same order.
 
 NOTE [ Dense or sparse ]
-    Dense: one ``all_reduce`` of the per-sample sums and counts, ``8 * N`` bytes
-    (float32 sum and count per sample), whatever was recorded. Sparse: every
+    Dense: ``all_reduce`` of the per-sample sums and counts, ``8 * N`` bytes
+    (float32 sum and count per sample), whatever was recorded: two in place where
+    the table is on the collective's device, else one of both concatenated. Sparse: every
     rank gathers the ``(index, sum, count)`` rows recorded during the epoch,
     12 bytes each (16 for tables of 2**31 samples or more), padded to the largest
     rank's count. ``mode="auto"`` goes sparse for tables of at least
