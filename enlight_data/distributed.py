@@ -200,10 +200,11 @@ def sync_table(
     agreed = [int(a) for a in headers[:, _AGREE].tolist()]
     if len(set(agreed)) != 1:
         raise ValueError(
-            "ranks should read one global order per epoch (the same seed, data and sampling on every rank), got "
-            f"different ones: digests {agreed} by rank. Each rank's share then overlaps another's: pass the same "
-            "seed= on every rank, and use a sampler with a generator attribute (which is seeded per epoch) rather "
-            "than one drawing from a per-rank random state"
+            "ranks should read one global order per epoch (the same seed, data, sampling and schedule on every "
+            f"rank), got different ones: digests {agreed} by rank. Each rank's share then overlaps another's: pass "
+            "the same seed=, batch size and schedule on every rank (a removal fraction that differs by rank leaves "
+            "out different samples), and use a sampler with a generator attribute (which is seeded per epoch) "
+            "rather than one drawing from a per-rank random state"
         )
     exchanges = [_EXCHANGES[int(e)] for e in headers[:, _EXCHANGE].tolist()]
     if len(set(exchanges)) != 1:

@@ -624,8 +624,10 @@ def test_ranks_that_would_read_different_orders_or_claim_another_rank_fail_on_ev
     for rank, result in enumerate(results):
         for case in ("seed per rank", "sampler per rank", "stream seed per rank", "stream removal per rank"):
             assert result[case] is not None and result[case].startswith(
-                "ranks should read one global order per epoch (the same seed, data and sampling on every rank), got "
-                "different ones: digests ["), (rank, case, result[case])
+                "ranks should read one global order per epoch (the same seed, data, sampling and schedule on every "
+                "rank), got different ones: digests ["), (rank, case, result[case])
+        # A schedule that removes different samples by rank is named as a cause, not only the seed and the sampler.
+        assert "a removal fraction that differs by rank" in result["stream removal per rank"]
         assert result["same sampler"] is None  # the same draws on every rank: fine
         assert result["world_size"].startswith("world_size should be the process group's size 2 (the losses are "
                                                "combined over it) or 1 (a loader of its own on each process), got "
