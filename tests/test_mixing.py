@@ -536,3 +536,39 @@ def test_draw_mix_and_apply_mix_name_a_bad_size():
         apply_mix(x, soft, {})  # type: ignore[arg-type]
     mixed_x, mixed_y = apply_mix(x, soft, params)
     torch.testing.assert_close(mixed_y.sum(1), torch.ones(8))
+
+
+def test_the_choice_made_on_the_device_follows_switch_prob(monkeypatch):
+    # A CUDA generator without a host one chooses Mixup or CutMix on the device (forced here on the CPU):
+    # switch_prob is the chance of CutMix there too, not of Mixup.
+    import enlight_data.mixing as mixing
+
+    monkeypatch.setattr(mixing, "_choice_generator", lambda generator, host: None)
+
+    def cutmix_batches(switch_prob, seeds):
+        phase = ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, switch_prob=switch_prob)
+        weights = [draw_mix(phase, 4, 6, 6, generator=gen(seed)).weight for seed in range(seeds)]
+        return sum(bool(((w == 0) | (w == 1)).all()) for w in weights)  # CutMix: a 0/1 mask; Mixup: one weight
+
+    assert cutmix_batches(0.0, 20) == 0
+    assert cutmix_batches(1.0, 20) == 20
+    assert 25 < cutmix_batches(0.25, 200) < 80  # about 50; 150 if the choice were inverted
+
+
+def test_the_choice_made_on_the_device_follows_mix_prob_and_batch_mode(monkeypatch):
+    # The same path: mix_prob is the chance that a sample is mixed, and mode="batch" shares one draw (one λ, one
+    # weight or mask) across the batch.
+    import enlight_data.mixing as mixing
+
+    monkeypatch.setattr(mixing, "_choice_generator", lambda generator, host: None)
+    phase = ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, mix_prob=0.2)
+    for seed in range(4):  # 32x32: a CutMix box is empty (λ = 1) only for a partner's share below 1/256
+        params = draw_mix(phase, 2000, 32, 32, generator=gen(seed))
+        mixed = params.mixed
+        assert abs(mixed.float().mean().item() - 0.2) < 0.04  # 0.8 if the coin were inverted
+        assert (params.lam[~mixed] == 1).all() and (params.weight[~mixed] == 0).all()
+    batch_phase = ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, mode="batch")
+    for seed in range(6):
+        params = draw_mix(batch_phase, 16, 6, 6, generator=gen(seed))
+        assert torch.unique(params.lam).numel() == 1 and params.lam[0] < 1
+        assert (params.weight == params.weight[:1]).all()
