@@ -131,6 +131,20 @@ def test_crop_boxes_always_lie_inside_the_image(h, w, lo, span, r_lo, r_span, st
     assert (x2 - x1 >= 1).all() and (y2 - y1 >= 1).all()
 
 
+@pytest.mark.parametrize(("h", "w"), [(20, 10), (10, 20)])
+def test_a_crop_spanning_the_image_fits_and_takes_every_offset_along_the_other_side(h, w):
+    # Square crops of half a 2:1 image's area span its short side exactly: such a crop fits (torchvision's
+    # `w <= width`, not the centred fallback), and its offset along the long side is uniform over all 11 positions,
+    # both ends included (torchvision's randint(0, width - w + 1)).
+    aug = GpuAugment(8, scale=(0.5, 0.5), ratio=(1.0, 1.0))
+    x1, y1, x2, y2 = aug.draw(2000, h, w, generator=gen(12)).boxes.unbind(1)
+    assert torch.equal(x2 - x1, torch.full((2000,), 10.0)) and torch.equal(y2 - y1, torch.full((2000,), 10.0))
+    along, across = (y1, x1) if h > w else (x1, y1)
+    assert (across == 0).all()
+    counts = torch.bincount(along.long(), minlength=11)
+    assert counts.numel() == 11 and (counts > 2000 / 11 / 2).all(), counts  # about 182 each
+
+
 def test_the_fallback_crop_is_never_empty():
     # A 1-pixel image and a ratio range of (1/4, 1/4): no candidate fits, and torchvision's fallback would be 0 wide.
     aug = GpuAugment(4, scale=(1.0, 1.0), ratio=(0.25, 0.25))
