@@ -203,6 +203,14 @@ def test_jitter_factors_lie_in_torchvision_ranges_and_apply_with_jitter_prob():
     assert (p.hue[~on] == 0).all()
 
 
+def test_hue_shifts_spread_over_both_directions():
+    # Uniform in [-hue, hue] (torchvision's ColorJitter), not only one side of 0.
+    hue = GpuAugment(8, hue=0.1, jitter_prob=1.0).draw(4000, 16, 16, generator=gen(13)).hue
+    assert hue.min() < -0.095 and hue.max() > 0.095
+    assert abs(hue.mean().item()) < 0.005  # the mean of 4000 uniforms on [-0.1, 0.1]: standard error about 0.0009
+    assert 0.4 < (hue < 0).float().mean().item() < 0.6
+
+
 def test_no_jitter_configured_means_no_sample_flagged():
     p = GpuAugment(8).draw(100, 16, 16, generator=gen())
     assert not p.jitter.any() and (p.brightness == 1).all() and (p.hue == 0).all()
