@@ -228,6 +228,20 @@ def test_brightness_contrast_saturation_match_torchvision_when_nothing_clips(fie
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
+def test_brightness_and_contrast_together_match_torchvision_applied_in_order():
+    # Contrast blends with the mean gray level of the brightness-adjusted image, as torchvision's ColorJitter
+    # (brightness first) gives it: the mean of the input itself would be off by the brightness factor.
+    x = 0.3 + 0.3 * images(4, h=8, w=8, dtype=torch.float32)
+    bright = torch.tensor([0.8, 1.2, 0.9, 1.1])
+    contrast = torch.tensor([1.2, 0.8, 0.7, 1.25])
+    out = GpuAugment(8, **JITTER).apply(x, params(4, 8, 8, brightness=bright, contrast=contrast))
+    expected = torch.stack(
+        [TF.adjust_contrast(TF.adjust_brightness(x[i], float(bright[i])), float(contrast[i])) for i in range(4)]
+    )
+    assert expected.min() > 0 and expected.max() < 1  # nothing clips
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
 def test_hue_is_a_rotation_about_the_gray_axis():
     aug = GpuAugment(8, hue=0.5)
     x = images(4, h=8, w=8, dtype=torch.float32)
