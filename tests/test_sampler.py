@@ -1,6 +1,6 @@
 import pytest
 import torch
-from torch.utils.data import WeightedRandomSampler
+from torch.utils.data import DistributedSampler, WeightedRandomSampler
 
 from enlight_data import EnlightSampler
 from enlight_data.sampler import shard
@@ -42,6 +42,19 @@ def test_shards_are_disjoint_equal_and_cover(world_size, pad):
         assert len(flat) == -(-23 // world_size) * world_size
     else:
         assert len(flat) == len(set(flat)) == (23 // world_size) * world_size
+
+
+@pytest.mark.parametrize(("n", "world_size"), [(23, 3), (23, 4), (10, 4), (2, 5)])
+def test_padding_repeats_the_order_from_its_start_as_distributed_sampler_does(n, world_size):
+    # DistributedSampler(drop_last=False) fills the last round with indices from the start of the order (cycling
+    # through it again when the order is shorter than the padding), then deals every world_size-th to each rank.
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+    ours = [shard(order, r, world_size).tolist() for r in range(world_size)]
+    theirs = [
+        [order[i].item() for i in DistributedSampler(range(n), num_replicas=world_size, rank=r, shuffle=False)]
+        for r in range(world_size)
+    ]
+    assert ours == theirs
 
 
 def test_custom_sampler_keeps_distribution_and_filters():
