@@ -442,3 +442,20 @@ def test_a_fully_padded_binary_sequence_has_no_loss_through_record():
     table = loader.losses()
     assert table[0].item() == 1.5 and table[1].isnan() and table[2].item() == 3.0
     assert loader.history[-1]["mean_loss"] == pytest.approx((1.5 + 3.0) / 2)
+
+
+def test_the_epochs_mean_loss_counts_mixed_samples_that_the_table_leaves_out():
+    # A mixed sample's loss is not its own: it stays out of the table (recorded), but it is a training loss of the
+    # epoch, so history's mean_loss averages every sample's loss, mixed or not.
+    g = torch.Generator().manual_seed(5)
+    dataset = TensorDataset(torch.rand(16, 3, 4, 4, generator=g), torch.arange(16) % 4)
+    schedule = ed.Schedule(1, during=ed.Phase(mixup_alpha=1.0, mix_prob=0.5))
+    loader = ed.enlighten(DataLoader(dataset, batch_size=16), schedule, num_classes=4)
+    losses = torch.arange(1.0, 17.0)
+    for _ in loader:
+        loader.record(losses)
+    entry = loader.history[-1]
+    assert 0 < entry["recorded"] < 16  # some samples mixed, some not
+    assert entry["mean_loss"] == pytest.approx(losses.mean().item())
+    table = loader.losses()
+    assert table.isnan().sum().item() == 16 - entry["recorded"]
