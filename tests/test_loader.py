@@ -61,6 +61,19 @@ def test_quickstart_loop_runs_all_presets(schedule):
     assert loader.epoch == 3 and not loader.in_period and loader.phase == schedule.after
 
 
+def test_history_records_the_phase_in_force_in_each_epoch():
+    during = ed.Phase(cutmix_alpha=0.5, mix_prob=0.5, drop_high_loss=0.1, label_smoothing=0.1)
+    after = ed.Phase(mixup_alpha=0.2, label_smoothing=0.05)
+    loader = ed.enlighten(DataLoader(Images(16), batch_size=8), ed.Schedule(1, during=during, after=after),
+                          num_classes=4)
+    for _ in range(2):
+        list(loader)
+    fields = ("mixup_alpha", "cutmix_alpha", "drop_high_loss", "label_smoothing", "augment_strength")
+    for entry, phase in zip(loader.history, (during, after)):
+        assert {name: entry[name] for name in fields} == {name: getattr(phase, name) for name in fields}
+    assert [h["in_period"] for h in loader.history] == [True, False]
+
+
 def test_epoch_clock_set_epoch_and_len():
     loader = ed.enlighten(DataLoader(Images(40), batch_size=16), ed.mixup_pause(1, alpha=1.0), num_classes=4)
     assert loader.epoch == -1 and len(loader) == 3 and loader.in_period
