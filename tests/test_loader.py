@@ -166,6 +166,21 @@ def test_tuple_list_namedtuple_and_dict_batches_keep_structure():
                           input_key="img", target_key="y"))
 
 
+def test_a_loaded_state_reports_the_phase_its_last_epoch_ran_in():
+    # Taken between epochs: the loaded loader describes the most recently started epoch, as the saved one did.
+    def make():
+        return ed.enlighten(DataLoader(Images(16), batch_size=8), ed.mixup_pause(1, alpha=1.0), num_classes=4)
+
+    ref = make()
+    for epochs in (1, 2):
+        list(ref)
+        loaded = make()
+        loaded.load_state_dict(ref.state_dict())
+        assert loaded.epoch == ref.epoch == epochs - 1
+        assert loaded.in_period == ref.in_period == (epochs == 1)
+        assert loaded.phase == ref.phase
+
+
 def test_targets_soft_in_every_epoch_when_any_phase_mixes():
     loader = ed.enlighten(DataLoader(Images(16, classes=3), batch_size=8), ed.mixup_pause(1, alpha=1.0), num_classes=3)
     pause = list(loader)
