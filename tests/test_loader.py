@@ -181,6 +181,25 @@ def test_a_loaded_state_reports_the_phase_its_last_epoch_ran_in():
         assert loaded.phase == ref.phase
 
 
+def test_a_loaded_state_keeps_the_phase_of_the_epoch_that_ended_an_accuracy_period():
+    # Epoch 0 reaches the accuracy and ends the period (the latch), but it ran in the period: a loaded state says so
+    # as the saved loader does, and the next epoch runs after the period.
+    schedule = ed.Schedule(ed.Period(until_accuracy=0.5), during=ed.Phase(drop_high_loss=0.25))
+
+    def make():
+        return ed.enlighten(DataLoader(Images(16), batch_size=8), schedule)
+
+    ref = make()
+    for x, y in ref:
+        ref.record(x.flatten(1).mean(1), output=F.one_hot(y, 4).float(), target=y)  # every prediction right
+    assert ref.history[-1]["accuracy"] == 1.0 and ref.in_period and ref.phase == schedule.during
+    loaded = make()
+    loaded.load_state_dict(ref.state_dict())
+    assert loaded.epoch == 0 and loaded.in_period and loaded.phase == schedule.during
+    list(loaded)
+    assert loaded.epoch == 1 and not loaded.in_period and loaded.history[-1]["in_period"] is False
+
+
 def test_targets_soft_in_every_epoch_when_any_phase_mixes():
     loader = ed.enlighten(DataLoader(Images(16, classes=3), batch_size=8), ed.mixup_pause(1, alpha=1.0), num_classes=3)
     pause = list(loader)
