@@ -735,6 +735,7 @@ class StreamSource:
         layout = [f"{name}:{int(n)}" for name, n in zip(shard_names(catalog.urls), catalog.counts)]
         self._layout = hashlib.blake2b("\n".join(layout).encode(), digest_size=8).hexdigest()
         self.device = device
+        self._decode_stream: torch.cuda.Stream | None = None  # decode="gpu" (NOTE [ Decoding on a side stream ])
         self._clock = clock
         # Shared with the workers (persistent ones too): [epoch, start batch, mask is the clock's], and the
         # excluded mask when begin() is given another one than the clock's (the loader validating a state).
@@ -817,14 +818,29 @@ class StreamSource:
         decode_jpeg = _codec.gpu_jpeg_decoder()
         from torchvision.io import ImageReadMode
 
+        # NOTE [ Decoding on a side stream ]
+        # nvJPEG's hardware decoder writes its outputs without waiting for the work already queued on the stream it
+        # is given (pytorch/vision#9606, meta-pytorch/torchcodec#1634), and the caching allocator hands an output a
+        # block freed on that stream as soon as it is freed: decoded on the loop's stream, a batch could overwrite
+        # memory that the loop's queued kernels still read. Decoded on a stream of their own, the outputs come from
+        # that stream's blocks, which nothing else queues work on (the decoder waits for its stream before it
+        # returns); each output is marked as used by the loop's stream, so its block is reused only once the loop's
+        # work on it has run. Decoding then also overlaps the loop's kernels.
+        if self._decode_stream is None:
+            self._decode_stream = torch.cuda.Stream(device=self.device)
+        side = self._decode_stream
         for ids, (packed, y) in self._loader_batches():
             try:
-                with _quiet():
+                with _quiet(), torch.cuda.stream(side):
                     images = decode_jpeg(_unpacked(packed), mode=ImageReadMode.RGB, device=self.device)
             except Exception as exc:
                 raise ShardError(
                     f"GPU JPEG decoding failed for a batch with ids {ids[:8].tolist()}: {type(exc).__name__}: {exc}"
                 ) from exc
+            current = torch.cuda.current_stream(self.device)
+            current.wait_stream(side)
+            for image in images:
+                image.record_stream(current)
             yield ids, (images, y)
 
     def num_batches(self) -> int:

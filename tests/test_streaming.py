@@ -545,6 +545,39 @@ def test_gpu_decode_makes_one_batch(tmp_path):
         assert x.is_cuda and x.shape[1:] == (3, 16, 16) and y.shape[1] == CLASSES
 
 
+@needs_cuda
+def test_gpu_decode_never_writes_into_memory_the_loop_freed_with_work_queued(tmp_path, monkeypatch):
+    # nvJPEG writes its outputs without waiting for the stream it is given (NOTE [ Decoding on a side stream ]): an
+    # output block freed on the loop's stream, with kernels still queued that read it, must not be handed to it.
+    from enlight_data import _codec
+    from enlight_data.augment import GpuAugment
+
+    sizes = [(3, 20 + i, 30 - i) for i in range(6)]
+    data = [(torch.randint(0, 256, s, dtype=torch.uint8, generator=torch.Generator().manual_seed(i)), i % CLASSES)
+            for i, s in enumerate(sizes)]
+    index = ed.write_shards(data, str(tmp_path / "r-%02d.tar"), maxcount=3, progress=False)
+    real = _codec.gpu_jpeg_decoder()
+    overlaps = []
+
+    def decode_after_a_free(images, **kwargs):
+        loop = torch.cuda.default_stream()
+        with torch.cuda.stream(loop):  # what the loop's step leaves behind: blocks freed, kernels still queued
+            torch.cuda.empty_cache()
+            held = [torch.empty(s, dtype=torch.uint8, device="cuda") for s in sizes for _ in range(2)]
+            torch.cuda._sleep(50_000_000)
+            freed = [(t.data_ptr(), t.data_ptr() + t.numel()) for t in held]
+            held.clear()
+        out = real(images, **kwargs)
+        overlaps.extend((o.data_ptr(), lo) for o in out for lo, hi in freed if lo <= o.data_ptr() < hi)
+        return out
+
+    monkeypatch.setattr(_codec, "gpu_jpeg_decoder", lambda: decode_after_a_free)
+    loader = ed.stream(index, ed.Schedule(1), batch_size=3, num_workers=0, decode="gpu", augment=GpuAugment(16))
+    batches = list(loader)
+    torch.cuda.synchronize()
+    assert len(batches) == 2 and not overlaps
+
+
 # ---------------------------------------------------------------------------------------------- foreign shards
 
 
