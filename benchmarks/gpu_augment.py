@@ -71,6 +71,7 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 JITTER = dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
 NUM_CLASSES = 1000
+KORNIA = "kornia AugmentationSequential"
 # A peer whose call takes longer than this (seconds) is timed one call per round, not calls_per_round.
 SLOW_S = 0.01
 LERP = "bare per-sample torch.lerp"
@@ -132,19 +133,23 @@ def _augment_peers(
     x: torch.Tensor, out_size: int, device: torch.device, *, repeats: int, tv_batch: int, calls: int
 ) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     """Rows of the augmentation peers and the kernels, and each one's per-round seconds (timed interleaved)."""
-    import kornia.augmentation as K
     import torchvision.transforms.v2 as v2
 
     b = x.shape[0]
     aug = GpuAugment(out_size, **JITTER, jitter_prob=0.8, mean=MEAN, std=STD)
     g = torch.Generator(device=device).manual_seed(0)
-    kornia = K.AugmentationSequential(
-        K.RandomResizedCrop((out_size, out_size)),
-        K.RandomHorizontalFlip(),
-        K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
-        K.Normalize(mean=torch.tensor(MEAN), std=torch.tensor(STD)),
-    ).to(device)
-    gk = torch.Generator(device=device).manual_seed(0)
+    K, kornia_missing = _kornia()
+    headline: list[tuple[str, str, int, Callable[[], Any], str]] = []
+    if K is not None:
+        kornia = K.AugmentationSequential(
+            K.RandomResizedCrop((out_size, out_size)),
+            K.RandomHorizontalFlip(),
+            K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+            K.Normalize(mean=torch.tensor(MEAN), std=torch.tensor(STD)),
+        ).to(device)
+        gk = torch.Generator(device=device).manual_seed(0)
+        headline.append((KORNIA, "augment", b, lambda: apply_augment(kornia, x, generator=gk),
+                         "via apply_augment (uint8 -> float, forked global RNG)"))
     tv = v2.Compose(
         [
             v2.RandomResizedCrop(out_size, antialias=True),
@@ -185,8 +190,7 @@ def _augment_peers(
         tv_note += f"; timed on {tv_batch} images"
     peers: list[tuple[str, str, int, Callable[[], Any], str]] = [
         ("enlight GpuAugment", "augment", b, lambda: aug(x, generator=g), ""),
-        ("kornia AugmentationSequential", "augment", b, lambda: apply_augment(kornia, x, generator=gk),
-         "via apply_augment (uint8 -> float, forked global RNG)"),
+        *headline,  # Kornia, where it is importable
         ("torchvision v2 per-image loop", "augment", len(xs), lambda: torch.stack([tv(img) for img in xs]), tv_note),
         ("crop+resize+flip: grid_sample", "kernel", b, lambda: _crop_resize_flip_grid(xf, params, size, grid=grid),
          "float input, one batched call"),
@@ -200,29 +204,44 @@ def _augment_peers(
                                           device):
         resample = None
     if resample is not None:  # what GpuAugment uses on CUDA (NOTE [ Resampling in one kernel ])
-        peers.insert(5, ("crop+resize+flip: fused Triton", "kernel", b,
-                         lambda: resample(xf, params.boxes, params.flip, resampled), "float input, one kernel"))
+        peers.insert(4 + len(headline),
+                     ("crop+resize+flip: fused Triton", "kernel", b,
+                      lambda: resample(xf, params.boxes, params.flip, resampled), "float input, one kernel"))
     # The same call with one fused kernel swapped for its PyTorch ops, each row beside the all-fused one.
     if augment_module._draw_backend(device) == "triton":
-        peers.insert(2, ("enlight GpuAugment, PyTorch-op draw", "augment", b,
-                         lambda: _with_backends(aug, x, g, "_draw_backend", "torch"),
-                         "the draw as ~45 PyTorch ops instead of one Triton kernel (NOTE [ Few kernels per draw ])"))
+        peers.insert(1 + len(headline),
+                     ("enlight GpuAugment, PyTorch-op draw", "augment", b,
+                      lambda: _with_backends(aug, x, g, "_draw_backend", "torch"),
+                      "the draw as ~45 PyTorch ops instead of one Triton kernel (NOTE [ Few kernels per draw ])"))
     if resample is not None:
-        peers.insert(2, ("enlight GpuAugment, grid_sample", "augment", b,
-                         lambda: _with_backends(aug, x, g, "_resample_backend", "grid"),
-                         "float copy, grid and grid_sample instead of one kernel (NOTE [ Resampling in one kernel ])"))
+        peers.insert(1 + len(headline),
+                     ("enlight GpuAugment, grid_sample", "augment", b,
+                      lambda: _with_backends(aug, x, g, "_resample_backend", "grid"),
+                      "float copy, grid and grid_sample instead of one kernel (NOTE [ Resampling in one kernel ])"))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)  # torchvision only draws from the global RNG; forked, restored on exit
         queued: dict[str, int] = {}
         times = time_interleaved({p[0]: p[3] for p in peers}, repeats=repeats, warmup=1, device=device, calls=calls,
                                  slow_s=SLOW_S, progress=True, queued=queued)
         if calls > 1:  # the headline pair's latency too: one call, then a sync
-            latency = time_interleaved({p[0]: p[3] for p in peers[:2]}, repeats=repeats, warmup=1, device=device)
+            latency = time_interleaved({p[0]: p[3] for p in peers[: 1 + len(headline)]}, repeats=repeats, warmup=1,
+                                       device=device)
             times.update({f"{name}, sync per call": t for name, t in latency.items()})
     rows = [_row(name, group, n, times[name], note, calls=queued[name]) for name, group, n, _, note in peers]
     rows += [_row(f"{name}, sync per call", group, n, times[f"{name}, sync per call"], "one call's latency", calls=1)
-             for name, group, n, _, _ in peers[:2] if calls > 1]
+             for name, group, n, _, _ in peers[: 1 + len(headline)] if calls > 1]
+    if K is None:
+        rows.insert(1, _skipped(KORNIA, "augment", kornia_missing))
     return rows, times
+
+
+def _kornia() -> tuple[Any, str]:
+    """``kornia.augmentation``, or None and why: its rows are then skipped, as timm's are, not the whole run."""
+    try:
+        import kornia.augmentation as K
+    except ImportError as err:
+        return None, f"kornia not importable ({err}); pip install kornia"
+    return K, ""
 
 
 def _runs(name: str, call: Callable[[], Any], device: torch.device) -> bool:
@@ -282,7 +301,6 @@ def _mix_peers(
     x: torch.Tensor, y: torch.Tensor, device: torch.device, *, repeats: int, calls: int
 ) -> tuple[list[dict[str, Any]], dict[str, list[float]]]:
     """Rows of the mixing peers and each one's per-round seconds (timed interleaved, the bare lerp included)."""
-    import kornia.augmentation as K
     import torchvision.transforms.v2 as v2
 
     b = x.shape[0]
@@ -324,13 +342,20 @@ def _mix_peers(
             ):
                 mixer = Mixup(**kw, mode=mode, label_smoothing=0.0, num_classes=NUM_CLASSES)
                 peers.append((f"timm Mixup {kind} {mode}", lambda m=mixer: m(xt, y), "in place on the input"))
-    for label, mixer, note in (
+    mixers: list[tuple[str, Callable[..., Any], str]] = [
         ("torchvision v2 MixUp", v2.MixUp(alpha=0.8, num_classes=NUM_CLASSES), "one λ per batch"),
         ("torchvision v2 CutMix", v2.CutMix(alpha=1.0, num_classes=NUM_CLASSES), "one λ per batch"),
-        ("kornia RandomMixUpV2", K.RandomMixUpV2(data_keys=["input", "class"]), "per element"),
-        ("kornia RandomCutMixV2", K.RandomCutMixV2(data_keys=["input", "class"], use_correct_lambda=True),
-         "per element"),
-    ):
+    ]
+    K, kornia_missing = _kornia()
+    if K is None:
+        skipped += [_skipped(name, "mix", kornia_missing) for name in ("kornia RandomMixUpV2", "kornia RandomCutMixV2")]
+    else:
+        mixers += [
+            ("kornia RandomMixUpV2", K.RandomMixUpV2(data_keys=["input", "class"]), "per element"),
+            ("kornia RandomCutMixV2", K.RandomCutMixV2(data_keys=["input", "class"], use_correct_lambda=True),
+             "per element"),
+        ]
+    for label, mixer, note in mixers:
         peers.append((label, lambda m=mixer: m(x, y), note))
 
     # The floor: out[i] = lerp(x[i], x[(i + B/2) % B], w[i]) into a reused buffer, weights drawn once.
@@ -432,7 +457,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows += mix_rows
 
     # Ratios are paired: the median over rounds of the two peers' times within one round (see time_interleaved).
-    aug_ratio = paired_ratio(aug_times["kornia AugmentationSequential"], aug_times["enlight GpuAugment"])
+    aug_ratio = paired_ratio(aug_times[KORNIA], aug_times["enlight GpuAugment"]) if KORNIA in aug_times else None
     ours = {name: t for name, t in mix_times.items()
             if name.startswith("enlight") and not name.endswith((OP_MIX, TWO_KERNELS))}
     mix_ratios = {name: paired_ratio(mix_times[LERP], t) for name, t in ours.items()}
@@ -465,9 +490,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ratios": {
             "gpu_augment_over_kornia": aug_ratio,
             "gpu_augment_over_kornia_sync_per_call": paired_ratio(
-                aug_times["kornia AugmentationSequential, sync per call"],
+                aug_times[f"{KORNIA}, sync per call"],
                 aug_times["enlight GpuAugment, sync per call"],
-            ) if calls > 1 else aug_ratio,
+            ) if calls > 1 and aug_ratio is not None else aug_ratio,
             "gpu_augment_over_kornia_goal": aug_goal,
             "gpu_augment_over_kornia_met": None if aug_ratio is None else aug_ratio >= aug_goal,
             "mix_over_lerp": mix_ratios,
@@ -501,7 +526,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(title)
     print(_table(rows))
     print(f"GpuAugment / Kornia: {aug_ratio:.1f}x (goal >= {aug_goal:g}x)" if aug_ratio else "GpuAugment / Kornia: n/a")
-    if calls > 1:
+    if calls > 1 and aug_ratio is not None:
         print(f"GpuAugment / Kornia, sync per call: {result['ratios']['gpu_augment_over_kornia_sync_per_call']:.1f}x")
     if result["ratios"]["fused_draw_speedup"] is not None:
         print(f"GpuAugment, fused draw / PyTorch-op draw: {result['ratios']['fused_draw_speedup']:.2f}x")

@@ -475,3 +475,28 @@ def test_time_interleaved_queues_one_call_per_round_for_a_slow_peer(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert [line.split(":")[0].strip() for line in lines] == ["warm call of fast", "warm call of slow"]
     assert lines[0].endswith("4 per round") and lines[1].endswith("1 per round")
+
+
+# --------------------------------------------------------------------------- a peer library that is not installed
+@pytest.mark.parametrize("calls", ["1", "2"])
+def test_gpu_augment_and_profile_skip_kornia_where_it_is_missing(tmp_path, monkeypatch, calls):
+    # Kornia is one peer among several: without it (a bare CUDA machine) its rows are skipped, as timm's are, and
+    # the ratio against it is None, instead of an ImportError before any JSON is written.
+    import benchmarks.gpu_augment as bench
+    import benchmarks.profile_augment as profile
+
+    for name in ("kornia", "kornia.augmentation"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
+    out = tmp_path / "g.json"
+    bench.main(["--quick", "--batch", "4", "--repeats", "1", "--device", "cpu", "--threads", "1",
+                "--calls-per-round", calls, "--out", str(out)])
+    written = json.loads(out.read_text())
+    skipped = {row["name"] for row in written["results"] if row["img_per_s"] is None}
+    assert {bench.KORNIA, "kornia RandomMixUpV2", "kornia RandomCutMixV2"} <= skipped
+    assert written["ratios"]["gpu_augment_over_kornia"] is None
+    assert written["ratios"]["gpu_augment_over_kornia_sync_per_call"] is None
+    assert written["ratios"]["gpu_augment_over_kornia_met"] is None
+    assert "enlight GpuAugment" in {row["name"] for row in written["results"] if row["img_per_s"]}
+    result = profile.main(["--device", "cpu", "--batch", "4", "--in-size", "16", "--out-size", "8", "--calls", "1",
+                           "--out", str(tmp_path / "p.json")])
+    assert result["ratios"]["wall_kornia_over_gpu_augment"] is None and "enlight GpuAugment" in result["results"]
