@@ -4,7 +4,9 @@
 overhead, GPU augmentation and mixing, streaming, distributed sync; ``--reproduce``
 adds ``benchmarks/reproduce.py``. Each benchmark writes its own JSON (and charts)
 beside ``all.json``, which gathers them (versions, and the device each benchmark ran on),
-with ``summary.png`` (each measured ratio against its goal). ``--quick`` results go to
+with ``summary.png`` (each measured ratio against its goal). A benchmark that fails (a
+missing peer library, a crash) is recorded in ``all.json``'s ``failed`` with its exit code;
+the others still run, and the command exits non-zero. ``--quick`` results go to
 ``benchmarks/results/quick/`` so they never overwrite full runs. The benchmarks that can use
 a GPU (GPU augmentation, streaming) run on CUDA when it is present; the loader overhead and
 the gloo sync run on the CPU.
@@ -122,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     results: dict[str, Any] = {}
     seconds: dict[str, float] = {}
+    failed: dict[str, int] = {}
     bar = tqdm(names, desc="benchmarks", unit="bench") if tqdm else names
     for name in bar:
         if tqdm:
@@ -135,19 +138,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # NOTE [ One process per benchmark ]
         # Each benchmark runs in a fresh interpreter: a heap shaped by the previous benchmark
         # changes which large allocations page-fault, and skewed later timings by up to 5x here.
-        subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *flags, "--out", str(target.resolve())],
-                       check=True, cwd=ROOT, env=ENV)
+        rc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", *flags, "--out", str(target.resolve())],
+                            cwd=ROOT, env=ENV).returncode
+        seconds[name] = time.perf_counter() - start
+        if rc != 0:  # one benchmark's failure must not cost the others' results
+            failed[name] = rc
+            print(f"run_all: {name} failed (exit code {rc}); the other benchmarks still run", file=sys.stderr)
+            continue
         result_file = target / "reproduce.json" if name == "reproduce" else target
         results[name] = json.loads(Path(result_file).read_text())
-        seconds[name] = time.perf_counter() - start
-    rows = [r for name in names for r in _ratios(name, results[name])]
+    rows = [r for name in names if name in results for r in _ratios(name, results[name])]
     chart = _chart(rows, out.with_name("summary.png"))
     summary = {
         "env": environment(device),
         "quick": args.quick,
         "THP_MEM_ALLOC_ENABLE": ENV["THP_MEM_ALLOC_ENABLE"],
         "seconds": seconds,
-        "devices": {name: _device_of(name, results[name]) for name in names},
+        "devices": {name: _device_of(name, results[name]) for name in names if name in results},
+        "failed": failed,
         "ratios": [{"label": l, "measured": v, "goal": g, "direction": d, "met": v <= g if d == "<=" else v >= g}
                    for l, v, g, d in rows],
         "results": results,
@@ -157,6 +165,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for l, v, g, d in rows:
         print(f"{l:42s} {v:8.3f}   {d} {g:g}")
     print(f"wrote {out}" + (f" and {chart}" if chart else ""))
+    if failed:
+        raise SystemExit(f"run_all: failed: {', '.join(f'{k} (exit code {v})' for k, v in failed.items())}; "
+                         f"{out} holds the other benchmarks' results")
     return summary
 
 

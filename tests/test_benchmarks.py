@@ -326,6 +326,7 @@ def test_run_all_passes_the_device_and_records_each_benchmarks_device(tmp_path, 
         commands.append(cmd)
         name = cmd[2].split(".")[1]
         Path(cmd[cmd.index("--out") + 1]).write_text(json.dumps(fake[name]))
+        return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(run_all.subprocess, "run", run)
     monkeypatch.setattr(run_all.torch.cuda, "is_available", lambda: True)
@@ -337,6 +338,31 @@ def test_run_all_passes_the_device_and_records_each_benchmarks_device(tmp_path, 
     assert "--device" not in next(c for c in commands if c[2] == "benchmarks.loader_overhead")
     assert summary["devices"] == {"loader_overhead": "cpu (x86_64)", "streaming": "NVIDIA H200"}
     assert json.loads((tmp_path / "all.json").read_text())["devices"] == summary["devices"]
+
+
+def test_run_all_records_a_failed_benchmark_and_still_runs_the_others(tmp_path, monkeypatch):
+    # E.g. streaming on a machine without webdataset: the other benchmarks' results still reach all.json, the failure
+    # is recorded there, and the command exits non-zero.
+    import benchmarks.run_all as run_all
+
+    ran: list[str] = []
+
+    def run(cmd, **kwargs):
+        name = cmd[2].split(".")[1]
+        ran.append(name)
+        if name == "streaming":
+            return subprocess.CompletedProcess(cmd, 1)
+        Path(cmd[cmd.index("--out") + 1]).write_text(json.dumps({"env": {"device": "cpu"}, "throughput": []}))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(run_all.subprocess, "run", run)
+    monkeypatch.setattr(run_all, "environment", lambda device: {"device": device})
+    monkeypatch.setattr(run_all, "_chart", lambda rows, path: None)
+    with pytest.raises(SystemExit, match="streaming"):
+        run_all.main(["--only", "streaming", "loader_overhead", "--out", str(tmp_path / "all.json")])
+    assert ran == ["streaming", "loader_overhead"]
+    written = json.loads((tmp_path / "all.json").read_text())
+    assert written["failed"] == {"streaming": 1} and set(written["results"]) == {"loader_overhead"}
 
 
 # --------------------------------------------------------------------------- distributed_sync
