@@ -29,14 +29,15 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` and `enlight
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.common import environment, sync, write_json
+from benchmarks.common import RESULTS_DIR, environment, sync, write_json
 from benchmarks.gpu_augment import JITTER, KORNIA, MEAN, STD, _kornia
 from enlight_data import Phase, mix_batch
 from enlight_data.augment import GpuAugment, apply_augment
 
 __all__ = ["main", "profile_calls"]
 
-DEFAULT_OUT = Path("benchmarks/results/profile_augment.json")
+#: In the repository's results folder whatever the working directory, as the other benchmarks write.
+DEFAULT_OUT = RESULTS_DIR / "profile_augment.json"
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -526,3 +526,11 @@ def test_gpu_augment_and_profile_skip_kornia_where_it_is_missing(tmp_path, monke
     result = profile.main(["--device", "cpu", "--batch", "4", "--in-size", "16", "--out-size", "8", "--calls", "1",
                            "--out", str(tmp_path / "p.json")])
     assert result["ratios"]["wall_kornia_over_gpu_augment"] is None and "enlight GpuAugment" in result["results"]
+
+
+def test_profile_augment_writes_to_the_results_folder_whatever_the_working_directory():
+    import benchmarks.common as common
+    import benchmarks.profile_augment as profile
+
+    assert profile.DEFAULT_OUT == common.RESULTS_DIR / "profile_augment.json"
+    assert profile._parser().parse_args([]).out.is_absolute()
