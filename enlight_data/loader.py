@@ -1012,7 +1012,9 @@ class EnlightLoader:
         the epoch's last batch that pass yields nothing and closes the epoch, so a loop that
         resumes the saved epoch stays in step. One taken after the loop was left early (a ``break``,
         an error) continues that epoch too, with a warning; call ``set_epoch(epoch + 1)`` if the loop
-        had moved on. One taken after the loop ended makes it start the next epoch. Nothing is changed when the state is rejected. (With a custom sampler
+        had moved on. One taken after the loop ended makes it start the next epoch. An iterator still open (a
+        roll-back from inside the loop) is ended, with a warning: it yields no more batches. Nothing is changed when
+        the state is rejected. (With a custom sampler
         that has no ``generator``, whose order cannot be replayed without drawing it, a position
         past the epoch's end is refused by the next ``iter()``, once the order is drawn.)
 
@@ -1050,6 +1052,18 @@ class EnlightLoader:
         load_positions = getattr(self._source, "load_position_state", None)
         if load_positions is not None:  # optional Source hook
             load_positions(positions, epoch, mask, position)
+        # A pass under way (a roll-back inside the loop) ends here, as a new iter() ends it: left open, it would go
+        # on handing out the old run's batches and record their losses into the loaded table.
+        previous = self._live() if self._live is not None else None
+        self._live = None
+        if previous is not None:
+            previous.close()
+            warnings.warn(
+                f"load_state_dict() ended the pass over epoch {self._epoch} that was under way: its iterator yields "
+                "no more batches, and the next iter() goes on from the loaded state",
+                UserWarning,
+                stacklevel=2,
+            )
         self._table.load_state_dict(state["table"])
         self._tracker = tracker
         self.history = [dict(h) for h in state["history"]]

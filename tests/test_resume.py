@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 
 import enlight_data as ed
 from resume_helpers import (
@@ -452,3 +452,24 @@ def test_stream_state_from_other_shards_is_rejected(shard_index, tmp_path):
     with pytest.raises(ValueError, match="batch_size"):
         ed.stream(shard_index, make_schedule("removal"), batch_size=BATCH + 1, num_workers=0, shuffle_buffer=6,
                   seed=SEED, num_classes=CLASSES).load_state_dict(state)
+
+
+def test_loading_a_state_inside_the_loop_ends_the_pass_under_way():
+    # A roll-back from inside the loop: the old pass must not go on handing out batches and recording their
+    # losses into the loaded table.
+    data = TensorDataset(torch.rand(40, 2), torch.arange(40) % 3, torch.arange(40))
+    loader = ed.enlighten(DataLoader(data, batch_size=8), ed.high_loss_removal(2, fraction=0.25))
+    for _, _, ids in loader:
+        loader.record(ids.float())
+    good = loader.state_dict()
+    served = []
+    with pytest.warns(UserWarning, match="load_state_dict.. ended the pass over epoch 1 that was under way"):
+        for step, (_, _, ids) in enumerate(loader):
+            served.append(ids.tolist())
+            loader.record(torch.full((len(ids),), 99.0))
+            if step == 1:
+                loader.load_state_dict(good)
+    assert len(served) == 2  # the pass ended at the load
+    assert loader.losses().tolist() == [float(i) for i in range(40)]  # the loaded table, not the old pass's records
+    again = [ids.tolist() for _, _, ids in loader]
+    assert loader.epoch == 1 and again[:2] == served and len(again) == 4  # epoch 1 again, as from the checkpoint
