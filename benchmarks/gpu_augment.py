@@ -64,7 +64,7 @@ from enlight_data.augment import (
     apply_augment,
 )
 
-__all__ = ["main"]
+__all__ = ["kornia_pipeline", "main"]
 
 NAME = "gpu_augment"
 MEAN = (0.485, 0.456, 0.406)
@@ -141,12 +141,7 @@ def _augment_peers(
     K, kornia_missing = _kornia()
     headline: list[tuple[str, str, int, Callable[[], Any], str]] = []
     if K is not None:
-        kornia = K.AugmentationSequential(
-            K.RandomResizedCrop((out_size, out_size)),
-            K.RandomHorizontalFlip(),
-            K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
-            K.Normalize(mean=torch.tensor(MEAN), std=torch.tensor(STD)),
-        ).to(device)
+        kornia = kornia_pipeline(K, out_size, device)
         gk = torch.Generator(device=device).manual_seed(0)
         headline.append((KORNIA, "augment", b, lambda: apply_augment(kornia, x, generator=gk),
                          "via apply_augment (uint8 -> float, forked global RNG)"))
@@ -233,6 +228,16 @@ def _augment_peers(
     if K is None:
         rows.insert(1, _skipped(KORNIA, "augment", kornia_missing))
     return rows, times
+
+
+def kornia_pipeline(K: Any, out_size: int, device: torch.device) -> Any:
+    """Kornia's equivalent of ``GpuAugment(out_size, **JITTER, jitter_prob=0.8, mean=MEAN, std=STD)``."""
+    return K.AugmentationSequential(
+        K.RandomResizedCrop((out_size, out_size)),
+        K.RandomHorizontalFlip(),
+        K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
+        K.Normalize(mean=torch.tensor(MEAN), std=torch.tensor(STD)),
+    ).to(device)
 
 
 def _kornia() -> tuple[Any, str]:

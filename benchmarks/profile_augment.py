@@ -30,7 +30,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import RESULTS_DIR, environment, sync, write_json
-from benchmarks.gpu_augment import JITTER, KORNIA, MEAN, STD, _kornia
+from benchmarks.gpu_augment import JITTER, KORNIA, MEAN, STD, _kornia, kornia_pipeline
 from enlight_data import Phase, mix_batch
 from enlight_data.augment import GpuAugment, apply_augment
 
@@ -106,12 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     gk = torch.Generator(device=device).manual_seed(0)
     pipelines: dict[str, Callable[[], Any]] = {"enlight GpuAugment": lambda: aug(x, generator=ga)}
     if K is not None:
-        kornia = K.AugmentationSequential(
-            K.RandomResizedCrop((args.out_size, args.out_size)),
-            K.RandomHorizontalFlip(),
-            K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8),
-            K.Normalize(mean=torch.tensor(MEAN), std=torch.tensor(STD)),
-        ).to(device)
+        kornia = kornia_pipeline(K, args.out_size, device)
         pipelines[KORNIA] = lambda: apply_augment(kornia, x, generator=gk)
     else:  # GpuAugment and the mixing are still profiled; the ratio against Kornia is None
         print(f"profile_augment: {kornia_missing}; the Kornia pipeline is skipped", file=sys.stderr)
