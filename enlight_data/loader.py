@@ -51,6 +51,7 @@ class Source(Protocol):
     """
 
     num_samples: int
+    loader: DataLoader[Any]  # the DataLoader that loads the batches (its workers, pinning)
 
     def begin(self, epoch: int, excluded: Tensor | None, start_batch: int = 0) -> None:
         ...
@@ -133,9 +134,21 @@ def _alive(ref: weakref.ref[Tensor] | None) -> Tensor | None:
     return None if ref is None else ref()
 
 
-def _rows_text(batch: int, rows: slice | None, start: int, stop: int) -> str:
-    """The rows ``record()`` was given, for its error messages."""
-    return f"the batch size {batch}" if rows is None else f"the {batch} rows of rows=slice({start}, {stop})"
+def _rows_error(name: str, value: Tensor, batch: int, rows: slice | None, start: int, stop: int) -> ValueError:
+    """The error for a ``record()`` argument ``name`` whose first dimension is not the ``batch`` rows recorded.
+
+    Fewer losses than the batch's rows, without ``rows``, are likely a chunk's: the error then suggests ``rows``.
+    (``output`` and ``target`` are checked after the losses passed, so theirs are no chunk.)
+    """
+    shape = tuple(value.shape)
+    if rows is not None:
+        return ValueError(f"{name} should have the {batch} rows of rows=slice({start}, {stop}) as its first "
+                          f"dimension, got shape {shape}")
+    hint = ""
+    if name == "per_sample_loss" and shape and 0 < shape[0] < batch:  # a chunk of the batch, as gradient accumulation gives
+        hint = (f"; for a chunk of the batch (gradient accumulation), pass the chunk's rows, e.g. "
+                f"rows=slice(0, {shape[0]})")
+    return ValueError(f"{name} should have the batch size {batch} as its first dimension, got shape {shape}{hint}")
 
 
 def _shares(value: Any, ref: weakref.ref[Tensor] | None) -> bool:
@@ -314,6 +327,22 @@ class EnlightLoader:
     def drop_last(self) -> bool:
         """Whether a last incomplete batch is dropped, as ``DataLoader.drop_last``."""
         return bool(self._source.signature()["drop_last"])
+
+    @property
+    def num_workers(self) -> int:
+        """Worker processes loading the batches, as ``DataLoader.num_workers``."""
+        return int(self._source.loader.num_workers)
+
+    @property
+    def pin_memory(self) -> bool:
+        """Whether batches come in pinned memory, as ``DataLoader.pin_memory``: the wrapped loader's setting, or
+        ``True`` with ``device="cuda"`` (pinned batches travel to the GPU without blocking the host)."""
+        return bool(self._source.loader.pin_memory)
+
+    @property
+    def persistent_workers(self) -> bool:
+        """Whether the workers live across epochs, as ``DataLoader.persistent_workers``."""
+        return bool(self._source.loader.persistent_workers)
 
     @property
     def table(self) -> LossTable:
@@ -523,10 +552,7 @@ class EnlightLoader:
         batch = indices.shape[0]
         losses = per_sample_loss.detach()
         if losses.dim() == 0 or losses.shape[0] != batch:
-            raise ValueError(
-                f"per_sample_loss should have {_rows_text(batch, rows, start, stop)} as its first dimension, "
-                f"got shape {tuple(losses.shape)}"
-            )
+            raise _rows_error("per_sample_loss", losses, batch, rows, start, stop)
         if batch and losses.numel() == 0:  # the mean over no position would be a NaN counted as a non-finite loss
             raise ValueError(f"per_sample_loss should hold at least one value per sample, got shape "
                              f"{tuple(losses.shape)}")
@@ -551,10 +577,7 @@ class EnlightLoader:
                 if not isinstance(value, Tensor):
                     raise TypeError(f"{name} should be a Tensor, got {name} of type {type(value).__name__}")
                 if value.dim() == 0 or value.shape[0] != batch:
-                    raise ValueError(
-                        f"{name} should have {_rows_text(batch, rows, start, stop)} as its first dimension, "
-                        f"got shape {tuple(value.shape)}"
-                    )
+                    raise _rows_error(name, value, batch, rows, start, stop)
             if output.dim() > 1 and output.shape[1] == 0:
                 raise ValueError(f"output should have classes along dim 1, got shape {tuple(output.shape)}")
             truth = target

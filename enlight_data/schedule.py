@@ -456,7 +456,8 @@ def alpha_boost(period: int | Period, *, alpha: float, boost_alpha: float) -> Sc
         ValueError: If a value is out of range (a negative ``period`` or alpha).
 
     Warns:
-        UserWarning: When ``boost_alpha`` equals ``alpha`` (nothing is boosted).
+        UserWarning: When ``boost_alpha`` equals ``alpha`` (nothing is boosted), or is below it (the period then
+            mixes less than the rest of the run, which is not Alpha Boost; swapped arguments are the usual cause).
     """
     per = _period(period)
     alpha = check_real("alpha", alpha, minimum=0.0)  # type: ignore[assignment]
@@ -466,6 +467,13 @@ def alpha_boost(period: int | Period, *, alpha: float, boost_alpha: float) -> Sc
         warnings.warn(
             f"alpha_boost with boost_alpha={boost_alpha} equal to alpha={alpha} boosts nothing: the same Mixup "
             "runs in every epoch; give a boost_alpha different from alpha",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif boost_alpha < alpha:
+        warnings.warn(
+            f"alpha_boost with boost_alpha={boost_alpha} below alpha={alpha} mixes less during the period than after "
+            "it, the opposite of Alpha Boost (boost_alpha is the period's larger alpha; were the two swapped?)",
             UserWarning,
             stacklevel=2,
         )

@@ -914,6 +914,10 @@ def test_dataloader_attributes_a_loop_body_reads():
     loader = ed.enlighten(DataLoader(data, batch_size=8, drop_last=True), ed.mixup_pause(1, alpha=1.0), num_classes=4)
     assert loader.dataset is data and len(loader.dataset) == 20
     assert loader.batch_size == 8 and loader.drop_last is True
+    assert (loader.num_workers, loader.pin_memory, loader.persistent_workers) == (0, False, False)
+    workers = ed.enlighten(DataLoader(data, batch_size=8, num_workers=2, pin_memory=True, persistent_workers=True),
+                           ed.mixup_pause(1, alpha=1.0), num_classes=4)
+    assert (workers.num_workers, workers.pin_memory, workers.persistent_workers) == (2, True, True)
 
 
 def test_phase_and_in_period_describe_the_epoch_they_name():

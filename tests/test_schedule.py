@@ -244,6 +244,8 @@ def test_factories_name_the_argument_given(make, error, match):
         (lambda: ed.high_loss_removal(10, fraction=0.0), "fraction=0.0 removes nothing"),
         (lambda: ed.mixup_pause(10, alpha=0.0), "alpha=0.0 and cutmix_alpha=0.0 pauses nothing"),
         (lambda: ed.alpha_boost(10, alpha=0.5, boost_alpha=0.5), "boosts nothing"),
+        (lambda: ed.alpha_boost(10, alpha=1.0, boost_alpha=0.2),
+         r"boost_alpha=0.2 below alpha=1.0 mixes less during the period .*were the two swapped\?"),
         (lambda: ed.high_loss_removal(0, fraction=0.1),
          "high_loss_removal with a 0-epoch period removes nothing: no epoch lies in the period"),
         (lambda: ed.high_loss_removal(ed.Period(epochs=0), fraction=0.1), "0-epoch period removes nothing"),

@@ -336,6 +336,7 @@ def test_uneven_shards_are_read_once_over_workers_and_ranks(tmp_path):
     index = write(tmp_path, n=20, maxcount=5)  # 4 shards of 5
     # 3 workers, 10 batches of 2: quotas 8, 6, 6 samples, which whole shards could not match.
     loader = ed.stream(index, ed.Schedule(1), batch_size=2, num_workers=3, shuffle_buffer=3)
+    assert loader.num_workers == 3  # as a DataLoader's (a loop may read it)
     assert sorted(i for b in epoch_ids(loader) for i in b) == list(range(20))
     seen = []
     for rank in range(3):  # ceil(20 / 3) = 7 samples per rank: one sample repeats, as DistributedSampler pads

@@ -375,6 +375,16 @@ def test_rows_are_checked_and_recorded_once():
         with pytest.raises(ValueError, match=r"per_sample_loss should have the 4 rows of rows=slice\(0, 4\) as its "
                                              r"first dimension, got shape \(3,\)"):
             loader.record(torch.ones(3), rows=slice(0, 4))
+        # A chunk's losses without rows=: the error points at rows= (gradient accumulation); not for a larger first
+        # dimension, nor for a target that disagrees with a whole batch's losses: neither is a chunk.
+        with pytest.raises(ValueError, match=r"the batch size 8 as its first dimension, got shape \(4,\); for a chunk "
+                                             r"of the batch \(gradient accumulation\), pass the chunk's rows, e\.g\. "
+                                             r"rows=slice\(0, 4\)$"):
+            loader.record(torch.ones(4))
+        with pytest.raises(ValueError, match=r"target should have the batch size 8 .*got shape \(2,\)$"):
+            loader.record(torch.ones(8), output=torch.zeros(8, 3), target=torch.zeros(2, dtype=torch.long))
+        with pytest.raises(ValueError, match=r"got shape \(9,\)$"):
+            loader.record(torch.ones(9))
         loader.record(torch.full((4,), 1.0), rows=slice(0, 4))
         with pytest.warns(UserWarning, match="called again for rows of the batch already recorded"):
             loader.record(torch.full((2,), 9.0), rows=slice(3, 5))  # row 3 is recorded: the call is ignored
