@@ -82,6 +82,21 @@ def _rows_of(rows: Any, batch: int) -> tuple[int, int]:
     return start, stop  # type: ignore[return-value]
 
 
+def _scale_split(schedule: Schedule, augment: Any) -> tuple[str, str, str] | None:
+    """``(phase, augmentation type, other phase)`` when one phase's augmentation is known to give floats in [0, 1]
+    (a :class:`GpuAugment` or a Kornia module: both read integer input as 0-255) and the other phase has none; else
+    ``None``. Any other callable's output scale is unknown: nothing is said of it."""
+    from .augment import GpuAugment, _is_kornia_augmentation
+
+    used = [(name, p.augment if p.augment is not None else augment) for name, p in zip(("during", "after"),
+                                                                                          schedule.phases)]
+    unit = [(n, a) for n, a in used if isinstance(a, GpuAugment) or _is_kornia_augmentation(a)]
+    raw = [n for n, a in used if a is None]
+    if unit and raw:
+        return unit[0][0], type(unit[0][1]).__name__, raw[0]
+    return None
+
+
 def _apply_augment(augment: Callable[..., Tensor], x: Tensor, *, generator: torch.Generator, strength: float) -> Tensor:
     from .augment import apply_augment
 
@@ -258,6 +273,9 @@ class EnlightLoader:
         # Some phase augments or mixes the batch: its input (and, to mix, its target) must be found in every batch.
         self._reads_batches = schedule.soft_targets or augment is not None or any(
             p.augment is not None for p in schedule.phases)
+        # A phase whose augmentation gives [0, 1] floats beside a phase with none: integer input would change scale
+        # when the period ends. Whether it is integer is known at the first batch, where this is checked (once).
+        self._scale_split = _scale_split(schedule, augment)
         self._current_phase = 0  # the phase index the most recently started epoch began in
         # NOTE [ Per-rank random streams ]
         # Each rank mixes and augments its own samples: with the rank among the keys, ranks draw independent λ,
@@ -827,7 +845,7 @@ class EnlightLoader:
         soft = self.schedule.soft_targets
         for indices, batch in pairs:
             # A batch that some phase will augment or mix must be readable from the first (not an epoch later).
-            y = self._split(batch, need_target=soft)[1] if self._reads_batches else self._target_of(batch)
+            x, y = self._split(batch, need_target=soft) if self._reads_batches else (None, self._target_of(batch))
             if self.num_classes is not None and isinstance(y, Tensor) and y.device.type == "cpu":
                 if y.dim() == 1 and not y.is_floating_point() and y.dtype != torch.bool and y.numel():
                     lo, hi = (int(v) for v in torch.aminmax(y))
@@ -843,7 +861,26 @@ class EnlightLoader:
                         )
             if self.schedule.soft_targets:
                 self._check_mixable(indices, batch)
+            if self._scale_split is not None:  # after the errors: a batch that cannot be used says so first
+                self._warn_scale_change(x)
             yield indices, batch
+
+    def _warn_scale_change(self, x: Any) -> None:
+        """Warn (once, at the first batch) when integer input reaches the model on two scales across the phases."""
+        split, self._scale_split = self._scale_split, None
+        if split is None:
+            return
+        unit, kind, raw = split
+        first = x[0] if isinstance(x, list) and x else x
+        if isinstance(first, Tensor) and not (first.is_floating_point() or first.is_complex()):
+            warnings.warn(
+                f"the input changes scale when the period ends: the {unit!r} phase's augmentation ({kind}) gives "
+                f"floats in [0, 1] (or normalised) from this {first.dtype} input, and the {raw!r} phase has none, so "
+                f"there the input keeps its 0-255 scale (mixing keeps it too); give both phases an augmentation "
+                f"(e.g. Phase(augment=...)), or make the input float in [0, 1] in the dataset",
+                UserWarning,
+                stacklevel=caller_stacklevel(),
+            )
 
     def _check_mixable(self, indices: Tensor, batch: Any) -> None:
         """Host-side checks of a batch whose targets become soft rows (mixing needs aligned tensors)."""
@@ -1314,6 +1351,11 @@ def enlighten(
         ValueError: If a value is out of range: an empty dataset, ``batch_size=None``, a ``device`` this
             machine lacks, no ``num_classes`` for a schedule that mixes or smooths labels, a rank outside the
             world, an ``augment_strength`` other than 1 without a :class:`GpuAugment`, ...
+
+    Warns:
+        UserWarning: At the first batch, when its input is integer (uint8) and one phase's augmentation is a
+            :class:`GpuAugment` or Kornia module (floats in [0, 1] or normalised) while the other phase has none
+            (0-255): the model's input would change scale when the period ends.
 
     Note:
         Whenever any phase mixes or smooths labels, targets are soft

@@ -840,6 +840,48 @@ def test_a_list_of_images_needs_an_augmentation_in_every_phase_from_the_first_ba
     assert [tuple(x.shape) for _ in range(2) for x, _ in both] == [(4, 3, 8, 8)] * 4
 
 
+def test_a_phase_scale_change_of_integer_input_is_warned_at_the_first_batch():
+    # GpuAugment and Kornia read uint8 as 0-255 and give [0, 1]; a phase without augmentation keeps 0-255 (mixing
+    # too): the model's input would jump by 255x when the period ends. Warned once, at the first batch.
+    import warnings
+
+    import enlight_data as ed
+
+    def run(during, after, *, floats=False, augment=None):
+        loader = _uint8_loader(16, batch=8)
+        if floats:
+            x, y = loader.dataset.tensors
+            loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x / 255.0, y), batch_size=8)
+        wrapped = ed.enlighten(loader, ed.Schedule(1, during=during, after=after), num_classes=4, augment=augment)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            first = next(iter(wrapped))[0]
+            at_first = len(caught)
+            later = [x for _ in range(2) for x, _ in wrapped]  # both epochs, both phases
+        said = [str(w.message) for w in caught if "changes scale" in str(w.message)]
+        assert all("changes scale" not in str(w.message) for w in caught[at_first:])  # once, at the first batch
+        return said, first, later
+
+    said, first, later = run(ed.Phase(augment=GpuAugment(16)), ed.Phase(mixup_alpha=1.0))
+    assert said == [
+        "the input changes scale when the period ends: the 'during' phase's augmentation (GpuAugment) gives floats in "
+        "[0, 1] (or normalised) from this torch.uint8 input, and the 'after' phase has none, so there the input keeps "
+        "its 0-255 scale (mixing keeps it too); give both phases an augmentation (e.g. Phase(augment=...)), or make "
+        "the input float in [0, 1] in the dataset"
+    ]
+    assert first.max() <= 1.0 and later[-1].max() > 1.0  # what it warns about
+    # A plain callable's output scale is unknown: nothing is said of it.
+    assert run(ed.Phase(augment=lambda x: x), ed.Phase(), augment=kornia_pipeline())[0] == []
+    # The period without augmentation, a Kornia module after it: warned from the first batch, epochs before.
+    said, _, _ = run(ed.Phase(), ed.Phase(augment=kornia_pipeline()))
+    assert len(said) == 1 and "the 'after' phase's augmentation (AugmentationSequential)" in said[0]
+    assert "the 'during' phase has none" in said[0]
+    # One scale throughout: float input in [0, 1], or an augmentation in both phases.
+    assert run(ed.Phase(augment=GpuAugment(16)), ed.Phase(mixup_alpha=1.0), floats=True)[0] == []
+    assert run(ed.Phase(), ed.Phase(mixup_alpha=1.0), augment=GpuAugment(16))[0] == []
+    assert run(ed.Phase(augment=GpuAugment(16)), ed.Phase(augment=kornia_pipeline()))[0] == []
+
+
 def test_augmented_batches_resume_mid_epoch_exactly():
     import enlight_data as ed
 
