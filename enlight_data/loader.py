@@ -160,7 +160,7 @@ def _rows_error(name: str, value: Tensor, batch: int, rows: slice | None, start:
         return ValueError(f"{name} should have the {batch} rows of rows=slice({start}, {stop}) as its first "
                           f"dimension, got shape {shape}")
     hint = ""
-    if name == "per_sample_loss" and shape and 0 < shape[0] < batch:  # a chunk of the batch, as gradient accumulation gives
+    if name == "per_sample_loss" and shape and 0 < shape[0] < batch:  # a chunk, as gradient accumulation gives
         hint = (f"; for a chunk of the batch (gradient accumulation), pass the chunk's rows, e.g. "
                 f"rows=slice(0, {shape[0]})")
     return ValueError(f"{name} should have the batch size {batch} as its first dimension, got shape {shape}{hint}")
@@ -273,8 +273,8 @@ class EnlightLoader:
         # Some phase augments or mixes the batch: its input (and, to mix, its target) must be found in every batch.
         self._reads_batches = schedule.soft_targets or augment is not None or any(
             p.augment is not None for p in schedule.phases)
-        # A phase whose augmentation gives [0, 1] floats beside a phase with none: integer input would change scale
-        # when the period ends. Whether it is integer is known at the first batch, where this is checked (once).
+        # A phase whose augmentation gives [0, 1] floats beside a phase with none: uint8 input would change scale
+        # when the period ends. The input's dtype is known at the first batch, where this is checked (once).
         self._scale_split = _scale_split(schedule, augment)
         self._current_phase = 0  # the phase index the most recently started epoch began in
         # NOTE [ Per-rank random streams ]
@@ -866,16 +866,16 @@ class EnlightLoader:
             yield indices, batch
 
     def _warn_scale_change(self, x: Any) -> None:
-        """Warn (once, at the first batch) when integer input reaches the model on two scales across the phases."""
+        """Warn (once, at the first batch) when uint8 input reaches the model on two scales across the phases."""
         split, self._scale_split = self._scale_split, None
         if split is None:
             return
         unit, kind, raw = split
         first = x[0] if isinstance(x, list) and x else x
-        if isinstance(first, Tensor) and not (first.is_floating_point() or first.is_complex()):
+        if isinstance(first, Tensor) and first.dtype == torch.uint8:
             warnings.warn(
                 f"the input changes scale when the period ends: the {unit!r} phase's augmentation ({kind}) gives "
-                f"floats in [0, 1] (or normalised) from this {first.dtype} input, and the {raw!r} phase has none, so "
+                f"floats in [0, 1] (or normalised) from this uint8 input, and the {raw!r} phase has none, so "
                 f"there the input keeps its 0-255 scale (mixing keeps it too); give both phases an augmentation "
                 f"(e.g. Phase(augment=...)), or make the input float in [0, 1] in the dataset",
                 UserWarning,
@@ -1353,7 +1353,7 @@ def enlighten(
             world, an ``augment_strength`` other than 1 without a :class:`GpuAugment`, ...
 
     Warns:
-        UserWarning: At the first batch, when its input is integer (uint8) and one phase's augmentation is a
+        UserWarning: At the first batch, when its input is uint8 and one phase's augmentation is a
             :class:`GpuAugment` or Kornia module (floats in [0, 1] or normalised) while the other phase has none
             (0-255): the model's input would change scale when the period ends.
 

@@ -840,7 +840,7 @@ def test_a_list_of_images_needs_an_augmentation_in_every_phase_from_the_first_ba
     assert [tuple(x.shape) for _ in range(2) for x, _ in both] == [(4, 3, 8, 8)] * 4
 
 
-def test_a_phase_scale_change_of_integer_input_is_warned_at_the_first_batch():
+def test_a_phase_scale_change_of_uint8_input_is_warned_at_the_first_batch():
     # GpuAugment and Kornia read uint8 as 0-255 and give [0, 1]; a phase without augmentation keeps 0-255 (mixing
     # too): the model's input would jump by 255x when the period ends. Warned once, at the first batch.
     import warnings
@@ -865,7 +865,7 @@ def test_a_phase_scale_change_of_integer_input_is_warned_at_the_first_batch():
     said, first, later = run(ed.Phase(augment=GpuAugment(16)), ed.Phase(mixup_alpha=1.0))
     assert said == [
         "the input changes scale when the period ends: the 'during' phase's augmentation (GpuAugment) gives floats in "
-        "[0, 1] (or normalised) from this torch.uint8 input, and the 'after' phase has none, so there the input keeps "
+        "[0, 1] (or normalised) from this uint8 input, and the 'after' phase has none, so there the input keeps "
         "its 0-255 scale (mixing keeps it too); give both phases an augmentation (e.g. Phase(augment=...)), or make "
         "the input float in [0, 1] in the dataset"
     ]
