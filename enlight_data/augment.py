@@ -732,8 +732,16 @@ class GpuAugment:
                 raise ValueError(f"x should be a (B, C, H, W) tensor with H, W > 0, got x.shape={tuple(x.shape)}")
             self._check_input(x)
             return x, None, (1.0 / 255.0 if x.dtype == torch.uint8 else 1.0)
-        if not isinstance(x, Sequence) or len(x) == 0 or not all(isinstance(t, Tensor) for t in x):
-            raise TypeError(f"x should be a tensor or a non-empty list of (C, H, W) tensors, got x={type(x).__name__}")
+        got = None
+        if not isinstance(x, Sequence) or isinstance(x, str):
+            got = f"x of type {type(x).__name__}"
+        elif len(x) == 0:
+            got = f"an empty {type(x).__name__}"
+        else:
+            i = next((i for i, t in enumerate(x) if not isinstance(t, Tensor)), None)
+            got = None if i is None else f"x[{i}] of type {type(x[i]).__name__}"
+        if got is not None:
+            raise TypeError(f"x should be a tensor or a non-empty list of (C, H, W) tensors, got {got}")
         first = x[0]
         for i, t in enumerate(x):
             if (

@@ -1129,3 +1129,15 @@ def test_gpu_augment_refuses_input_that_requires_grad(as_list):
     with torch.no_grad():
         out = aug(arg, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(out, aug(x.detach(), generator=torch.Generator().manual_seed(0)))
+
+
+def test_a_list_that_is_not_of_tensors_names_what_it_holds():
+    # A list of decoded numpy arrays (or PIL images) is refused naming the element, not only "list".
+    aug = GpuAugment(8)
+    image = images(1, h=8, w=8)[0]
+    with pytest.raises(TypeError, match=r"non-empty list of \(C, H, W\) tensors, got x\[1\] of type ndarray"):
+        aug([image, image.numpy()], generator=gen())
+    with pytest.raises(TypeError, match=r"non-empty list of \(C, H, W\) tensors, got an empty list"):
+        aug([], generator=gen())
+    with pytest.raises(TypeError, match=r"non-empty list of \(C, H, W\) tensors, got x of type ndarray"):
+        aug(image.numpy(), generator=gen())
