@@ -292,7 +292,8 @@ class GpuAugment:
         jitter_prob: Probability that a sample is colour-jittered.
         mean: Per-channel mean in ``[0, 1]`` units (e.g. ImageNet's), or None for no normalisation.
         std: Per-channel standard deviation, given together with ``mean``.
-        out_dtype: Floating point dtype of the output.
+        out_dtype: Floating point dtype of the output (computed in float32, float64 for float64 input, also
+            under ``torch.autocast``).
         channels_last: Return the output in ``torch.channels_last`` memory format.
         seed: Seed of the augmenter's own generator, used when ``__call__`` gets no ``generator``.
 
@@ -788,6 +789,11 @@ class GpuAugment:
         return self._scratch.get(name, shape, dtype)
 
     def _apply(self, x: Tensor, params: AugmentParams, unit: float) -> Tensor:
+        if torch.is_autocast_enabled(x.device.type):
+            # An ambient autocast (a call inside a model's amp region) would run the colour map's matmuls in
+            # bfloat16/float16: out_dtype says the output's precision, so autocast is off for the whole apply.
+            with torch.autocast(x.device.type, enabled=False):
+                return self._apply(x, params, unit)
         n, c, _, _ = x.shape
         oh, ow = self.size
         if not isinstance(params, AugmentParams):

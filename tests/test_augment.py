@@ -1141,3 +1141,17 @@ def test_a_list_that_is_not_of_tensors_names_what_it_holds():
         aug([], generator=gen())
     with pytest.raises(TypeError, match=r"non-empty list of \(C, H, W\) tensors, got x of type ndarray"):
         aug(image.numpy(), generator=gen())
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_a_call_under_autocast_computes_as_outside_it(as_list):
+    # out_dtype says what comes out: an ambient autocast must not run the colour map's matmuls in bfloat16 (errors of
+    # a few 0-255 levels in a float32 output), as it would for a model.
+    aug = GpuAugment(8, **JITTER, jitter_prob=1.0, mean=MEAN, std=STD)
+    x = images(4, h=16, w=20)
+    arg = list(x.unbind(0)) if as_list else x
+    want = aug(arg, generator=gen(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = aug(arg, generator=gen(3))
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
