@@ -519,9 +519,9 @@ def apply_mix(
 
     Raises:
         TypeError: If ``x`` or ``soft_targets`` is not a tensor, or ``params`` not a :class:`MixParams`.
-        ValueError: If ``x`` requires grad (mixing is not differentiable; pass ``x.detach()``), ``x`` or
-            ``soft_targets`` is not of the batch size the parameters were drawn for, or ``out`` has the wrong
-            shape, dtype or device, or shares memory with ``x``.
+        ValueError: If ``x`` or ``soft_targets`` requires grad (mixing is not differentiable; pass
+            ``x.detach()``), ``x`` or ``soft_targets`` is not of the batch size the parameters were drawn for,
+            or ``out`` has the wrong shape, dtype or device, or shares memory with ``x``.
     """
     if not isinstance(params, MixParams):
         raise TypeError(f"params should be a MixParams (from draw_mix), got params of type {type(params).__name__}")
@@ -535,6 +535,7 @@ def apply_mix(
     if soft_targets.dim() != 2:
         raise ValueError(f"soft_targets should be (B, num_classes) rows, got soft_targets of shape "
                          f"{tuple(soft_targets.shape)}")
+    check_no_grad("soft_targets", soft_targets, "mixing")
     mixed_x = _mix_input(x, params, out=out)
     weight = params.weight
     if weight is not None and weight.shape[1:].numel() == 1:
@@ -651,7 +652,8 @@ def mix_batch(
             ``torch.Generator`` (``None`` included: the global RNG is never used), or
             ``host_generator`` neither ``None`` nor a ``torch.Generator``.
         ValueError: If ``target``'s batch size differs from ``x``'s, ``host_generator`` is not on
-            the CPU, ``x`` requires grad (mixing is not differentiable: its CUDA kernels have no backward),
+            the CPU, ``x`` or ``target`` requires grad (mixing is not differentiable: its CUDA kernels have no
+            backward; soft rows from a teacher model: pass ``target.detach()``),
             or as :func:`to_soft_targets` and :func:`apply_mix` say.
     """
     if not isinstance(x, Tensor):
@@ -691,6 +693,8 @@ def _mix(
     parameters, the mixed input and the mixed soft targets (NOTE [ One launch per mix ]).
     """
     _check_input(x)  # whether or not this phase mixes: a run does not fail epochs later, when one does
+    if isinstance(target, Tensor):
+        check_no_grad("target", target, "mixing")  # as x: the soft rows' out= blends would fail, CUDA's drop the grad
     fused = (isinstance(target, Tensor) and _is_indices(target) and target.device == x.device
              and _fused("mix_params", x.device))
     if fused:

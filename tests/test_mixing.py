@@ -572,3 +572,20 @@ def test_the_choice_made_on_the_device_follows_mix_prob_and_batch_mode(monkeypat
         params = draw_mix(batch_phase, 16, 6, 6, generator=gen(seed))
         assert torch.unique(params.lam).numel() == 1 and params.lam[0] < 1
         assert (params.weight == params.weight[:1]).all()
+
+
+def test_mixing_refuses_targets_that_require_grad():
+    # Soft rows from a teacher model left attached to its graph: the rows' out= blends failed with torch's own
+    # RuntimeError (and CUDA's kernels would drop the gradient); refused as x is, naming the argument.
+    x, y = batch(b=4, classes=3)
+    rows = torch.eye(3)[y % 3].requires_grad_(True)
+    phase = ed.Phase(mixup_alpha=1.0)
+    with pytest.raises(ValueError, match=r"target should not require grad: mixing is not differentiable .*"
+                                         r"target\.detach\(\)"):
+        mix_batch(x, rows, phase, num_classes=3, generator=gen(0))
+    params = draw_mix(phase, 4, 1, 1, generator=gen(0))
+    with pytest.raises(ValueError, match="soft_targets should not require grad"):
+        ed.mixing.apply_mix(x, rows, params)
+    with torch.no_grad():
+        _, mixed, _ = mix_batch(x, rows, phase, num_classes=3, generator=gen(0))
+    torch.testing.assert_close(mixed, mix_batch(x, rows.detach(), phase, num_classes=3, generator=gen(0))[1])
