@@ -651,14 +651,18 @@ def mix_batch(
         TypeError: If ``x`` is not a tensor, ``phase`` not a :class:`Phase`, ``generator`` not a
             ``torch.Generator`` (``None`` included: the global RNG is never used), or
             ``host_generator`` neither ``None`` nor a ``torch.Generator``.
-        ValueError: If ``target``'s batch size differs from ``x``'s, ``host_generator`` is not on
-            the CPU, ``x`` or ``target`` requires grad (mixing is not differentiable: its CUDA kernels have no
+        ValueError: If ``target``'s batch size or device differs from ``x``'s, ``generator`` is not on
+            ``x``'s device, ``host_generator`` is not on the CPU, ``x`` or ``target`` requires grad (mixing is not differentiable: its CUDA kernels have no
             backward; soft rows from a teacher model: pass ``target.detach()``),
             or as :func:`to_soft_targets` and :func:`apply_mix` say.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x should be a Tensor, got x of type {type(x).__name__}")
     _check_draw_args(phase, generator, host_generator)
+    if generator.device.type != x.device.type:  # as draw_mix; torch's own error would name neither argument
+        raise ValueError(f"generator should be on x's device ({x.device}), got a generator on {generator.device}")
+    if isinstance(target, Tensor) and target.device != x.device:  # the soft rows are blended by the input's draws
+        raise ValueError(f"target should be on x's device ({x.device}), got target on {target.device}")
     if isinstance(target, Tensor) and (x.dim() == 0 or target.dim() == 0 or target.shape[0] != x.shape[0]):
         raise ValueError(
             f"target should have x's batch size as its first dimension, got x of shape {tuple(x.shape)} and "

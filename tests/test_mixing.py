@@ -589,3 +589,17 @@ def test_mixing_refuses_targets_that_require_grad():
     with torch.no_grad():
         _, mixed, _ = mix_batch(x, rows, phase, num_classes=3, generator=gen(0))
     torch.testing.assert_close(mixed, mix_batch(x, rows.detach(), phase, num_classes=3, generator=gen(0))[1])
+
+
+def test_mix_batch_names_a_generator_or_target_on_another_device():
+    # A CPU generator or CPU targets beside a CUDA batch failed inside torch ("Expected a 'cuda' device type for
+    # generator", a lerp across devices), naming neither argument. The meta device stands in for CUDA here (where
+    # a CPU generator went unnoticed: the check is mix_batch's own, as draw_mix's).
+    x, y = batch(b=4, classes=3)
+    phase = ed.Phase(mixup_alpha=1.0)
+    with pytest.raises(ValueError, match=r"generator should be on x's device \(meta\), got a generator on cpu"):
+        mix_batch(x.to("meta"), y.to("meta"), phase, num_classes=3, generator=gen(0))
+    with pytest.raises(ValueError, match=r"target should be on x's device \(cpu\), got target on meta"):
+        mix_batch(x, y.to("meta"), phase, num_classes=3, generator=gen(0))
+    with pytest.raises(ValueError, match=r"target should be on x's device \(cpu\), got target on meta"):
+        mix_batch(x, torch.eye(3)[y].to("meta"), ed.Phase(cutmix_alpha=1.0), num_classes=3, generator=gen(0))
