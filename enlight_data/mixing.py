@@ -383,10 +383,14 @@ def mix_size(x: Tensor, phase: Phase) -> tuple[int, int]:
     """The ``(H, W)`` that CutMix boxes are drawn for; ``(1, 1)`` for non-image input.
 
     Raises:
-        ValueError: If the phase uses CutMix and ``x`` is not ``(B, C, H, W)``.
+        ValueError: If the phase uses CutMix and ``x`` is not ``(B, C, H, W)`` with ``H`` and ``W`` at least 1.
     """
     if x.dim() == 4:
-        return int(x.shape[-2]), int(x.shape[-1])
+        height, width = int(x.shape[-2]), int(x.shape[-1])
+        if phase.cutmix_alpha > 0 and min(height, width) < 1:  # no pixel to centre a box on (as draw_mix's check)
+            raise ValueError(f"CutMix needs (B, C, H, W) input with H and W at least 1, got input of shape "
+                             f"{tuple(x.shape)}")
+        return height, width
     if phase.cutmix_alpha > 0:
         raise ValueError(f"CutMix needs (B, C, H, W) input, got input of shape {tuple(x.shape)}")
     return 1, 1

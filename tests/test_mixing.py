@@ -603,3 +603,15 @@ def test_mix_batch_names_a_generator_or_target_on_another_device():
         mix_batch(x, y.to("meta"), phase, num_classes=3, generator=gen(0))
     with pytest.raises(ValueError, match=r"target should be on x's device \(cpu\), got target on meta"):
         mix_batch(x, torch.eye(3)[y].to("meta"), ed.Phase(cutmix_alpha=1.0), num_classes=3, generator=gen(0))
+
+
+def test_cutmix_names_an_image_without_pixels():
+    # H or W of 0 (an empty crop) failed in torch.randint ("random_ expects 'from' to be less than 'to'"); Mixup of
+    # such a batch has nothing to blend and passes.
+    y = torch.tensor([0, 1, 2, 1])
+    for shape in ((4, 3, 0, 5), (4, 3, 5, 0)):
+        with pytest.raises(ValueError, match=r"CutMix needs \(B, C, H, W\) input with H and W at least 1, got input "
+                                             rf"of shape \({shape[0]}, 3, {shape[2]}, {shape[3]}\)"):
+            mix_batch(torch.rand(shape), y, ed.Phase(cutmix_alpha=1.0), num_classes=3, generator=gen(0))
+        assert mix_batch(torch.rand(shape), y, ed.Phase(mixup_alpha=1.0), num_classes=3,
+                         generator=gen(0))[0].shape == shape
