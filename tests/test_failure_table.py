@@ -300,6 +300,9 @@ def _noop_strategy():
         (lambda: ed.high_loss_removal(5, fraction=0.0), "removes nothing"),
         (lambda: ed.mixup_pause(5, alpha=0.0), "pauses nothing"),
         (lambda: ed.alpha_boost(5, alpha=0.4, boost_alpha=0.4), "boosts nothing|nothing is boosted"),
+        (lambda: ed.high_loss_removal(0, fraction=0.1), "removes nothing"),
+        (lambda: ed.high_loss_removal(1, fraction=0.1), "removes nothing"),
+        (lambda: ed.high_loss_removal(ed.Period(until_accuracy=0.5, max_epochs=1), fraction=0.1), "removes nothing"),
     ]:
         with pytest.warns(UserWarning, match=match):
             make_schedule()
