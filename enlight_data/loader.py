@@ -1072,7 +1072,9 @@ class EnlightLoader:
         the epoch's last batch that pass yields nothing and closes the epoch, so a loop that
         resumes the saved epoch stays in step. One taken after the loop was left early (a ``break``,
         an error) continues that epoch too, with a warning; call ``set_epoch(epoch + 1)`` if the loop
-        had moved on. One taken after the loop ended makes it start the next epoch. An iterator still open (a
+        had moved on. One taken after the loop ended makes it start the next epoch, and so does one taken after
+        the loop was left having taken every batch (a ``break`` at its last step), with a warning: call
+        ``set_epoch(epoch)`` first to resume that epoch (its pass is then empty). An iterator still open (a
         roll-back from inside the loop) is ended, with a warning: it yields no more batches. Nothing is changed when
         the state is rejected. (With a custom sampler
         that has no ``generator``, whose order cannot be replayed without drawing it, a position
