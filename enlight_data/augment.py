@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from numbers import Integral, Real
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -249,6 +250,10 @@ def _check_strength(strength: Any) -> float:
 def _check_stats(name: str, value: Any) -> tuple[float, ...] | None:
     if value is None:
         return None
+    if isinstance(value, (Tensor, np.ndarray)):  # e.g. torchvision's or timm's constants held as an array
+        if value.ndim != 1:
+            raise ValueError(f"{name} should be 1-D, one value per channel, got {name} of shape {tuple(value.shape)}")
+        value = value.tolist()
     if (
         not isinstance(value, Sequence)
         or isinstance(value, str)
@@ -290,7 +295,8 @@ class GpuAugment:
         saturation: Saturation jitter magnitude ``>= 0``.
         hue: Hue jitter magnitude in ``[0, 0.5]`` (turns).
         jitter_prob: Probability that a sample is colour-jittered.
-        mean: Per-channel mean in ``[0, 1]`` units (e.g. ImageNet's), or None for no normalisation.
+        mean: Per-channel mean in ``[0, 1]`` units (e.g. ImageNet's), or None for no normalisation: a sequence of
+            numbers or a 1-D tensor or numpy array.
         std: Per-channel standard deviation, given together with ``mean``.
         out_dtype: Floating point dtype of the output (computed in float32, float64 for float64 input, also
             under ``torch.autocast``).
@@ -343,8 +349,8 @@ class GpuAugment:
         saturation: float = 0.0,
         hue: float = 0.0,
         jitter_prob: float = 0.8,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
+        mean: Sequence[float] | Tensor | np.ndarray | None = None,
+        std: Sequence[float] | Tensor | np.ndarray | None = None,
         out_dtype: torch.dtype = torch.float32,
         channels_last: bool = False,
         seed: int = 0,
@@ -715,6 +721,7 @@ class GpuAugment:
         n, c, h, w = batch.shape
         if n == 0:  # nothing to draw (and no reduction over an empty batch)
             _check_strength(strength)
+            self._check_channels(c)
             if not isinstance(generator, torch.Generator):
                 raise TypeError(f"generator should be a torch.Generator, got generator={generator!r}")
             fmt = torch.channels_last if self.channels_last else torch.contiguous_format
@@ -778,7 +785,19 @@ class GpuAugment:
     def _check_input(x: Tensor) -> None:
         if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
             raise TypeError(f"x should be uint8 or floating point, got x.dtype={x.dtype}")
+        if x.shape[-3] > 4 and x.shape[-1] in (1, 3, 4):
+            # (B, H, W, C), as images from PIL or numpy come: taken as H channels of height W, it would be cropped
+            # along the wrong axes without any other error when there is no jitter and no mean/std.
+            perm = "permute(0, 3, 1, 2)" if x.ndim == 4 else "permute(2, 0, 1)"
+            raise ValueError(
+                f"x should be channels-first, (B, C, H, W) or (C, H, W), got x.shape={tuple(x.shape)}, which looks "
+                f"channels-last (C={x.shape[-1]} last): pass x.{perm}"
+            )
         check_no_grad("x", x, "GpuAugment")
+
+    def _check_channels(self, c: int) -> None:
+        if self.mean is not None and len(self.mean) not in (1, c):
+            raise ValueError(f"mean and std should have 1 or C={c} values, got len(mean)={len(self.mean)}")
 
     def _buffer(self, name: str, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> Tensor:
         """A scratch tensor; reused between calls on the CPU, see NOTE [ Scratch buffers on the CPU ]."""
@@ -804,8 +823,7 @@ class GpuAugment:
             raise ValueError(
                 f"params should be on x's device {x.device}, got params.boxes.device={params.boxes.device}"
             )
-        if self.mean is not None and len(self.mean) not in (1, c):
-            raise ValueError(f"mean and std should have 1 or C={c} values, got len(mean)={len(self.mean)}")
+        self._check_channels(c)
         ops = params.colour_ops
         if ops is None:  # built by hand: every factor as given, where there is colour jitter at all
             ops = _COLOUR_OPS if c in (1, 3) else ()

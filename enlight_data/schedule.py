@@ -56,7 +56,9 @@ class Period:
             even when ``set_epoch()`` goes back. Accuracy is scored only from
             ``loader.record(..., output=..., target=...)`` or ``loader.track(criterion)``.
         max_epochs: With ``until_accuracy`` only: the period ends after this many
-            epochs at the latest.
+            epochs at the latest. ``None`` sets no limit: a run whose training accuracy
+            never reaches ``until_accuracy`` stays in the period to its end (the paper
+            finds a period run too long costs accuracy, so a limit is a cheap guard).
 
     Raises:
         TypeError: If a value has the wrong type (ints for ``epochs``, ``total_epochs`` and ``max_epochs``,

@@ -1155,3 +1155,39 @@ def test_a_call_under_autocast_computes_as_outside_it(as_list):
         got = aug(arg, generator=gen(3))
     assert got.dtype == torch.float32
     torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+
+
+def test_channels_last_images_are_refused_naming_the_permute():
+    # Stacked PIL/numpy images are (B, H, W, C): taken as H channels, they would be cropped along the wrong axes
+    # with no other error (no jitter, no mean/std to disagree with).
+    aug = GpuAugment(8)
+    hwc = images(2, h=16, w=12).permute(0, 2, 3, 1)
+    with pytest.raises(ValueError, match=r"channels-first.*x.shape=\(2, 16, 12, 3\).*x.permute\(0, 3, 1, 2\)"):
+        aug(hwc, generator=gen())
+    with pytest.raises(ValueError, match=r"x.shape=\(16, 12, 3\).*x.permute\(2, 0, 1\)"):
+        aug(list(hwc), generator=gen())
+    assert aug(hwc.permute(0, 3, 1, 2), generator=gen()).shape == (2, 3, 8, 8)
+    assert aug(images(2, c=4, h=16, w=3), generator=gen()).shape == (2, 4, 8, 8)  # C <= 4: channels-first as given
+
+
+def test_mean_and_std_may_be_tensors_or_numpy_arrays():
+    import numpy as np
+
+    x = images(2, h=16, w=16)
+    ref = GpuAugment(8, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    for kind in (torch.tensor, np.array):  # float32 and float64: the values as held, as Python floats
+        aug = GpuAugment(8, mean=kind([0.485, 0.456, 0.406]), std=kind([0.229, 0.224, 0.225]))
+        assert aug.mean == pytest.approx(ref.mean) and aug.std == pytest.approx(ref.std)
+        assert all(type(v) is float for v in aug.mean + aug.std)
+        torch.testing.assert_close(aug(x, generator=gen()), ref(x, generator=gen()))
+    with pytest.raises(ValueError, match=r"mean should be 1-D, one value per channel, got mean of shape \(1, 3\)"):
+        GpuAugment(8, mean=torch.zeros(1, 3), std=(1.0,))
+    with pytest.raises(ValueError, match="std should hold finite numbers"):
+        GpuAugment(8, mean=(0.5,), std=np.array([np.inf]))
+
+
+def test_an_empty_batch_checks_mean_against_its_channels_as_a_full_one_does():
+    aug = GpuAugment(8, mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2))
+    for n in (0, 2):
+        with pytest.raises(ValueError, match="mean and std should have 1 or C=2 values, got len\\(mean\\)=3"):
+            aug(images(n, c=2, h=16, w=16), generator=gen())
