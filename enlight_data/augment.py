@@ -785,14 +785,7 @@ class GpuAugment:
     def _check_input(x: Tensor) -> None:
         if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
             raise TypeError(f"x should be uint8 or floating point, got x.dtype={x.dtype}")
-        if x.shape[-3] > 4 and x.shape[-1] in (1, 3, 4):
-            # (B, H, W, C), as images from PIL or numpy come: taken as H channels of height W, it would be cropped
-            # along the wrong axes without any other error when there is no jitter and no mean/std.
-            perm = "permute(0, 3, 1, 2)" if x.ndim == 4 else "permute(2, 0, 1)"
-            raise ValueError(
-                f"x should be channels-first, (B, C, H, W) or (C, H, W), got x.shape={tuple(x.shape)}, which looks "
-                f"channels-last (C={x.shape[-1]} last): pass x.{perm}"
-            )
+        _check_channels_first(x)
         check_no_grad("x", x, "GpuAugment")
 
     def _check_channels(self, c: int) -> None:
@@ -1167,6 +1160,20 @@ def _host_seed(generator: torch.Generator) -> int:
     return derive_seed(generator.initial_seed(), offset)
 
 
+def _check_channels_first(x: Tensor) -> None:
+    """Refuse a ``(B, H, W, C)`` or ``(H, W, C)`` image tensor, as images from PIL or numpy come.
+
+    Taken as ``H`` channels of height ``W``, it would be cropped along the wrong axes, with no other error where
+    nothing needs 1 or 3 channels (no colour jitter, no mean/std).
+    """
+    if x.ndim in (3, 4) and x.shape[-3] > 4 and x.shape[-1] in (1, 3, 4):
+        perm = "permute(0, 3, 1, 2)" if x.ndim == 4 else "permute(2, 0, 1)"
+        raise ValueError(
+            f"x should be channels-first, (B, C, H, W) or (C, H, W), got x.shape={tuple(x.shape)}, which looks "
+            f"channels-last (C={x.shape[-1]} last): pass x.{perm}"
+        )
+
+
 def _first_tensor(x: Any) -> Tensor | None:
     """The batch's tensor, or the first of a list, tuple or dict batch (whose device's RNG is seeded)."""
     if isinstance(x, Tensor):
@@ -1199,7 +1206,8 @@ def apply_augment(
 
     Raises:
         TypeError: If ``augment`` is not callable or ``generator`` is not a ``torch.Generator``.
-        ValueError: If ``strength`` is outside ``[0, 1]``, or not 1 for an augmentation other than a GpuAugment.
+        ValueError: If ``strength`` is outside ``[0, 1]``, or not 1 for an augmentation other than a GpuAugment, or
+            the batch of a GpuAugment or Kornia augmentation looks channels-last (``(B, H, W, C)``).
     """
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator should be a torch.Generator, got generator={generator!r}")
@@ -1218,6 +1226,7 @@ def apply_augment(
     if _is_kornia_augmentation(augment):
         if not isinstance(x, Tensor):
             raise TypeError(f"a Kornia augmentation needs a (B, C, H, W) tensor, got x={type(x).__name__}")
+        _check_channels_first(x)
         if x.dtype == torch.uint8:
             x = x.to(torch.float32).div_(255.0)
     first = _first_tensor(x)

@@ -1168,6 +1168,12 @@ def test_channels_last_images_are_refused_naming_the_permute():
         aug(list(hwc), generator=gen())
     assert aug(hwc.permute(0, 3, 1, 2), generator=gen()).shape == (2, 3, 8, 8)
     assert aug(images(2, c=4, h=16, w=3), generator=gen()).shape == (2, 4, 8, 8)  # C <= 4: channels-first as given
+    import kornia.augmentation as K
+
+    crop = K.RandomResizedCrop((8, 8))
+    with pytest.raises(ValueError, match=r"x.shape=\(2, 16, 12, 3\).*x.permute\(0, 3, 1, 2\)"):
+        apply_augment(crop, hwc, generator=gen())
+    assert apply_augment(crop, hwc.permute(0, 3, 1, 2), generator=gen()).shape == (2, 3, 8, 8)
 
 
 def test_mean_and_std_may_be_tensors_or_numpy_arrays():

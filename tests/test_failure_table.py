@@ -168,6 +168,21 @@ def _cutmix_shape():
         list(loader)
 
 
+@check("channels-last")
+def _channels_last():
+    hwc = _tensors(torch.zeros(8, 16, 12, 3, dtype=torch.uint8), torch.zeros(8, dtype=torch.long))
+    for augment in (ed.GpuAugment(8), _kornia_crop()):
+        loader = _loader(hwc, augment=augment)
+        with pytest.raises(ValueError, match=r"channels-first.*x.shape=\(4, 16, 12, 3\).*x.permute\(0, 3, 1, 2\)"):
+            list(loader)
+
+
+def _kornia_crop():
+    import kornia.augmentation as K
+
+    return K.RandomResizedCrop((8, 8))
+
+
 @check("batch-structure")
 def _batch_structure():
     with pytest.raises(TypeError, match="batches should be a tuple/list"):
