@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "check_bool", "check_choice", "check_device", "check_int", "check_no_grad", "check_range", "check_real", "check_seed",
+    "channels_last_hint", "check_bool", "check_choice", "check_device", "check_int", "check_no_grad", "check_range",
+    "check_real", "check_seed",
 ]
 
 
@@ -115,3 +116,16 @@ def check_no_grad(name: str, value: torch.Tensor, what: str) -> None:
             f"{name} should not require grad: {what} is not differentiable (its CUDA kernels have no backward), got "
             f"{name} with requires_grad=True; pass {name}.detach(), or call it under torch.no_grad()"
         )
+
+
+def channels_last_hint(name: str, shape: tuple[int, ...] | torch.Size) -> str:
+    """``""`` for an image shape that may be channels-first; else what to add to an error about ``name`` of a
+    ``(B, H, W, C)`` or ``(H, W, C)`` shape, as stacked PIL or numpy images come: more than 4 "channels", 1, 3 or 4
+    last.
+
+    Taken as channels-first, such images would be cropped or cut along the wrong axes with no other error.
+    """
+    if len(shape) not in (3, 4) or shape[-3] <= 4 or shape[-1] not in (1, 3, 4):
+        return ""
+    perm = "permute(0, 3, 1, 2)" if len(shape) == 4 else "permute(2, 0, 1)"
+    return f", which looks channels-last (C={shape[-1]} last): pass {name}.{perm}"

@@ -28,7 +28,7 @@ from torch import Tensor
 from . import _fused
 from ._inference import normal_tensors
 from ._rng import derive_seed
-from ._validate import check_bool, check_device, check_int, check_no_grad, check_seed
+from ._validate import channels_last_hint, check_bool, check_device, check_int, check_no_grad, check_seed
 
 __all__ = ["AugmentParams", "GpuAugment", "apply_augment"]
 
@@ -1161,17 +1161,10 @@ def _host_seed(generator: torch.Generator) -> int:
 
 
 def _check_channels_first(x: Tensor) -> None:
-    """Refuse a ``(B, H, W, C)`` or ``(H, W, C)`` image tensor, as images from PIL or numpy come.
-
-    Taken as ``H`` channels of height ``W``, it would be cropped along the wrong axes, with no other error where
-    nothing needs 1 or 3 channels (no colour jitter, no mean/std).
-    """
-    if x.ndim in (3, 4) and x.shape[-3] > 4 and x.shape[-1] in (1, 3, 4):
-        perm = "permute(0, 3, 1, 2)" if x.ndim == 4 else "permute(2, 0, 1)"
-        raise ValueError(
-            f"x should be channels-first, (B, C, H, W) or (C, H, W), got x.shape={tuple(x.shape)}, which looks "
-            f"channels-last (C={x.shape[-1]} last): pass x.{perm}"
-        )
+    """Refuse a ``(B, H, W, C)`` or ``(H, W, C)`` image tensor (see ``channels_last_hint``)."""
+    hint = channels_last_hint("x", x.shape)
+    if hint:
+        raise ValueError(f"x should be channels-first, (B, C, H, W) or (C, H, W), got x.shape={tuple(x.shape)}{hint}")
 
 
 def _first_tensor(x: Any) -> Tensor | None:

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from ._rng import Stream, derive_seed
 from ._inference import normal_tensors
 from ._stack import caller_stacklevel
-from ._validate import check_bool, check_device, check_int, check_real, check_seed
+from ._validate import channels_last_hint, check_bool, check_device, check_int, check_real, check_seed
 from .context import SharedClock
 from .distributed import resolve_rank, table_reducer
 from .feedback import LossTable
@@ -905,12 +905,12 @@ class EnlightLoader:
                 )
             if value.dim() == 0 or value.shape[0] != n:
                 raise ValueError(f"{name} should have the batch size {n} as its first dimension, got shape {tuple(value.shape)}")
-        if self._cuts_raw_input and isinstance(x, Tensor) and x.dim() != 4:
+        if self._cuts_raw_input and isinstance(x, Tensor) and (x.dim() != 4 or channels_last_hint("x", x.shape)):
             name, phase = next((k, p) for k, p in zip(("during", "after"), self.schedule.phases)
                                if p.mixes and p.cutmix_alpha > 0)
             raise ValueError(
                 f"CutMix needs (B, C, H, W) input: the schedule's {name!r} phase uses it (cutmix_alpha="
-                f"{phase.cutmix_alpha}), got input of shape {tuple(x.shape)}"
+                f"{phase.cutmix_alpha}), got input of shape {tuple(x.shape)}{channels_last_hint('x', x.shape)}"
             )
         if y.dim() == 2 and y.device.type == "cpu" and y.numel():
             # Rows are mixed linearly: they must be finite and non-negative. Multi-hot rows

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _fused as _fused_kernels
-from ._validate import check_device, check_int, check_no_grad, check_range
+from ._validate import channels_last_hint, check_device, check_int, check_no_grad, check_range
 from .schedule import Phase
 
 __all__ = ["MixParams", "apply_mix", "draw_mix", "mix_batch", "mix_size", "to_soft_targets"]
@@ -383,13 +383,17 @@ def mix_size(x: Tensor, phase: Phase) -> tuple[int, int]:
     """The ``(H, W)`` that CutMix boxes are drawn for; ``(1, 1)`` for non-image input.
 
     Raises:
-        ValueError: If the phase uses CutMix and ``x`` is not ``(B, C, H, W)`` with ``H`` and ``W`` at least 1.
+        ValueError: If the phase uses CutMix and ``x`` is not ``(B, C, H, W)`` with ``H`` and ``W`` at least 1, or
+            looks channels-last: more than 4 channels and a width of 1, 3 or 4 (``(B, H, W, C)`` images).
     """
     if x.dim() == 4:
         height, width = int(x.shape[-2]), int(x.shape[-1])
         if phase.cutmix_alpha > 0 and min(height, width) < 1:  # no pixel to centre a box on (as draw_mix's check)
             raise ValueError(f"CutMix needs (B, C, H, W) input with H and W at least 1, got input of shape "
                              f"{tuple(x.shape)}")
+        hint = channels_last_hint("x", x.shape) if phase.cutmix_alpha > 0 else ""
+        if hint:  # boxes would be cut across W and C
+            raise ValueError(f"CutMix needs (B, C, H, W) input, got input of shape {tuple(x.shape)}{hint}")
         return height, width
     if phase.cutmix_alpha > 0:
         raise ValueError(f"CutMix needs (B, C, H, W) input, got input of shape {tuple(x.shape)}")

@@ -175,6 +175,8 @@ def _channels_last():
         loader = _loader(hwc, augment=augment)
         with pytest.raises(ValueError, match=r"channels-first.*x.shape=\(4, 16, 12, 3\).*x.permute\(0, 3, 1, 2\)"):
             list(loader)
+    with pytest.raises(ValueError, match=r"CutMix needs \(B, C, H, W\) input.*which looks channels-last"):
+        list(_loader(hwc, ed.mixup_pause(1, alpha=0.0, cutmix_alpha=1.0)))  # at the first batch, in the pause
 
 
 def _kornia_crop():

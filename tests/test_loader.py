@@ -1220,6 +1220,10 @@ def test_input_that_a_later_phase_cannot_cut_is_refused_at_the_first_batch():
     images = ed.enlighten(vectors, ed.mixup_pause(2, alpha=0.0, cutmix_alpha=1.0), num_classes=3,
                           augment=lambda x: x.view(-1, 1, 1, 5))
     assert [tuple(x.shape) for x, _ in images] == [(4, 1, 1, 5)] * 4
+    hwc = DataLoader(TensorDataset(torch.rand(16, 8, 8, 3), torch.randint(0, 3, (16,))), batch_size=4)
+    with pytest.raises(ValueError, match=r"'after' phase uses it \(cutmix_alpha=1.0\), got input of shape "
+                                         r"\(4, 8, 8, 3\), which looks channels-last"):
+        next(iter(ed.enlighten(hwc, ed.mixup_pause(2, alpha=0.0, cutmix_alpha=1.0), num_classes=3)))
 
 
 def test_batches_and_datasets_of_the_wrong_form_are_named():

@@ -615,3 +615,17 @@ def test_cutmix_names_an_image_without_pixels():
             mix_batch(torch.rand(shape), y, ed.Phase(cutmix_alpha=1.0), num_classes=3, generator=gen(0))
         assert mix_batch(torch.rand(shape), y, ed.Phase(mixup_alpha=1.0), num_classes=3,
                          generator=gen(0))[0].shape == shape
+
+
+def test_cutmix_refuses_channels_last_images_that_mixup_takes():
+    # (B, H, W, C) images (stacked PIL or numpy) would have their boxes cut across W and C.
+    y = torch.tensor([0, 1, 2, 1])
+    hwc = torch.rand(4, 16, 12, 3)
+    with pytest.raises(ValueError, match=r"CutMix needs \(B, C, H, W\) input, got input of shape \(4, 16, 12, 3\), "
+                                         r"which looks channels-last \(C=3 last\): pass x.permute\(0, 3, 1, 2\)"):
+        mix_batch(hwc, y, ed.Phase(cutmix_alpha=1.0), num_classes=3, generator=gen(0))
+    assert mix_batch(hwc, y, ed.Phase(mixup_alpha=1.0), num_classes=3, generator=gen(0))[0].shape == hwc.shape
+    chw = hwc.permute(0, 3, 1, 2)
+    assert mix_batch(chw, y, ed.Phase(cutmix_alpha=1.0), num_classes=3, generator=gen(0))[0].shape == chw.shape
+    wide = torch.rand(4, 4, 16, 3)  # 4 channels and a width of 3: taken as given
+    assert mix_batch(wide, y, ed.Phase(cutmix_alpha=1.0), num_classes=3, generator=gen(0))[0].shape == wide.shape
