@@ -662,7 +662,8 @@ def mix_batch(
         ValueError: If ``target``'s batch size or device differs from ``x``'s, ``generator`` is not on
             ``x``'s device, ``host_generator`` is not on the CPU, ``x`` or ``target`` requires grad (mixing is
             not differentiable: its CUDA kernels have no backward; soft rows from a teacher model: pass
-            ``target.detach()``), or as :func:`to_soft_targets` and :func:`apply_mix` say.
+            ``target.detach()``), the phase uses CutMix and ``x`` is not ``(B, C, H, W)`` (:func:`mix_size`), or
+            as :func:`to_soft_targets` and :func:`apply_mix` say.
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"x should be a Tensor, got x of type {type(x).__name__}")
