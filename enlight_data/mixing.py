@@ -602,8 +602,11 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
             f"got shape {tuple(target.shape)} and dtype {target.dtype}"
         )
     if target.shape[1] != num_classes:
+        column = target.shape[1] == 1 and not target.is_floating_point()  # (B, 1) indices, as torch.tensor([label])
         raise ValueError(
             f"target rows should have num_classes={num_classes} columns, got target of shape {tuple(target.shape)}"
+            + (f" and dtype {target.dtype}: class indices in a column? pass them as shape (B,), target.squeeze(1)"
+               if column else "")
         )
     if not target.is_floating_point() and target.device.type == "cpu" and target.numel():
         # Integer rows are one-hot or multi-hot; anything else is likely indices with a trailing dimension.

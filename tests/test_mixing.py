@@ -154,8 +154,13 @@ def test_to_soft_targets_forms_and_errors():
     assert torch.equal(to_soft_targets(rows, 3), rows)
     with pytest.raises(ValueError, match=r"class indices in \[0, 3\).*got values in \[0, 3\]"):
         to_soft_targets(torch.tensor([0, 3]), 3)
-    with pytest.raises(ValueError, match="num_classes=3 columns"):
+    with pytest.raises(ValueError, match=r"num_classes=3 columns, got target of shape \(2, 4\)$"):
         to_soft_targets(torch.zeros(2, 4), 3)
+    with pytest.raises(ValueError, match=r"got target of shape \(2, 1\) and dtype torch.int64: class indices in a "
+                                         r"column\? pass them as shape \(B,\), target.squeeze\(1\)"):
+        to_soft_targets(torch.tensor([[2], [0]]), 3)  # as a dataset returning torch.tensor([label]) gives
+    with pytest.raises(ValueError, match=r"got target of shape \(2, 1\)$"):
+        to_soft_targets(torch.zeros(2, 1), 3)  # a float column: rows of the wrong width
     with pytest.raises(ValueError, match="shape"):
         to_soft_targets(torch.zeros(2, 3, 1), 3)
     with pytest.raises(TypeError, match="target should be a Tensor"):
