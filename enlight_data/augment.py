@@ -739,6 +739,7 @@ class GpuAugment:
             if x.ndim != 4 or x.shape[2] == 0 or x.shape[3] == 0:
                 raise ValueError(f"x should be a (B, C, H, W) tensor with H, W > 0, got x.shape={tuple(x.shape)}")
             self._check_input(x)
+            _check_channels_first(x)
             return x, None, (1.0 / 255.0 if x.dtype == torch.uint8 else 1.0)
         got = None
         if not isinstance(x, Sequence) or isinstance(x, str):
@@ -751,6 +752,8 @@ class GpuAugment:
         if got is not None:
             raise TypeError(f"x should be a tensor or a non-empty list of (C, H, W) tensors, got {got}")
         first = x[0]
+        if first.ndim == 3:  # once: (H, W, C) images of different heights would also differ in "C" below
+            _check_channels_first(first, "x[0]")
         for i, t in enumerate(x):
             if (
                 t.ndim != 3
@@ -785,7 +788,6 @@ class GpuAugment:
     def _check_input(x: Tensor) -> None:
         if x.dtype != torch.uint8 and not x.dtype.is_floating_point:
             raise TypeError(f"x should be uint8 or floating point, got x.dtype={x.dtype}")
-        _check_channels_first(x)
         check_no_grad("x", x, "GpuAugment")
 
     def _check_channels(self, c: int) -> None:
@@ -1160,11 +1162,13 @@ def _host_seed(generator: torch.Generator) -> int:
     return derive_seed(generator.initial_seed(), offset)
 
 
-def _check_channels_first(x: Tensor) -> None:
+def _check_channels_first(x: Tensor, name: str = "x") -> None:
     """Refuse a ``(B, H, W, C)`` or ``(H, W, C)`` image tensor (see ``channels_last_hint``)."""
-    hint = channels_last_hint("x", x.shape)
+    hint = channels_last_hint(name, x.shape)
     if hint:
-        raise ValueError(f"x should be channels-first, (B, C, H, W) or (C, H, W), got x.shape={tuple(x.shape)}{hint}")
+        raise ValueError(
+            f"{name} should be channels-first, (B, C, H, W) or (C, H, W), got {name}.shape={tuple(x.shape)}{hint}"
+        )
 
 
 def _first_tensor(x: Any) -> Tensor | None:

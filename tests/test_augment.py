@@ -1164,8 +1164,11 @@ def test_channels_last_images_are_refused_naming_the_permute():
     hwc = images(2, h=16, w=12).permute(0, 2, 3, 1)
     with pytest.raises(ValueError, match=r"channels-first.*x.shape=\(2, 16, 12, 3\).*x.permute\(0, 3, 1, 2\)"):
         aug(hwc, generator=gen())
-    with pytest.raises(ValueError, match=r"x.shape=\(16, 12, 3\).*x.permute\(2, 0, 1\)"):
+    with pytest.raises(ValueError, match=r"x\[0\] should be channels-first.*x\[0\].shape=\(16, 12, 3\).*"
+                                         r"x\[0\].permute\(2, 0, 1\)"):
         aug(list(hwc), generator=gen())
+    with pytest.raises(ValueError, match=r"x\[0\].shape=\(16, 12, 3\)"):  # not "the same C" of images apart
+        aug([hwc[0], hwc[1, :10]], generator=gen())
     assert aug(hwc.permute(0, 3, 1, 2), generator=gen()).shape == (2, 3, 8, 8)
     assert aug(images(2, c=4, h=16, w=3), generator=gen()).shape == (2, 4, 8, 8)  # C <= 4: channels-first as given
     import kornia.augmentation as K
