@@ -14,6 +14,7 @@ import os
 import tarfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,7 +87,7 @@ def epoch_ids(loader) -> list[list[int]]:
 
 def test_write_shards_index_keys_and_formats(tmp_path):
     index = write(tmp_path, n=20, maxcount=8)
-    meta = json.load(open(index))
+    meta = json.loads(Path(index).read_text())
     assert os.path.basename(index) == "train-index.json"
     assert meta["total"] == 20 and meta["num_classes"] == CLASSES
     assert [(s["count"], s["offset"]) for s in meta["shards"]] == [(8, 0), (8, 8), (4, 16)]
@@ -164,7 +165,7 @@ def test_write_shards_warns_once_about_fields_it_does_not_write(tmp_path):
     with pytest.warns(UserWarning, match=r"dataset\[0\] has 3 fields, and the other 1 are not written") as caught:
         index = ed.write_shards(samples, str(tmp_path / "e-%02d.tar"), progress=False)
     assert len([w for w in caught if "fields" in str(w.message)]) == 1
-    assert json.loads(open(index).read())["total"] == 3
+    assert json.loads(Path(index).read_text())["total"] == 3
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # pairs: nothing to say
         ed.write_shards([s[:2] for s in samples], str(tmp_path / "f-%02d.tar"), progress=False)
@@ -356,7 +357,7 @@ def test_empty_shards_do_not_count_as_shards_for_ranks(tmp_path):
     with pytest.raises(ValueError, match=r"at least world_size=2 shards that hold samples, got 1 \(of 2 shards\)"):
         ed.stream([str(tmp_path / "train-0000.tar"), str(empty)], ed.Schedule(1), batch_size=5,
                   num_workers=0, rank=0, world_size=2)
-    assert json.load(open(index))["total"] == 20
+    assert json.loads(Path(index).read_text())["total"] == 20
 
 
 def test_mid_epoch_resume_with_uneven_worker_shares(tmp_path):
@@ -518,7 +519,7 @@ def test_gpu_decode_ships_each_batch_of_jpeg_bytes_as_one_buffer(tmp_path, worke
     pipeline = wds.DataPipeline(wds.SimpleShardList(urls), wds.split_by_worker, wds.tarfile_to_samples(),
                                 wds.map(_raw_jpeg), wds.batched(3, collation_fn=_packed, partial=True))
     batches = list(DataLoader(pipeline, batch_size=None, num_workers=workers))
-    assert len(batches) == 2 and json.loads(open(index).read())["total"] == 6
+    assert len(batches) == 2 and json.loads(Path(index).read_text())["total"] == 6
     seen = []
     for (flat, counts), y in batches:
         assert flat.dtype == torch.uint8 and flat.dim() == 1 and int(counts.sum()) == flat.numel()
@@ -666,7 +667,7 @@ def test_foreign_integer_keys_that_repeat_or_are_large_get_positions(tmp_path):
 
 def test_index_is_validated_naming_the_file_and_field(tmp_path):
     index = write(tmp_path, n=20, maxcount=10)
-    good = json.load(open(index))
+    good = json.loads(Path(index).read_text())
 
     def broken(edit):
         meta = json.loads(json.dumps(good))
@@ -693,8 +694,7 @@ def test_index_is_validated_naming_the_file_and_field(tmp_path):
 
 
 def _truncate(path, keep):
-    data = open(path, "rb").read()
-    open(path, "wb").write(data[:keep])
+    Path(path).write_bytes(Path(path).read_bytes()[:keep])
 
 
 def _corrupt_jpeg_index(tmp_path):
@@ -1023,13 +1023,13 @@ def test_a_foreign_shard_with_a_broken_header_is_an_error_not_a_shorter_shard(tm
     a, b = str(tmp_path / "a.tar"), str(tmp_path / "b.tar")
     _foreign_tar(a, [f"a{i}" for i in range(10)])
     members = _foreign_tar(b, [f"b{i}" for i in range(10)])
-    data = bytearray(open(b, "rb").read())
+    data = bytearray(Path(b).read_bytes())
     at = members[8].offset  # the header of sample b4
     if damage == "checksum":
         data[at + 148 : at + 156] = b"garbage!"
     else:
         data = data[: at + 200 if damage == "cut inside a header" else at]
-    open(b, "wb").write(bytes(data))
+    Path(b).write_bytes(bytes(data))
     with pytest.raises(ShardError, match=r"shard '.*b\.tar' is unreadable after key 'b3': ReadError: corrupt or "
                                          r"truncated tar header"):
         ed.stream([a, b], ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=0)
@@ -1092,9 +1092,9 @@ def test_persistent_worker_killed_between_epochs_is_replaced(tmp_path):
 
 def test_a_shard_with_more_samples_than_its_index_lists_is_an_error(tmp_path):
     index = _index_of(tmp_path)
-    meta = json.load(open(index))
+    meta = json.loads(Path(index).read_text())
     meta["shards"][0]["count"] = 9  # the shard was rewritten with one more sample, the index was not
-    json.dump(meta, open(index, "w"))
+    Path(index).write_text(json.dumps(meta))
     loader = ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=0)
     with pytest.raises(ShardError, match=r"s-000\.tar' holds more than the 9 samples its catalogue lists \(key "
                                          r"'000000009' is one more\)"):
@@ -1112,7 +1112,7 @@ def test_a_shard_read_error_keeps_the_reason(tmp_path):
 
 def test_an_index_that_is_not_utf8_json_names_the_file(tmp_path):
     index = _index_of(tmp_path)
-    open(index, "wb").write(b"\xff\xfe{}")
+    Path(index).write_bytes(b"\xff\xfe{}")
     with pytest.raises(ValueError, match=r"index '.*' is not valid JSON"):
         ed.stream(index, ed.high_loss_removal(2, fraction=0.25), batch_size=4)
 
