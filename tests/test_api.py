@@ -43,3 +43,29 @@ def test_cli_rejects_unknown_command(capsys):
     with pytest.raises(SystemExit):
         main(["train"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_the_oldest_versions_file_pins_each_lower_bound_of_pyproject():
+    # .ci/oldest.txt is what the suite was run on at the floors (README): a bound raised or lowered in one file
+    # and not the other would claim a floor that no run checked.
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is new in Python 3.11")
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(r) for r in project["dependencies"]]
+    requirements += [Requirement(r) for extra in project["optional-dependencies"].values() for r in extra]
+    pins = {}
+    for line in (root / ".ci" / "oldest.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.strip().lower()] = Version(version.strip())
+    floors = {}
+    for req in requirements:
+        for spec in req.specifier:
+            if spec.operator == ">=":
+                floors[req.name.lower()] = Version(spec.version)
+    assert floors and set(floors) == set(pins), (sorted(floors), sorted(pins))
+    for name, floor in floors.items():
+        assert pins[name] == floor, f"{name}: pyproject's floor is {floor}, .ci/oldest.txt pins {pins[name]}"
