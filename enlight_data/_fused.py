@@ -36,10 +36,7 @@ class Unsupported(ValueError):
 
 
 # Errors of the device rather than of the kernel, raised as they are and not recorded in FAILED.
-# (torch.AcceleratorError is new in PyTorch 2.8; before it a device error is a RuntimeError, and disables the kernel.)
-_PROPAGATED: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError,) + tuple(
-    getattr(torch, name) for name in ("AcceleratorError",) if hasattr(torch, name)
-)
+_PROPAGATED: tuple[type[BaseException], ...] = (torch.cuda.OutOfMemoryError, torch.AcceleratorError)
 
 # name -> why the kernel failed, for the rest of the process.
 FAILED: dict[str, str] = {}
