@@ -352,7 +352,7 @@ def test_cutmix_box_matches_the_clipped_rectangle_of_the_paper(size):
 def test_mixing_stays_within_a_kernel_budget(phase, budget):
     # Each op is a kernel launch on a GPU, where mixing runs per batch: see NOTE [ Few kernels per CutMix draw ].
     x, y = batch(b=8)
-    mix_batch(x, y, phase, num_classes=10, generator=gen())  # a first call also makes constants kept for later ones
+    mix_batch(x, y, phase, num_classes=10, generator=gen())  # a first call also caches the Beta draws' concentration
     with CountOps() as ops:
         mix_batch(x, y, phase, num_classes=10, generator=gen())
     assert len(ops) <= budget, ops
