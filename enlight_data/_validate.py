@@ -39,8 +39,10 @@ def check_device(name: str, value: Any) -> torch.device:
         raise ValueError(f"{name} should name a torch device such as 'cuda:0', got {name}={value!r}") from exc
 
 
-def check_int(name: str, value: Any, *, minimum: int | None = None, allow_none: bool = False) -> int | None:
-    """Check that ``value`` is an int (not a bool), at least ``minimum``."""
+def check_int(
+    name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None, allow_none: bool = False
+) -> int | None:
+    """Check that ``value`` is an int (not a bool), at least ``minimum`` and at most ``maximum``."""
     if type(value) is not int:  # the ABC checks cost a microsecond or so, on every step for some callers
         if value is None and allow_none:
             return None
@@ -48,6 +50,8 @@ def check_int(name: str, value: Any, *, minimum: int | None = None, allow_none: 
             raise TypeError(f"{name} should be an int, got {name}={value!r} of type {type(value).__name__}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} should be >= {minimum}, got {name}={value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} should be <= {maximum}, got {name}={value!r}")
     return int(value)
 
 

@@ -17,7 +17,10 @@ import torch
 from ._inference import normal_tensors
 from .schedule import Phase, Schedule
 
-__all__ = ["SharedClock", "current_epoch", "current_phase"]
+__all__ = ["MAX_EPOCH", "SharedClock", "current_epoch", "current_phase"]
+
+# The largest epoch the clock (int64) holds with room for the next one: set_epoch and a loaded state refuse more.
+MAX_EPOCH = 2**62
 
 
 class SharedClock:

@@ -11,7 +11,7 @@ import copy
 import math
 import warnings
 import weakref
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, Callable, Generator, Iterator, Protocol
 
 import torch
@@ -22,7 +22,7 @@ from ._rng import Stream, derive_seed
 from ._inference import normal_tensors
 from ._stack import caller_stacklevel
 from ._validate import channels_last_hint, check_bool, check_device, check_int, check_real, check_seed
-from .context import SharedClock
+from .context import MAX_EPOCH, SharedClock
 from .distributed import resolve_rank, table_reducer
 from .feedback import LossTable
 from .mapstyle import MapSource, check_loader
@@ -192,8 +192,9 @@ class EnlightLoader:
         num_classes: Width of the soft targets (needed when a phase mixes or smooths labels).
         device: Move every tensor of the batch there, or ``None`` to leave them.
         seed: Base seed of mixing and augmentation.
-        input_key: For dict batches, the key of the input.
-        target_key: For dict batches, the key of the target.
+        input_key: The key of the input in dict batches, its position (an int) in tuple/list ones (default: 0).
+        target_key: The key of the target in dict batches, its position in tuple/list ones (default: 1, where
+            neither key is given).
         augment: The batch augmentation (a phase's ``augment`` replaces it).
         reduce: Combines the ranks' loss tables at each epoch's end (``None`` for one process).
 
@@ -395,7 +396,8 @@ class EnlightLoader:
         is best taken from a fresh loader, or before loading the state). Between epochs this
         ranks the loss table (``select_high_loss``). With a
         custom sampler that has no ``generator`` (so its order cannot be replayed without
-        drawing it again), it counts the most recently started epoch instead.
+        drawing it again), it counts the most recently started epoch instead (before the first, the
+        sampler's ``len()``).
         """
         # Never below 0: a loaded position past the end (refused at the next iter()) counts as nothing left.
         if self._resume:  # the rest of an epoch restored mid-way: what the next iter() yields
@@ -435,9 +437,9 @@ class EnlightLoader:
 
         Raises:
             TypeError: If ``epoch`` is not an int.
-            ValueError: If ``epoch`` is negative.
+            ValueError: If ``epoch`` is negative or above ``2**62``.
         """
-        epoch = check_int("epoch", epoch, minimum=0)  # type: ignore[assignment]
+        epoch = check_int("epoch", epoch, minimum=0, maximum=MAX_EPOCH)  # type: ignore[assignment]
         if (self._resume or self._loaded_done) and epoch == self._epoch:
             # The loaded epoch goes on (after its last batch: a pass that yields nothing and closes it).
             self._resume, self._loaded_done = True, False
@@ -802,10 +804,16 @@ class EnlightLoader:
             target = self._target_of(batch)  # first: it checks that the keys are there
             return batch[self.input_key], target
         if isinstance(batch, (tuple, list)):
-            if len(batch) >= 2:
-                return batch[0], batch[1]
-            if len(batch) == 1 and not need_target:
-                return batch[0], None
+            ix, iy = self._positions(batch)
+            if iy is not None:
+                return batch[ix], batch[iy]
+            if ix is not None and not need_target:
+                return batch[ix], None
+            if self.input_key is not None:
+                raise ValueError(
+                    f"{type(batch).__name__} batches with input_key={self.input_key!r} need target_key (the target's "
+                    "position) when the schedule mixes or smooths labels, got target_key=None"
+                )
             raise ValueError(
                 f"batches should be a tuple/list (input, target, ...) of at least 2 items when the schedule mixes or "
                 f"smooths labels, got a {type(batch).__name__} of {len(batch)} item(s)"
@@ -824,7 +832,45 @@ class EnlightLoader:
                 if key is not None and key not in batch:
                     raise ValueError(f"{name}={key!r} is not a key of the batch, whose keys are {list(batch)}")
             return batch[self.target_key] if self.target_key is not None else None
-        return batch[1] if isinstance(batch, (tuple, list)) and len(batch) >= 2 else None
+        if isinstance(batch, (tuple, list)):
+            iy = self._positions(batch)[1]
+            return batch[iy] if iy is not None else None
+        return None
+
+    def _positions(self, batch: Sequence[Any]) -> tuple[int | None, int | None]:
+        """The positions of the input and the target in a tuple/list batch (``None``: it has none).
+
+        Without keys, items 0 and 1 (a 1-item batch has no target). With ``input_key``/``target_key``, the items
+        they name: ints, negative ones counted from the end. The input is item 0 unless ``input_key`` says
+        otherwise; where either key is given, the target is the item ``target_key`` names, if any.
+        """
+        n = len(batch)
+        if self.input_key is None and self.target_key is None:
+            return (0 if n else None), (1 if n >= 2 else None)
+        kind = type(batch).__name__
+        found: list[int | None] = []
+        for name, key in (("input_key", self.input_key), ("target_key", self.target_key)):
+            if key is None:
+                found.append(0 if name == "input_key" and n else None)
+                continue
+            if not isinstance(key, int) or isinstance(key, bool):
+                raise TypeError(
+                    f"{name} should be an int (an item's position) for {kind} batches, got {name}={key!r}"
+                )
+            if not -n <= key < n:
+                raise ValueError(
+                    f"{name} should be a position in [{-n}, {n}) of the batch's items, got {name}={key} for a "
+                    f"{kind} of {n} item(s)"
+                )
+            found.append(key % n)
+        ix, iy = found
+        if ix is not None and ix == iy:
+            raise ValueError(
+                f"input_key and target_key should name different items, got input_key={self.input_key!r}"
+                f"{' (item 0 by default)' if self.input_key is None else ''} and target_key={self.target_key!r}, "
+                f"both item {ix} of the {kind}"
+            )
+        return ix, iy
 
     def _join(self, batch: Any, x: Any, y: Any) -> Any:
         if isinstance(batch, Tensor):
@@ -833,9 +879,11 @@ class EnlightLoader:
             return with_items(batch, {self.input_key: x} if self.target_key is None else {
                 self.input_key: x, self.target_key: y})
         items = list(batch)
-        items[0] = x
-        if len(items) > 1:
-            items[1] = y
+        ix, iy = self._positions(items)
+        if ix is not None:
+            items[ix] = x
+        if iy is not None:
+            items[iy] = y
         if isinstance(batch, tuple) and hasattr(batch, "_fields"):
             return type(batch)(*items)
         return type(batch)(items)
@@ -1198,8 +1246,8 @@ class EnlightLoader:
             raise ValueError(
                 f"state does not match this loader: seed is {state['seed']!r} in the state and {self.seed!r} here"
             )
-        epoch = _state_int("epoch", state["epoch"], minimum=-1)
-        next_epoch = _state_int("next_epoch", state["next_epoch"], minimum=0)
+        epoch = _state_int("epoch", state["epoch"], minimum=-1, maximum=MAX_EPOCH)
+        next_epoch = _state_int("next_epoch", state["next_epoch"], minimum=0, maximum=MAX_EPOCH)
         position = _state_int("position", state["position"], minimum=0)
         is_open = state["open"]
         if not isinstance(is_open, bool):
@@ -1239,10 +1287,10 @@ class EnlightLoader:
         return epoch, next_epoch, position, is_open, excluded.clone()
 
 
-def _state_int(key: str, value: Any, *, minimum: int) -> int:
+def _state_int(key: str, value: Any, *, minimum: int, maximum: int | None = None) -> int:
     """A state's integer field; anything else is a malformed state (``ValueError`` naming the key)."""
     try:
-        return check_int(f"state[{key!r}]", value, minimum=minimum)  # type: ignore[return-value]
+        return check_int(f"state[{key!r}]", value, minimum=minimum, maximum=maximum)  # type: ignore[return-value]
     except TypeError as exc:
         raise ValueError(str(exc)) from None
 
@@ -1320,7 +1368,7 @@ def enlighten(
     rank: int | None = None,
     world_size: int | None = None,
     group: "torch.distributed.ProcessGroup | None" = None,
-    pad: bool = True,
+    pad: bool | None = None,
 ) -> EnlightLoader:
     """Wrap a map-style DataLoader so that it follows ``schedule``.
 
@@ -1333,15 +1381,18 @@ def enlighten(
             index is the current CUDA device when ``enlighten()`` is called: in a distributed job,
             call ``torch.cuda.set_device(local_rank)`` first, or pass ``f"cuda:{local_rank}"``.
         seed: Base seed of every random stream (shuffle, mixing, augmentation).
-        input_key: For dict batches, the key of the input.
-        target_key: For dict batches, the key of the target.
+        input_key: The key of the input in dict batches; in tuple/list batches, its position (an
+            int, default 0).
+        target_key: The key of the target in dict batches; in tuple/list batches, its position (an
+            int; default 1 where neither key is given).
         augment: A batch augmentation run on the batch's device before mixing: a
             Kornia module, :class:`~enlight_data.GpuAugment` or any callable.
         rank: This process's rank; taken from ``torch.distributed`` when initialised.
         world_size: Number of ranks; taken from ``torch.distributed`` when initialised.
         group: The data-parallel process group (e.g. with tensor or pipeline parallelism): rank and
             world size come from it and the loss tables are combined over it. Default: the whole world.
-        pad: Pad rank shares to equal size by repeating samples (else truncate).
+        pad: Pad rank shares to equal size by repeating samples (else truncate). Default: as the
+            loader's ``DistributedSampler`` says (``pad = not drop_last``), else ``True``.
 
     Returns:
         An :class:`EnlightLoader`.
@@ -1366,7 +1417,8 @@ def enlighten(
     """
     check_arguments(schedule, num_classes=num_classes, seed=seed, augment=augment)
     check_soft_targets(schedule, num_classes)
-    check_bool("pad", pad)
+    if pad is not None:
+        check_bool("pad", pad)
     for name, key in (("input_key", input_key), ("target_key", target_key)):
         if not isinstance(key, Hashable):
             raise TypeError(f"{name} should be a dict key (hashable) or None, got {name}={key!r}")

@@ -141,7 +141,8 @@ class MapSource:
         seed: Base seed of the shuffle order and the workers' seeds.
         rank: This process's rank.
         world_size: Number of ranks.
-        pad: Pad rank shares to equal size by repetition (else truncate).
+        pad: Pad rank shares to equal size by repetition (else truncate); ``None``: as the loader's
+            ``DistributedSampler`` says (``not drop_last``), else pad.
         pin_memory: Override the loader's pin_memory (used when moving to CUDA).
 
     Raises:
@@ -158,7 +159,7 @@ class MapSource:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
-        pad: bool = True,
+        pad: bool | None = None,
         pin_memory: bool | None = None,
     ) -> None:
         check_loader(loader)
@@ -196,8 +197,25 @@ class MapSource:
                     f"rank={sampler.rank}, but the loader shards for world_size={world_size}, rank={rank}; "
                     "pass the same rank and world size, or a plain shuffle=True loader"
                 )
+            if pad is None:
+                pad = not sampler.drop_last
+            elif pad == sampler.drop_last:
+                raise ValueError(
+                    f"loader.sampler is a DistributedSampler with drop_last={sampler.drop_last}, which "
+                    f"{'truncates' if sampler.drop_last else 'pads'} the ranks' shares, but enlighten() was given "
+                    f"pad={pad}; pass pad={not pad} (or leave it out), or a sampler with drop_last={not pad}"
+                )
+            if sampler.shuffle and sampler.seed != seed:
+                warnings.warn(
+                    f"the DistributedSampler's seed={sampler.seed} is not used: the order comes from "
+                    f"enlighten(seed={seed}), per epoch (pass the seed you want there)",
+                    UserWarning,
+                    stacklevel=3,
+                )
             plain_shuffle = bool(sampler.shuffle)
             sampler = SequentialSampler(dataset)  # type: ignore[arg-type]
+        if pad is None:
+            pad = True
         self.sampler = EnlightSampler(
             dataset,  # type: ignore[arg-type]
             shuffle=plain_shuffle,

@@ -7,6 +7,7 @@ rank computes the same global order, then takes its own share.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Iterable, Iterator, Sized
 
 import numpy as np
@@ -107,8 +108,24 @@ class EnlightSampler(Sampler[int]):
         self.rank, self.world_size = _check_rank(rank, world_size)
         self.pad = check_bool("pad", pad)
         self.order_digest = ""  # of the begun epoch's global order, with several ranks
-        self._indices = self._compute(0, None)
+        # Epoch 0's order is drawn here only where that has no side effect (and a base's bad index shows at once);
+        # else when first needed (begin, or use before any): drawing here would iterate a custom base sampler once
+        # more than a DataLoader does, shifting the passes it gives later.
+        self._order: Tensor | None = self._compute(0, None) if self._replayable() else None
         self._start = 0
+
+    def _replayable(self) -> bool:
+        """Whether the order can be drawn again without changing what the base gives later: no base, a base whose
+        ``generator`` is seeded per draw, a sequence of indices or a deterministic torch sampler."""
+        return self.base is None or hasattr(self.base, "generator") or isinstance(
+            self.base, (Sequence, Tensor, SequentialSampler, DistributedSampler))
+
+    @property
+    def _indices(self) -> Tensor:
+        """This rank's share of the begun epoch (epoch 0, with nothing excluded, before any :meth:`begin`)."""
+        if self._order is None:
+            self._order = self._compute(0, None)
+        return self._order
 
     def _global_order(self, epoch: int) -> Tensor:
         if self.base is not None:
@@ -186,7 +203,7 @@ class EnlightSampler(Sampler[int]):
         """
         check_int("epoch", epoch, minimum=0)
         start = check_int("start", start, minimum=0)  # type: ignore[assignment]
-        self._indices = self._compute(epoch, excluded, digest=True)
+        self._order = self._compute(epoch, excluded, digest=True)
         self._start = start
 
     def length_for(self, epoch: int, excluded: Tensor | None = None) -> int | None:
@@ -194,7 +211,8 @@ class EnlightSampler(Sampler[int]):
 
         ``None`` when that cannot be known without side effects: a custom base sampler with
         neither a ``generator`` we seed nor a known deterministic order would be iterated once
-        more, which could change the batches it gives later.
+        more, which could change the batches it gives later (before the first :meth:`begin`, with
+        nothing excluded, its ``len()`` is taken, as a DataLoader takes it).
 
         Args:
             epoch: The epoch whose share to count (>= 0).
@@ -209,9 +227,11 @@ class EnlightSampler(Sampler[int]):
         if self.base is None and self.pad and self.world_size == 1:
             kept = self.num_samples - (0 if excluded is None else int(excluded.sum()))
             return kept  # the common case needs no order
-        if self.base is not None and not (
-            hasattr(self.base, "generator") or isinstance(self.base, (SequentialSampler, DistributedSampler))
-        ):
+        if not self._replayable():
+            if self._order is None and isinstance(self.base, Sized) and (excluded is None or not excluded.any()):
+                # Before the first epoch, nothing left out: the base's own len(), as a DataLoader counts it.
+                n, ws = len(self.base), self.world_size
+                return n if ws == 1 else (-(-n // ws) if self.pad and n else n // ws)
             return None
         return int(self._compute(epoch, excluded).numel())
 

@@ -114,6 +114,17 @@ class Period:
         return None
 
 
+def _check_alpha(name: str, value: Any) -> float:
+    """A Mixup/CutMix α: 0 (off) or in ``[_MIN_ALPHA, _MAX_ALPHA]``, as a float; errors name the argument."""
+    alpha = cast(float, check_real(name, value, minimum=0.0))
+    if alpha > _MAX_ALPHA or 0.0 < alpha < _MIN_ALPHA:
+        raise ValueError(
+            f"{name} should be 0 (off) or in [{_MIN_ALPHA:g}, {_MAX_ALPHA:g}] (beyond, Beta(α, α) is 0 or 1, "
+            f"or 0.5, to float precision), got {name}={value!r}"
+        )
+    return alpha
+
+
 @dataclass(frozen=True, kw_only=True)
 class Phase:
     """The data treatment in force during one part of the schedule.
@@ -158,13 +169,7 @@ class Phase:
 
     def __post_init__(self) -> None:
         for name in ("mixup_alpha", "cutmix_alpha"):
-            alpha = cast(float, check_real(name, getattr(self, name), minimum=0.0))
-            if alpha > _MAX_ALPHA or 0.0 < alpha < _MIN_ALPHA:
-                raise ValueError(
-                    f"{name} should be 0 (off) or in [{_MIN_ALPHA:g}, {_MAX_ALPHA:g}] (beyond, Beta(α, α) is 0 or 1, "
-                    f"or 0.5, to float precision), got {name}={getattr(self, name)!r}"
-                )
-            _set(self, name, alpha)
+            _set(self, name, _check_alpha(name, getattr(self, name)))
         _set(self, "mix_prob", check_range("mix_prob", self.mix_prob, 0.0, 1.0))
         _set(self, "switch_prob", check_range("switch_prob", self.switch_prob, 0.0, 1.0))
         _set(self, "drop_high_loss", check_range("drop_high_loss", self.drop_high_loss, 0.0, 1.0, high_open=True))
@@ -423,14 +428,14 @@ def mixup_pause(period: int | Period, *, alpha: float, cutmix_alpha: float = 0.0
 
     Raises:
         TypeError: If ``period`` is neither an int nor a :class:`Period`, or a number is not a real number.
-        ValueError: If a value is out of range (a negative ``period`` or alpha).
+        ValueError: If a value is out of range (a negative ``period``, an alpha neither 0 nor in ``[1e-6, 1e6]``).
 
     Warns:
         UserWarning: When both alphas are 0 (no phase mixes, there is nothing to pause).
     """
     per = _period(period)
-    alpha = check_real("alpha", alpha, minimum=0.0)  # type: ignore[assignment]
-    cutmix_alpha = check_real("cutmix_alpha", cutmix_alpha, minimum=0.0)  # type: ignore[assignment]
+    alpha = _check_alpha("alpha", alpha)
+    cutmix_alpha = _check_alpha("cutmix_alpha", cutmix_alpha)
     schedule = Schedule(per, during=Phase(), after=Phase(mixup_alpha=alpha, cutmix_alpha=cutmix_alpha))
     if alpha == 0 and cutmix_alpha == 0:
         warnings.warn(
@@ -455,15 +460,15 @@ def alpha_boost(period: int | Period, *, alpha: float, boost_alpha: float) -> Sc
 
     Raises:
         TypeError: If ``period`` is neither an int nor a :class:`Period`, or a number is not a real number.
-        ValueError: If a value is out of range (a negative ``period`` or alpha).
+        ValueError: If a value is out of range (a negative ``period``, an alpha neither 0 nor in ``[1e-6, 1e6]``).
 
     Warns:
         UserWarning: When ``boost_alpha`` equals ``alpha`` (nothing is boosted), or is below it (the period then
             mixes less than the rest of the run, which is not Alpha Boost; swapped arguments are the usual cause).
     """
     per = _period(period)
-    alpha = check_real("alpha", alpha, minimum=0.0)  # type: ignore[assignment]
-    boost_alpha = check_real("boost_alpha", boost_alpha, minimum=0.0)  # type: ignore[assignment]
+    alpha = _check_alpha("alpha", alpha)
+    boost_alpha = _check_alpha("boost_alpha", boost_alpha)
     schedule = Schedule(per, during=Phase(mixup_alpha=boost_alpha), after=Phase(mixup_alpha=alpha))
     if boost_alpha == alpha:
         warnings.warn(

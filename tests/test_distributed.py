@@ -557,6 +557,31 @@ def test_distributed_sampler_in_the_loader_is_replaced_not_sharded_twice():
     assert set(served[0]) | set(served[1]) == set(range(23))
 
 
+def test_a_distributed_samplers_drop_last_and_seed_are_kept_or_refused():
+    # drop_last=True truncates the shares, as the sampler does: sample 10 of 11 is not trained on, none repeats.
+    data = _data(11)
+    for rank, expected in ((0, [0, 2, 4, 6, 8]), (1, [1, 3, 5, 7, 9])):
+        sampler = DistributedSampler(data, num_replicas=2, rank=rank, shuffle=False, drop_last=True)
+        wrapped = ed.enlighten(DataLoader(data, batch_size=4, sampler=sampler), ed.Schedule(0), rank=rank,
+                               world_size=2)
+        with pytest.warns(RuntimeWarning, match="torch.distributed is not initialised"):
+            served = [i for x, _ in wrapped for i in x[:, 0].long().tolist()]
+        assert served == expected == list(sampler)
+    sampler = DistributedSampler(data, num_replicas=2, rank=0, shuffle=False, drop_last=True)
+    with pytest.raises(ValueError, match=r"DistributedSampler with drop_last=True, which truncates .* given "
+                                         r"pad=True; pass pad=False"):
+        ed.enlighten(DataLoader(data, batch_size=4, sampler=sampler), ed.Schedule(0), rank=0, world_size=2, pad=True)
+    # Its seed cannot be kept (the order is drawn from enlighten's seed, per epoch): a warning says so.
+    sampler = DistributedSampler(data, num_replicas=2, rank=0, shuffle=True, seed=5)
+    with pytest.warns(UserWarning, match=r"the DistributedSampler's seed=5 is not used: the order comes from "
+                                         r"enlighten\(seed=0\)") as caught:
+        ed.enlighten(DataLoader(data, batch_size=4, sampler=sampler), ed.Schedule(0), rank=0, world_size=2)
+    assert caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same seed in both places: nothing to warn about
+        ed.enlighten(DataLoader(data, batch_size=4, sampler=sampler), ed.Schedule(0), seed=5, rank=0, world_size=2)
+
+
 def test_distributed_sampler_must_match_the_rank():
     data = _data(10)
     loader = DataLoader(data, batch_size=2, sampler=DistributedSampler(data, num_replicas=2, rank=1))

@@ -407,8 +407,9 @@ def _state_malformed():
     with pytest.raises(TypeError, match="state should be a dict"):
         loader.load_state_dict(None)
     assert loader.epoch == -1
-    # A custom sampler that cannot be replayed: load_state_dict cannot count the epoch without drawing its order,
-    # so a position past the epoch's end is refused when iter() has drawn it, not run as an empty pass.
+    # A custom sampler that cannot be replayed and has no len(): load_state_dict cannot count the epoch without
+    # drawing its order, so a position past the epoch's end is refused when iter() has drawn it, not run as an empty
+    # pass. (With a len(), the epoch is counted from it and the position refused at once.)
 
     class Unreplayable(torch.utils.data.Sampler):  # its own hidden RNG, no `generator` attribute
         def __init__(self, n):
@@ -417,12 +418,13 @@ def _state_malformed():
         def __iter__(self):
             return iter(torch.randperm(self.n, generator=self.g).tolist())
 
+    class Sized(Unreplayable):
         def __len__(self):
             return self.n
 
-    def make():
+    def make(kind=Unreplayable):
         data = _tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long))
-        return ed.enlighten(DataLoader(data, batch_size=4, sampler=Unreplayable(12)), ed.mixup_pause(1, alpha=0.2),
+        return ed.enlighten(DataLoader(data, batch_size=4, sampler=kind(12)), ed.mixup_pause(1, alpha=0.2),
                             num_classes=3)
 
     saved = make()
@@ -438,6 +440,13 @@ def _state_malformed():
     ok = make()
     ok.load_state_dict(dict(_save(saved), position=3))  # the epoch's end: one empty pass closes it
     assert list(ok) == [] and len(list(ok)) == 3
+    saved, counted = make(Sized), make(Sized)
+    live = iter(saved)
+    next(live)
+    with pytest.raises(ValueError, match=r"state\['position'\] should be at most the 3 batches of epoch 0, got "
+                                         r"position=4"):
+        counted.load_state_dict(dict(_save(saved), position=4))
+    assert counted.epoch == -1  # left unchanged
     # stream(): the workers' positions in their shares must fit the saved epoch and batch.
     with tempfile.TemporaryDirectory() as folder:
         index = ed.write_shards(_tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long)),

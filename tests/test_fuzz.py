@@ -124,7 +124,7 @@ def test_enlighten_arguments(num_classes, seed, device, augment, rank, world_siz
     except (ValueError, TypeError) as exc:
         assert _names_an_argument(exc, list(kwargs)), exc
         return
-    assert isinstance(pad, bool) and isinstance(seed, int) and isinstance(num_classes, int)
+    assert (pad is None or isinstance(pad, bool)) and isinstance(seed, int) and isinstance(num_classes, int)
 
 
 # ---------------------------------------------------------------------- batches through the loader

@@ -88,6 +88,16 @@ def test_epoch_clock_set_epoch_and_len():
     assert len(drop) == 2 and len(list(drop)) == 2
     with pytest.raises(ValueError, match="epoch should be >= 0"):
         loader.set_epoch(-1)
+    # The clock holds int64 epochs, the next one included: an epoch past 2**62 is refused where it is given.
+    loader.set_epoch(2**62)
+    list(loader)
+    assert loader.history[-1]["epoch"] == 2**62
+    with pytest.raises(ValueError, match=r"^epoch should be <= 4611686018427387904, got epoch=4611686018427387905$"):
+        loader.set_epoch(2**62 + 1)
+    state = loader.state_dict()
+    state["next_epoch"] = 2**63
+    with pytest.raises(ValueError, match=r"^state\['next_epoch'\] should be <= 4611686018427387904, got"):
+        loader.load_state_dict(state)
 
 
 def test_shuffle_is_pure_function_of_seed_and_epoch():
@@ -164,6 +174,46 @@ def test_tuple_list_namedtuple_and_dict_batches_keep_structure():
     with pytest.raises(ValueError, match="target_key='y' is not a key of the batch"):
         list(ed.enlighten(DataLoader(Structured("dict"), batch_size=4), ed.mixup_pause(0, alpha=1.0), num_classes=4,
                           input_key="img", target_key="y"))
+
+
+def test_input_key_and_target_key_are_positions_in_tuple_batches():
+    # Samples of (label, features, id): the keys say where the input and the target are, as for dict batches.
+    class LabelFirst(Dataset):
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return i % 4, torch.full((5,), float(i)), i
+
+    def first(**keys):
+        return next(iter(ed.enlighten(DataLoader(LabelFirst(), batch_size=4), ed.mixup_pause(0, alpha=1.0),
+                                      num_classes=4, seed=3, **keys)))
+
+    label, x, ids = first(input_key=1, target_key=0)
+    assert label.shape == (4, 4) and torch.allclose(label.sum(1), torch.ones(4))  # soft targets where the label was
+    assert x.shape == (4, 5) and ids.tolist() == [0, 1, 2, 3]
+    assert not torch.equal(x, torch.arange(4.0)[:, None].expand(4, 5))  # the features were mixed, not the labels
+    # The label's mixed share matches the features' mix: x[i] = lam_i * i + (1 - lam_i) * partner.
+    own = label[torch.arange(4), torch.arange(4)]
+    partner = (x[:, 0] - own * torch.arange(4.0)) / (1 - own).clamp_min(1e-6)
+    assert torch.all((own > 0.999) | (torch.abs(partner - partner.round()) < 1e-3))
+    assert torch.equal(first(input_key=-2, target_key=-3)[0], label)  # negative positions count from the end
+    with pytest.raises(ValueError, match=r"list batches with input_key=1 need target_key"):
+        first(input_key=1)
+    with pytest.raises(TypeError, match=r"input_key should be an int \(an item's position\) for list batches, got "
+                                        r"input_key='x'"):
+        first(input_key="x", target_key=0)
+    with pytest.raises(ValueError, match=r"target_key should be a position in \[-3, 3\) .* got target_key=3 for a "
+                                         r"list of 3 item"):
+        first(input_key=1, target_key=3)
+    with pytest.raises(ValueError, match=r"should name different items, got input_key=None \(item 0 by default\) "
+                                         r"and target_key=0"):
+        first(target_key=0)
+    # Without mixing, only the input's position matters; the other items pass through untouched.
+    loader = ed.enlighten(DataLoader(LabelFirst(), batch_size=4), ed.high_loss_removal(2, fraction=0.25),
+                          input_key=1)
+    label, x, _ = next(iter(loader))
+    assert label.tolist() == [0, 1, 2, 3] and x.shape == (4, 5)
 
 
 def test_a_loaded_state_reports_the_phase_its_last_epoch_ran_in():
@@ -717,6 +767,30 @@ def test_len_never_draws_a_custom_samplers_order_again():
         lengths.append(len(loader))
         assert base.draws == draws  # len() did not iterate the sampler
     assert lengths == [5, 3]  # the most recently started epoch's count: 20 samples, then 10 after removal
+
+
+def test_a_custom_sampler_gives_the_passes_a_plain_dataloader_gives():
+    # A sampler whose every pass differs (a curriculum, a hidden RNG): enlighten() and len() must not draw it
+    # before the first epoch does, or every epoch would get the pass after the one a DataLoader gives it.
+    class Passes(torch.utils.data.Sampler):
+        def __init__(self):
+            self.passes = 0
+
+        def __iter__(self):
+            self.passes += 1
+            return iter([(self.passes * 3 + j) % 12 for j in range(8)])
+
+        def __len__(self):
+            return 8
+
+    plain_sampler, ours = Passes(), Passes()
+    plain = DataLoader(Counting(12), batch_size=4, sampler=plain_sampler)
+    loader = ed.enlighten(DataLoader(Counting(12), batch_size=4, sampler=ours), ed.high_loss_removal(2, fraction=0.25))
+    assert ours.passes == 0
+    assert len(loader) == len(plain) == 2 and ours.passes == 0  # counted from len(sampler), as a DataLoader does
+    for _ in range(3):
+        assert [ids_of(x) for x, _ in loader] == [ids_of(x) for x, _ in plain]
+    assert ours.passes == plain_sampler.passes == 3
 
 
 # ------------------------------------------------------------------ review fixes
@@ -1305,7 +1379,8 @@ def test_batches_without_targets_serve_a_schedule_that_needs_none(form):
     assert set(loader.removed_indices().tolist()) == {15, 14, 13, 12}  # the 25 % highest "losses"
     mixing = ed.enlighten(DataLoader(Ids(), batch_size=4), ed.mixup_pause(1, alpha=0.2), num_classes=2,
                           input_key="ids", target_key="label")
-    with pytest.raises((TypeError, ValueError), match="batches should be|is not a key of the batch"):
+    with pytest.raises((TypeError, ValueError),
+                       match=r"batches should be|is not a key of the batch|input_key should be an int \(an item's"):
         next(iter(mixing))
 
 
