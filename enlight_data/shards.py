@@ -381,6 +381,7 @@ class ShardCatalog:
 
     @property
     def total(self) -> int:
+        """Number of samples in the shards (what ``len(dataset)`` is for a map-style dataset)."""
         return int(self.ids.numel())
 
     def where(self, sample_id: int) -> list[tuple[str, int]]:
