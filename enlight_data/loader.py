@@ -805,10 +805,8 @@ class EnlightLoader:
             return batch[self.input_key], target
         if isinstance(batch, (tuple, list)):
             ix, iy = self._positions(batch)
-            if iy is not None:
-                return batch[ix], batch[iy]
-            if ix is not None and not need_target:
-                return batch[ix], None
+            if ix is not None and (iy is not None or not need_target):
+                return batch[ix], (None if iy is None else batch[iy])
             if self.input_key is not None:
                 raise ValueError(
                     f"{type(batch).__name__} batches with input_key={self.input_key!r} need target_key (the target's "
