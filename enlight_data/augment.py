@@ -57,7 +57,8 @@ _GEN_DEVICE = "generator_device"
 # (R + G + B)/3 and gray pixels, and equals torchvision's HSV shift exactly at multiples of 1/3 turn (a cyclic
 # permutation of the channels). In between they differ, since HSV's hue runs around a hexagon, not a circle: for
 # uniformly random colours and a 0.1 turn shift, the mean distance between the two results is about half the
-# mean change either one makes (0.45-0.55, measured with the rotation clamped to [0, 1] or not). Brightness, contrast and saturation match torchvision exactly when nothing clips.
+# mean change either one makes (0.45-0.55, measured with the rotation clamped to [0, 1] or not). Brightness,
+# contrast and saturation match torchvision exactly when nothing clips.
 # (A rotation of the I/Q plane of YIQ, another common choice, turns red the wrong way and spaces primaries unevenly.)
 # Being linear, the hue rotation composes with brightness, contrast and saturation (also linear per sample, the
 # contrast mean being computed from the image) and with normalisation into ONE per-sample affine colour map
@@ -1091,11 +1092,11 @@ def _crop_resize_flip_grid(
     """Crop every box, resize it bilinearly to ``size`` and flip where asked, in one ``grid_sample`` call.
 
     Equals cropping (slicing) then ``F.interpolate(mode="bilinear", align_corners=False, antialias=False)`` then
-    flipping, up to the float32 rounding of the sample points in normalised units (about ``W_pad * 6e-8`` of a pixel:
-    5e-5 at 512 px, under 1e-3 at 6000 px; exact in float64): the sample points are clamped to each crop's own pixel centres, so neither the pixels around the crop
-    nor the padding of a batch of different-sized images leak in (with one exception: a point on a crop's last row
-    or column still reads its outer neighbour with weight 0, so a NaN or inf there gives NaN; the fused CUDA kernel
-    clamps that tap too). ``grid`` is an optional ``(B, *size, 2)`` buffer.
+    flipping, up to the float32 rounding of the sample points in normalised units (about ``W_pad * 6e-8`` of a
+    pixel: 5e-5 at 512 px, under 1e-3 at 6000 px; exact in float64): the sample points are clamped to each crop's
+    own pixel centres, so neither the pixels around the crop nor the padding of a batch of different-sized images
+    leak in (with one exception: a point on a crop's last row or column still reads its outer neighbour with weight
+    0, so a NaN or inf there gives NaN; the fused CUDA kernel clamps that tap too). ``grid`` is an optional ``(B, *size, 2)`` buffer.
     The grid is computed in ``grid_sample``'s normalised units from cached constants: about ten small ops per batch.
     """
     n, _, h_pad, w_pad = x.shape
