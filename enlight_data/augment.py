@@ -548,6 +548,13 @@ class GpuAugment:
 
         Returns:
             The drawn :class:`AugmentParams`.
+
+        Raises:
+            TypeError: If ``batch_size`` is not an int, ``heights``/``widths`` neither an int nor a tensor,
+                ``generator`` not a ``torch.Generator``, or ``strength`` not a real number.
+            ValueError: If ``batch_size`` is negative, a size is not positive (or a size tensor has another shape
+                or device), ``generator`` lives on another device than ``device``, or ``strength`` is outside
+                ``[0, 1]``.
         """
         s = _check_strength(strength)
         batch_size = check_int("batch_size", batch_size, minimum=0)  # type: ignore[assignment]
@@ -691,6 +698,12 @@ class GpuAugment:
 
         Returns:
             ``(B, C, *size)`` tensor of dtype ``out_dtype``.
+
+        Raises:
+            TypeError: If ``x`` is neither a tensor nor a list of tensors, or not uint8 or floating point, or
+                ``params`` is not :class:`AugmentParams`.
+            ValueError: If ``x`` has the wrong shape or requires grad, ``params`` was drawn for another batch size
+                or lives on another device, or colour jitter meets a channel count other than 1 or 3.
         """
         batch, _, unit = self._as_batch(x)
         return self._apply(batch, params, unit)
@@ -716,7 +729,8 @@ class GpuAugment:
         Raises:
             ValueError: If ``x`` has the wrong shape or requires grad (the augmentation is not differentiable: its
                 CUDA kernels have no backward), or ``strength`` is outside ``[0, 1]``.
-            TypeError: If ``x`` is neither a tensor nor a list of tensors, or not uint8 or floating point.
+            TypeError: If ``x`` is neither a tensor nor a list of tensors, or not uint8 or floating point,
+                ``generator`` is not a ``torch.Generator``, or ``strength`` not a real number.
         """
         batch, sizes, unit = self._as_batch(x)
         if generator is None:
@@ -1215,14 +1229,14 @@ def apply_augment(
     _check_strength(strength)
     if isinstance(augment, GpuAugment):
         return augment(x, generator=generator, strength=strength)
+    if not callable(augment):
+        raise TypeError(
+            f"augment should be a GpuAugment, a Kornia augmentation or a callable, got augment={augment!r}"
+        )
     if strength != 1.0:
         raise ValueError(
             f"strength scales a GpuAugment only, got strength={strength} with augment of type "
             f"{type(augment).__name__}"
-        )
-    if not callable(augment):
-        raise TypeError(
-            f"augment should be a GpuAugment, a Kornia augmentation or a callable, got augment={augment!r}"
         )
     if _is_kornia_augmentation(augment):
         if not isinstance(x, Tensor):

@@ -105,8 +105,8 @@ class LossTable:
         """Add one batch of per-sample losses. No host synchronisation.
 
         Args:
-            indices: ``(B,)`` dataset indices of the batch, an integer tensor (not bool)
-                with values in ``[0, size)``.
+            indices: ``(B,)`` dataset indices of the batch, an int64, int32, int16, int8 or uint8 tensor
+                (the dtypes torch indexes with; not bool) with values in ``[0, size)``.
             losses: ``(B,)`` per-sample losses (any float dtype, detached here).
             keep: ``(B,)`` bool tensor, the samples whose loss enters the table (unmixed ones);
                 all when ``None``. Non-finite losses never enter it and are counted.
@@ -118,7 +118,7 @@ class LossTable:
 
         Raises:
             TypeError: If ``indices`` or ``losses`` is not a tensor, ``losses`` is not of a
-                floating-point dtype, ``indices`` is not of an integer dtype, ``keep`` or ``counted``
+                floating-point dtype, ``indices`` is not of an index dtype, ``keep`` or ``counted``
                 is not ``None`` or a bool tensor, or ``correct`` is not ``None`` or a bool or float tensor.
             ValueError: If the shapes disagree, or (for CPU ``indices``) an index is
                 outside ``[0, size)``.
@@ -137,7 +137,10 @@ class LossTable:
         if not losses.is_floating_point():
             raise TypeError(f"losses should be a floating-point tensor, got losses of dtype {losses.dtype}")
         if indices.dtype not in _INDEX_DTYPES:
-            raise TypeError(f"indices should be an integer tensor (e.g. int64), got indices of dtype {indices.dtype}")
+            raise TypeError(
+                "indices should be an int64, int32, int16, int8 or uint8 tensor (the dtypes torch indexes with; "
+                f"indices.long() converts), got indices of dtype {indices.dtype}"
+            )
         for name, value, meaning in (
             ("keep", keep, "the loss enters the table"),
             ("counted", counted, "the loss counts at all"),
@@ -243,7 +246,12 @@ class LossTable:
         Returns:
             ``correct``, ``scored`` (samples with an accuracy verdict), ``loss_sum``, ``loss_count``, ``nonfinite``,
             ``recorded`` as floats. This is the one device→host transfer per epoch.
+
+        Raises:
+            TypeError: If ``reduce`` is neither ``None`` nor callable (nothing is changed then).
         """
+        if reduce is not None and not callable(reduce):
+            raise TypeError(f"reduce should be a callable taking the table, or None, got reduce={reduce!r:.80}")
         self._fold()
         if reduce is not None:
             reduce(self)
@@ -316,7 +324,8 @@ class LossTable:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        """Tensors only, on the CPU: the table, the running epoch's accumulators and counters."""
+        """The table's size (an int) and tensors on the CPU: the table, the running epoch's accumulators and
+        counters (plain types only: it loads with ``torch.load(weights_only=True)``)."""
         self._fold()
         return {
             "size": self.size,

@@ -505,8 +505,8 @@ class EnlightLoader:
             RuntimeError: If there is no current batch (outside the loop over the loader).
             TypeError: If ``per_sample_loss`` is not a floating-point tensor, ``output`` or ``target`` is not a
                 tensor, ``rows`` is not a slice of step 1, or an option has the wrong type.
-            ValueError: If only one of ``output`` and ``target`` is given, ``rows`` lies outside the batch, or
-                a shape does not match the rows.
+            ValueError: If only one of ``output`` and ``target`` is given, ``rows`` lies outside the batch,
+                a shape does not match the rows, or ``threshold`` is not finite.
         """
         if self._batch is None:
             hint = ""
@@ -1222,8 +1222,12 @@ class EnlightLoader:
             raise ValueError(f"state version should be {STATE_VERSION}, got version={state['version']!r}")
         mine = {"source": self._source.signature(), "schedule": self.schedule.signature()}
         theirs = state["signature"]
+        if not isinstance(theirs, dict):
+            raise ValueError(
+                f"state['signature'] should be a dict with keys 'source' and 'schedule', got {theirs!r:.80}"
+            )
         for part in ("source", "schedule"):
-            given = theirs.get(part) if isinstance(theirs, dict) else None
+            given = theirs.get(part)
             if not isinstance(given, dict):
                 raise ValueError(f"state['signature'][{part!r}] should be a dict, got {given!r:.80}")
             for key, value in mine[part].items():

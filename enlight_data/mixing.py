@@ -660,8 +660,10 @@ def mix_batch(
 
     Raises:
         TypeError: If ``x`` is not a tensor, ``phase`` not a :class:`Phase`, ``generator`` not a
-            ``torch.Generator`` (``None`` included: the global RNG is never used), or
-            ``host_generator`` neither ``None`` nor a ``torch.Generator``.
+            ``torch.Generator`` (``None`` included: the global RNG is never used),
+            ``host_generator`` neither ``None`` nor a ``torch.Generator``, or ``target`` neither class indices
+            (an integer tensor) nor soft rows (a float ``(B, num_classes)`` tensor), as :func:`to_soft_targets`
+            says.
         ValueError: If ``target``'s batch size or device differs from ``x``'s, ``generator`` is not on
             ``x``'s device, ``host_generator`` is not on the CPU, ``x`` or ``target`` requires grad (mixing is
             not differentiable: its CUDA kernels have no backward; soft rows from a teacher model: pass

@@ -29,6 +29,7 @@ from . import _codec
 from ._validate import check_bool, check_choice, check_int
 
 __all__ = [
+    "HANDLERS",
     "INDEX_FORMAT",
     "KEY_SPACE",
     "ShardCatalog",
@@ -41,6 +42,9 @@ __all__ = [
     "shard_names",
     "write_shards",
 ]
+
+# What a corrupt shard or sample does: "raise" a ShardError, or "warn" and skip it (counted).
+HANDLERS = ("raise", "warn")
 
 INDEX_FORMAT = "enlight_data.shards"
 INDEX_VERSION = 1
@@ -241,8 +245,11 @@ def write_shards(
     Raises:
         ValueError: For an empty dataset, a pattern without a shard number in its file name, float images with
             values outside ``[0, 1]`` or not finite, PIL images of a mode other than ``L``/``RGB`` (``1`` and ``P``
-            without transparency convert exactly) unless ``image_format="npy"``, or negative labels.
-        TypeError: For samples that are not ``(input, label)`` pairs with integer labels, or a ``progress``
+            without transparency convert exactly) unless ``image_format="npy"``, negative labels, ``maxcount``
+            below 1, ``quality`` outside ``[1, 100]``, or an ``image_format`` other than ``"jpg"``, ``"png"``
+            and ``"npy"``.
+        TypeError: For samples that are not ``(input, label)`` pairs with integer labels, a ``pattern`` that is
+            not a str or path, ``maxcount``/``quality`` not ints, ``image_format`` not a str, or a ``progress``
             that is not a bool.
     """
     import webdataset as wds
@@ -672,15 +679,28 @@ def load_catalog(source: Any, *, num_ids: int | None = None, handler: str = "rai
     at its position. With ``num_ids``, every key is hashed with :func:`hash_id` into ``num_ids`` slots instead (ids
     that follow a key to another shard list; colliding ids share a loss entry). See NOTE [ Integer keys ].
 
+    Args:
+        source: An index JSON written by :func:`enlight_data.write_shards`, a brace pattern
+            (``"shards/train-{000000..000099}.tar"``) or a list of shard URLs or paths.
+        num_ids: Hash every key into this many ids (shards without an index whose keys are not integers); ``None``:
+            the keys' own integers, or their positions.
+        handler: ``"raise"``: a shard whose tar headers cannot be read raises :class:`ShardError`; ``"warn"``: a
+            warning, and the samples before the damage are kept.
+
+    Returns:
+        The :class:`ShardCatalog`: the shards' URLs, samples per shard, the ids and the size of the id space.
+
     Raises:
-        ValueError: For an empty source, an index with missing or invalid fields (named in the message), or
-            ``num_ids`` with an index.
+        ValueError: For an empty source, an index with missing or invalid fields (named in the message),
+            ``num_ids`` with an index or below 1, or a ``handler`` other than ``"raise"`` and ``"warn"``.
         FileNotFoundError: For a missing local shard or index.
-        TypeError: For a source of another type.
+        ShardError: For an unreadable shard, with ``handler="raise"``.
+        TypeError: For a source of another type, or ``num_ids`` not an int.
     """
     import braceexpand
 
     check_int("num_ids", num_ids, minimum=1, allow_none=True)
+    check_choice("handler", handler, HANDLERS)
     if isinstance(source, os.PathLike):
         source = os.fspath(source)
     if isinstance(source, str):

@@ -47,6 +47,7 @@ from .distributed import agreement_digest, resolve_rank, table_reducer
 from .loader import EnlightLoader, check_arguments, check_soft_targets, resolve_device
 from .schedule import Schedule
 from .shards import (
+    HANDLERS,
     KEY_SPACE,
     ShardCatalog,
     ShardError,
@@ -62,7 +63,6 @@ from .stream_positions import MESSAGE_CHARS, Mark, WorkerPositions, check_positi
 __all__ = ["ShardError", "StreamSource", "stream"]
 
 DECODES = ("rgb8", "l8", "gpu")
-HANDLERS = ("raise", "warn")
 _IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 _JPEG_EXTS = ("jpg", "jpeg")
 _KEY = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # webdataset.tariterators.base_plus_ext's pattern

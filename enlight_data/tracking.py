@@ -156,10 +156,11 @@ class TrackedLoss(nn.Module):
 
     @property
     def reduction(self) -> str:
-        """The criterion's reduction (``"?"`` for a callable whose default is not known)."""
+        """The criterion's reduction (``"?"`` for a callable whose default is not known: one taking ``**kwargs``).
+
+        A criterion of unknown reduction is evaluated once more for the loss it returns, which is then its own.
+        """
         value = self._setting("reduction")
-        if self._module is None and value is None:
-            return "mean"
         return value if isinstance(value, str) else "?"
 
     def _module_unreduced(self, output: Tensor, target: Tensor) -> Tensor:

@@ -645,8 +645,9 @@ def test_apply_augment_calls_other_callables_with_x_only():
 
 
 def test_apply_augment_rejects_non_callables_and_bad_generators():
-    with pytest.raises(TypeError, match=r"augment should be a GpuAugment, a Kornia augmentation or a callable"):
-        apply_augment(42, images(2), generator=gen())  # type: ignore[arg-type]
+    for strength in (1.0, 0.5):  # a non-callable is named as such whatever the strength
+        with pytest.raises(TypeError, match=r"augment should be a GpuAugment, a Kornia augmentation or a callable"):
+            apply_augment(42, images(2), generator=gen(), strength=strength)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"generator should be a torch.Generator, got generator=None"):
         apply_augment(GpuAugment(8), images(2), generator=None)  # type: ignore[arg-type]
 

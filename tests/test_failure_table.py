@@ -402,6 +402,11 @@ def _state_malformed():
     for key, value in (("epoch", "1"), ("position", None), ("seen", 1.5), ("next_epoch", True)):
         with pytest.raises(ValueError, match=rf"state\['{key}'\] should be an int, got state\['{key}'\]="):
             loader.load_state_dict(dict(state, **{key: value}))
+    with pytest.raises(ValueError, match=r"^state\['signature'\] should be a dict with keys 'source' and "
+                                         r"'schedule', got 3$"):
+        loader.load_state_dict(dict(state, signature=3))
+    with pytest.raises(ValueError, match=r"^state\['signature'\]\['source'\] should be a dict, got None$"):
+        loader.load_state_dict(dict(state, signature={"schedule": {}}))
     with pytest.raises(ValueError, match="state is missing keys"):
         loader.load_state_dict({"version": 1})
     with pytest.raises(TypeError, match="state should be a dict"):

@@ -162,7 +162,9 @@ def test_finalize_reduce_callback_sees_pending():
         count.mul_(2)
         stats.mul_(2)
 
-    stats = t.finalize_epoch(double)
+    with pytest.raises(TypeError, match=r"^reduce should be a callable taking the table, or None, got reduce=3$"):
+        t.finalize_epoch(3)
+    stats = t.finalize_epoch(double)  # the refused call changed nothing: the record is still pending
     assert stats["recorded"] == 2 and t.losses()[0] == 2.0
     assert math.isnan(t.losses()[1])
 
@@ -209,8 +211,11 @@ def test_record_checks_shapes():
     "indices, error, match",
     [
         (torch.tensor([0.9, 2.7]), TypeError,
-         r"indices should be an integer tensor \(e.g. int64\), got indices of dtype torch.float32"),
-        (torch.tensor([True, False]), TypeError, "indices should be an integer tensor .* dtype torch.bool"),
+         r"indices should be an int64, int32, int16, int8 or uint8 tensor \(.*\), got indices of dtype torch.float32"),
+        (torch.tensor([True, False]), TypeError, "indices should be an int64, .* dtype torch.bool"),
+        (torch.tensor([1, 2], dtype=torch.uint32), TypeError,
+         r"indices should be an int64, int32, int16, int8 or uint8 tensor \(the dtypes torch indexes with; "
+         r"indices.long\(\) converts\), got indices of dtype torch.uint32"),
         ([0, 1], TypeError, "indices should be a Tensor, got indices of type list"),
         (torch.tensor([-1, 2]), ValueError,
          r"indices should be in \[0, 4\) \(the table's size\), got indices with values in \[-1, 2\]"),

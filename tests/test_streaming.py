@@ -811,6 +811,10 @@ def test_argument_errors(tmp_path):
     schedule = ed.mixup_pause(1, alpha=0.5)
     with pytest.raises(ValueError, match="handler should be one of"):
         ed.stream(index, schedule, batch_size=2, handler="ignore")
+    # The catalogue alone too: another value would have acted as "warn", a corrupt shard cut short unasked.
+    shards = sorted(str(f) for f in tmp_path.glob("*.tar"))
+    with pytest.raises(ValueError, match=r"^handler should be one of \('raise', 'warn'\), got handler='ignore'$"):
+        load_catalog(shards, handler="ignore")
     with pytest.raises(ValueError, match="batch_size should be >= 1"):
         ed.stream(index, schedule, batch_size=0)
     with pytest.raises(TypeError, match="source should be"):

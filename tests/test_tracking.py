@@ -242,6 +242,18 @@ def test_subclasses_keyword_modules_changed_settings_and_uint8_labels_keep_the_c
     torch.testing.assert_close(tracked.double()(logits.double(), hard), criterion(logits.double(), hard))
 
 
+def test_the_reduction_of_a_criterion_taking_kwargs_is_unknown_and_its_loss_its_own():
+    def summed(output, target, **kwargs):  # its default reduction hides in **kwargs: "sum"
+        return F.cross_entropy(output, target, reduction=kwargs.get("reduction", "sum"))
+
+    logits, labels, *_ = _data()
+    tracked = TrackedLoss(summed, Captured())
+    assert tracked.reduction == "?"
+    torch.testing.assert_close(tracked(logits, labels), summed(logits, labels))
+    assert TrackedLoss(F.cross_entropy, Captured()).reduction == "mean"  # a visible default is read
+    assert TrackedLoss(functools.partial(F.cross_entropy, reduction="sum"), Captured()).reduction == "sum"
+
+
 def test_wrapping_a_compiled_criterion_leaves_it_alone():
     criterion = nn.CrossEntropyLoss()
     compiled = torch.compile(criterion, backend="eager")
