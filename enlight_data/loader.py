@@ -139,9 +139,9 @@ class SamplerView:
 
 # What a loss recorded against another batch than the one handed out last means.
 _FETCHED_AHEAD = (
-    "the loop fetched the next batch before the step on this one (a prefetcher such as Lightning's data fetcher or "
-    "timm's PrefetchLoader wrapped around this loader), and the loader records a loss against the batch it handed "
-    "out last; iterate the loader one batch at a time (its device= argument prefetches host-to-device itself)"
+    "the loop fetched the next batch before the step on this one (a prefetcher such as timm's PrefetchLoader "
+    "wrapped around this loader), and the loader records a loss against the batch it handed out last; iterate the "
+    "loader one batch at a time (its device= argument prefetches host-to-device itself)"
 )
 
 
@@ -407,11 +407,14 @@ class EnlightLoader:
         # An open epoch without a pass under way (left early, or loaded and not continued) is closed by the next
         # iter(): count the epoch after it, from what closing it will decide. With several ranks closing combines
         # their tables, a collective len() must not run: the open epoch's batches are counted instead.
-        preview = self._open
+        # An open epoch that handed out no batch is not closed but begun again (NOTE [ An iterator that gave no
+        # batch uses up no epoch ]): nothing to preview.
+        unbegun = self._unbegun()
+        preview = self._open and not unbegun
         if preview and self._reduce is not None and torch.distributed.is_available() \
                 and torch.distributed.is_initialized():
             return self._source.num_batches()
-        epoch = self._next_epoch
+        epoch = self._epoch if unbegun and not self._chosen else self._next_epoch
         tracker, losses = self._tracker, None
         if preview:  # what closing the open epoch at the next iter() will decide, without closing it yet
             tracker, losses = self._preview_close()
@@ -690,7 +693,10 @@ class EnlightLoader:
                     UserWarning,
                     stacklevel=2,
                 )
-            self._close_left_epoch()
+            if self._unbegun():
+                self._unbegin()
+            else:
+                self._close_left_epoch()
             start = 0
             self._begin_epoch(self._next_epoch)
         self._pass_start = start
@@ -732,6 +738,29 @@ class EnlightLoader:
             warnings.simplefilter("ignore")  # said when the epoch is really closed
             tracker.observe(self._epoch, stats[0] / stats[1] if stats[1] else None, trained=self._position > 0)
         return tracker, self._table.losses()
+
+    def _unbegun(self) -> bool:
+        """Whether the open epoch handed out no batch, its pass left (or never made): it has not really begun.
+
+        NOTE [ An iterator that gave no batch uses up no epoch ]
+        Lightning's fit loop makes an iterator of the loader and drops it unused before making the one it loops
+        over (and calls ``loader.sampler.set_epoch(epoch)`` before each epoch). Were every ``iter()`` to use up an
+        epoch, its epoch 0 would train the schedule's epoch 1 and its epoch 1 repeat it: the period one epoch off.
+        So an epoch that handed out no batch (not one that failed at its first) is dropped unclosed: nothing was
+        recorded against it, its history entry goes, and the next ``iter()`` begins that same epoch again, or the
+        one ``set_epoch`` chose. A DataLoader behaves alike: a sampler's epoch is what ``set_epoch`` says, however
+        many iterators are made.
+        """
+        return self._open and self._position == 0 and self._failed_epoch != self._epoch
+
+    def _unbegin(self) -> None:
+        """Drop the open epoch that handed out no batch (NOTE [ An iterator that gave no batch uses up no epoch ])."""
+        self._open = False
+        self._batch = None
+        self.history.pop()
+        self._table.discard_epoch()
+        if not self._chosen:
+            self._next_epoch = self._epoch
 
     def _close_left_epoch(self) -> None:
         """Close the current epoch if it is open (its pass left early, or not begun after a loaded state)."""

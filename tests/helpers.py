@@ -36,8 +36,8 @@ class Counting(Dataset):
 
 
 def one_ahead(loader):
-    """What a prefetching fetcher (Lightning's, or timm's PrefetchLoader around the loader) does: batch k + 1 is
-    taken before the step on batch k."""
+    """What a prefetching fetcher (timm's PrefetchLoader around the loader; Lightning's for a loader without a
+    len()) does: batch k + 1 is taken before the step on batch k."""
     it = iter(loader)
     current = next(it)
     for upcoming in it:

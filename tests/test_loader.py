@@ -1116,16 +1116,54 @@ def test_an_epoch_without_batches_is_warned_about():
     assert [h["batches"] for h in loader.history] == [2, 0, 0]
 
 
-def test_len_after_an_iterator_dropped_before_its_first_batch_counts_the_next_epoch():
+def test_an_iterator_dropped_before_its_first_batch_uses_up_no_epoch():
+    # NOTE [ An iterator that gave no batch uses up no epoch ]: Lightning makes one iterator and drops it unused.
     loader = ed.enlighten(DataLoader(Images(32), batch_size=4), ed.high_loss_removal(2, fraction=0.5))
     for x, _ in loader:
         loader.record(x.flatten(1)[:, 0])
     held = iter(loader)  # epoch 1 begins (16 of 32 removed): held, it is a pass under way
+    assert len(loader) == 4 and loader.epoch == 1
+    del held  # dropped before its first batch: the next iter() begins epoch 1 again, with the same removal
     assert len(loader) == 4
-    del held  # dropped before its first batch: the next iter() closes epoch 1 and starts epoch 2 (no removal)
+    iter(loader)  # made and dropped at once, as Lightning's fit loop does: nothing either
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no epoch was left early
+        assert len(list(loader)) == 4
+    assert [h["epoch"] for h in loader.history] == [0, 1] and loader.history[1]["removed"] == 16
+    assert len(list(loader)) == 8  # epoch 2, after the period
+    # set_epoch chooses the epoch the next iter() begins, whatever iterators were made and dropped before.
+    loader.set_epoch(5)
+    iter(loader)
+    loader.set_epoch(7)
     assert len(loader) == 8
-    with pytest.warns(UserWarning, match=r"epoch 1 ends after 0 of its 4 batches"):
-        assert len(list(loader)) == 8
+    list(loader)
+    assert [h["epoch"] for h in loader.history] == [0, 1, 2, 7]
+    # An epoch that handed out a batch is used up (left early, with a warning).
+    it = iter(loader)
+    next(it)
+    with pytest.warns(UserWarning, match=r"epoch 8 ends after 1 of its 8 batches"):
+        iter(loader)
+    assert loader.epoch == 9
+
+
+def test_an_epoch_that_failed_at_its_first_batch_is_closed_not_begun_again():
+    class Failing(Images):
+        fail = False
+
+        def __getitem__(self, i):
+            if self.fail:
+                raise OSError("disk gone")
+            return super().__getitem__(i)
+
+    data = Failing(16)
+    loader = ed.enlighten(DataLoader(data, batch_size=4), ed.high_loss_removal(2, fraction=0.5))
+    list(loader)
+    data.fail = True
+    with pytest.raises(ed.SampleError, match="disk gone"):
+        list(loader)  # epoch 1 fails at its first batch
+    data.fail = False
+    list(loader)
+    assert [h["epoch"] for h in loader.history] == [0, 1, 2]  # the failure ended epoch 1: it is not run again
 
 
 def test_a_checkpoint_after_a_loop_that_took_every_batch_starts_the_next_epoch():
@@ -1423,7 +1461,7 @@ def test_a_tracked_loss_in_a_loop_that_fetches_ahead_is_refused_not_recorded_aga
     criterion = loader.track(nn.CrossEntropyLoss())
     logits = torch.zeros(8, 4, requires_grad=True)
     with pytest.raises(RuntimeError, match=r"was given the previous batch's target: the loop fetched the next batch "
-                                           r"before the step on this one .*Lightning"):
+                                           r"before the step on this one .*PrefetchLoader"):
         for _, y in one_ahead(loader):
             criterion(logits, y)
     assert loader.losses().isnan().all()  # nothing was recorded against the wrong samples
