@@ -430,7 +430,9 @@ class EnlightLoader:
     def set_epoch(self, epoch: int) -> None:
         """Make the next ``iter()`` start ``epoch``.
 
-        After :meth:`load_state_dict` of a state taken mid-epoch, ``set_epoch`` of that same
+        Called after ``iter()`` but before that iterator's first batch (the order of Lightning's fit loop), it
+        makes that pass ``epoch``, as a DataLoader's sampler is read at the first batch. After :meth:`load_state_dict`
+        of a state taken mid-epoch, ``set_epoch`` of that same
         epoch (as a DDP loop calls it every epoch) keeps continuing it; any other epoch starts anew.
         So does one of a state taken after a loop left its epoch after the last batch: that epoch's
         pass then yields nothing and closes it, for a loop that resumes that epoch.
@@ -447,6 +449,17 @@ class EnlightLoader:
             # The loaded epoch goes on (after its last batch: a pass that yields nothing and closes it).
             self._resume, self._loaded_done = True, False
             return
+        if not self._resume and self._unbegun():
+            # An epoch that handed out no batch has not begun (NOTE [ An iterator that gave no batch uses up no
+            # epoch ]): set_epoch of it keeps it; of another, a pass already made begins that one instead.
+            if epoch == self._epoch:
+                self._chosen = False
+                return
+            if self._under_way():
+                self._unbegin()
+                self._begin_epoch(epoch)
+                self._prepare_pass(0)
+                return
         self._next_epoch = epoch
         self._chosen = True
         self._resume = self._loaded_left = self._loaded_done = False
@@ -699,6 +712,13 @@ class EnlightLoader:
                 self._close_left_epoch()
             start = 0
             self._begin_epoch(self._next_epoch)
+        self._prepare_pass(start)
+        run = self._run()
+        self._live = weakref.ref(run)
+        return run
+
+    def _prepare_pass(self, start: int) -> None:
+        """Ready the source for a pass over the begun epoch from batch ``start`` (the pass reads it when it starts)."""
         self._pass_start = start
         self._pass_recorded = self._pass_ahead = self._ran_out = False
         self._passing = True
@@ -712,7 +732,7 @@ class EnlightLoader:
             reason = (f"with drop_last=True, {left} do not fill one batch of {self.batch_size}{per_rank}"
                       if self.drop_last else f"no sample is left{per_rank} after removing {removed}")
             warnings.warn(f"epoch {self._epoch} has no batches: {reason}; it trains on nothing (warned once)",
-                          RuntimeWarning, stacklevel=2)
+                          RuntimeWarning, stacklevel=caller_stacklevel())
         if start and start > self._source.num_batches():
             # Only a loaded state gets here: load_state_dict could not count the epoch's batches without drawing
             # the order of a sampler it cannot replay. An empty pass would silently skip the epoch's samples.
@@ -722,9 +742,6 @@ class EnlightLoader:
                 f"{self._epoch}, got position={start} in the loaded state; was it saved with another sampler or "
                 "dataset?"
             )
-        run = self._run(self._epoch, start)
-        self._live = weakref.ref(run)
-        return run
 
     def _under_way(self) -> bool:
         """Whether a pass over the current epoch is under way: its iterator made, not ended, and still held."""
@@ -997,7 +1014,10 @@ class EnlightLoader:
                     f"got rows {y[bad][:2].tolist()} at dataset indices {indices[bad][:5].tolist()}"
                 )
 
-    def _run(self, epoch: int, start: int) -> Generator[Any, None, None]:
+    def _run(self) -> Generator[Any, None, None]:
+        # Read when the pass starts, not when its iterator was made: a set_epoch in between (Lightning's order)
+        # begins another epoch for it (NOTE [ An iterator that gave no batch uses up no epoch ]).
+        epoch, start = self._epoch, self._pass_start
         phase = self.schedule.phases[self._current_phase]
         augment = phase.augment if phase.augment is not None else self.augment
         pairs: Iterator[tuple[Tensor, Any]] = self._check(self._source.batches())

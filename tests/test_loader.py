@@ -1146,6 +1146,32 @@ def test_an_iterator_dropped_before_its_first_batch_uses_up_no_epoch():
     assert loader.epoch == 9
 
 
+def test_set_epoch_between_iter_and_the_first_batch_chooses_that_passes_epoch():
+    # Lightning's order: iter() (held), then sampler.set_epoch(e), then the batches. As with a DataLoader, whose
+    # sampler is read at the first batch, the pass is epoch e.
+    def make():
+        return ed.enlighten(DataLoader(Images(24), batch_size=8, shuffle=True), ed.high_loss_removal(2, fraction=0.5),
+                            seed=4)
+
+    reference = make()
+    reference.set_epoch(3)
+    expected = [ids_of(x) for x, _ in reference]
+    loader = make()
+    it = iter(loader)
+    loader.sampler.set_epoch(3)
+    assert len(loader) == 3 and loader.epoch == 3
+    assert [ids_of(x) for x, _ in it] == expected
+    assert [h["epoch"] for h in loader.history] == [3]
+    it = iter(loader)
+    loader.set_epoch(4)  # the epoch the pass already is: nothing changes, and the next one is still 5
+    list(it)
+    assert [h["epoch"] for h in loader.history] == [3, 4] and loader.next_epoch == 5
+    it = iter(loader)
+    next(it)
+    loader.set_epoch(9)  # once a batch was handed out, the pass stays its epoch; set_epoch is for the next iter()
+    assert len(list(it)) == 2 and loader.epoch == 5 and loader.next_epoch == 9
+
+
 def test_an_epoch_that_failed_at_its_first_batch_is_closed_not_begun_again():
     class Failing(Images):
         fail = False
