@@ -42,7 +42,16 @@ from ._stack import caller_stacklevel
 from ._validate import check_int
 from .feedback import LossTable
 
-__all__ = ["SPARSE_MIN_SIZE", "SyncMode", "agreement_digest", "resolve_rank", "sync_table", "table_reducer"]
+__all__ = [
+    "SPARSE_MIN_SIZE",
+    "SyncMode",
+    "agreement_digest",
+    "check_sharding_still_holds",
+    "made_before_process_group",
+    "resolve_rank",
+    "sync_table",
+    "table_reducer",
+]
 
 SyncMode = Literal["auto", "dense", "sparse"]
 
@@ -123,6 +132,29 @@ def resolve_rank(
     if rank >= world_size:
         raise ValueError(f"rank should be in [0, world_size={world_size}), got rank={rank}")
     return int(rank), int(world_size)
+
+
+def made_before_process_group(rank: int | None, world_size: int | None, group: "dist.ProcessGroup | None") -> bool:
+    """Whether a loader's rank and world size were left to a process group that does not exist yet."""
+    return rank is None and world_size is None and group is None and not (dist.is_available() and dist.is_initialized())
+
+
+def check_sharding_still_holds(made_before: bool) -> None:
+    """Refuse to iterate a loader made for one process before a process group of several was initialised.
+
+    NOTE [ A loader made before init_process_group ]
+    Without ``rank=``/``world_size=`` a loader takes them from the process group when it is made; made before
+    ``init_process_group`` (a script that builds its data first, or PyTorch Lightning, which starts the processes
+    in ``Trainer.fit``), it is one process's: every rank would read the whole dataset each epoch and decide removal
+    alone, in step with nothing. That is caught here, at the first ``iter()`` after the group exists.
+    """
+    if made_before and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        raise RuntimeError(
+            f"the loader was made before torch.distributed.init_process_group(), without rank= and world_size=: "
+            f"each of the {dist.get_world_size()} ranks would read the whole dataset and combine no losses; make "
+            "it after the process group is up (with PyTorch Lightning, in the LightningModule's setup()), or pass "
+            "world_size=1 to give every process the whole dataset on purpose"
+        )
 
 
 def _comm_device(group: "dist.ProcessGroup | None", device: torch.device) -> torch.device:

@@ -23,7 +23,7 @@ from ._inference import normal_tensors
 from ._stack import caller_stacklevel
 from ._validate import channels_last_hint, check_bool, check_device, check_int, check_real, check_seed
 from .context import MAX_EPOCH, SharedClock
-from .distributed import resolve_rank, table_reducer
+from .distributed import check_sharding_still_holds, made_before_process_group, resolve_rank, table_reducer
 from .feedback import LossTable
 from .mapstyle import MapSource, check_loader
 from .mixing import _mix
@@ -197,6 +197,9 @@ class EnlightLoader:
             neither key is given).
         augment: The batch augmentation (a phase's ``augment`` replaces it).
         reduce: Combines the ranks' loss tables at each epoch's end (``None`` for one process).
+        made_before_group: Made for one process, its rank and world size left to a process group that did not
+            exist yet: iterating it once a group of several does is refused (NOTE [ A loader made before
+            init_process_group ] in ``distributed.py``).
 
     Note:
         End-of-epoch work (accuracy, the period decision, warnings, the distributed
@@ -218,8 +221,10 @@ class EnlightLoader:
         target_key: Any = None,
         augment: Callable[..., Tensor] | None = None,
         reduce: Callable[[LossTable], None] | None = None,
+        made_before_group: bool = False,
     ) -> None:
         self.schedule = schedule
+        self._made_before_group = made_before_group
         self.num_classes = num_classes
         self.device = device
         self.seed = int(seed)  # a NumPy integer would not load with torch.load(weights_only=True)
@@ -677,6 +682,7 @@ class EnlightLoader:
     def __iter__(self) -> Iterator[Any]:
         # A loop left early leaves its iterator open, and with it the old epoch's DataLoader iterator, whose workers
         # would go on fetching batches nobody takes (and reporting about them): close it before the next epoch.
+        check_sharding_still_holds(self._made_before_group)
         previous = self._live() if self._live is not None else None
         self._live = None
         if previous is not None:
@@ -1211,6 +1217,7 @@ class EnlightLoader:
             load_positions(positions, epoch, mask, position)
         # A pass under way (a roll-back inside the loop) ends here, as a new iter() ends it: left open, it would go
         # on handing out the old run's batches and record their losses into the loaded table.
+        check_sharding_still_holds(self._made_before_group)
         previous = self._live() if self._live is not None else None
         self._live = None
         if previous is not None:
@@ -1474,6 +1481,7 @@ def enlighten(
         if not isinstance(key, Hashable):
             raise TypeError(f"{name} should be a dict key (hashable) or None, got {name}={key!r}")
     dev = resolve_device(device)
+    alone = made_before_process_group(rank, world_size, group)
     rank, world_size = resolve_rank(rank, world_size, group)
     check_loader(loader)
     size = len(loader.dataset)  # type: ignore[arg-type]
@@ -1500,4 +1508,5 @@ def enlighten(
         target_key=target_key,
         augment=augment,
         reduce=table_reducer(group, agreement=source.agreement) if world_size > 1 else None,
+        made_before_group=alone,
     )

@@ -43,7 +43,7 @@ from ._stack import caller_stacklevel
 from ._validate import check_bool, check_choice, check_int
 from ._workers import drop_dead_workers, drop_iterator
 from .context import SharedClock
-from .distributed import agreement_digest, resolve_rank, table_reducer
+from .distributed import agreement_digest, made_before_process_group, resolve_rank, table_reducer
 from .loader import EnlightLoader, check_arguments, check_soft_targets, resolve_device
 from .schedule import Schedule
 from .shards import (
@@ -1028,6 +1028,7 @@ def stream(
             raise ValueError("decode='gpu' needs augment (a GpuAugment) to crop the decoded images into one batch, "
                              "got augment=None")
         _codec.gpu_jpeg_decoder()  # this torchvision decodes JPEG on the GPU (a clear error now, not in the loop)
+    alone = made_before_process_group(rank, world_size, group)
     rank, world_size = resolve_rank(rank, world_size, group)
     catalog = load_catalog(source, num_ids=num_ids, handler=handler)
     if num_classes is None:
@@ -1059,4 +1060,5 @@ def stream(
         seed=seed,
         augment=augment,
         reduce=table_reducer(group, agreement=src.agreement) if world_size > 1 else None,
+        made_before_group=alone,
     )

@@ -288,8 +288,33 @@ def _check_nccl(world_size: int) -> dict[str, Any]:
     return out
 
 
+def _early_loaders() -> dict[str, Any]:
+    """Loaders made before init_process_group (NOTE [ A loader made before init_process_group ])."""
+    schedule = ed.high_loss_removal(2, fraction=0.25)
+    made = {
+        "implicit": ed.enlighten(DataLoader(_data(24), batch_size=4), schedule),
+        "world_size=1": ed.enlighten(DataLoader(_data(24), batch_size=4), schedule, world_size=1),
+    }
+    index = _CONTEXT.get("shards")
+    if index is not None:
+        made["stream"] = ed.stream(index, schedule, batch_size=8, num_workers=0)
+    return made
+
+
+def _check_made_before_init(world_size: int) -> dict[str, Any]:
+    """A loader made before the process group, without rank/world_size, is refused at its first iter()."""
+    out: dict[str, Any] = {}
+    for name, loader in _CONTEXT["early"].items():
+        try:
+            out[name] = sum(x.shape[0] for x, _ in loader)
+        except RuntimeError as exc:
+            out[name] = str(exc)
+    return out
+
+
 _CONTEXT: dict[str, Any] = {}
 _CHECKS: dict[str, Callable[[int], dict[str, Any]]] = {
+    "made_before_init": _check_made_before_init,
     "shares": _check_shares,
     "hlr": _check_hlr,
     "mixup_pause": _check_mixup_pause,
@@ -312,6 +337,8 @@ def _rank_main(rank: int, world_size: int, out_dir: str, names: list[str], conte
     # A file rendezvous in the run's own directory: a free TCP port picked beforehand can be taken by another
     # process before rank 0 binds it.
     init = Path(out_dir, "rendezvous").as_uri()
+    if "made_before_init" in names:
+        _CONTEXT["early"] = _early_loaders()
     dist.init_process_group(backend, init_method=init, rank=rank, world_size=world_size)
     results: dict[str, Any] = {}
     try:
@@ -507,6 +534,16 @@ def test_two_ranks_resume_mid_epoch_and_reproduce_the_run(run2):
                 assert _same(rest["losses"][epoch], full["losses"][epoch]), f"epoch {epoch}"
         assert rest["history"] == full["history"]
     assert run2[0]["resume"]["rest"]["history"] == run2[1]["resume"]["rest"]["history"]
+
+
+@pytest.mark.slow  # spawns gloo ranks
+def test_a_loader_made_before_init_process_group_is_refused_not_read_whole_on_every_rank(run2):
+    for result in (r["made_before_init"] for r in run2):
+        for name in ("implicit", "stream"):
+            assert result[name].startswith(
+                "the loader was made before torch.distributed.init_process_group(), without rank= and world_size=: "
+                "each of the 2 ranks would read the whole dataset"), (name, result[name])
+        assert result["world_size=1"] == 24  # every process the whole dataset, asked for
 
 
 @pytest.mark.slow  # spawns gloo ranks

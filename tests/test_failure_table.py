@@ -351,6 +351,25 @@ def _batch_sampler():
             ed.enlighten(loader, ed.high_loss_removal(3, fraction=0.1))
 
 
+@check("made-before-init")
+def _made_before_init():
+    # Made with no process group; then one of 2 ranks "comes up" (the two calls the loader asks patched, as the
+    # real one is in test_distributed.py, where gloo ranks make their loaders before init_process_group).
+    from unittest import mock
+
+    data = _tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long))
+    alone = ed.enlighten(DataLoader(data, batch_size=4), ed.high_loss_removal(3, fraction=0.1))
+    asked = ed.enlighten(DataLoader(data, batch_size=4), ed.high_loss_removal(3, fraction=0.1), world_size=1)
+    with mock.patch("torch.distributed.is_initialized", return_value=True), \
+            mock.patch("torch.distributed.get_world_size", return_value=2):
+        with pytest.raises(RuntimeError, match=r"the loader was made before torch.distributed.init_process_group\(\)"
+                                               r", without rank= and world_size=: each of the 2 ranks would read"):
+            iter(alone)
+        it = iter(asked)  # asked for: no error
+    assert sum(x.shape[0] for x, _ in it) == 8  # (read outside the patch: the rest of torch.distributed is not up)
+    assert alone.epoch == -1 and not alone.history  # nothing was begun
+
+
 def _save(loader) -> dict:
     buf = io.BytesIO()
     torch.save(loader.state_dict(), buf)
