@@ -3,8 +3,9 @@
 Lightning is not a dependency: these tests run where it is installed (they passed with Lightning 2.6.6) and skip
 elsewhere. What they pin down: Lightning's epoch n is the schedule's epoch n (its fit loop makes an iterator it
 drops unused, then calls ``loader.sampler.set_epoch(n)`` after ``iter()``), each step records against the batch
-it trains on, and a run resumed from a mid-epoch or an end-of-epoch checkpoint takes the same batches and removal
-sets as an uninterrupted one (with the README's two settings).
+it trains on, a run resumed from a mid-epoch or an end-of-epoch checkpoint takes the same batches and removal
+sets as an uninterrupted one (with the README's two settings), and two DDP ranks (the loader made in setup())
+read their own shares and leave out the same samples.
 """
 
 from __future__ import annotations
@@ -106,3 +107,56 @@ def test_a_resumed_lightning_run_takes_the_same_batches(tmp_path, where, restore
     _fit(tmp_path / "b", resumed, steps, max_epochs=5, ckpt_path=checkpoint, restore=restore)
     assert steps == expected
     assert _epochs(resumed) == _epochs(whole) == [(0, 0), (1, 16), (2, 16), (3, 0), (4, 0)]
+
+
+class _DDPModule(L.LightningModule):
+    """The README's recipe for several processes: the loader made in setup(), once the process group is up."""
+
+    def __init__(self, out: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = nn.Linear(8, 2)
+        self.out = out
+
+    def setup(self, stage):
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(64, 8, generator=g)
+        x[:, 1] = torch.arange(64).float()
+        data = TensorDataset(x, (x[:, 0] > 0).long())
+        self.loader = ed.enlighten(DataLoader(data, batch_size=8, shuffle=True),
+                                   ed.high_loss_removal(3, fraction=0.25), seed=0)
+        self.criterion = self.loader.track(nn.CrossEntropyLoss())
+        self.ids: list[int] = []
+
+    def train_dataloader(self):
+        return self.loader
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        self.ids += x[:, 1].long().tolist()
+        return self.criterion(self.net(x), y)
+
+    def on_train_end(self):
+        torch.save({"history": self.loader.history, "ids": self.ids, "removed": self.loader.removed_indices()},
+                   Path(self.out, f"rank{self.global_rank}.pt"))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+@pytest.mark.slow  # spawns two processes
+def test_two_lightning_ranks_read_their_shares_and_remove_alike(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _trainer(tmp_path, max_epochs=3, devices=2, strategy="ddp_spawn", enable_checkpointing=False).fit(
+            _DDPModule(str(tmp_path)))
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for r in ranks:
+        assert [(h["epoch"], h["removed"], h["seen"]) for h in r["history"]] == [(0, 0, 32), (1, 16, 24),
+                                                                                (2, 16, None)]
+    # Epoch 0: the two shares are disjoint and cover the data. Epoch 2 leaves out the same 16 samples on both
+    # ranks (chosen from the combined losses), and neither rank reads them.
+    assert sorted(ranks[0]["ids"][:32] + ranks[1]["ids"][:32]) == list(range(64))
+    removed = ranks[0]["removed"].tolist()
+    assert len(removed) == 16 and ranks[1]["removed"].tolist() == removed
+    assert not set(removed) & set(ranks[0]["ids"][-24:] + ranks[1]["ids"][-24:])
