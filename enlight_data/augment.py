@@ -1110,7 +1110,8 @@ def _crop_resize_flip_grid(
     pixel: 5e-5 at 512 px, under 1e-3 at 6000 px; exact in float64): the sample points are clamped to each crop's
     own pixel centres, so neither the pixels around the crop nor the padding of a batch of different-sized images
     leak in (with one exception: a point on a crop's last row or column still reads its outer neighbour with weight
-    0, so a NaN or inf there gives NaN; the fused CUDA kernel clamps that tap too). ``grid`` is an optional ``(B, *size, 2)`` buffer.
+    0, so a NaN or inf there gives NaN; the fused CUDA kernel clamps that tap too). ``grid`` is an optional
+    ``(B, *size, 2)`` buffer.
     The grid is computed in ``grid_sample``'s normalised units from cached constants: about ten small ops per batch.
     """
     n, _, h_pad, w_pad = x.shape

@@ -136,7 +136,8 @@ def resolve_rank(
 
 def made_before_process_group(rank: int | None, world_size: int | None, group: "dist.ProcessGroup | None") -> bool:
     """Whether a loader's rank and world size were left to a process group that does not exist yet."""
-    return rank is None and world_size is None and group is None and not (dist.is_available() and dist.is_initialized())
+    initialised = dist.is_available() and dist.is_initialized()
+    return rank is None and world_size is None and group is None and not initialised
 
 
 def check_sharding_still_holds(made_before: bool) -> None:

@@ -436,9 +436,9 @@ class EnlightLoader:
         """Make the next ``iter()`` start ``epoch``.
 
         Called after ``iter()`` but before that iterator's first batch (the order of Lightning's fit loop), it
-        makes that pass ``epoch``, as a DataLoader's sampler is read at the first batch. After :meth:`load_state_dict`
-        of a state taken mid-epoch, ``set_epoch`` of that same
-        epoch (as a DDP loop calls it every epoch) keeps continuing it; any other epoch starts anew.
+        makes that pass ``epoch``, as a DataLoader's sampler is read at the first batch. After
+        :meth:`load_state_dict` of a state taken mid-epoch, ``set_epoch`` of that same epoch (as a DDP loop calls
+        it every epoch) keeps continuing it; any other epoch starts anew.
         So does one of a state taken after a loop left its epoch after the last batch: that epoch's
         pass then yields nothing and closes it, for a loop that resumes that epoch.
 
@@ -1217,7 +1217,6 @@ class EnlightLoader:
             load_positions(positions, epoch, mask, position)
         # A pass under way (a roll-back inside the loop) ends here, as a new iter() ends it: left open, it would go
         # on handing out the old run's batches and record their losses into the loaded table.
-        check_sharding_still_holds(self._made_before_group)
         previous = self._live() if self._live is not None else None
         self._live = None
         if previous is not None:
