@@ -395,7 +395,8 @@ class EnlightLoader:
         right in every epoch. After a loop left early (an iterator still held counts as a pass
         under way) or a loaded state that is not continued, it counts the epoch the next
         ``iter()`` starts, with what closing the open one will decide (with several ranks, where closing
-        combines the ranks' tables, the left epoch counts until the next ``iter()``); after
+        combines the ranks' tables, the left epoch counts until the next ``iter()``). An iterator
+        dropped before its first batch leaves its epoch to be begun again: that epoch is counted. After
         :meth:`load_state_dict` of a state taken inside the loop mid-epoch, it is the
         batches left in that epoch, until it ends (a step count for a learning-rate schedule
         is best taken from a fresh loader, or before loading the state). Between epochs this
