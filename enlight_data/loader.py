@@ -310,7 +310,9 @@ class EnlightLoader:
         After :meth:`load_state_dict`, the epoch a resumed loop begins at: ``for epoch in range(loader.next_epoch,
         epochs)``.
         """
-        return self._epoch if self._resume else self._next_epoch
+        if self._resume or self._goes_on() or (self._unbegun() and not self._chosen and not self._under_way()):
+            return self._epoch  # continued, or begun again (NOTE [ An iterator that gave no batch uses up no epoch ])
+        return self._next_epoch
 
     @property
     def in_period(self) -> bool:
@@ -406,7 +408,7 @@ class EnlightLoader:
         sampler's ``len()``).
         """
         # Never below 0: a loaded position past the end (refused at the next iter()) counts as nothing left.
-        if self._resume:  # the rest of an epoch restored mid-way: what the next iter() yields
+        if self._resume or self._goes_on():  # the rest of an epoch restored mid-way: what the next iter() yields
             return max(0, self._source.num_batches() - self._position)
         if self._open and self._under_way():  # what this pass over the epoch yields (the rest, for a resumed one)
             return max(0, self._source.num_batches() - self._pass_start)
@@ -455,14 +457,18 @@ class EnlightLoader:
             # The loaded epoch goes on (after its last batch: a pass that yields nothing and closes it).
             self._resume, self._loaded_done = True, False
             return
-        if not self._resume and self._unbegun():
-            # An epoch that handed out no batch has not begun (NOTE [ An iterator that gave no batch uses up no
-            # epoch ]): set_epoch of it keeps it; of another, a pass already made begins that one instead.
+        if not self._resume and self._pass_empty():
+            # A pass that handed out no batch (NOTE [ An iterator that gave no batch uses up no epoch ]): set_epoch
+            # of its epoch keeps it as it is; of another, a pass already made begins that one instead (an epoch
+            # that had handed out batches before, a resumed one, is closed as a loop left early).
             if epoch == self._epoch:
-                self._chosen = False
+                self._next_epoch, self._chosen = epoch + 1, False
                 return
             if self._under_way():
-                self._unbegin()
+                if self._unbegun():
+                    self._unbegin()
+                else:
+                    self._close_left_epoch()
                 self._begin_epoch(epoch)
                 self._prepare_pass(0)
                 return
@@ -688,6 +694,8 @@ class EnlightLoader:
         self._live = None
         if previous is not None:
             previous.close()
+        if self._goes_on():
+            self._resume = True  # the loaded state's pass, dropped before its first batch: it goes on as it was
         if self._resume:
             self._resume = False
             start = self._position
@@ -775,7 +783,22 @@ class EnlightLoader:
         one ``set_epoch`` chose. A DataLoader behaves alike: a sampler's epoch is what ``set_epoch`` says, however
         many iterators are made.
         """
-        return self._open and self._position == 0 and self._failed_epoch != self._epoch
+        return self._pass_empty() and self._position == 0
+
+    def _pass_empty(self) -> bool:
+        """Whether the last pass made over the open epoch handed out no batch (and did not fail)."""
+        return self._open and self._position == self._pass_start and self._failed_epoch != self._epoch
+
+    def _goes_on(self) -> bool:
+        """Whether the next ``iter()`` goes on with the open epoch where it stands: a resumed pass (from a loaded
+        state, past batch 0) dropped before its first batch, with batches left, and no other epoch chosen since.
+
+        A resumed pass with none left (a state taken after the epoch's last batch) was the empty pass that closes
+        its epoch: dropped, the next ``iter()`` closes it and begins the next, as Lightning's real iterator after
+        its probe must.
+        """
+        return (not self._resume and not self._chosen and self._pass_start > 0 and self._pass_empty()
+                and not self._under_way() and self._position < self._source.num_batches())
 
     def _unbegin(self) -> None:
         """Drop the open epoch that handed out no batch (NOTE [ An iterator that gave no batch uses up no epoch ])."""
@@ -809,6 +832,7 @@ class EnlightLoader:
         self._epoch = epoch
         self._next_epoch = epoch + 1
         self._chosen = False
+        self._failed_epoch = -1  # an earlier failure of this epoch is not this pass's
         self._position = 0
         self._seen = 0
         self._open = True
@@ -1150,7 +1174,8 @@ class EnlightLoader:
             "open": self._open,
             # The pass over the open epoch had ended (a loop left early, an error, a dropped iterator): see
             # load_state_dict. A loaded state not yet continued is saved as it was loaded.
-            "left": self._loaded_left if self._resume else self._open and not self._under_way(),
+            "left": self._loaded_left if self._resume else (
+                self._open and not self._under_way() and not self._pass_empty()),
             # The next epoch was chosen by set_epoch(), even if it is the one after the current: no continuing.
             "chosen": self._chosen,
             "excluded": self._excluded.clone(),
@@ -1243,6 +1268,7 @@ class EnlightLoader:
         self._loaded_left = self._loaded_done = False
         self._chosen = chosen
         self._pass_start = 0
+        self._failed_epoch = -1
         # Nothing of this process's earlier passes says anything about the loaded run's batches.
         self._pass_recorded = self._pass_ahead = self._ran_out = False
         self._current_target = self._previous_target = None

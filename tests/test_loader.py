@@ -1172,6 +1172,61 @@ def test_set_epoch_between_iter_and_the_first_batch_chooses_that_passes_epoch():
     assert len(list(it)) == 2 and loader.epoch == 5 and loader.next_epoch == 9
 
 
+def test_a_resumed_pass_dropped_before_its_first_batch_goes_on_where_it_stood():
+    def make():
+        return ed.enlighten(DataLoader(Images(32), batch_size=4, shuffle=True), ed.high_loss_removal(2, fraction=0.5),
+                            seed=2)
+
+    whole = make()
+    expected = [ids_of(x) for x, _ in whole]
+    saved = make()
+    it = iter(saved)
+    for _ in range(3):
+        next(it)
+    state = saved.state_dict()
+    resumed = make()
+    resumed.load_state_dict(state)
+    iter(resumed)  # made and dropped (Lightning's probe): the loaded pass is not used up
+    assert resumed.next_epoch == 0 and len(resumed) == 5
+    it = iter(resumed)
+    resumed.set_epoch(0)  # after iter(), of the epoch the pass already is: nothing changes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not left early
+        assert [ids_of(x) for x, _ in it] == expected[3:]
+    assert resumed.next_epoch == 1 and [(h["epoch"], h["batches"]) for h in resumed.history] == [(0, 8)]
+    # Taken after the epoch's last batch (Lightning's end-of-epoch checkpoint: it never asks for more), the loaded
+    # pass has nothing left: dropped, it is not made again, and the next iter() begins the next epoch whole.
+    saved = make()
+    it = iter(saved)
+    for _ in range(8):
+        next(it)
+    state = saved.state_dict()
+    resumed = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the loaded state's own advice (its loop was left after its last batch)
+        resumed.load_state_dict(state)
+        iter(resumed)
+        assert len(resumed) == 8 and len(list(resumed)) == 8 and resumed.epoch == 1
+
+
+def test_next_epoch_and_a_saved_state_after_a_dropped_iterator():
+    loader = ed.enlighten(DataLoader(Images(24), batch_size=4), ed.high_loss_removal(3, fraction=0.25))
+    list(loader)
+    iter(loader)  # epoch 1 made and dropped: the next iter() begins epoch 1 again
+    assert loader.epoch == 1 and loader.next_epoch == 1
+    state = loader.state_dict()
+    assert state["open"] and state["position"] == 0 and not state["left"]  # no pass was left: nothing to warn
+    loader.set_epoch(3)
+    loader.set_epoch(1)  # back to the epoch begun: the next iter() begins it, and the one after is 2
+    assert loader.next_epoch == 1
+    again = ed.enlighten(DataLoader(Images(24), batch_size=4), ed.high_loss_removal(3, fraction=0.25))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "left at batch 0" advice to skip the epoch
+        again.load_state_dict(state)
+        assert len(list(again)) == 6
+    assert [h["epoch"] for h in again.history] == [0, 1] and again.next_epoch == 2
+
+
 def test_an_epoch_that_failed_at_its_first_batch_is_closed_not_begun_again():
     class Failing(Images):
         fail = False
@@ -1190,6 +1245,16 @@ def test_an_epoch_that_failed_at_its_first_batch_is_closed_not_begun_again():
     data.fail = False
     list(loader)
     assert [h["epoch"] for h in loader.history] == [0, 1, 2]  # the failure ended epoch 1: it is not run again
+    # A failed epoch run again on purpose is begun anew: an iterator dropped before its first batch then uses up
+    # nothing, as for any epoch.
+    data.fail = True
+    with pytest.raises(ed.SampleError, match="disk gone"):
+        list(loader)  # epoch 3 fails
+    data.fail = False
+    loader.set_epoch(3)
+    iter(loader)
+    assert len(list(loader)) == 4
+    assert [(h["epoch"], h["batches"]) for h in loader.history] == [(0, 4), (1, 0), (2, 4), (3, 0), (3, 4)]
 
 
 def test_a_checkpoint_after_a_loop_that_took_every_batch_starts_the_next_epoch():
