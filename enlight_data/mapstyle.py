@@ -205,7 +205,7 @@ class MapSource:
                     f"{'truncates' if sampler.drop_last else 'pads'} the ranks' shares, but enlighten() was given "
                     f"pad={pad}; pass pad={not pad} (or leave it out), or a sampler with drop_last={not pad}"
                 )
-            if sampler.shuffle and sampler.seed != seed:
+            if sampler.shuffle and sampler.seed not in (0, seed):  # 0: its default, most likely not chosen
                 warnings.warn(
                     f"the DistributedSampler's seed={sampler.seed} is not used: the order comes from "
                     f"enlighten(seed={seed}), per epoch (pass the seed you want there)",

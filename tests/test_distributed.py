@@ -615,8 +615,10 @@ def test_a_distributed_samplers_drop_last_and_seed_are_kept_or_refused():
         ed.enlighten(DataLoader(data, batch_size=4, sampler=sampler), ed.Schedule(0), rank=0, world_size=2)
     assert caught[0].filename == __file__
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the same seed in both places: nothing to warn about
+        warnings.simplefilter("error")  # the same seed in both places, or the sampler's default: nothing to warn about
         ed.enlighten(DataLoader(data, batch_size=4, sampler=sampler), ed.Schedule(0), seed=5, rank=0, world_size=2)
+        default = DistributedSampler(data, num_replicas=2, rank=0, shuffle=True)
+        ed.enlighten(DataLoader(data, batch_size=4, sampler=default), ed.Schedule(0), seed=3, rank=0, world_size=2)
 
 
 def test_distributed_sampler_must_match_the_rank():
