@@ -310,9 +310,11 @@ class EnlightLoader:
         After :meth:`load_state_dict`, the epoch a resumed loop begins at: ``for epoch in range(loader.next_epoch,
         epochs)``.
         """
-        if self._resume or self._goes_on() or (self._unbegun() and not self._chosen and not self._under_way()):
-            return self._epoch  # continued, or begun again (NOTE [ An iterator that gave no batch uses up no epoch ])
-        return self._next_epoch
+        # A pass that handed out nothing, held or dropped, is ended by the next iter(), which then begins its epoch
+        # again, or goes on with it (NOTE [ An iterator that gave no batch uses up no epoch ]).
+        keeps = not self._chosen and self._pass_empty() and (
+            self._position == 0 or self._position < self._source.num_batches())
+        return self._epoch if self._resume or keeps else self._next_epoch
 
     @property
     def in_period(self) -> bool:
@@ -399,19 +401,19 @@ class EnlightLoader:
         ``iter()`` starts, with what closing the open one will decide (with several ranks, where closing
         combines the ranks' tables, the left epoch counts until the next ``iter()``). An iterator
         dropped before its first batch leaves its epoch to be begun again: that epoch is counted. After
-        :meth:`load_state_dict` of a state taken inside the loop mid-epoch, it is the
-        batches left in that epoch, until it ends (a step count for a learning-rate schedule
-        is best taken from a fresh loader, or before loading the state). Between epochs this
+        :meth:`load_state_dict` of a state taken inside the loop mid-epoch, it is that whole epoch's count,
+        as torchdata's ``StatefulDataLoader`` gives, though the resumed pass yields only the batches left:
+        a loop that resumes its own step counter (PyTorch Lightning does) runs to the epoch's end, and a
+        learning-rate schedule's step count is the same as in the uninterrupted run. Between epochs this
         ranks the loss table (``select_high_loss``). With a
         custom sampler that has no ``generator`` (so its order cannot be replayed without
         drawing it again), it counts the most recently started epoch instead (before the first, the
         sampler's ``len()``).
         """
-        # Never below 0: a loaded position past the end (refused at the next iter()) counts as nothing left.
-        if self._resume or self._goes_on():  # the rest of an epoch restored mid-way: what the next iter() yields
-            return max(0, self._source.num_batches() - self._position)
-        if self._open and self._under_way():  # what this pass over the epoch yields (the rest, for a resumed one)
-            return max(0, self._source.num_batches() - self._pass_start)
+        # An epoch restored mid-way, or a pass under way (a resumed one included): the whole epoch's batches, of
+        # which the resumed pass yields those after its position.
+        if self._resume or self._goes_on() or (self._open and self._under_way()):
+            return self._source.num_batches()
         # An open epoch without a pass under way (left early, or loaded and not continued) is closed by the next
         # iter(): count the epoch after it, from what closing it will decide. With several ranks closing combines
         # their tables, a collective len() must not run: the open epoch's batches are counted instead.

@@ -456,7 +456,7 @@ def _state_malformed():
     next(live)
     resumed = make()
     resumed.load_state_dict(dict(_save(saved), position=4))
-    assert len(resumed) == 0  # nothing left to count (not a negative length)
+    assert len(resumed) == 3  # the epoch's count (the bad position is refused when the pass starts)
     for _ in range(2):  # the same error again, not an empty pass
         with pytest.raises(ValueError, match=r"state\['position'\] should be at most the 3 batches of epoch 0, got "
                                              r"position=4 in the loaded state"):
@@ -496,7 +496,7 @@ def _state_end_of_epoch():
     for set_epoch in (False, True):  # a plain loop, and a DDP-style loop that calls set_epoch(saved epoch)
         resumed = _loader(_tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long)))
         resumed.load_state_dict(state)
-        assert len(resumed) == 0
+        assert len(resumed) == 3  # the whole epoch's count: none is left
         if set_epoch:
             resumed.set_epoch(0)
         assert list(resumed) == [] and resumed.epoch == 0 and resumed.history[-1]["batches"] == 3

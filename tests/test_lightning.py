@@ -98,12 +98,16 @@ def test_lightning_epochs_are_the_schedules(tmp_path):
     assert [e for e, _ in module.steps] == [0] * 4 + [1] * 3 + [2] * 3 + [3] * 4
 
 
-@pytest.mark.parametrize("where, restore", [("end of an epoch", True), ("mid-epoch", True), ("mid-epoch", False)])
+# Epoch 0 has 4 batches, epochs 1 and 2 have 3 (removal): a checkpoint after step 1 has 3 batches of its epoch
+# left, after step 4 none (Lightning's counter is at the epoch's end), after step 6 one.
+@pytest.mark.parametrize("where, restore", [("end of an epoch", True), ("step 1", True), ("step 1", False),
+                                            ("step 4", True), ("step 6", True)])
 def test_a_resumed_lightning_run_takes_the_same_batches(tmp_path, where, restore):
     whole = _fit(tmp_path / "whole", _Module(), max_epochs=5, enable_checkpointing=False)
-    if where == "mid-epoch":  # 4 batches in epoch 0, then 3 (removal): step 6 is the second of epoch 1
-        first = _fit(tmp_path / "a", _Module(), max_steps=6,
-                     callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=6, save_top_k=-1)])
+    if where.startswith("step"):
+        steps = int(where.split()[1])
+        first = _fit(tmp_path / "a", _Module(), max_steps=steps,
+                     callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck", every_n_train_steps=steps, save_top_k=-1)])
     else:
         first = _fit(tmp_path / "a", _Module(), max_epochs=2, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck")])
     (checkpoint,) = (tmp_path / "ck").glob("*.ckpt")

@@ -399,7 +399,9 @@ def test_only_the_first_record_per_batch_counts():
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_len_after_a_mid_epoch_resume_counts_the_batches_left(workers):
+def test_len_after_a_mid_epoch_resume_counts_the_whole_epoch(workers):
+    # As torchdata's StatefulDataLoader: a loop that restores its own step counter (Lightning's restores the
+    # batches it had taken) runs to len(); the resumed pass yields the batches after the saved position.
     def make():
         return ed.enlighten(DataLoader(Counting(20), batch_size=4, shuffle=True, num_workers=workers),
                             ed.high_loss_removal(2, fraction=0.25))
@@ -409,8 +411,8 @@ def test_len_after_a_mid_epoch_resume_counts_the_batches_left(workers):
     next(it), next(it)
     resumed = make()
     resumed.load_state_dict(loader.state_dict())
-    assert len(resumed) == 3
-    assert [len(resumed) for _ in resumed] == [3, 3, 3]  # the same count while the pass runs
+    assert len(resumed) == 5
+    assert [len(resumed) for _ in resumed] == [5, 5, 5]  # the same count while the pass runs: 3 batches are left
     assert len(resumed) == 5  # the next epoch, whole
 
 
@@ -1050,7 +1052,7 @@ def test_a_checkpoint_after_a_loop_left_early_says_that_it_continues_the_epoch(s
     assert state["open"] and state["left"] and state["position"] == 3
     goes_on = make()
     goes_on.load_state_dict(state)
-    assert len(goes_on) == 2
+    assert len(goes_on) == 5  # the whole epoch (2 batches are left)
     with pytest.warns(UserWarning, match=r"the loaded state was taken after the loop over epoch 1 was left at batch 3 "
                                          r"of 5: this iter\(\) goes on with the rest of that epoch, as a resumed run "
                                          r"does; .* call loader.set_epoch\(2\) before iterating"):
@@ -1123,6 +1125,7 @@ def test_an_iterator_dropped_before_its_first_batch_uses_up_no_epoch():
         loader.record(x.flatten(1)[:, 0])
     held = iter(loader)  # epoch 1 begins (16 of 32 removed): held, it is a pass under way
     assert len(loader) == 4 and loader.epoch == 1
+    assert loader.next_epoch == 1  # a new iter() would end the held one, which gave nothing, and begin epoch 1 again
     del held  # dropped before its first batch: the next iter() begins epoch 1 again, with the same removal
     assert len(loader) == 4
     iter(loader)  # made and dropped at once, as Lightning's fit loop does: nothing either
@@ -1187,7 +1190,7 @@ def test_a_resumed_pass_dropped_before_its_first_batch_goes_on_where_it_stood():
     resumed = make()
     resumed.load_state_dict(state)
     iter(resumed)  # made and dropped (Lightning's probe): the loaded pass is not used up
-    assert resumed.next_epoch == 0 and len(resumed) == 5
+    assert resumed.next_epoch == 0 and len(resumed) == 8  # the whole epoch: 5 batches are left
     it = iter(resumed)
     resumed.set_epoch(0)  # after iter(), of the epoch the pass already is: nothing changes
     with warnings.catch_warnings():
