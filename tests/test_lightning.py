@@ -104,8 +104,8 @@ def test_lightning_epochs_are_the_schedules(tmp_path):
     ("end of an epoch", True), ("step 1", True), ("step 1", False), ("step 4", True), ("step 6", True),
     # The known case (README): step 10 is the last batch of epoch 2, a removal epoch of 3 batches before epoch 3's 4.
     pytest.param("step 10", True, marks=pytest.mark.xfail(
-        strict=True, reason="Lightning sizes the restored epoch from a len() taken after its probe iterator, which "
-                            "counts the next, longer epoch (README: PyTorch Lightning, Resuming)")),
+        strict=True, reason="Lightning's restart compares the restored epoch's completed batches with the next "
+                            "epoch's length, which removal changed (README: PyTorch Lightning, Resuming)")),
 ])
 def test_a_resumed_lightning_run_takes_the_same_batches(tmp_path, where, restore):
     whole = _fit(tmp_path / "whole", _Module(), max_epochs=5, enable_checkpointing=False)
