@@ -28,7 +28,7 @@ from .feedback import LossTable
 from .mapstyle import MapSource, check_loader
 from .mixing import _mix
 from .schedule import Phase, PeriodTracker, Schedule
-from .tracking import TrackedLoss
+from .tracking import TrackedLoss, check_criterion
 from .transfer import Prefetcher, with_items
 
 __all__ = ["EnlightLoader", "SamplerView", "check_arguments", "check_soft_targets", "enlighten", "resolve_device"]
@@ -486,9 +486,21 @@ class EnlightLoader:
             criterion: The loss (see :class:`~enlight_data.tracking.TrackedLoss`).
             multi_label: The targets are multi-hot rows (several labels per sample, binary cross
                 entropy): the training accuracy scores each label, not the argmax.
-        """
-        return TrackedLoss(criterion, self, multi_label=multi_label)
 
+        Raises:
+            TypeError: If the criterion cannot give per-sample losses, or takes class indices only (``nn.NLLLoss``)
+                while the schedule makes targets soft rows.
+
+        Warns:
+            UserWarning: If the criterion smooths labels and the schedule does too.
+        """
+        tracked = TrackedLoss(criterion, self, multi_label=multi_label)
+        phases = self.schedule.phases
+        check_criterion(criterion, soft_targets=self.schedule.soft_targets,
+                        label_smoothing=max(p.label_smoothing for p in phases))
+        return tracked
+
+    @torch.compiler.disable  # Python bookkeeping: one graph break under torch.compile rather than several inside
     def record(
         self,
         per_sample_loss: Tensor,
@@ -546,7 +558,10 @@ class EnlightLoader:
             elif ended and self._pass_ahead:
                 hint = (f" (epoch {self._epoch}'s first record() came after more than one batch was handed out, and "
                         f"this one after its iterator ended: if the loss is of its last batch, {_FETCHED_AHEAD})")
-            raise RuntimeError(f"record() needs a current batch: call it inside the loop over the loader{hint}")
+            raise RuntimeError(
+                f"record() needs a current batch: call it inside the loop over the loader{hint}. To score batches "
+                "outside it (a validation set), call the criterion itself (tracked.criterion), which records nothing"
+            )
         if target is not None and _shares(target, self._previous_target) and not _shares(target, self._current_target):
             raise RuntimeError(
                 f"record() (or a tracked loss) was given the previous batch's target: {_FETCHED_AHEAD}"
@@ -572,8 +587,10 @@ class EnlightLoader:
                 self._warned_again = True
                 warnings.warn(
                     "record() (or a tracked loss) was called again for rows of the batch already recorded; each "
-                    "row is recorded once. For an auxiliary head or an evaluation inside the loop, call the "
-                    "criterion itself (tracked.criterion), not the tracked loss (warned once)",
+                    "row is recorded once, by the step's first call, so this call records nothing. For an "
+                    "auxiliary head or an evaluation inside the loop, call the criterion itself "
+                    "(tracked.criterion), not the tracked loss; if this call is the training loss, make it the "
+                    "step's first (warned once)",
                     UserWarning,
                     stacklevel=caller_stacklevel(),
                 )
@@ -688,6 +705,31 @@ class EnlightLoader:
             self._recorded = self._batch
 
     # ------------------------------------------------------------------ iteration
+    def close_epoch(self) -> dict[str, Any] | None:
+        """Close the epoch in progress now, as the next ``iter()`` would, and return its ``history`` entry.
+
+        An epoch closes when its iterator is exhausted, so a loop that never asks for the batch after the last
+        (PyTorch Lightning's, which stops at ``len()``) leaves the last epoch's entry open until the next
+        ``iter()``: call this at the end of training (Lightning: in ``on_train_end``) for its accuracy and losses
+        and the period decision. An iterator still held yields no more batches. A pass left before the epoch's
+        last batch (or a loaded mid-epoch state not continued) is closed as a loop left early, with the same
+        warning. With several ranks, closing combines their tables: every rank calls it.
+
+        Returns:
+            The closed epoch's ``history`` entry; ``None`` if no epoch was open, or if the open one handed out no
+            batch (the next ``iter()`` begins it, NOTE [ An iterator that gave no batch uses up no epoch ]).
+        """
+        if not self._open or self._unbegun():
+            return None
+        previous = self._live() if self._live is not None else None
+        self._live = None
+        if previous is not None:
+            previous.close()
+        self._passing = False
+        self._resume = self._loaded_left = self._loaded_done = False
+        self._close_left_epoch()
+        return self.history[-1]
+
     def __iter__(self) -> Iterator[Any]:
         # A loop left early leaves its iterator open, and with it the old epoch's DataLoader iterator, whose workers
         # would go on fetching batches nobody takes (and reporting about them): close it before the next epoch.

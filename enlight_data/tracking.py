@@ -5,15 +5,17 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import warnings
 from typing import Any, Callable, Protocol
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ._stack import caller_stacklevel
 from ._validate import check_bool
 
-__all__ = ["Recorder", "TrackedLoss"]
+__all__ = ["Recorder", "TrackedLoss", "check_criterion"]
 
 
 class Recorder(Protocol):
@@ -55,6 +57,45 @@ _ELEMENTWISE_FNS = (
     F.kl_div,
 )
 # BCELoss's scores are probabilities: a single score predicts the positive class above 0.5, not above 0.
+# Losses that take class indices only: soft target rows (a schedule that mixes or smooths) cannot reach them.
+_INDEX_ONLY = (nn.NLLLoss, nn.MultiMarginLoss, nn.MultiLabelMarginLoss)
+_INDEX_ONLY_FNS = (F.nll_loss, F.multi_margin_loss, F.multilabel_margin_loss)
+
+
+def check_criterion(criterion: Callable[..., Any], *, soft_targets: bool, label_smoothing: float) -> None:
+    """Check that ``criterion`` suits the targets the schedule hands out.
+
+    Args:
+        criterion: The loss to be tracked.
+        soft_targets: Whether the schedule makes targets soft rows (it mixes or smooths labels in some phase).
+        label_smoothing: The largest ``label_smoothing`` of the schedule's phases.
+
+    Raises:
+        TypeError: If the criterion takes class indices only while targets are soft rows.
+
+    Warns:
+        UserWarning: If the criterion smooths labels itself while the schedule smooths them too: smoothed twice.
+    """
+    base = getattr(criterion, "_orig_mod", criterion)  # a torch.compile'd module
+    fn = criterion.func if isinstance(criterion, functools.partial) else criterion
+    name = type(base).__name__ if isinstance(base, nn.Module) else getattr(fn, "__name__", repr(fn))
+    if soft_targets and (type(base) in _INDEX_ONLY or fn in _INDEX_ONLY_FNS):
+        raise TypeError(
+            f"criterion should take soft target rows (B, num_classes), since the schedule mixes or smooths labels, "
+            f"got criterion={name}, which takes class indices only; use nn.CrossEntropyLoss on the logits (it takes "
+            "soft rows), or compute per-sample losses yourself and call loader.record(per_sample_loss, ...)"
+        )
+    if isinstance(criterion, functools.partial):
+        own = criterion.keywords.get("label_smoothing", 0.0)
+    else:
+        own = getattr(base, "label_smoothing", 0.0)
+    if label_smoothing > 0 and isinstance(own, (int, float)) and own > 0:
+        warnings.warn(
+            f"the schedule smooths labels (label_smoothing={label_smoothing}) and so does the criterion "
+            f"({name}, label_smoothing={own}): the targets are smoothed twice; set one of them to 0",
+            UserWarning,
+            stacklevel=caller_stacklevel(),
+        )
 
 
 def _accepts_reduction(fn: Callable[..., Any]) -> bool:

@@ -62,6 +62,7 @@ class _Module(L.LightningModule):
 
     def on_train_end(self):
         if self.out is not None:  # a spawned rank: what the test reads back
+            self.loader.close_epoch()  # the last epoch, closed on every rank (closing combines their tables)
             torch.save({"history": self.loader.history, "steps": self.steps,
                         "removed": self.loader.removed_indices()}, Path(self.out, f"rank{self.global_rank}.pt"))
 
@@ -96,6 +97,8 @@ def test_lightning_epochs_are_the_schedules(tmp_path):
     assert _epochs(module) == [(0, 0), (1, 16), (2, 16), (3, 0)]
     assert [h["batches"] for h in module.loader.history] == [4, 3, 3, None]
     assert [e for e, _ in module.steps] == [0] * 4 + [1] * 3 + [2] * 3 + [3] * 4
+    last = module.loader.close_epoch()  # what on_train_end does for it
+    assert last["epoch"] == 3 and last["batches"] == 4 and last["seen"] == 64 and last["accuracy"] is not None
 
 
 # Epoch 0 has 4 batches, epochs 1 and 2 have 3 (removal): a checkpoint after step 1 has 3 batches of its epoch
@@ -128,7 +131,7 @@ def test_two_lightning_ranks_read_their_shares_and_remove_alike(tmp_path):
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     for r in ranks:
         assert [(h["epoch"], h["removed"], h["seen"]) for h in r["history"]] == [(0, 0, 32), (1, 16, 24),
-                                                                                (2, 16, None)]
+                                                                                (2, 16, 24)]
     ids = [[i for _, batch in r["steps"] for i in batch] for r in ranks]
     # Epoch 0: the two shares are disjoint and cover the data. Epoch 2 leaves out the same 16 samples on both
     # ranks (chosen from the combined losses), and neither rank reads them.

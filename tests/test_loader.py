@@ -1149,6 +1149,57 @@ def test_an_iterator_dropped_before_its_first_batch_uses_up_no_epoch():
     assert loader.epoch == 9
 
 
+def test_close_epoch_closes_an_epoch_whose_loop_stopped_at_len_without_asking_for_more():
+    # Lightning's loop stops at len() and never asks for the batch after the last: the epoch stays open until
+    # close_epoch() (or the next iter()) closes it.
+    loader = ed.enlighten(DataLoader(Images(32), batch_size=4), ed.high_loss_removal(2, fraction=0.25), seed=1)
+    assert loader.close_epoch() is None  # nothing begun yet
+    criterion = loader.track(nn.CrossEntropyLoss())
+    model = model_for()
+    it = iter(loader)
+    for _ in range(len(loader)):
+        x, y = next(it)
+        criterion(model(x), y)
+    assert loader.history[-1]["accuracy"] is None and loader.history[-1]["batches"] is None  # still open
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every batch was taken: not an epoch left early
+        entry = loader.close_epoch()
+    assert entry is loader.history[-1] and entry["batches"] == 8 and entry["seen"] == 32 and entry["recorded"] == 32
+    assert 0.0 <= entry["accuracy"] <= 1.0 and entry["mean_loss"] > 0
+    assert next(it, None) is None  # the held iterator yields no more
+    assert loader.close_epoch() is None  # already closed
+    # Closed, the epoch is decided: the next epoch removes the 8 highest of the losses recorded, and begins at once.
+    assert len(loader) == 6 and loader.next_epoch == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(list(loader)) == 6
+    assert [h["epoch"] for h in loader.history] == [0, 1] and loader.history[1]["removed"] == 8
+
+
+def test_close_epoch_of_a_loop_left_early_warns_and_of_an_unbegun_pass_does_nothing():
+    loader = ed.enlighten(DataLoader(Images(32), batch_size=4), ed.mixup_pause(1, alpha=0.4), num_classes=4)
+    it = iter(loader)
+    next(it)
+    with pytest.warns(UserWarning, match=r"epoch 0 ends after 1 of its 8 batches"):
+        entry = loader.close_epoch()
+    assert entry["batches"] == 1 and entry["seen"] == 4 and loader.next_epoch == 1
+    iter(loader)  # epoch 1 begun, no batch handed out: nothing to close, the next iter() begins epoch 1 again
+    assert loader.close_epoch() is None
+    assert len(list(loader)) == 8 and [h["epoch"] for h in loader.history] == [0, 1]
+    # A loaded mid-epoch state not continued is closed as a loop left early; its state then starts the next epoch.
+    loader.set_epoch(2)
+    it = iter(loader)
+    next(it), next(it)
+    state = loader.state_dict()
+    fresh = ed.enlighten(DataLoader(Images(32), batch_size=4), ed.mixup_pause(1, alpha=0.4), num_classes=4)
+    fresh.load_state_dict(state)
+    with pytest.warns(UserWarning, match=r"epoch 2 ends after 2 of its 8 batches"):
+        assert fresh.close_epoch()["batches"] == 2
+    after = ed.enlighten(DataLoader(Images(32), batch_size=4), ed.mixup_pause(1, alpha=0.4), num_classes=4)
+    after.load_state_dict(fresh.state_dict())
+    assert after.next_epoch == 3 and len(list(after)) == 8 and after.history[-1]["epoch"] == 3
+
+
 def test_set_epoch_between_iter_and_the_first_batch_chooses_that_passes_epoch():
     # Lightning's order: iter() (held), then sampler.set_epoch(e), then the batches. As with a DataLoader, whose
     # sampler is read at the first batch, the pass is epoch e.
@@ -1589,7 +1640,7 @@ def test_a_record_after_a_break_says_nothing_of_fetching_ahead():
     criterion = loader.track(nn.CrossEntropyLoss())
     for _, y in loader:
         break
-    with pytest.raises(RuntimeError, match=r"needs a current batch: call it inside the loop over the loader$"):
+    with pytest.raises(RuntimeError, match=r"inside the loop over the loader\. To score"):
         criterion(torch.zeros(8, 4), y)
 
 
@@ -1600,5 +1651,5 @@ def test_a_loaded_state_forgets_this_processs_earlier_passes():
             loader.record(x[:, 0, 0, 0].clone())
     fresh = ed.enlighten(DataLoader(Images(32), batch_size=8), ed.high_loss_removal(2, fraction=0.25))
     loader.load_state_dict(fresh.state_dict())
-    with pytest.raises(RuntimeError, match=r"needs a current batch: call it inside the loop over the loader$"):
+    with pytest.raises(RuntimeError, match=r"inside the loop over the loader\. To score"):
         loader.record(torch.zeros(8))

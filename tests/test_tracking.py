@@ -481,3 +481,72 @@ def test_the_epochs_mean_loss_counts_mixed_samples_that_the_table_leaves_out():
     assert entry["mean_loss"] == pytest.approx(losses.mean().item())
     table = loader.losses()
     assert table.isnan().sum().item() == 16 - entry["recorded"]
+
+
+@pytest.mark.parametrize("criterion", [nn.NLLLoss(), functools.partial(F.nll_loss), F.nll_loss, nn.MultiMarginLoss(),
+                                       nn.MultiLabelMarginLoss()], ids=lambda c: getattr(c, "__name__", repr(c)))
+def test_track_refuses_a_loss_of_class_indices_when_targets_are_soft_rows(criterion):
+    data = DataLoader(TensorDataset(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)), batch_size=4)
+    mixing = ed.enlighten(data, ed.mixup_pause(1, alpha=0.4), num_classes=3)
+    with pytest.raises(TypeError, match=r"criterion should take soft target rows \(B, num_classes\), since the "
+                                        r"schedule mixes or smooths labels, got criterion=\w+, which takes class "
+                                        r"indices only"):
+        mixing.track(criterion)
+    removal = ed.enlighten(data, ed.high_loss_removal(2, fraction=0.25))  # targets stay class indices: accepted
+    assert isinstance(removal.track(criterion), TrackedLoss)
+
+
+def test_track_warns_when_the_criterion_smooths_labels_the_schedule_smooths_too():
+    data = DataLoader(TensorDataset(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)), batch_size=4)
+    smoothing = ed.Schedule(ed.Period(epochs=1), during=ed.Phase(), after=ed.Phase(label_smoothing=0.1))
+    loader = ed.enlighten(data, smoothing, num_classes=3)
+    for criterion in (nn.CrossEntropyLoss(label_smoothing=0.2), functools.partial(F.cross_entropy, label_smoothing=0.2),
+                      torch.compile(nn.CrossEntropyLoss(label_smoothing=0.2))):
+        with pytest.warns(UserWarning, match=r"the schedule smooths labels \(label_smoothing=0.1\) and so does the "
+                                             r"criterion \(\w+, label_smoothing=0.2\): the targets are smoothed twice"):
+            loader.track(criterion)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader.track(nn.CrossEntropyLoss())  # only the schedule smooths
+        ed.enlighten(data, ed.mixup_pause(1, alpha=0.4), num_classes=3).track(nn.CrossEntropyLoss(label_smoothing=0.1))
+
+
+def test_a_tracked_loss_called_twice_in_a_step_records_the_first_call_and_says_so():
+    data = DataLoader(TensorDataset(torch.zeros(8, 2), torch.arange(8) % 2), batch_size=8)
+    loader = ed.enlighten(data, ed.high_loss_removal(2, fraction=0.25))
+    criterion = loader.track(nn.CrossEntropyLoss(reduction="none"))
+    for x, y in loader:
+        criterion(torch.zeros(8, 2), y)  # ln 2 each: the step's first call is the one recorded
+        with pytest.warns(UserWarning, match=r"recorded once, by the step's first call, so this call records "
+                                             r"nothing.*make it the step's first"):
+            criterion(torch.tensor([[9.0, 0.0]]).expand(8, 2), y)
+    assert torch.allclose(loader.losses(), torch.full((8,), 0.6931), atol=1e-4)
+    with pytest.raises(RuntimeError, match=r"call the criterion itself \(tracked.criterion\), which records nothing"):
+        criterion(torch.zeros(8, 2), y)  # a validation pass after the loop
+
+
+def test_a_compiled_step_records_what_an_eager_one_does_and_breaks_its_graph_at_record_only():
+    data = TensorDataset(torch.randn(48, 8, generator=torch.Generator().manual_seed(0)), torch.arange(48) % 4)
+
+    def run(compiled):
+        torch.compiler.reset()
+        loader = ed.enlighten(DataLoader(data, batch_size=16), ed.high_loss_removal(2, fraction=0.25))
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            model = nn.Linear(8, 4)
+        criterion = loader.track(nn.CrossEntropyLoss())
+
+        def step(x, y):
+            return criterion(model(x), y)
+
+        fn = torch.compile(step, backend="eager") if compiled else step
+        for _ in range(3):
+            for x, y in loader:
+                fn(x, y).backward()
+        losses, removed = loader.losses(), [h["removed"] for h in loader.history]
+        for x, y in loader:  # where dynamo breaks the step's graph
+            return losses, removed, [str(b.reason) for b in torch._dynamo.explain(step)(x, y).break_reasons]
+
+    eager, compiled = run(False), run(True)
+    assert torch.allclose(eager[0], compiled[0]) and eager[1] == compiled[1] == [0, 12, 0]
+    assert compiled[2] and all("EnlightLoader.record" in reason for reason in compiled[2])
