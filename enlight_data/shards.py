@@ -706,7 +706,7 @@ def load_catalog(source: Any, *, num_ids: int | None = None, handler: str = "rai
     if isinstance(source, str):
         if not source:
             raise ValueError("source should be an index JSON, a brace pattern or a list of shard URLs, got ''")
-        if source.endswith(".json"):
+        if source.lower().endswith(".json"):  # an index (any case of its extension: "INDEX.JSON")
             if not os.path.isfile(source):
                 raise FileNotFoundError(f"index {source!r} does not exist")
             if num_ids is not None:

@@ -160,6 +160,13 @@ def test_write_shards_index_prefix_unescapes_percent_signs(tmp_path, pattern, in
     assert int(load_catalog(index).counts.sum()) == 3
 
 
+def test_an_index_is_known_by_its_extension_in_any_case(tmp_path):
+    index = ed.write_shards(Tiles(3), str(tmp_path / "t-%03d.tar"), progress=False)
+    renamed = os.path.join(tmp_path, "T-INDEX.JSON")
+    os.rename(index, renamed)  # read as a tar shard before: "unreadable at its start"
+    assert int(load_catalog(renamed).counts.sum()) == 3
+
+
 def test_write_shards_warns_once_about_fields_it_does_not_write(tmp_path):
     samples = [(torch.zeros(3, 2, 2, dtype=torch.uint8), i, f"extra-{i}") for i in range(3)]
     with pytest.warns(UserWarning, match=r"dataset\[0\] has 3 fields, and the other 1 are not written") as caught:
