@@ -495,9 +495,8 @@ class EnlightLoader:
             UserWarning: If the criterion smooths labels and the schedule does too.
         """
         tracked = TrackedLoss(criterion, self, multi_label=multi_label)
-        phases = self.schedule.phases
         check_criterion(criterion, soft_targets=self.schedule.soft_targets,
-                        label_smoothing=max(p.label_smoothing for p in phases))
+                        label_smoothing=max(p.label_smoothing for p in self.schedule.phases))
         return tracked
 
     @torch.compiler.disable  # Python bookkeeping: one graph break under torch.compile rather than several inside
