@@ -710,7 +710,8 @@ class EnlightLoader:
         An epoch closes when its iterator is exhausted, so a loop that never asks for the batch after the last
         (PyTorch Lightning's, which stops at ``len()``) leaves the last epoch's entry open until the next
         ``iter()``: call this at the end of training (Lightning: in ``on_train_end``) for its accuracy and losses
-        and the period decision. An iterator still held yields no more batches. A pass left before the epoch's
+        and the period decision. An iterator still held yields no more batches (also one that handed out none,
+        whose epoch the next ``iter()`` begins again). A pass left before the epoch's
         last batch (or a loaded mid-epoch state not continued) is closed as a loop left early, with the same
         warning. With several ranks, closing combines their tables: every rank calls it.
 
@@ -718,12 +719,12 @@ class EnlightLoader:
             The closed epoch's ``history`` entry; ``None`` if no epoch was open, or if the open one handed out no
             batch (the next ``iter()`` begins it, NOTE [ An iterator that gave no batch uses up no epoch ]).
         """
-        if not self._open or self._unbegun():
-            return None
         previous = self._live() if self._live is not None else None
         self._live = None
         if previous is not None:
-            previous.close()
+            previous.close()  # one that handed out no batch too: as if dropped, and the next iter() begins its epoch
+        if not self._open or self._unbegun():
+            return None
         self._passing = False
         self._resume = self._loaded_left = self._loaded_done = False
         self._close_left_epoch()

@@ -1183,8 +1183,9 @@ def test_close_epoch_of_a_loop_left_early_warns_and_of_an_unbegun_pass_does_noth
     with pytest.warns(UserWarning, match=r"epoch 0 ends after 1 of its 8 batches"):
         entry = loader.close_epoch()
     assert entry["batches"] == 1 and entry["seen"] == 4 and loader.next_epoch == 1
-    iter(loader)  # epoch 1 begun, no batch handed out: nothing to close, the next iter() begins epoch 1 again
+    held = iter(loader)  # epoch 1 begun, no batch handed out: nothing to close, the next iter() begins epoch 1 again
     assert loader.close_epoch() is None
+    assert next(held, None) is None  # ended all the same
     assert len(list(loader)) == 8 and [h["epoch"] for h in loader.history] == [0, 1]
     # A loaded mid-epoch state not continued is closed as a loop left early; its state then starts the next epoch.
     loader.set_epoch(2)
