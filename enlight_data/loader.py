@@ -1222,6 +1222,9 @@ class EnlightLoader:
                 self._open and not self._under_way() and not self._pass_empty()),
             # The next epoch was chosen by set_epoch(), even if it is the one after the current: no continuing.
             "chosen": self._chosen,
+            # The empty pass that closes the open epoch (resumed after its last batch) was made and dropped: the
+            # next iter() closes the epoch and begins the next (see _goes_on), as it does in this process.
+            "spent": self._spent(),
             "excluded": self._excluded.clone(),
             "tracker": self._tracker.state_dict(),
             "table": self._table.state_dict(),
@@ -1229,6 +1232,11 @@ class EnlightLoader:
             "signature": {"source": self._source.signature(), "schedule": self.schedule.signature()},
             "source": self._position_state(),
         }
+
+    def _spent(self) -> bool:
+        """Whether the open epoch's resumed pass, with no batch left, was made and dropped (not to be made again)."""
+        return (self._open and not self._resume and not self._chosen and self._pass_start > 0 and self._pass_empty()
+                and not self._under_way() and self._position >= self._source.num_batches())
 
     def _position_state(self) -> dict[str, Any]:
         """What the source needs to resume the open epoch exactly (optional Source hook; ``{}`` if none)."""
@@ -1241,7 +1249,8 @@ class EnlightLoader:
         A state taken inside the loop after k batches of an epoch makes the next ``iter()``
         continue that epoch with batch k + 1 (the skipped samples are not loaded); after
         the epoch's last batch that pass yields nothing and closes the epoch, so a loop that
-        resumes the saved epoch stays in step. One taken after the loop was left early (a ``break``,
+        resumes the saved epoch stays in step (a state saved after that empty pass was made and dropped, as
+        Lightning's probe iterator is, begins the next epoch, as the process that saved it would). One taken after the loop was left early (a ``break``,
         an error) continues that epoch too, with a warning; call ``set_epoch(epoch + 1)`` if the loop
         had moved on. One taken after the loop ended makes it start the next epoch, and so does one taken after
         the loop was left having taken every batch (a ``break`` at its last step), with a warning: call
@@ -1267,6 +1276,9 @@ class EnlightLoader:
         chosen = state.get("chosen", False)  # a state without the key: from before it was saved
         if not isinstance(chosen, bool):
             raise ValueError(f"state['chosen'] should be a bool, got chosen={chosen!r}")
+        spent = state.get("spent", False)  # a state without the key: from before it was saved
+        if not isinstance(spent, bool):
+            raise ValueError(f"state['spent'] should be a bool, got spent={spent!r}")
         scratch = LossTable(self._table.size)
         scratch.load_state_dict(state["table"], prefix="state['table']")  # validates before anything changes
         tracker = PeriodTracker(self.schedule.period)
@@ -1333,9 +1345,14 @@ class EnlightLoader:
             # A left pass that had taken every batch (a loop that stops itself at its last step) finished the epoch:
             # the next iter() starts the next one, as it would have.
             finished = left and position >= self._source.num_batches()
-            self._resume = not chosen and self._next_epoch == self._epoch + 1 and not finished
+            # A state saved after the empty pass that closes the epoch was made and dropped (spent) goes on as that
+            # process would: the next iter() closes the epoch and begins the next.
+            spent = spent and not left and not chosen and position > 0 and position >= self._source.num_batches()
+            self._resume = not chosen and self._next_epoch == self._epoch + 1 and not finished and not spent
             self._loaded_left = left and self._resume
             self._loaded_done = finished and not chosen  # the loop stopped at its last step, or by chance there
+            if spent:
+                self._pass_start = position
 
     def _check_state(self, state: Any) -> tuple[int, int, int, bool, Tensor]:
         """Validate a state against this loader; returns (epoch, next_epoch, position, open, excluded)."""

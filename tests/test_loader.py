@@ -1262,6 +1262,26 @@ def test_a_resumed_pass_dropped_before_its_first_batch_goes_on_where_it_stood():
         resumed.load_state_dict(state)
         iter(resumed)
         assert len(resumed) == 8 and len(list(resumed)) == 8 and resumed.epoch == 1
+    # A state saved after that dropped pass says it was made: loaded, the next iter() begins the next epoch too,
+    # and set_epoch of the loaded epoch changes that in neither.
+    for choose in (False, True):
+        resumed, clone = make(), make()
+        resumed.load_state_dict(state)
+        iter(resumed)
+        again = resumed.state_dict()
+        assert again["spent"] and not state["spent"]
+        clone.load_state_dict(again)
+        assert clone.state_dict()["spent"] and clone.next_epoch == resumed.next_epoch == 1
+        passes = []
+        for loader in (resumed, clone):
+            if choose:
+                loader.set_epoch(0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")  # neither left early nor a loaded state's advice
+                passes.append([ids_of(x) for x, _ in loader])
+        assert passes[0] == passes[1] and len(passes[0]) == 8  # epoch 1 (no loss recorded: none removed)
+        assert [h["epoch"] for h in clone.history] == [h["epoch"] for h in resumed.history] == [0, 1]
+        assert torch.equal(clone.removed_indices(), resumed.removed_indices())
 
 
 def test_next_epoch_and_a_saved_state_after_a_dropped_iterator():
