@@ -254,6 +254,35 @@ def test_removed_samples_are_never_decoded(tmp_path, workers, persistent):
             assert upcoming == 6  # ceil(36 / 6), computed from the index and the removal count
 
 
+def test_close_epoch_closes_a_streamed_epoch_and_a_state_after_a_dropped_empty_pass_goes_on_alike(tmp_path):
+    index = write(tmp_path, n=24)
+
+    def make():
+        return ed.stream(index, ed.high_loss_removal(3, fraction=0.25), batch_size=4, num_workers=0, seed=1)
+
+    loader = make()
+    it = iter(loader)
+    for _ in range(len(loader)):  # every batch, never asking for one more (Lightning's loop)
+        x, _ = next(it)
+        loader.record(torch.tensor(ids_of(x), dtype=torch.float32))
+    state = loader.state_dict()
+    entry = loader.close_epoch()
+    assert entry["batches"] == 6 and entry["seen"] == 24 and entry["skipped"] == 0 and next(it, None) is None
+    # Resumed from the state at the last batch, the empty pass that closes the epoch made and dropped (a probe): a
+    # state saved then, loaded elsewhere, begins epoch 1 with the same removal as the process that saved it.
+    resumed = make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        resumed.load_state_dict(state)
+    iter(resumed)
+    clone = make()
+    clone.load_state_dict(resumed.state_dict())
+    passes = [[ids_of(x) for x, _ in run] for run in (resumed, clone)]
+    assert passes[0] == passes[1] and len(passes[0]) == 5  # 6 of 24 removed: the highest ids
+    assert not {i for b in passes[0] for i in b} & set(range(18, 24))
+    assert [h["epoch"] for h in clone.history] == [h["epoch"] for h in resumed.history] == [0, 1]
+
+
 # ---------------------------------------------------------------------------------------------- ranks, determinism
 
 
