@@ -711,9 +711,9 @@ class EnlightLoader:
         (PyTorch Lightning's, which stops at ``len()``) leaves the last epoch's entry open until the next
         ``iter()``: call this at the end of training (Lightning: in ``on_train_end``) for its accuracy and losses
         and the period decision. An iterator still held yields no more batches (also one that handed out none,
-        whose epoch the next ``iter()`` begins again). A pass left before the epoch's
-        last batch (or a loaded mid-epoch state not continued) is closed as a loop left early, with the same
-        warning. With several ranks, closing combines their tables: every rank calls it.
+        whose epoch the next ``iter()`` begins again). A pass left before the epoch's last batch (or a loaded
+        mid-epoch state not continued) is closed as a loop left early, with the same warning. With several ranks,
+        closing combines their tables: every rank calls it.
 
         Returns:
             The closed epoch's ``history`` entry; ``None`` if no epoch was open, or if the open one handed out no
@@ -1246,19 +1246,18 @@ class EnlightLoader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the next ``iter()`` continues where it was taken.
 
-        A state taken inside the loop after k batches of an epoch makes the next ``iter()``
-        continue that epoch with batch k + 1 (the skipped samples are not loaded); after
-        the epoch's last batch that pass yields nothing and closes the epoch, so a loop that
-        resumes the saved epoch stays in step (a state saved after that empty pass was made and dropped, as
-        Lightning's probe iterator is, begins the next epoch, as the process that saved it would). One taken after the loop was left early (a ``break``,
-        an error) continues that epoch too, with a warning; call ``set_epoch(epoch + 1)`` if the loop
-        had moved on. One taken after the loop ended makes it start the next epoch, and so does one taken after
-        the loop was left having taken every batch (a ``break`` at its last step), with a warning: call
-        ``set_epoch(epoch)`` first to resume that epoch (its pass is then empty). An iterator still open (a
-        roll-back from inside the loop) is ended, with a warning: it yields no more batches. Nothing is changed when
-        the state is rejected. (With a custom sampler
-        that has no ``generator``, whose order cannot be replayed without drawing it, a position
-        past the epoch's end is refused by the next ``iter()``, once the order is drawn.)
+        A state taken inside the loop after k batches of an epoch makes the next ``iter()`` continue that epoch with
+        batch k + 1 (the skipped samples are not loaded); after the epoch's last batch that pass yields nothing and
+        closes the epoch, so a loop that resumes the saved epoch stays in step (a state saved after that empty pass
+        was made and dropped, as Lightning's probe iterator is, begins the next epoch, as the process that saved it
+        would). One taken after the loop was left early (a ``break``, an error) continues that epoch too, with a
+        warning; call ``set_epoch(epoch + 1)`` if the loop had moved on. One taken after the loop ended makes it
+        start the next epoch, and so does one taken after the loop was left having taken every batch (a ``break`` at
+        its last step), with a warning: call ``set_epoch(epoch)`` first to resume that epoch (its pass is then
+        empty). An iterator still open (a roll-back from inside the loop) is ended, with a warning: it yields no
+        more batches. Nothing is changed when the state is rejected. (With a custom sampler that has no
+        ``generator``, whose order cannot be replayed without drawing it, a position past the epoch's end is refused
+        by the next ``iter()``, once the order is drawn.)
 
         Args:
             state: What :meth:`state_dict` returned (after ``torch.save``/``torch.load(weights_only=True)``).
