@@ -499,7 +499,6 @@ class EnlightLoader:
                         label_smoothing=max(p.label_smoothing for p in self.schedule.phases))
         return tracked
 
-    @torch.compiler.disable  # Python bookkeeping: one graph break under torch.compile rather than several inside
     def record(
         self,
         per_sample_loss: Tensor,

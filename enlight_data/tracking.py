@@ -78,8 +78,13 @@ def check_criterion(criterion: Callable[..., Any], *, soft_targets: bool, label_
     """
     base = getattr(criterion, "_orig_mod", criterion)  # a torch.compile'd module
     fn = criterion.func if isinstance(criterion, functools.partial) else criterion
+    fn = getattr(fn, "_torchdynamo_orig_callable", fn)  # a torch.compile'd function (a copy: known by its name)
     name = type(base).__name__ if isinstance(base, nn.Module) else getattr(fn, "__name__", repr(fn))
-    if soft_targets and (type(base) in _INDEX_ONLY or fn in _INDEX_ONLY_FNS):
+    # A subclass that keeps the class-index loss's own forward takes class indices only too.
+    index_only = any(isinstance(base, c) and type(base).forward is c.forward for c in _INDEX_ONLY) or any(
+        (getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)) == (f.__module__, f.__qualname__)
+        for f in _INDEX_ONLY_FNS)
+    if soft_targets and index_only:
         raise TypeError(
             f"criterion should take soft target rows (B, num_classes), since the schedule mixes or smooths labels, "
             f"got criterion={name}, which takes class indices only; use nn.CrossEntropyLoss on the logits (it takes "

@@ -1,5 +1,7 @@
 import importlib
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -69,3 +71,12 @@ def test_the_oldest_versions_file_pins_each_lower_bound_of_pyproject():
     assert floors and set(floors) == set(pins), (sorted(floors), sorted(pins))
     for name, floor in floors.items():
         assert pins[name] == floor, f"{name}: pyproject's floor is {floor}, .ci/oldest.txt pins {pins[name]}"
+
+
+def test_importing_the_package_loads_neither_dynamo_nor_the_optional_libraries():
+    # torch._dynamo costs about 1.5 s to import, and spawned DataLoader workers import the package again each epoch.
+    code = ("import sys, torch; before = set(sys.modules); import enlight_data; "
+            "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in "
+            "('kornia', 'webdataset', 'timm', 'matplotlib') or m.startswith('torch._dynamo')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -483,8 +483,18 @@ def test_the_epochs_mean_loss_counts_mixed_samples_that_the_table_leaves_out():
     assert table.isnan().sum().item() == 16 - entry["recorded"]
 
 
+class _WeightedNLL(nn.NLLLoss):  # keeps NLLLoss's forward: class indices only
+    pass
+
+
+class _SoftNLL(nn.NLLLoss):  # its own forward takes soft rows
+    def forward(self, input, target):
+        return -(target * input).sum(1)
+
+
 @pytest.mark.parametrize("criterion", [nn.NLLLoss(), functools.partial(F.nll_loss), F.nll_loss, nn.MultiMarginLoss(),
-                                       nn.MultiLabelMarginLoss()], ids=lambda c: getattr(c, "__name__", repr(c)))
+                                       nn.MultiLabelMarginLoss(), _WeightedNLL(), torch.compile(F.nll_loss),
+                                       torch.compile(nn.NLLLoss())], ids=lambda c: getattr(c, "__name__", repr(c)))
 def test_track_refuses_a_loss_of_class_indices_when_targets_are_soft_rows(criterion):
     data = DataLoader(TensorDataset(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)), batch_size=4)
     mixing = ed.enlighten(data, ed.mixup_pause(1, alpha=0.4), num_classes=3)
@@ -494,6 +504,11 @@ def test_track_refuses_a_loss_of_class_indices_when_targets_are_soft_rows(criter
         mixing.track(criterion)
     removal = ed.enlighten(data, ed.high_loss_removal(2, fraction=0.25))  # targets stay class indices: accepted
     assert isinstance(removal.track(criterion), TrackedLoss)
+
+
+def test_track_takes_a_subclass_of_a_class_index_loss_whose_forward_takes_soft_rows():
+    data = DataLoader(TensorDataset(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)), batch_size=4)
+    assert isinstance(ed.enlighten(data, ed.mixup_pause(1, alpha=0.4), num_classes=3).track(_SoftNLL()), TrackedLoss)
 
 
 def test_track_warns_when_the_criterion_smooths_labels_the_schedule_smooths_too():
@@ -525,19 +540,12 @@ def test_a_tracked_loss_called_twice_in_a_step_records_the_first_call_and_says_s
         criterion(torch.zeros(8, 2), y)  # a validation pass after the loop
 
 
-def test_a_compiled_step_records_what_an_eager_one_does_and_records_uncompiled():
+def test_a_compiled_step_records_what_an_eager_one_does():
     data = TensorDataset(torch.randn(48, 8, generator=torch.Generator().manual_seed(0)), torch.arange(48) % 4)
 
     def run(compiled):
         torch.compiler.reset()
         loader = ed.enlighten(DataLoader(data, batch_size=16), ed.high_loss_removal(2, fraction=0.25))
-        staged, stage = [], loader._table._stage_batch
-
-        def spy(*args):  # record()'s last step: traced by dynamo, it would run as compiling (and be replayed)
-            staged.append(torch.compiler.is_compiling())
-            return stage(*args)
-
-        loader._table._stage_batch = spy
         with torch.random.fork_rng():
             torch.manual_seed(0)
             model = nn.Linear(8, 4)
@@ -550,8 +558,8 @@ def test_a_compiled_step_records_what_an_eager_one_does_and_records_uncompiled()
         for _ in range(3):
             for x, y in loader:
                 fn(x, y).backward()
-        return loader.losses(), [h["removed"] for h in loader.history], staged
+        return loader.losses(), [(h["removed"], h["recorded"], h["accuracy"]) for h in loader.history]
 
     eager, compiled = run(False), run(True)
-    assert torch.allclose(eager[0], compiled[0]) and eager[1] == compiled[1] == [0, 12, 0]
-    assert compiled[2] == [False] * 9  # one record per step, each run eagerly (one graph break per call)
+    assert torch.allclose(eager[0], compiled[0]) and eager[1] == compiled[1]
+    assert [removed for removed, _, _ in eager[1]] == [0, 12, 0]
