@@ -707,13 +707,13 @@ class EnlightLoader:
         """Close the epoch in progress now, as the next ``iter()`` would, and return its ``history`` entry.
 
         An epoch closes when its iterator is exhausted, so a loop that never asks for the batch after the last
-        (PyTorch Lightning's, which stops at ``len()``) leaves the epoch open until the next ``iter()``: call
-        this after its last batch (Lightning: in ``on_train_batch_end`` at the epoch's last batch, as the README's
-        recipe does) for its accuracy and losses and the period decision. With several ranks, only a closed
-        epoch's state is the same on every rank, so an end-of-epoch checkpoint written by rank 0 loads on all. An iterator still held yields no more batches (also one that handed out none,
-        whose epoch the next ``iter()`` begins again). A pass left before the epoch's last batch (or a loaded
-        mid-epoch state not continued) is closed as a loop left early, with the same warning. With several ranks,
-        closing combines their tables: every rank calls it.
+        (PyTorch Lightning's, which stops at ``len()``) leaves the epoch open until the next ``iter()``: call this
+        after its last batch (Lightning: in ``on_train_batch_end`` at the epoch's last batch, as the README's recipe
+        does) for its accuracy and losses and the period decision. With several ranks, only a closed epoch's state
+        is the same on every rank, so an end-of-epoch checkpoint written by rank 0 loads on all. An iterator still
+        held yields no more batches (also one that handed out none, whose epoch the next ``iter()`` begins again). A
+        pass left before the epoch's last batch (or a loaded mid-epoch state not continued) is closed as a loop left
+        early, with the same warning. With several ranks, closing combines their tables: every rank calls it.
 
         Returns:
             The closed epoch's ``history`` entry; ``None`` if no epoch was open, or if the open one handed out no
