@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 __all__ = [
-    "channels_last_hint", "check_bool", "check_choice", "check_device", "check_int", "check_no_grad", "check_range",
-    "check_real", "check_seed",
+    "channels_last_hint", "check_augment", "check_bool", "check_choice", "check_device", "check_int", "check_no_grad",
+    "check_range", "check_real", "check_seed",
 ]
 
 
@@ -27,6 +27,18 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...], *, other: str 
     if value not in choices:
         raise ValueError(f"{name} should be one of {choices}{other}, got {name}={value!r}")
     return value
+
+
+def check_augment(name: str, value: Any) -> None:
+    """Check that ``value`` is None or a callable augmentation object (not its class, as ``K.RandomHorizontalFlip``
+    without parentheses would be: called on a batch, it makes a module instead of augmenting)."""
+    if value is None:
+        return
+    if isinstance(value, type):
+        raise TypeError(f"{name} should be an augmentation (an instance) or None, got the class {value.__name__}: "
+                        f"pass {value.__name__}(...)")
+    if not callable(value):
+        raise TypeError(f"{name} should be callable or None, got {name}={value!r}")
 
 
 def check_device(name: str, value: Any) -> torch.device:

@@ -300,7 +300,7 @@ class GpuAugment:
         jitter_prob: Probability that a sample is colour-jittered.
         mean: Per-channel mean in ``[0, 1]`` units (e.g. ImageNet's), or None for no normalisation: a sequence of
             numbers or a 1-D tensor or numpy array.
-        std: Per-channel standard deviation, given together with ``mean``.
+        std: Per-channel standard deviation in ``(0, 1]`` (``[0, 1]`` units), given together with ``mean``.
         out_dtype: Floating point dtype of the output (computed in float32, float64 for float64 input, also
             under ``torch.autocast``).
         channels_last: Return the output in ``torch.channels_last`` memory format.
@@ -329,8 +329,8 @@ class GpuAugment:
             ``scale`` and ``ratio``, real numbers for the rest, a ``torch.dtype`` for ``out_dtype``, a bool for
             ``channels_last``).
         ValueError: If a setting is out of range (a non-positive ``size``, a probability outside ``[0, 1]``, a
-            negative jitter, ``hue`` above 0.5, ``mean`` without ``std`` or of another length, a non-positive
-            ``std``, a non-float ``out_dtype``).
+            negative jitter, ``hue`` above 0.5, ``mean`` without ``std`` or of another length, a ``mean`` outside
+            ``[0, 1]`` or a ``std`` outside ``(0, 1]`` (statistics on the 0-255 scale), a non-float ``out_dtype``).
 
     Example:
         >>> aug = GpuAugment(224, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
@@ -390,6 +390,14 @@ class GpuAugment:
                 )
             if min(self.std) <= 0:
                 raise ValueError(f"std should be positive, got std={self.std}")
+            # In [0, 1] units, as the pixels the colour stage normalises: ImageNet's statistics on the 0-255 scale
+            # (123.675, ...; 58.395, ...) would crush every image into a sliver below -1.7.
+            if not all(0.0 <= m <= 1.0 for m in self.mean) or max(self.std) > 1.0:
+                raise ValueError(
+                    f"mean and std should be in [0, 1] units (mean in [0, 1], std in (0, 1]), as the images are "
+                    f"scaled to [0, 1] before normalising, got mean={self.mean}, std={self.std}; divide 0-255 "
+                    f"statistics by 255"
+                )
         if not isinstance(out_dtype, torch.dtype):
             raise TypeError(f"out_dtype should be a torch.dtype, got out_dtype={out_dtype!r}")
         if not out_dtype.is_floating_point:
@@ -678,8 +686,10 @@ class GpuAugment:
             if value.device.type != device.type:
                 raise ValueError(f"{name} should be on {device}, got {name}.device={value.device}")
             # Checked where it is free: on a GPU the check would wait for the device (a host sync per batch).
-            if value.device.type == "cpu" and value.numel() and float(value.min()) <= 0:
-                raise ValueError(f"{name} should be positive, got {name}={value.tolist()}")
+            if value.device.type == "cpu" and value.numel() and not (
+                bool((value > 0).all()) and bool((value == value.floor()).all())  # NaN fails both
+            ):
+                raise ValueError(f"{name} should hold positive whole numbers (pixels), got {name}={value.tolist()}")
             return value.to(torch.float32)
         if isinstance(value, bool) or not isinstance(value, Integral):
             raise TypeError(f"{name} should be an int or a ({n},) tensor, got {name}={value!r}")
@@ -1190,6 +1200,26 @@ def _check_channels_first(x: Tensor, name: str = "x") -> None:
         )
 
 
+def _check_augmentable(augment: Any, x: Any) -> None:
+    """The layout checks :func:`apply_augment` makes of a batch for a GpuAugment or a Kornia augmentation, without
+    augmenting: the loader makes them at its first batch for every phase's augmentation, so a batch that a later
+    phase could not augment fails at once, not when that phase begins (maybe epochs later).
+
+    Raises:
+        TypeError: If a Kornia augmentation is given something other than a tensor (a list of images).
+        ValueError: If the batch (or a list's first image) looks channels-last.
+    """
+    if isinstance(augment, GpuAugment):
+        if isinstance(x, Tensor):
+            _check_channels_first(x)
+        elif isinstance(x, list) and x and isinstance(x[0], Tensor) and x[0].ndim == 3:
+            _check_channels_first(x[0], "x[0]")
+    elif _is_kornia_augmentation(augment):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"a Kornia augmentation needs a (B, C, H, W) tensor, got x={type(x).__name__}")
+        _check_channels_first(x)
+
+
 def _first_tensor(x: Any) -> Tensor | None:
     """The batch's tensor, or the first of a list, tuple or dict batch (whose device's RNG is seeded)."""
     if isinstance(x, Tensor):
@@ -1240,9 +1270,7 @@ def apply_augment(
             f"{type(augment).__name__}"
         )
     if _is_kornia_augmentation(augment):
-        if not isinstance(x, Tensor):
-            raise TypeError(f"a Kornia augmentation needs a (B, C, H, W) tensor, got x={type(x).__name__}")
-        _check_channels_first(x)
+        _check_augmentable(augment, x)
         if x.dtype == torch.uint8:
             x = x.to(torch.float32).div_(255.0)
     first = _first_tensor(x)
@@ -1254,4 +1282,24 @@ def apply_augment(
         if cuda:
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(seed)
-        return augment(x)
+        out = augment(x)
+    _check_augmented(augment, x, out)
+    return out
+
+
+def _check_augmented(augment: Callable[..., Any], x: Any, out: Any) -> None:
+    """An augmentation of an image batch (a tensor, or a list of images) gives one tensor of the batch's size: a
+    callable that forgot its ``return``, or dropped samples, would misalign the batch with its targets."""
+    if isinstance(x, Tensor) and x.dim():
+        n = x.shape[0]
+    elif isinstance(x, list) and x and all(isinstance(t, Tensor) for t in x):
+        n = len(x)
+    else:
+        return  # a batch of other things: whatever the callable makes of it
+    name = getattr(augment, "__name__", type(augment).__name__)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"augment should return the augmented batch as a Tensor, got {type(out).__name__} from "
+                        f"augment {name}")
+    if out.dim() == 0 or out.shape[0] != n:
+        raise ValueError(f"augment should keep the batch size {n} as its output's first dimension, got an output of "
+                         f"shape {tuple(out.shape)} from augment {name}")

@@ -8,6 +8,7 @@ batch augmentation and mixing. It keeps the one epoch counter of the run.
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import warnings
 import weakref
@@ -21,7 +22,9 @@ from torch.utils.data import DataLoader
 from ._rng import Stream, derive_seed
 from ._inference import normal_tensors
 from ._stack import caller_stacklevel
-from ._validate import channels_last_hint, check_bool, check_device, check_int, check_real, check_seed
+from ._validate import (
+    channels_last_hint, check_augment, check_bool, check_device, check_int, check_real, check_seed,
+)
 from .context import MAX_EPOCH, SharedClock
 from .distributed import check_sharding_still_holds, made_before_process_group, resolve_rank, table_reducer
 from .feedback import LossTable
@@ -101,6 +104,20 @@ def _apply_augment(augment: Callable[..., Tensor], x: Tensor, *, generator: torc
     from .augment import apply_augment
 
     return apply_augment(augment, x, generator=generator, strength=strength)
+
+
+def _augment_name(augment: Any) -> str | None:
+    """What ``history`` calls an augmentation: a function's name, else its class's."""
+    if augment is None:
+        return None
+    name = getattr(augment, "__name__", None) if inspect.isfunction(augment) or inspect.ismethod(augment) else None
+    return name if isinstance(name, str) else type(augment).__name__
+
+
+def _check_augmentable(augment: Callable[..., Tensor], x: Any) -> None:
+    from .augment import _check_augmentable as check
+
+    check(augment, x)
 
 
 class SamplerView:
@@ -272,6 +289,10 @@ class EnlightLoader:
         self._warned_nonfinite = -1
         self._mixes = any(p.mixes for p in schedule.phases)
         self._augments_every_epoch = augment is not None or all(p.augment is not None for p in schedule.phases)
+        # Every phase's augmentation checks the layout of the first batch (channels-first; a tensor for Kornia), so a
+        # batch a later phase cannot augment fails at once, not when that phase begins.
+        used = (p.augment if p.augment is not None else augment for p in schedule.phases)
+        self._unchecked_augments = [a for a in {id(a): a for a in used}.values() if a is not None]
         # Some phase cuts and pastes boxes, and nothing reshapes the input before: it must be (B, C, H, W) from the
         # first batch (not only from the first batch of that phase, maybe epochs later).
         self._cuts_raw_input = augment is None and any(
@@ -890,7 +911,10 @@ class EnlightLoader:
                 "cutmix_alpha": phase.cutmix_alpha,
                 "drop_high_loss": phase.drop_high_loss,
                 "label_smoothing": phase.label_smoothing,
-                "augment": None if augment is None else type(augment).__name__,
+                "augment": _augment_name(augment),
+                # Which augmentation ran: the phase's own or enlighten()'s (two of one class stay told apart).
+                "augment_from": None if augment is None else (
+                    ("during", "after")[phase_index] if phase.augment is not None else "enlighten"),
                 "augment_strength": phase.augment_strength,
                 "removed": int(self._excluded.numel()),
                 "seen": None,
@@ -1026,6 +1050,10 @@ class EnlightLoader:
                             f"targets should be in [0, {self.num_classes}) (num_classes={self.num_classes}), "
                             f"got values in [{lo}, {hi}] at dataset indices {bad}{hint}"
                         )
+            if self._unchecked_augments:
+                for augment in self._unchecked_augments:
+                    _check_augmentable(augment, x)
+                self._unchecked_augments = []
             if self.schedule.soft_targets:
                 self._check_mixable(indices, batch)
             if self._scale_split is not None:  # after the errors: a batch that cannot be used says so first
@@ -1452,8 +1480,7 @@ def check_arguments(schedule: Any, *, num_classes: Any, seed: Any, augment: Any)
         raise TypeError(f"schedule should be an enlight_data.Schedule, got schedule of type {type(schedule).__name__}")
     check_int("num_classes", num_classes, minimum=1, allow_none=True)
     check_seed("seed", seed)
-    if augment is not None and not callable(augment):
-        raise TypeError(f"augment should be callable or None, got augment={augment!r}")
+    check_augment("augment", augment)
     from .augment import GpuAugment
 
     for name, phase in zip(("during", "after"), schedule.phases):

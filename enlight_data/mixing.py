@@ -257,6 +257,7 @@ class _Drawn(NamedTuple):
     params: MixParams
     mixed: Tensor
     soft: Tensor | None
+    exact: bool = False  # whether a sample can be unmixed: the blends copy it (NOTE [ Exact unmixed samples ])
 
 
 def _draw(
@@ -292,7 +293,8 @@ def _draw(
         if made is not None:
             lam, second, mixed, soft = made
             weight, box = (None, second) if use_cut else (second.view(-1, 1, 1, 1), None)
-            return _Drawn(MixParams(lam=lam, weight=weight, box=box, shift=shift, size=size), mixed, soft)
+            params = MixParams(lam=lam, weight=weight, box=box, shift=shift, size=size)
+            return _Drawn(params, mixed, soft, exact=coin is not None)
     share = _share(draw)  # the partner's share, 1 - λ
     applied = None if coin is None else coin < phase.mix_prob
     weight = box = None
@@ -308,7 +310,7 @@ def _draw(
         weight = None if weight is None else weight.expand(batch_size, 1, 1, 1)
         box = None if box is None else box.expand(batch_size, 4)
     params = MixParams(lam=lam.contiguous(), weight=weight, box=box, shift=shift, size=size)
-    return _Drawn(params, params.mixed, None)
+    return _Drawn(params, params.mixed, None, exact=applied is not None)
 
 
 def _draw_both(phase: Phase, batch_size: int, height: int, width: int, *, generator: torch.Generator,
@@ -329,7 +331,7 @@ def _draw_both(phase: Phase, batch_size: int, height: int, width: int, *, genera
         lam = lam.expand(batch_size)
         weight = weight.expand(batch_size, *weight.shape[1:])
     params = MixParams(lam=lam.contiguous(), weight=weight, box=None, shift=batch_size // 2, size=(height, width))
-    return _Drawn(params, params.mixed, None)
+    return _Drawn(params, params.mixed, None, exact=True)  # a CutMix weight is 0 outside the box
 
 
 def draw_mix(
@@ -407,11 +409,13 @@ def _blend(
     weight: Tensor | None = None,
     box: Tensor | None = None,
     complement: bool = False,
+    exact: bool = False,
     out: Tensor | None = None,
 ) -> Tensor:
     """``out[i] = x[i]`` blended with ``x[(i + shift) % B]``, without a rolled copy of ``x``.
 
-    With ``weight``: ``lerp(x[i], partner, weight[i])`` (``1 - weight[i]`` if ``complement``); with ``box``
+    With ``weight``: ``lerp(x[i], partner, weight[i])`` (``1 - weight[i]`` if ``complement``); ``exact``: where the
+    partner's weight is exactly 0, ``x[i]`` itself (NOTE [ Exact unmixed samples ]). With ``box``
     (``(B, 4)``, ``(B, C, H, W)`` input): the partner's pixels inside ``box[i]``, ``x[i]``'s outside. Integer input
     is read as float32. Writes into ``out`` when given (already checked by :func:`_check_out`), else into a new tensor.
     A box blend on CUDA is one fused kernel (``_mix_kernel.blend``); the rest is two ``lerp`` or ``where`` calls on
@@ -428,7 +432,7 @@ def _blend(
     # blends (Mixup's input) are lerp calls. With class indices on CUDA nothing is blended here at all: one kernel
     # makes the parameters, the mixed input and the mixed soft targets (NOTE [ One launch per mix ], in _mix); this
     # is for the other calls (apply_mix, soft-row targets, and where that kernel does not run).
-    if box is not None and _fused("blend", x.device):
+    if (box is not None or exact) and _fused("blend", x.device):  # exact: one launch against lerp and where calls
         if _fused_kernels.run("blend", x, out, shift=shift, weight=weight, box=box, complement=complement) is not None:
             return out
     if not x.is_floating_point():
@@ -451,6 +455,14 @@ def _blend(
         else:
             torch.lerp(x[:k], x[shift:], w[:k], out=out[:k])
             torch.lerp(x[k:], x[:shift], w[k:], out=out[k:])
+        if exact:
+            # NOTE [ Exact unmixed samples ]
+            # A sample left unmixed (its coin said no, or a pixel outside a device-chosen CutMix box) has a partner
+            # weight of 0, and lerp gives x + 0 * (partner - x): NaN where the partner holds a NaN or an inf. A
+            # corrupt partner would make a clean, unmixed sample's input (and so its loss, which the table keeps)
+            # non-finite. So such samples are copied: the kernels choose in registers (and do not read the partner
+            # they do not need), the PyTorch ops with a where call, made where the draw says a weight can be 0.
+            torch.where(w == (1.0 if complement else 0.0), x, out, out=out)
     return out
 
 
@@ -492,7 +504,15 @@ def _check_out(out: Tensor, x: Tensor) -> None:
         raise ValueError("out should not share memory with the input x, got out sharing x's storage")
 
 
-def _mix_input(x: Tensor, params: MixParams, *, out: Tensor | None) -> Tensor:
+def _may_be_unmixed(params: MixParams) -> bool:
+    """Whether a blend of ``params`` needs the copies of unmixed samples (NOTE [ Exact unmixed samples ]): a weight
+    per pixel (a device-side CutMix), or a sample with λ = 1; assumed on a GPU, where a look would synchronise."""
+    if params.weight is not None and params.weight.shape[-2:] != (1, 1):
+        return True
+    return not params.lam.is_cpu or bool((params.lam == 1.0).any())
+
+
+def _mix_input(x: Tensor, params: MixParams, *, out: Tensor | None, exact: bool) -> Tensor:
     """The input half of :func:`apply_mix`, its arguments checked before anything is written."""
     _check_input(x)
     if out is not None:
@@ -505,7 +525,7 @@ def _mix_input(x: Tensor, params: MixParams, *, out: Tensor | None) -> Tensor:
             f"CutMix needs (B, C, H, W) input matching the drawn boxes' (H, W) = {params.size}, got input of shape "
             f"{tuple(x.shape)}"
         )
-    return _blend(x, params.shift, weight=weight, box=box, out=out)
+    return _blend(x, params.shift, weight=weight, box=box, exact=exact, out=out)
 
 
 def apply_mix(
@@ -515,6 +535,7 @@ def apply_mix(
 
     Integer inputs are converted to float32 on the same scale before mixing.
     For non-image inputs (fewer than 4 dims) only Mixup weights apply.
+    A sample left unmixed (λ = 1) comes out as it went in, even where its partner holds a NaN or an inf.
 
     Args:
         x: ``(B, ...)`` input.
@@ -544,12 +565,21 @@ def apply_mix(
         raise ValueError(f"soft_targets should be (B, num_classes) rows, got soft_targets of shape "
                          f"{tuple(soft_targets.shape)}")
     check_no_grad("soft_targets", soft_targets, "mixing")
-    mixed_x = _mix_input(x, params, out=out)
-    weight = params.weight
-    if weight is not None and weight.shape[1:].numel() == 1:
-        mixed_y = _blend(soft_targets, params.shift, weight=weight)  # Mixup: the input's weight is the label's, 1 - λ
+    return _apply(x, soft_targets, params, out=out, exact=_may_be_unmixed(params))
+
+
+def _apply(
+    x: Tensor, soft_targets: Tensor, params: MixParams, *, out: Tensor | None, exact: bool, finite_rows: bool = False
+) -> tuple[Tensor, Tensor]:
+    """:func:`apply_mix` after its checks; ``exact``: whether a sample can be unmixed (:func:`_blend`);
+    ``finite_rows``: the soft targets are known finite (made from integers, or rows :func:`to_soft_targets` checked on
+    the CPU), their blend plain."""
+    mixed_x = _mix_input(x, params, out=out, exact=exact)
+    weight, exact = params.weight, exact and not finite_rows
+    if weight is not None and weight.shape[1:].numel() == 1:  # Mixup: the input's weight is the label's, 1 - λ
+        mixed_y = _blend(soft_targets, params.shift, weight=weight, exact=exact)
     else:
-        mixed_y = _blend(soft_targets, params.shift, weight=params.lam, complement=True)
+        mixed_y = _blend(soft_targets, params.shift, weight=params.lam, complement=True, exact=exact)
     return mixed_x, mixed_y
 
 
@@ -746,10 +776,11 @@ def _mix(
     drawn = _draw(phase, b, h, w, generator=generator, device=x.device, host_generator=host_generator,
                   target=target if fused else None, num_classes=num_classes, raw=raw)
     if drawn is not None and drawn.soft is not None:
-        return _mix_input(x, drawn.params, out=out), drawn.soft, drawn.mixed
+        return _mix_input(x, drawn.params, out=out, exact=drawn.exact), drawn.soft, drawn.mixed
     if soft is None:
         soft = to_soft_targets(target, num_classes, label_smoothing=phase.label_smoothing)
     if drawn is None:
         return x, soft, None
-    mixed_x, mixed_y = apply_mix(x, soft, drawn.params, out=out)
+    finite = target.device.type == "cpu" or not target.is_floating_point()  # checked, or made from integers
+    mixed_x, mixed_y = _apply(x, soft, drawn.params, out=out, exact=drawn.exact, finite_rows=finite)
     return mixed_x, mixed_y, drawn.mixed

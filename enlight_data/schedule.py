@@ -18,7 +18,7 @@ from typing import Any, Callable, Literal, cast
 import numpy as np
 
 from ._stack import caller_stacklevel
-from ._validate import check_int, check_range, check_real
+from ._validate import check_augment, check_int, check_range, check_real
 
 __all__ = [
     "Period",
@@ -182,8 +182,7 @@ class Phase:
         if self.mode not in ("elem", "batch"):
             raise ValueError(f"mode should be 'elem' or 'batch', got mode={self.mode!r}")
         _set(self, "mode", str(self.mode))
-        if self.augment is not None and not callable(self.augment):
-            raise TypeError(f"augment should be callable or None, got augment={self.augment!r}")
+        check_augment("augment", self.augment)
 
     @property
     def mixes(self) -> bool:

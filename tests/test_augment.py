@@ -469,6 +469,10 @@ def test_list_with_mixed_channels_raises():
         (dict(mean=MEAN, std=(0.2, 0.2)), ValueError, r"same length, got len\(mean\)=3, len\(std\)=2"),
         (dict(mean=MEAN, std=(0.2, 0.0, 0.2)), ValueError, r"std should be positive, got std=\(0.2, 0.0, 0.2\)"),
         (dict(mean="abc", std=STD), TypeError, r"mean should be None or a non-empty sequence of real numbers"),
+        (dict(mean=(123.675, 116.28, 103.53), std=(58.395, 57.12, 57.375)), ValueError,  # ImageNet's, 0-255 scale
+         r"mean and std should be in \[0, 1\] units .* got mean=\(123.675, 116.28, 103.53\), std=\(58.395, "),
+        (dict(mean=MEAN, std=(2.0, 2.0, 2.0)), ValueError, r"mean and std should be in \[0, 1\] units"),
+        (dict(mean=(-0.1, 0.5, 0.5), std=STD), ValueError, r"mean and std should be in \[0, 1\] units"),
         (dict(out_dtype=torch.uint8), ValueError, r"floating point dtype, got out_dtype=torch.uint8"),
         (dict(out_dtype="float32"), TypeError, r"out_dtype should be a torch.dtype, got out_dtype='float32'"),
         (dict(channels_last=1), TypeError, r"channels_last should be a bool, got channels_last=1"),
@@ -519,8 +523,9 @@ def test_bad_inputs_raise():
         aug.draw(2, 8, 8, generator=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"heights should have shape \(2,\), got heights.shape=\(3,\)"):
         aug.draw(2, torch.ones(3), 8, generator=gen())
-    with pytest.raises(ValueError, match=r"widths should be positive, got widths=\[8.0, 0.0\]"):
-        aug.draw(2, 8, torch.tensor([8.0, 0.0]), generator=gen())
+    for bad in ([8.0, 0.0], [8.0, math.nan], [8.0, 2.5]):
+        with pytest.raises(ValueError, match=r"widths should hold positive whole numbers \(pixels\), got widths="):
+            aug.draw(2, 8, torch.tensor(bad), generator=gen())
     with pytest.raises(ValueError, match=r"H, W > 0, got x.shape=\(2, 3, 0, 8\)"):
         aug(torch.zeros(2, 3, 0, 8), generator=gen())
     empty = [images(1, h=8, w=8)[0], torch.zeros(3, 5, 0, dtype=torch.uint8)]
@@ -642,6 +647,32 @@ def test_apply_augment_calls_other_callables_with_x_only():
     with pytest.raises(ValueError, match="strength scales a GpuAugment only, got strength=0.5 with augment of type"):
         apply_augment(lambda x: seen.append(x) or x, torch.zeros(2, 3), generator=gen(), strength=0.5)
     assert len(seen) == 1
+
+
+def test_apply_augment_checks_what_a_callable_gives_back():
+    # A callable that forgot its return, or dropped samples, would misalign the batch with its targets.
+    with pytest.raises(TypeError, match=r"augment should return the augmented batch as a Tensor, got NoneType from "
+                                        r"augment <lambda>"):
+        apply_augment(lambda x: None, images(4), generator=gen())
+    with pytest.raises(ValueError, match=r"augment should keep the batch size 4 as its output's first dimension, got "
+                                         r"an output of shape \(2, 3, 32, 40\) from augment <lambda>"):
+        apply_augment(lambda x: x[:2], images(4), generator=gen())
+    with pytest.raises(ValueError, match=r"batch size 2 .* got an output of shape \(\)"):
+        apply_augment(lambda x: torch.tensor(1.0), [images(1)[0], images(1)[0]], generator=gen())
+    assert apply_augment(lambda x: x["a"], {"a": torch.zeros(3)}, generator=gen()).shape == (3,)  # not an image batch
+
+
+def test_an_augmentation_class_is_refused_for_an_instance():
+    import kornia.augmentation as K
+
+    import enlight_data as ed
+
+    match = r"augment should be an augmentation \(an instance\) or None, got the class RandomHorizontalFlip: pass " \
+            r"RandomHorizontalFlip\(...\)"
+    with pytest.raises(TypeError, match=match):
+        ed.enlighten(_uint8_loader(), ed.mixup_pause(1, alpha=0.2), num_classes=4, augment=K.RandomHorizontalFlip)
+    with pytest.raises(TypeError, match=match):
+        ed.Phase(augment=K.RandomHorizontalFlip)
 
 
 def test_apply_augment_rejects_non_callables_and_bad_generators():
@@ -815,7 +846,9 @@ def test_phase_strength_and_augment_swap_go_through_the_loader():
                            augment=aug)
     (first,), (second,) = ([x for x, _ in swapped] for _ in range(2))
     assert torch.equal(first, torch.zeros(16, 3, 16, 16)) and second.abs().sum() > 0
-    assert [h["augment"] for h in swapped.history] == ["function", "GpuAugment"]
+    assert [h["augment"] for h in swapped.history] == ["<lambda>", "GpuAugment"]
+    assert [h["augment_from"] for h in swapped.history] == ["during", "enlighten"]
+    assert [h["augment_from"] for h in loader.history] == ["enlighten"] * 2
 
 
 def test_a_list_of_images_needs_an_augmentation_in_every_phase_from_the_first_batch():
@@ -839,6 +872,33 @@ def test_a_list_of_images_needs_an_augmentation_in_every_phase_from_the_first_ba
     both = make(during=ed.Phase(mixup_alpha=0.8, augment=GpuAugment(8)),
                 after=ed.Phase(mixup_alpha=0.8, augment=GpuAugment(8, flip=0.0)))
     assert [tuple(x.shape) for _ in range(2) for x, _ in both] == [(4, 3, 8, 8)] * 4
+
+
+def test_a_later_phases_augmentation_checks_the_first_batchs_layout():
+    # The period trains without it; a batch it cannot take must fail at the first batch, not when the period ends.
+    import kornia.augmentation as K
+    from torch.utils.data import DataLoader
+
+    import enlight_data as ed
+
+    hwc = [(torch.randint(0, 256, (10, 12, 3), dtype=torch.uint8, generator=gen(i)), i % 3) for i in range(8)]
+    channels_last = r"x should be channels-first, \(B, C, H, W\) or \(C, H, W\), got x.shape=\(4, 10, 12, 3\)"
+    for during, after, augment in [(ed.Phase(), ed.Phase(augment=GpuAugment(8)), None),
+                                   (ed.Phase(augment=lambda x: x), ed.Phase(), GpuAugment(8)),
+                                   (ed.Phase(), ed.Phase(augment=K.RandomHorizontalFlip()), None)]:
+        loader = ed.enlighten(DataLoader(hwc, batch_size=4), ed.Schedule(2, during=during, after=after), augment=augment)
+        with pytest.raises(ValueError, match=channels_last):
+            next(iter(loader))
+    images = [(torch.randint(0, 256, (3, 10 + i, 12), dtype=torch.uint8, generator=gen(i)), i % 3) for i in range(8)]
+    as_list = lambda items: ([x for x, _ in items], torch.tensor([y for _, y in items]))  # noqa: E731
+    kornia_later = ed.enlighten(DataLoader(images, batch_size=4, collate_fn=as_list),
+                                ed.Schedule(1, after=ed.Phase(augment=K.RandomResizedCrop((8, 8)))),
+                                augment=GpuAugment(8))
+    with pytest.raises(TypeError, match=r"a Kornia augmentation needs a \(B, C, H, W\) tensor, got x=list"):
+        next(iter(kornia_later))
+    fine = ed.enlighten(DataLoader(images, batch_size=4, collate_fn=as_list),
+                        ed.Schedule(1, after=ed.Phase(augment=GpuAugment(8, flip=0.0))), augment=GpuAugment(8))
+    assert [tuple(x.shape) for _ in range(2) for x, _ in fine] == [(4, 3, 8, 8)] * 4
 
 
 def test_a_phase_scale_change_of_uint8_input_is_warned_at_the_first_batch():

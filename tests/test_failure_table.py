@@ -229,6 +229,26 @@ def _loss_nonfinite():
     assert torch.isfinite(loader.losses()).sum() == 4  # only the finite ones entered the table
 
 
+@check("input-nonfinite")
+def _input_nonfinite():
+    x = torch.rand(8, 2)
+    x[5, 0] = math.nan
+    phase = ed.Phase(mixup_alpha=1.0, mix_prob=0.5)
+    unmixed, spread = 0, 0
+    for seed in range(8):
+        # Each sample its own class: a soft row says which sample a row is, and whether it was mixed.
+        loader = _loader(_tensors(x, torch.arange(8)), ed.Schedule(period=0, after=phase), seed=seed, num_classes=8)
+        for xb, rows in loader:
+            for row, soft in zip(xb, rows):
+                i = int(soft.argmax())
+                if soft[i] == 1.0 and i != 5:
+                    assert torch.equal(row, x[i]), (seed, i)  # unmixed: copied, whatever its partner holds
+                    unmixed += 1
+                elif soft[5] > 0 and i != 5:
+                    spread += not row.isfinite().all()  # mixed with sample 5: its NaN comes along
+    assert unmixed >= 10 and spread >= 1, (unmixed, spread)
+
+
 @check("record-outside")
 def _record_outside():
     loader = _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import enlight_data as ed
-from enlight_data.mixing import MixParams, draw_mix, mix_batch, to_soft_targets
+from enlight_data.mixing import MixParams, apply_mix, draw_mix, mix_batch, to_soft_targets
 from helpers import CountOps
 
 
@@ -635,3 +635,45 @@ def test_cutmix_refuses_channels_last_images_that_mixup_takes():
     assert mix_batch(chw, y, ed.Phase(cutmix_alpha=1.0), num_classes=3, generator=gen(0))[0].shape == chw.shape
     wide = torch.rand(4, 4, 16, 3)  # 4 channels and a width of 3: taken as given
     assert mix_batch(wide, y, ed.Phase(cutmix_alpha=1.0), num_classes=3, generator=gen(0))[0].shape == wide.shape
+
+
+@pytest.mark.parametrize("mode", ["elem", "batch"])
+@pytest.mark.parametrize("alphas", [dict(mixup_alpha=1.0), dict(cutmix_alpha=1.0),
+                                    dict(mixup_alpha=1.0, cutmix_alpha=1.0)])
+def test_an_unmixed_sample_comes_out_as_it_went_in_whatever_its_partner_holds(mode, alphas):
+    # NOTE [ Exact unmixed samples ]: lerp with a zero weight carries a partner's NaN or inf (0 * inf is NaN) into a
+    # sample its coin left unmixed, whose loss the table then keeps as non-finite.
+    phase = ed.Phase(mix_prob=0.5, mode=mode, **alphas)
+    unmixed_seen = 0
+    for seed in range(12):
+        x, y = batch(b=8, classes=4)
+        x[0, 1, 2, 2], x[5, 0, 0, 0] = math.nan, math.inf  # samples 0 and 5 are partners (shift 4): 1 and 4 clean
+        x[2].fill_(math.nan)
+        xm, ym, mixed = mix_batch(x, y, phase, num_classes=4, generator=gen(seed))
+        for i in range(8):
+            if not mixed[i]:
+                unmixed_seen += 1
+                assert torch.equal(xm[i], x[i]) or i in (0, 2, 5), (seed, i)
+                assert torch.equal(ym[i], to_soft_targets(y, 4)[i]), (seed, i)
+        # Through draw_mix and apply_mix, the same.
+        params = draw_mix(phase, 8, 16, 16, generator=gen(seed))
+        xa, _ = apply_mix(x, to_soft_targets(y, 4), params)
+        keep = ~params.mixed
+        keep[[0, 2, 5]] = False
+        assert torch.equal(xa[keep], x[keep])
+    assert unmixed_seen >= 12
+
+
+def test_a_device_side_cutmix_keeps_the_pixels_outside_the_box_whatever_the_partner_holds():
+    # Mixup and CutMix both drawn, chosen on the device (a CUDA generator without a host one): the box is a (B, 1, H, W)
+    # weight, 0 outside it. Forced here with a CPU generator.
+    import enlight_data.mixing as mixing
+
+    x, y = batch(b=8, classes=4)
+    x[4:].fill_(math.inf)  # every partner of samples 0-3
+    phase = ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, switch_prob=1.0)  # CutMix always wins
+    drawn = mixing._draw_both(phase, 8, 16, 16, generator=gen(3), device=torch.device("cpu"))
+    assert drawn.exact
+    xm, _ = mixing._apply(x, to_soft_targets(y, 4), drawn.params, out=None, exact=drawn.exact)
+    outside = drawn.params.weight[:4].expand(4, 3, 16, 16) == 0
+    assert outside.any() and torch.equal(xm[:4][outside], x[:4][outside])

@@ -404,6 +404,53 @@ def test_mix_batch_through_the_kernels_matches_the_pytorch_path():
     """)
 
 
+def test_the_kernels_copy_an_unmixed_sample_whatever_its_partner_holds():
+    # NOTE [ Exact unmixed samples ]: a weight of 0 copies the sample and a weight of 1 its partner, without reading
+    # the other (lerp would carry a NaN or inf across); the one-launch kernel, the blend kernel (apply_mix) and the
+    # PyTorch ops agree.
+    _interpreted("""
+        import math
+        import warnings
+        import torch
+        import enlight_data as ed
+        import enlight_data.mixing as M
+        from enlight_data._mix_kernel import blend
+        warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning)  # numpy's, for inf - inf
+        same = lambda a, b: torch.testing.assert_close(a, b, atol=0, rtol=0, equal_nan=True)
+        x = torch.rand(6, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+        x[3, 0, 1, 1], x[4, 2, 0, 0] = math.nan, math.inf  # the partners of samples 0 and 1 (shift 3)
+        weight = torch.tensor([0.0, 0.0, 0.3, 1.0, 0.5, 0.0]).view(6, 1, 1, 1)
+        out = blend(x, torch.full_like(x, 7.0), shift=3, weight=weight)
+        for i in (0, 1, 5):
+            same(out[i], x[i])
+        same(out[3], x[0])  # sample 3's own NaN is not read
+        assert not out[4].isfinite().all()  # its own inf, mixed: as lerp
+        y = torch.randint(0, 4, (6,), generator=torch.Generator().manual_seed(1))
+        unmixed = 0
+        for phase in (ed.Phase(mixup_alpha=1.0, mix_prob=0.5), ed.Phase(mixup_alpha=1.0, mix_prob=0.5, mode="batch")):
+            for seed in range(5):
+                results = {}
+                for fused in (False, True):
+                    M._fused = lambda name, device, f=fused: f
+                    mixed = ed.mix_batch(x, y, phase, num_classes=4, generator=torch.Generator().manual_seed(seed))
+                    params = M.draw_mix(phase, 6, 5, 7, generator=torch.Generator().manual_seed(seed))
+                    applied = M.apply_mix(x, M.to_soft_targets(y, 4), params)
+                    results[fused] = (*mixed, params, *applied)
+                (rx, ry, rm, rp, rax, ray), (gx, gy, gm, gp, gax, gay) = results[False], results[True]
+                assert torch.equal(gm, rm) and torch.equal(gp.lam, rp.lam)
+                for i in (~rm).nonzero().flatten().tolist():
+                    unmixed += 1
+                    same(gx[i], x[i])
+                    same(rx[i], x[i])
+                for i in (~rp.mixed).nonzero().flatten().tolist():
+                    same(gax[i], x[i])
+                    same(rax[i], x[i])
+                torch.testing.assert_close(gy, ry, atol=1e-6, rtol=1e-6)
+                torch.testing.assert_close(gay, ray, atol=1e-6, rtol=1e-6)
+        assert unmixed >= 5, unmixed
+    """)
+
+
 def test_a_loader_mixing_through_the_kernels_hands_out_the_pytorch_paths_batches():
     # enlighten()'s loader mixes through the same function as mix_batch: the kernel path (forced on the CPU, run by
     # the interpreter) gives the batches, soft targets and recorded mixed flags of the PyTorch path.
@@ -453,9 +500,10 @@ def test_fused_mixing_launches_a_handful_of_kernels():
         # labels; CutMix's box centres, the coin: one launch each.
         everything = [(mixup, ["mix"], 2), (cutmix, ["mix"], 3), (coin_cut, ["mix"], 4), (coin_mix, ["mix"], 3)]
         # Without it (the kernel missing or declining): mix_params for the draw and the labels, then the input's
-        # blend: two lerp calls for Mixup (NOTE [ Which blends are fused ]), the box kernel for CutMix.
+        # blend: two lerp calls for Mixup (NOTE [ Which blends are fused ]), the box kernel for CutMix and for a
+        # Mixup that may leave samples unmixed (NOTE [ Exact unmixed samples ]).
         split = [(mixup, ["mix_params"], 4), (cutmix, ["mix_params", "blend"], 4),
-                 (coin_cut, ["mix_params", "blend"], 5), (coin_mix, ["mix_params"], 5)]
+                 (coin_cut, ["mix_params", "blend"], 5), (coin_mix, ["mix_params", "blend"], 4)]
         for fused, budgets in ((lambda name, device: True, everything),
                                (lambda name, device: name != "mix", split)):
             M._fused = fused
