@@ -34,11 +34,15 @@ BLOCK = 128
 
 @triton.jit
 def _round_half_even(v):
-    """``torch.round`` (ties to even) of non-negative floats."""
-    r = tl.floor(v + 0.5)
-    tie = (r - v) == 0.5
+    """``torch.round`` (ties to even) of non-negative floats.
+
+    From the floor and the fraction, both exact: ``floor(v + 0.5)`` would round the sum itself for odd values from
+    2**23 up (8388609 + 0.5 rounds to 8388610 in float32), one pixel off for sides that long.
+    """
+    r = tl.floor(v)
+    d = v - r  # exact: v and its floor share their exponent or v < 1
     odd = (r - 2.0 * tl.floor(r * 0.5)) == 1.0
-    return tl.where(tie & odd, r - 1.0, r)
+    return tl.where((d > 0.5) | ((d == 0.5) & odd), r + 1.0, r)
 
 
 @triton.jit

@@ -11,7 +11,7 @@ import torch
 
 __all__ = [
     "channels_last_hint", "check_augment", "check_bool", "check_choice", "check_device", "check_int", "check_no_grad",
-    "check_range", "check_real", "check_seed",
+    "check_pixel_edges", "check_range", "check_real", "check_seed",
 ]
 
 
@@ -39,6 +39,21 @@ def check_augment(name: str, value: Any) -> None:
                         f"pass {value.__name__}(...)")
     if not callable(value):
         raise TypeError(f"{name} should be callable or None, got {name}={value!r}")
+
+
+def check_pixel_edges(name: str, boxes: torch.Tensor) -> None:
+    """Check that ``(n, 4)`` boxes hold whole, finite pixel edges, where that is free: on the CPU (on a GPU the look
+    would synchronise). The kernels read an edge as an int, the PyTorch ops compare pixel indices with it: a
+    fractional or NaN edge would crop or paste different pixels on each path."""
+    if boxes.device.type != "cpu" or not boxes.numel():
+        return
+    whole = torch.isfinite(boxes) & (boxes == boxes.floor())
+    if not bool(whole.all()):
+        bad = ~whole.all(1)
+        raise ValueError(
+            f"{name} should hold whole pixel edges (finite, integer-valued), got {boxes[bad][:2].tolist()} at rows "
+            f"{bad.nonzero().flatten()[:5].tolist()}"
+        )
 
 
 def check_device(name: str, value: Any) -> torch.device:

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -28,7 +28,9 @@ from torch import Tensor
 from . import _fused
 from ._inference import normal_tensors
 from ._rng import derive_seed
-from ._validate import channels_last_hint, check_bool, check_device, check_int, check_no_grad, check_seed
+from ._validate import (
+    channels_last_hint, check_bool, check_device, check_int, check_no_grad, check_pixel_edges, check_seed,
+)
 
 __all__ = ["AugmentParams", "GpuAugment", "apply_augment"]
 
@@ -713,9 +715,12 @@ class GpuAugment:
             TypeError: If ``x`` is neither a tensor nor a list of tensors, or not uint8 or floating point, or
                 ``params`` is not :class:`AugmentParams`.
             ValueError: If ``x`` has the wrong shape or requires grad, ``params`` was drawn for another batch size
-                or lives on another device, or colour jitter meets a channel count other than 1 or 3.
+                or lives on another device, its boxes (on the CPU) are not whole pixel edges, or colour jitter meets
+                a channel count other than 1 or 3.
         """
         batch, _, unit = self._as_batch(x)
+        if isinstance(params, AugmentParams):
+            check_pixel_edges("params.boxes", params.boxes)
         return self._apply(batch, params, unit)
 
     def __call__(
@@ -1270,9 +1275,9 @@ def apply_augment(
             f"{type(augment).__name__}"
         )
     if _is_kornia_augmentation(augment):
-        _check_augmentable(augment, x)
-        if x.dtype == torch.uint8:
-            x = x.to(torch.float32).div_(255.0)
+        _check_augmentable(augment, x)  # a channels-first tensor
+        if cast(Tensor, x).dtype == torch.uint8:
+            x = cast(Tensor, x).to(torch.float32).div_(255.0)
     first = _first_tensor(x)
     device = first.device if first is not None else torch.device("cpu")  # a batch of other things: the CPU's RNG
     seed = _host_seed(generator)

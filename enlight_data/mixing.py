@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import _fused as _fused_kernels
-from ._validate import channels_last_hint, check_device, check_int, check_no_grad, check_range
+from ._validate import channels_last_hint, check_device, check_int, check_no_grad, check_pixel_edges, check_range
 from .schedule import Phase
 
 __all__ = ["MixParams", "apply_mix", "draw_mix", "mix_batch", "mix_size", "to_soft_targets"]
@@ -550,7 +550,8 @@ def apply_mix(
         TypeError: If ``x`` or ``soft_targets`` is not a tensor, or ``params`` not a :class:`MixParams`.
         ValueError: If ``x`` or ``soft_targets`` requires grad (mixing is not differentiable; pass
             ``x.detach()``), ``x`` or ``soft_targets`` is not of the batch size the parameters were drawn for,
-            or ``out`` has the wrong shape, dtype or device, or shares memory with ``x``.
+            ``params.box`` (on the CPU) holds edges that are not whole pixels, or ``out`` has the wrong shape,
+            dtype or device, or shares memory with ``x``.
     """
     if not isinstance(params, MixParams):
         raise TypeError(f"params should be a MixParams (from draw_mix), got params of type {type(params).__name__}")
@@ -565,6 +566,8 @@ def apply_mix(
         raise ValueError(f"soft_targets should be (B, num_classes) rows, got soft_targets of shape "
                          f"{tuple(soft_targets.shape)}")
     check_no_grad("soft_targets", soft_targets, "mixing")
+    if params.box is not None:
+        check_pixel_edges("params.box", params.box)
     return _apply(x, soft_targets, params, out=out, exact=_may_be_unmixed(params))
 
 

@@ -677,7 +677,8 @@ def load_catalog(source: Any, *, num_ids: int | None = None, handler: str = "rai
     across the shards and below ``16 * samples`` are the ids (the table holds ``max id + 1`` entries); other keys
     get the sample's position in the scan, shard after shard (``0 .. samples - 1``), and the reader checks each key
     at its position. With ``num_ids``, every key is hashed with :func:`hash_id` into ``num_ids`` slots instead (ids
-    that follow a key to another shard list; colliding ids share a loss entry). See NOTE [ Integer keys ].
+    that follow a sample (its shard file's name and its key) to another shard list, reordered or a subset; colliding
+    ids share a loss entry). See NOTE [ Integer keys ].
 
     Args:
         source: An index JSON written by :func:`enlight_data.write_shards`, a brace pattern

@@ -973,9 +973,9 @@ def stream(
             the key; ``"warn"``: it is skipped, counted in ``history[-1]["skipped"]`` and warned about once per epoch.
         persistent_workers: Keep the DataLoader workers across epochs (they read each epoch's plan from shared memory).
         num_ids: Hash every key into this many ids (:func:`~enlight_data.shards.hash_id`), so that a sample's id
-            follows its key to another shard list; colliding ids share a loss entry. Default: foreign keys get
-            their sample's position as id (none shared; see :func:`~enlight_data.shards.load_catalog`). For
-            shards without an index only (an index gives the ids).
+            follows it (its shard file's name and key) to another shard list; colliding ids share a loss entry.
+            Default: foreign keys get their sample's position as id (none shared; see
+            :func:`~enlight_data.shards.load_catalog`). For shards without an index only (an index gives the ids).
         multiprocessing_context: How the DataLoader starts its workers, as for ``DataLoader``: ``"fork"``,
             ``"spawn"``, ``"forkserver"`` or a context object (default: Python's own, ``"forkserver"`` on Linux
             from Python 3.14). The batches are the same whichever starts them. With ``num_workers=0`` it has

@@ -1,6 +1,6 @@
 """High-Loss Removal on a sequence task with padding and noisy labels, where Mixup does not apply.
 
-Run on the CPU (a few seconds)::
+Run on the CPU (about two minutes on two cores)::
 
     python examples/noisy_sequences.py
     python examples/noisy_sequences.py --noise 0.3 --fraction 0.2 --period 6

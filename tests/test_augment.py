@@ -649,6 +649,16 @@ def test_apply_augment_calls_other_callables_with_x_only():
     assert len(seen) == 1
 
 
+def test_apply_refuses_boxes_that_are_not_whole_pixel_edges():
+    aug = GpuAugment(8)
+    p = aug.draw(3, 32, 40, generator=gen())
+    for bad in (7.5, math.nan):
+        boxes = p.boxes.clone()
+        boxes[1, 2] = bad
+        with pytest.raises(ValueError, match=r"params.boxes should hold whole pixel edges .* at rows \[1\]"):
+            aug.apply(images(3), dataclasses.replace(p, boxes=boxes))
+
+
 def test_apply_augment_checks_what_a_callable_gives_back():
     # A callable that forgot its return, or dropped samples, would misalign the batch with its targets.
     with pytest.raises(TypeError, match=r"augment should return the augmented batch as a Tensor, got NoneType from "

@@ -677,3 +677,17 @@ def test_a_device_side_cutmix_keeps_the_pixels_outside_the_box_whatever_the_part
     xm, _ = mixing._apply(x, to_soft_targets(y, 4), drawn.params, out=None, exact=drawn.exact)
     outside = drawn.params.weight[:4].expand(4, 3, 16, 16) == 0
     assert outside.any() and torch.equal(xm[:4][outside], x[:4][outside])
+
+
+def test_apply_mix_refuses_boxes_that_are_not_whole_pixel_edges():
+    # The CUDA kernel reads an edge as an int, the PyTorch ops compare pixel indices with it: a fractional or NaN edge
+    # would paste different pixels on each path.
+    x, y = batch(b=4, classes=4)
+    params = draw_mix(ed.Phase(cutmix_alpha=1.0), 4, 16, 16, generator=gen())
+    for bad in (2.5, math.nan, math.inf):
+        box = params.box.clone()
+        box[2, 0] = bad
+        broken = MixParams(lam=params.lam, weight=None, box=box, shift=2, size=(16, 16))
+        with pytest.raises(ValueError, match=r"params.box should hold whole pixel edges \(finite, integer-valued\), "
+                                             r"got .* at rows \[2\]"):
+            apply_mix(x, to_soft_targets(y, 4), broken)

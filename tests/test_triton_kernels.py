@@ -160,7 +160,8 @@ def test_rounding_in_the_draw_kernel_is_torch_round():
             i = tl.arange(0, BLOCK)
             tl.store(y_ptr + i, _round_half_even(tl.load(x_ptr + i, mask=i < n)), mask=i < n)
 
-        x = torch.tensor([0.0, 0.5, 1.5, 2.5, 3.5, 2.4999998, 2.5000002, 7.0, 1e6 + 0.5, 12345.678])
+        x = torch.tensor([0.0, 0.5, 1.5, 2.5, 3.5, 2.4999998, 2.5000002, 7.0, 1e6 + 0.5, 12345.678,
+                          2.0**23 + 1, 2.0**23 + 3, 12345679.0, 16777215.0, 0.49999997, 4194303.5])  # odd from 2**23
         y = torch.empty_like(x)
         rounded[(1,)](x, y, x.numel(), BLOCK=16)
         assert torch.equal(y, torch.round(x)), (y, torch.round(x))  # ties to even, as torch.round
