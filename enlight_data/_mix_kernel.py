@@ -17,8 +17,8 @@ CutMix at a third, bound by those launches (NOTE [ Few kernels per CutMix draw ]
   ``draw_mix`` (parameters only) and soft-row targets use the other two.
 
 All compute what ``mixing.py``'s PyTorch ops compute, in float32 (``torch.lerp``'s two-sided formula included, but a
-weight of 0 or 1 copies one sample without reading the other: NOTE [ Exact unmixed samples ]); the boxes are the same,
-λ and lerped values equal up to float rounding. Imported only when a CUDA batch needs it;
+weight of 0 copies the sample without reading its partner: NOTE [ Exact unmixed samples ]); the boxes are the same, λ
+and lerped values equal up to float rounding. Imported only when a CUDA batch needs it;
 ``mixing.py`` falls back to the PyTorch ops where Triton is missing or fails to compile.
 """
 
@@ -80,6 +80,7 @@ def _sample_params(
         if COIN:
             share = tl.where(on, share, 0.0)
         lam = 1.0 - share
+        share = tl.where(lam < 1.0, share, 0.0)  # λ = 1 (unmixed) has no partner weight: NOTE [ Exact unmixed samples ]
     return lam, share, x1, y1, x2, y2
 
 
@@ -235,12 +236,12 @@ def _blend_tile(
         a = tl.load(own, mask=mask & ~inside, other=0).to(tl.float32)
         z = tl.load(partner, mask=mask & inside, other=0).to(tl.float32)
         y = tl.where(inside, z, a)
-    else:  # Mixup: torch.lerp's formula; a weight of 0 or 1 copies one sample (NOTE [ Exact unmixed samples ])
-        a = tl.load(own, mask=tl.where(t != 1.0, mask, False), other=0).to(tl.float32)
+    else:  # Mixup: torch.lerp's formula; a weight of 0 copies the sample (NOTE [ Exact unmixed samples ])
+        a = tl.load(own, mask=mask, other=0).to(tl.float32)
         z = tl.load(partner, mask=tl.where(t != 0.0, mask, False), other=0).to(tl.float32)
         d = z - a
         y = tl.where(tl.abs(t) < 0.5, a + t * d, z - d * (1.0 - t))
-        y = tl.where(t == 0.0, a, tl.where(t == 1.0, z, y))
+        y = tl.where(t == 0.0, a, y)
     dst = out_ptr + i.to(tl.int64) * son + c.to(tl.int64) * soc + h.to(tl.int64) * soh + w.to(tl.int64) * sow
     tl.store(dst, y.to(out_ptr.dtype.element_ty), mask=mask)
 
@@ -359,7 +360,7 @@ def blend(
         shift: The partner offset, ``0 <= shift < B`` (or 0 for an empty batch).
         weight: Per-sample partner weights, any tensor of ``B`` elements along dim 0 (e.g. ``(B, 1, 1, 1)``,
             an expanded ``(1,)`` works): ``out[i] = lerp(x[i], x[partner], weight[i])``, exactly ``x[i]`` where the
-            weight is 0 and the partner where it is 1.
+            weight is 0.
         box: ``(B, 4)`` float32 integer-valued ``(x1, y1, x2, y2)`` boxes (``B`` rows, stride 0 allowed), for
             ``(B, C, H, W)`` input: ``out[i]`` is the partner's pixels inside, ``x[i]``'s outside.
         complement: Use ``1 - weight`` as the weight (λ given, the partner's share wanted).

@@ -688,8 +688,8 @@ class GpuAugment:
             if value.device.type != device.type:
                 raise ValueError(f"{name} should be on {device}, got {name}.device={value.device}")
             # Checked where it is free: on a GPU the check would wait for the device (a host sync per batch).
-            if value.device.type == "cpu" and value.numel() and not (
-                bool((value > 0).all()) and bool((value == value.floor()).all())  # NaN fails both
+            if value.device.type == "cpu" and value.numel() and not bool(
+                ((value > 0) & (value == value.floor()) & value.isfinite()).all()  # NaN fails the first two
             ):
                 raise ValueError(f"{name} should hold positive whole numbers (pixels), got {name}={value.tolist()}")
             return value.to(torch.float32)
@@ -1256,9 +1256,11 @@ def apply_augment(
         The augmented batch.
 
     Raises:
-        TypeError: If ``augment`` is not callable or ``generator`` is not a ``torch.Generator``.
+        TypeError: If ``augment`` is not callable or returns None, ``generator`` is not a ``torch.Generator``, or a
+            Kornia augmentation is given something other than a tensor.
         ValueError: If ``strength`` is outside ``[0, 1]``, or not 1 for an augmentation other than a GpuAugment, or
-            the batch of a GpuAugment or Kornia augmentation looks channels-last (``(B, H, W, C)``).
+            the batch of a GpuAugment or Kornia augmentation looks channels-last (``(B, H, W, C)``), or a tensor
+            made of an image batch (a tensor or a list of images) does not keep its batch size.
     """
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator should be a torch.Generator, got generator={generator!r}")
@@ -1293,18 +1295,18 @@ def apply_augment(
 
 
 def _check_augmented(augment: Callable[..., Any], x: Any, out: Any) -> None:
-    """An augmentation of an image batch (a tensor, or a list of images) gives one tensor of the batch's size: a
-    callable that forgot its ``return``, or dropped samples, would misalign the batch with its targets."""
+    """An augmentation returns something, and a tensor it makes of an image batch (a tensor, or a list of images)
+    keeps the batch's size: a callable that forgot its ``return``, or dropped samples, would misalign the batch with
+    its targets. Other results (two views as a tuple, a list of images) are the callable's to choose."""
+    name = getattr(augment, "__name__", type(augment).__name__)
+    if out is None:
+        raise TypeError(f"augment should return the augmented batch, got None from augment {name} (a missing return?)")
     if isinstance(x, Tensor) and x.dim():
         n = x.shape[0]
     elif isinstance(x, list) and x and all(isinstance(t, Tensor) for t in x):
         n = len(x)
     else:
         return  # a batch of other things: whatever the callable makes of it
-    name = getattr(augment, "__name__", type(augment).__name__)
-    if not isinstance(out, Tensor):
-        raise TypeError(f"augment should return the augmented batch as a Tensor, got {type(out).__name__} from "
-                        f"augment {name}")
-    if out.dim() == 0 or out.shape[0] != n:
+    if isinstance(out, Tensor) and (out.dim() == 0 or out.shape[0] != n):
         raise ValueError(f"augment should keep the batch size {n} as its output's first dimension, got an output of "
                          f"shape {tuple(out.shape)} from augment {name}")

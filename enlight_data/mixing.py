@@ -257,7 +257,6 @@ class _Drawn(NamedTuple):
     params: MixParams
     mixed: Tensor
     soft: Tensor | None
-    exact: bool = False  # whether a sample can be unmixed: the blends copy it (NOTE [ Exact unmixed samples ])
 
 
 def _draw(
@@ -293,8 +292,7 @@ def _draw(
         if made is not None:
             lam, second, mixed, soft = made
             weight, box = (None, second) if use_cut else (second.view(-1, 1, 1, 1), None)
-            params = MixParams(lam=lam, weight=weight, box=box, shift=shift, size=size)
-            return _Drawn(params, mixed, soft, exact=coin is not None)
+            return _Drawn(MixParams(lam=lam, weight=weight, box=box, shift=shift, size=size), mixed, soft)
     share = _share(draw)  # the partner's share, 1 - λ
     applied = None if coin is None else coin < phase.mix_prob
     weight = box = None
@@ -304,13 +302,14 @@ def _draw(
         if applied is not None:
             share = share * applied
         lam = 1.0 - share
+        share = share.where(lam < 1.0, 0.0)  # λ = 1 (unmixed) has no partner weight: NOTE [ Exact unmixed samples ]
         weight = share.view(-1, 1, 1, 1)
     if n != batch_size:
         lam = lam.expand(batch_size)
         weight = None if weight is None else weight.expand(batch_size, 1, 1, 1)
         box = None if box is None else box.expand(batch_size, 4)
     params = MixParams(lam=lam.contiguous(), weight=weight, box=box, shift=shift, size=size)
-    return _Drawn(params, params.mixed, None, exact=applied is not None)
+    return _Drawn(params, params.mixed, None)
 
 
 def _draw_both(phase: Phase, batch_size: int, height: int, width: int, *, generator: torch.Generator,
@@ -320,6 +319,7 @@ def _draw_both(phase: Phase, batch_size: int, height: int, width: int, *, genera
     n = 1 if phase.mode == "batch" else batch_size
     applied = torch.rand(n, generator=generator, device=device) < phase.mix_prob if phase.mix_prob < 1.0 else None
     share = _beta(phase.mixup_alpha, n, generator=generator, device=device)  # the partner's share, 1 - λ
+    share = share.where(1.0 - share < 1.0, 0.0)  # λ = 1 has no partner weight (NOTE [ Exact unmixed samples ])
     cut_box, lam_cut = _cut_boxes(phase.cutmix_alpha, n, height, width, generator=generator, device=device)
     cut = torch.rand(1, generator=generator, device=device) < phase.switch_prob
     lam = torch.where(cut, lam_cut, 1.0 - share)
@@ -331,7 +331,7 @@ def _draw_both(phase: Phase, batch_size: int, height: int, width: int, *, genera
         lam = lam.expand(batch_size)
         weight = weight.expand(batch_size, *weight.shape[1:])
     params = MixParams(lam=lam.contiguous(), weight=weight, box=None, shift=batch_size // 2, size=(height, width))
-    return _Drawn(params, params.mixed, None, exact=True)  # a CutMix weight is 0 outside the box
+    return _Drawn(params, params.mixed, None)
 
 
 def draw_mix(
@@ -409,17 +409,18 @@ def _blend(
     weight: Tensor | None = None,
     box: Tensor | None = None,
     complement: bool = False,
-    exact: bool = False,
+    exact: bool = True,
     out: Tensor | None = None,
 ) -> Tensor:
     """``out[i] = x[i]`` blended with ``x[(i + shift) % B]``, without a rolled copy of ``x``.
 
-    With ``weight``: ``lerp(x[i], partner, weight[i])`` (``1 - weight[i]`` if ``complement``); ``exact``: where the
-    partner's weight is exactly 0, ``x[i]`` itself (NOTE [ Exact unmixed samples ]). With ``box``
+    With ``weight``: ``lerp(x[i], partner, weight[i])`` (``1 - weight[i]`` if ``complement``), and ``x[i]`` itself
+    where the partner's weight is exactly 0 (NOTE [ Exact unmixed samples ]; ``exact=False``: values known finite,
+    where lerp gives that too). With ``box``
     (``(B, 4)``, ``(B, C, H, W)`` input): the partner's pixels inside ``box[i]``, ``x[i]``'s outside. Integer input
     is read as float32. Writes into ``out`` when given (already checked by :func:`_check_out`), else into a new tensor.
-    A box blend on CUDA is one fused kernel (``_mix_kernel.blend``); the rest is two ``lerp`` or ``where`` calls on
-    views (NOTE [ Which blends are fused ]).
+    A blend on CUDA is one fused kernel (``_mix_kernel.blend``); elsewhere two ``lerp`` or ``where`` calls on views
+    (NOTE [ Which blends are fused ]).
     """
     if out is None:
         out = torch.empty_like(x, dtype=x.dtype if x.is_floating_point() else torch.float32)
@@ -428,11 +429,13 @@ def _blend(
     # fused kernel ran at 0.94M img/s, and at 1.25M img/s as lerp calls on views (a bare lerp: 1.76M): a call is
     # bound by host time, and a launch through Triton's Python launcher costs more of it than the two PyTorch
     # launches it replaces, a weight blend being one pass over the memory either way. A box blend (CutMix) as
-    # PyTorch ops is a mask and two where calls: there the kernel won (1.68x). So box blends are fused, weight
-    # blends (Mixup's input) are lerp calls. With class indices on CUDA nothing is blended here at all: one kernel
-    # makes the parameters, the mixed input and the mixed soft targets (NOTE [ One launch per mix ], in _mix); this
-    # is for the other calls (apply_mix, soft-row targets, and where that kernel does not run).
-    if (box is not None or exact) and _fused("blend", x.device):  # exact: one launch against lerp and where calls
+    # PyTorch ops is a mask and two where calls: there the kernel won (1.68x). Weight blends were then lerp calls;
+    # they are fused too since unmixed samples are copied exactly (NOTE [ Exact unmixed samples ]), which the kernel
+    # does in registers and lerp calls would need a where call for (a third launch and another pass). With class
+    # indices on CUDA nothing is blended here at all: one kernel makes the parameters, the mixed input and the mixed
+    # soft targets (NOTE [ One launch per mix ], in _mix); this is for the other calls (apply_mix, soft-row
+    # targets, and where that kernel does not run).
+    if (box is not None or exact) and _fused("blend", x.device):
         if _fused_kernels.run("blend", x, out, shift=shift, weight=weight, box=box, complement=complement) is not None:
             return out
     if not x.is_floating_point():
@@ -455,14 +458,21 @@ def _blend(
         else:
             torch.lerp(x[:k], x[shift:], w[:k], out=out[:k])
             torch.lerp(x[k:], x[:shift], w[k:], out=out[k:])
-        if exact:
-            # NOTE [ Exact unmixed samples ]
-            # A sample left unmixed (its coin said no, or a pixel outside a device-chosen CutMix box) has a partner
-            # weight of 0, and lerp gives x + 0 * (partner - x): NaN where the partner holds a NaN or an inf. A
-            # corrupt partner would make a clean, unmixed sample's input (and so its loss, which the table keeps)
-            # non-finite. So such samples are copied: the kernels choose in registers (and do not read the partner
-            # they do not need), the PyTorch ops with a where call, made where the draw says a weight can be 0.
-            torch.where(w == (1.0 if complement else 0.0), x, out, out=out)
+        # NOTE [ Exact unmixed samples ]
+        # A sample left unmixed (λ = 1: its coin said no, or a Beta draw below float32's resolution at 1; a pixel
+        # outside a device-chosen CutMix box) has a partner weight of 0 (the draws make it so), and lerp gives
+        # x + 0 * (partner - x): NaN where the partner holds a NaN or an inf. A corrupt partner would make a clean,
+        # unmixed sample's input (and so its loss, which the table keeps) non-finite. So such samples are copied:
+        # the kernels choose in registers (and do not read the partner they do not need); the PyTorch ops copy the
+        # rows with such a weight on the CPU (found without a sync, nothing to do where there are none), and on a
+        # GPU without the kernel, or for a weight per pixel, take a where call.
+        unmixed = 1.0 if complement else 0.0
+        if exact and w.is_cpu and w.shape[1:].numel() == 1:
+            rows = (w.reshape(b) == unmixed).nonzero().flatten()
+            if rows.numel():
+                out.index_copy_(0, rows, x.index_select(0, rows))
+        elif exact:
+            torch.where(w == unmixed, x, out, out=out)
     return out
 
 
@@ -504,15 +514,7 @@ def _check_out(out: Tensor, x: Tensor) -> None:
         raise ValueError("out should not share memory with the input x, got out sharing x's storage")
 
 
-def _may_be_unmixed(params: MixParams) -> bool:
-    """Whether a blend of ``params`` needs the copies of unmixed samples (NOTE [ Exact unmixed samples ]): a weight
-    per pixel (a device-side CutMix), or a sample with λ = 1; assumed on a GPU, where a look would synchronise."""
-    if params.weight is not None and params.weight.shape[-2:] != (1, 1):
-        return True
-    return not params.lam.is_cpu or bool((params.lam == 1.0).any())
-
-
-def _mix_input(x: Tensor, params: MixParams, *, out: Tensor | None, exact: bool) -> Tensor:
+def _mix_input(x: Tensor, params: MixParams, *, out: Tensor | None) -> Tensor:
     """The input half of :func:`apply_mix`, its arguments checked before anything is written."""
     _check_input(x)
     if out is not None:
@@ -525,7 +527,7 @@ def _mix_input(x: Tensor, params: MixParams, *, out: Tensor | None, exact: bool)
             f"CutMix needs (B, C, H, W) input matching the drawn boxes' (H, W) = {params.size}, got input of shape "
             f"{tuple(x.shape)}"
         )
-    return _blend(x, params.shift, weight=weight, box=box, exact=exact, out=out)
+    return _blend(x, params.shift, weight=weight, box=box, out=out)
 
 
 def apply_mix(
@@ -568,21 +570,20 @@ def apply_mix(
     check_no_grad("soft_targets", soft_targets, "mixing")
     if params.box is not None:
         check_pixel_edges("params.box", params.box)
-    return _apply(x, soft_targets, params, out=out, exact=_may_be_unmixed(params))
+    return _apply(x, soft_targets, params, out=out)
 
 
 def _apply(
-    x: Tensor, soft_targets: Tensor, params: MixParams, *, out: Tensor | None, exact: bool, finite_rows: bool = False
+    x: Tensor, soft_targets: Tensor, params: MixParams, *, out: Tensor | None, finite_rows: bool = False
 ) -> tuple[Tensor, Tensor]:
-    """:func:`apply_mix` after its checks; ``exact``: whether a sample can be unmixed (:func:`_blend`);
-    ``finite_rows``: the soft targets are known finite (made from integers, or rows :func:`to_soft_targets` checked on
-    the CPU), their blend plain."""
-    mixed_x = _mix_input(x, params, out=out, exact=exact)
-    weight, exact = params.weight, exact and not finite_rows
+    """:func:`apply_mix` after its checks; ``finite_rows``: the soft targets are known finite (made from integers,
+    or rows :func:`to_soft_targets` checked on the CPU), so their blend needs no copies of unmixed rows."""
+    mixed_x = _mix_input(x, params, out=out)
+    weight = params.weight
     if weight is not None and weight.shape[1:].numel() == 1:  # Mixup: the input's weight is the label's, 1 - λ
-        mixed_y = _blend(soft_targets, params.shift, weight=weight, exact=exact)
+        mixed_y = _blend(soft_targets, params.shift, weight=weight, exact=not finite_rows)
     else:
-        mixed_y = _blend(soft_targets, params.shift, weight=params.lam, complement=True, exact=exact)
+        mixed_y = _blend(soft_targets, params.shift, weight=params.lam, complement=True, exact=not finite_rows)
     return mixed_x, mixed_y
 
 
@@ -779,11 +780,11 @@ def _mix(
     drawn = _draw(phase, b, h, w, generator=generator, device=x.device, host_generator=host_generator,
                   target=target if fused else None, num_classes=num_classes, raw=raw)
     if drawn is not None and drawn.soft is not None:
-        return _mix_input(x, drawn.params, out=out, exact=drawn.exact), drawn.soft, drawn.mixed
+        return _mix_input(x, drawn.params, out=out), drawn.soft, drawn.mixed
     if soft is None:
         soft = to_soft_targets(target, num_classes, label_smoothing=phase.label_smoothing)
     if drawn is None:
         return x, soft, None
     finite = target.device.type == "cpu" or not target.is_floating_point()  # checked, or made from integers
-    mixed_x, mixed_y = _apply(x, soft, drawn.params, out=out, exact=drawn.exact, finite_rows=finite)
+    mixed_x, mixed_y = _apply(x, soft, drawn.params, out=out, finite_rows=finite)
     return mixed_x, mixed_y, drawn.mixed

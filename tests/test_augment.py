@@ -523,7 +523,7 @@ def test_bad_inputs_raise():
         aug.draw(2, 8, 8, generator=0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"heights should have shape \(2,\), got heights.shape=\(3,\)"):
         aug.draw(2, torch.ones(3), 8, generator=gen())
-    for bad in ([8.0, 0.0], [8.0, math.nan], [8.0, 2.5]):
+    for bad in ([8.0, 0.0], [8.0, math.nan], [8.0, 2.5], [8.0, math.inf]):
         with pytest.raises(ValueError, match=r"widths should hold positive whole numbers \(pixels\), got widths="):
             aug.draw(2, 8, torch.tensor(bad), generator=gen())
     with pytest.raises(ValueError, match=r"H, W > 0, got x.shape=\(2, 3, 0, 8\)"):
@@ -661,8 +661,8 @@ def test_apply_refuses_boxes_that_are_not_whole_pixel_edges():
 
 def test_apply_augment_checks_what_a_callable_gives_back():
     # A callable that forgot its return, or dropped samples, would misalign the batch with its targets.
-    with pytest.raises(TypeError, match=r"augment should return the augmented batch as a Tensor, got NoneType from "
-                                        r"augment <lambda>"):
+    with pytest.raises(TypeError, match=r"augment should return the augmented batch, got None from augment <lambda> "
+                                        r"\(a missing return\?\)"):
         apply_augment(lambda x: None, images(4), generator=gen())
     with pytest.raises(ValueError, match=r"augment should keep the batch size 4 as its output's first dimension, got "
                                          r"an output of shape \(2, 3, 32, 40\) from augment <lambda>"):
@@ -670,6 +670,9 @@ def test_apply_augment_checks_what_a_callable_gives_back():
     with pytest.raises(ValueError, match=r"batch size 2 .* got an output of shape \(\)"):
         apply_augment(lambda x: torch.tensor(1.0), [images(1)[0], images(1)[0]], generator=gen())
     assert apply_augment(lambda x: x["a"], {"a": torch.zeros(3)}, generator=gen()).shape == (3,)  # not an image batch
+    views = apply_augment(lambda x: (x.flip(-1), x), images(4), generator=gen())  # two views: the callable's choice
+    assert isinstance(views, tuple) and len(views) == 2
+    assert len(apply_augment(lambda x: list(x), images(3), generator=gen())) == 3  # per-image results
 
 
 def test_an_augmentation_class_is_refused_for_an_instance():
