@@ -352,7 +352,7 @@ def test_cutmix_box_matches_the_clipped_rectangle_of_the_paper(size):
 def test_mixing_stays_within_a_kernel_budget(phase, budget):
     # Each op is a kernel launch on a GPU, where mixing runs per batch: see NOTE [ Few kernels per CutMix draw ].
     # Mixup's include NOTE [ Exact unmixed samples ]: the draw zeroes the partner's weight where λ = 1 (2 ops), the
-    # blend finds the rows to copy (2), and copies them where there are some (2).
+    # blend finds the rows to copy (2), on the CPU, and copies them (one op per row).
     x, y = batch(b=8)
     mix_batch(x, y, phase, num_classes=10, generator=gen())  # a first call also caches the Beta draws' concentration
     with CountOps() as ops:
