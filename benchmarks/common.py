@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import platform
 import statistics
@@ -16,6 +18,7 @@ __all__ = [
     "RESULTS_DIR",
     "default_out",
     "environment",
+    "gc_paused",
     "paired_ratio",
     "summarize_times",
     "sync",
@@ -62,12 +65,27 @@ def time_calls(fn: Callable[[], Any], *, repeats: int, warmup: int = 2, device: 
         fn()
     sync(device)
     times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
+    with gc_paused():
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times.append(time.perf_counter() - start)
     return summarize_times(times)
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Collect, then keep Python's garbage collector off while timing: a collection inside a timed round (a few
+    milliseconds, at the allocation counts of the peers' Python code) would be charged to whichever peer it fell in."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def time_interleaved(
@@ -114,13 +132,14 @@ def time_interleaved(
     if queued is not None:
         queued.update(per_round)
     times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            for _ in range(per_round[name]):
-                fn()
-            sync(device)
-            times[name].append((time.perf_counter() - start) / per_round[name])
+    with gc_paused():
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                for _ in range(per_round[name]):
+                    fn()
+                sync(device)
+                times[name].append((time.perf_counter() - start) / per_round[name])
     return times
 
 

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import enlight_data as ed
-from benchmarks.common import default_out, environment, summarize_times, time_calls, write_json
+from benchmarks.common import default_out, environment, gc_paused, summarize_times, time_calls, write_json
 from enlight_data.feedback import _FOLD_EVERY
 
 __all__ = ["main"]
@@ -86,14 +86,10 @@ def _timed_epoch(run: Callable[[], int]) -> tuple[int, float, float]:
     their median drifted with the draw. Both loops trigger collections equally often (``gc_per_1k_samples``
     measures it with the collector on), so the timed epochs run with the collector paused after a collection.
     """
-    gc.collect()
-    gc.disable()
-    try:
+    with gc_paused():
         start, cpu = time.perf_counter(), time.process_time()
         n = run()
         return n, time.perf_counter() - start, time.process_time() - cpu
-    finally:
-        gc.enable()
 
 
 def _gc_per_1k_samples(run: Callable[[], int], epochs: int) -> list[float]:

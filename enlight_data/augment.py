@@ -912,6 +912,16 @@ class GpuAugment:
         k = self._colour_consts(out.device, out.dtype, unit, out.shape[1], hue=False)
         torch.addcmul(k["shift"].view(1, -1, 1, 1), out, k["scale"].view(1, -1, 1, 1), out=result)
 
+    def _stats(self, c: int) -> tuple[list[float], list[float]]:
+        """The normalisation's mean and std per channel (0 and 1 without normalisation)."""
+        means = [0.0] * c if self.mean is None else list(self.mean) * (c if len(self.mean) == 1 else 1)
+        stds = [1.0] * c if self.std is None else list(self.std) * (c if len(self.std) == 1 else 1)
+        return means, stds
+
+    def _bounds(self, c: int) -> list[tuple[float, float]]:
+        """Each channel's clamp bounds: [0, 1] in normalised units."""
+        return [(-m / sd, (1.0 - m) / sd) for m, sd in zip(*self._stats(c))]
+
     def _colour_consts(
         self, device: torch.device, dt: torch.dtype, unit: float, c: int, *, hue: bool
     ) -> dict[str, Tensor]:
@@ -927,8 +937,7 @@ class GpuAugment:
         cached = self._consts.get(key)
         if cached is not None:
             return cached
-        means = [0.0] * c if self.mean is None else list(self.mean) * (c if len(self.mean) == 1 else 1)
-        stds = [1.0] * c if self.std is None else list(self.std) * (c if len(self.std) == 1 else 1)
+        means, stds = self._stats(c)
         if c == 3:
             eye = [[float(i == j) for j in range(3)] for i in range(3)]
             g_rows = [list(_GRAY)] * 3  # 1 g^T: every output channel takes the gray level
@@ -943,8 +952,8 @@ class GpuAugment:
             "basis": basis,
             "scale": [unit / sd for sd in stds],
             "shift": [-m / sd for m, sd in zip(means, stds)],
-            "lo": [[-m / sd] for m, sd in zip(means, stds)],
-            "hi": [[(1.0 - m) / sd] for m, sd in zip(means, stds)],
+            "lo": [[lo] for lo, _ in self._bounds(c)],
+            "hi": [[hi] for _, hi in self._bounds(c)],
             "gray": [w * unit for w in _GRAY],
             "phase": [math.pi / 2, 0.0],
         }
@@ -987,7 +996,15 @@ class GpuAugment:
             return
         tmp = self._buffer("colour", (n, c, oh * ow), dt, out.device)
         tmp = _COLOUR_MAPS["bmm" if backend == "bmm" else "channels"](flat, mat, bias, tmp)
-        torch.clamp(tmp, k["lo"], k["hi"], out=result.view(n, c, oh * ow) if result.is_contiguous() else tmp)
+        dst = result.view(n, c, oh * ow) if result.is_contiguous() else tmp
+        if out.device.type == "cpu":  # a clamp per channel with host bounds: 6x faster there than tensor bounds
+            same = dst.dtype == tmp.dtype  # else clamped in place, then converted by one copy
+            for ch, (lo, hi) in enumerate(self._bounds(c)):
+                torch.clamp(tmp[:, ch], lo, hi, out=dst[:, ch] if same else tmp[:, ch])
+            if not same:
+                dst.copy_(tmp)
+        else:
+            torch.clamp(tmp, k["lo"], k["hi"], out=dst)
         if not result.is_contiguous():
             result.copy_(tmp.view(n, c, oh, ow))
 

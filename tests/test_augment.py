@@ -755,7 +755,8 @@ def test_draw_and_apply_stay_within_a_kernel_budget():
     with CountOps() as ops:
         aug(x, generator=gen(0))
     assert len(ops) <= 80, ops
-    assert ops.count("grid_sampler_2d") == 1 and ops.count("baddbmm") == 1 and ops.count("clamp") == 3, ops
+    # Clamps: the grid's two, and the colour map's, one per channel on the CPU (host bounds; one op on a GPU).
+    assert ops.count("grid_sampler_2d") == 1 and ops.count("baddbmm") == 1 and ops.count("clamp") == 2 + 3, ops
 
 
 def test_a_list_of_images_costs_one_copy_per_image_and_no_float_copy():
