@@ -80,7 +80,7 @@ def _sample_params(
         if COIN:
             share = tl.where(on, share, 0.0)
         lam = 1.0 - share
-        share = tl.where(lam < 1.0, share, 0.0)  # λ = 1 (unmixed) has no partner weight: NOTE [ Exact unmixed samples ]
+        share = tl.where(lam < 1.0, share, 0.0)  # λ = 1: no partner weight (NOTE [ Exact unmixed samples ])
     return lam, share, x1, y1, x2, y2
 
 

@@ -900,7 +900,8 @@ def test_a_later_phases_augmentation_checks_the_first_batchs_layout():
     for during, after, augment in [(ed.Phase(), ed.Phase(augment=GpuAugment(8)), None),
                                    (ed.Phase(augment=lambda x: x), ed.Phase(), GpuAugment(8)),
                                    (ed.Phase(), ed.Phase(augment=K.RandomHorizontalFlip()), None)]:
-        loader = ed.enlighten(DataLoader(hwc, batch_size=4), ed.Schedule(2, during=during, after=after), augment=augment)
+        schedule = ed.Schedule(2, during=during, after=after)
+        loader = ed.enlighten(DataLoader(hwc, batch_size=4), schedule, augment=augment)
         with pytest.raises(ValueError, match=channels_last):
             next(iter(loader))
     images = [(torch.randint(0, 256, (3, 10 + i, 12), dtype=torch.uint8, generator=gen(i)), i % 3) for i in range(8)]
