@@ -354,7 +354,7 @@ def _mix_peers(
             peers.append((f"enlight mix_batch {kind} elem{OP_MIX}", fn, "new output tensor; PyTorch ops"))
             fn = lambda p=phase: _with_op_mixing(x, y, p, g, keep=lambda name: name != "mix")  # noqa: E731
             peers.append((f"enlight mix_batch {kind} elem{TWO_KERNELS}", fn,
-                          "new output tensor; mix_params and the blend (Mixup: two lerps)"))
+                          "new output tensor; mix_params and the blend kernel"))
     try:
         from timm.data import Mixup
     except ImportError as err:

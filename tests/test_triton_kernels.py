@@ -406,9 +406,9 @@ def test_mix_batch_through_the_kernels_matches_the_pytorch_path():
 
 
 def test_the_kernels_copy_an_unmixed_sample_whatever_its_partner_holds():
-    # NOTE [ Exact unmixed samples ]: a weight of 0 copies the sample and a weight of 1 its partner, without reading
-    # the other (lerp would carry a NaN or inf across); the one-launch kernel, the blend kernel (apply_mix) and the
-    # PyTorch ops agree.
+    # NOTE [ Exact unmixed samples ]: a weight of 0 copies the sample without reading its partner (lerp would carry a
+    # NaN or inf across); the one-launch kernel, the blend kernel (apply_mix) and the PyTorch ops agree, also where a
+    # Beta draw too small to move λ from 1 leaves a sample unmixed.
     _interpreted("""
         import math
         import warnings
