@@ -649,8 +649,8 @@ def test_an_unmixed_sample_comes_out_as_it_went_in_whatever_its_partner_holds(mo
     unmixed_seen = 0
     for seed in range(12):
         x, y = batch(b=8, classes=4)
-        x[0, 1, 2, 2], x[5, 0, 0, 0] = math.nan, math.inf  # samples 0 and 5 are partners (shift 4): 1 and 4 clean
-        x[2].fill_(math.nan)
+        x[0, 1, 2, 2], x[5, 0, 0, 0] = math.nan, math.inf  # the partners (shift 4) of the clean samples 4 and 1
+        x[2].fill_(math.nan)  # and of 6
         xm, ym, mixed = mix_batch(x, y, phase, num_classes=4, generator=gen(seed))
         for i in range(8):
             if not mixed[i]:
