@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["FAILED", "Unsupported", "cdiv", "kernel", "next_power_of_2", "run"]
+__all__ = ["FAILED", "Unsupported", "cdiv", "kernel", "next_power_of_2", "run", "smoothing_values"]
 
 # name -> (module, launcher)
 _KERNELS = {
@@ -98,3 +98,14 @@ def cdiv(a: int, b: int) -> int:
 def next_power_of_2(n: int) -> int:
     """The smallest power of two ``>= n`` (1 for ``n <= 1``)."""
     return 1 << max(n - 1, 0).bit_length()
+
+
+def smoothing_values(label_smoothing: float, num_classes: int) -> tuple[float, float]:
+    """``(off, hot)``: a soft row's value for the other classes and for its class under ``label_smoothing``.
+
+    ``off = s / C`` and ``hot = 1 - s + off``, so a smoothed row is ``row * (1 - s) + off``. One column
+    (``num_classes=1``: a single binary score, as for ``BCEWithLogitsLoss`` on ``(B, 1)`` outputs) is smoothed
+    towards 0.5, as two classes would be (``off = s / 2``): its 0 and 1 become ``s / 2`` and ``1 - s / 2``.
+    """
+    off = label_smoothing / max(num_classes, 2)
+    return off, 1.0 - label_smoothing + off

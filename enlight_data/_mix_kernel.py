@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from ._fused import Unsupported, cdiv, next_power_of_2
+from ._fused import Unsupported, cdiv, next_power_of_2, smoothing_values
 
 __all__ = ["blend", "mix", "mix_params"]
 
@@ -191,7 +191,7 @@ def mix_params(
         size: The image's ``(H, W)`` (CutMix).
         target: ``(B,)`` integer class indices (any stride), or None: no soft targets.
         num_classes: The soft targets' width, with ``target``.
-        label_smoothing: Folded into the soft targets: ``off = s / C``, ``hot = 1 - s + off``.
+        label_smoothing: Folded into the soft targets as ``(off, hot)`` of :func:`~enlight_data._fused.smoothing_values`.
 
     Returns:
         ``(lam, weight_or_box, mixed, soft)``: λ ``(B,)`` float32; the partner's weight ``(B,)`` (Mixup) or the boxes
@@ -204,7 +204,7 @@ def mix_params(
     lam, second, mixed, soft = _outputs(b, pixel is not None, target, num_classes, draw.device)
     if b == 0:
         return lam, second, mixed, soft
-    off = label_smoothing / num_classes if target is not None else 0.0
+    off, hot = smoothing_values(label_smoothing, num_classes) if target is not None else (0.0, 1.0)
     block_n = LABEL_ROWS if soft is not None else BOX_BLOCK
     tiles = cdiv(num_classes, LABEL_BLOCK) if soft is not None else 1
     if tiles > MAX_BLOCKS:
@@ -214,7 +214,7 @@ def mix_params(
             draw, draw if coin is None else coin, draw if pixel is None else pixel, draw if target is None else target,
             lam, second, mixed.view(torch.int8), lam if soft is None else soft,
             b, shift % b, int(draw.shape[0] == b), 1 if target is None else target.stride(0), float(prob),
-            float(width), float(height), width, 1.0 / (height * width), num_classes, off, 1.0 - label_smoothing + off,
+            float(width), float(height), width, 1.0 / (height * width), num_classes, off, hot,
             GAMMA=draw.dim() == 2, COIN=coin is not None, CUT=pixel is not None, LABELS=soft is not None,
             BLOCK_N=block_n, BLOCK_C=LABEL_BLOCK,
         )
@@ -433,14 +433,14 @@ def mix(
     xi, oi, block_h, block_w = _tiling(x, out)
     _, c, height, width = xi.shape
     lam, second, mixed, soft = _outputs(b, pixel is not None, target, num_classes, x.device)
-    off = label_smoothing / num_classes if target is not None else 0.0
+    off, hot = smoothing_values(label_smoothing, num_classes) if target is not None else (0.0, 1.0)
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         _mix_kernel[(b * c, cdiv(height, block_h) * cdiv(width, block_w))](
             xi, oi, draw, draw if coin is None else coin, draw if pixel is None else pixel,
             draw if target is None else target, lam, second, mixed.view(torch.int8), lam if soft is None else soft,
             b, shift % b, c, height, width, *xi.stride(), *oi.stride(), int(draw.shape[0] == b),
             1 if target is None else target.stride(0), float(prob), float(width), float(height),
-            1.0 / (height * width), num_classes, off, 1.0 - label_smoothing + off,
+            1.0 / (height * width), num_classes, off, hot,
             GAMMA=draw.dim() == 2, COIN=coin is not None, CUT=pixel is not None, LABELS=soft is not None,
             BLOCK_H=block_h, BLOCK_W=block_w, BLOCK_C=LABEL_BLOCK,
         )

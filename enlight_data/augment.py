@@ -769,7 +769,10 @@ class GpuAugment:
         """
         if isinstance(x, Tensor):
             if x.ndim != 4 or x.shape[2] == 0 or x.shape[3] == 0:
-                raise ValueError(f"x should be a (B, C, H, W) tensor with H, W > 0, got x.shape={tuple(x.shape)}")
+                raise ValueError(
+                    f"x should be a (B, C, H, W) tensor with H, W > 0, or a list of (C, H, W) images, got "
+                    f"x.shape={tuple(x.shape)}" + (" (one image? pass x.unsqueeze(0) or [x])" if x.ndim == 3 else "")
+                )
             self._check_input(x)
             _check_channels_first(x)
             return x, None, (1.0 / 255.0 if x.dtype == torch.uint8 else 1.0)
@@ -1217,9 +1220,8 @@ def _check_channels_first(x: Tensor, name: str = "x") -> None:
     """Refuse a ``(B, H, W, C)`` or ``(H, W, C)`` image tensor (see ``channels_last_hint``)."""
     hint = channels_last_hint(name, x.shape)
     if hint:
-        raise ValueError(
-            f"{name} should be channels-first, (B, C, H, W) or (C, H, W), got {name}.shape={tuple(x.shape)}{hint}"
-        )
+        form = "(B, C, H, W)" if x.dim() == 4 else "(C, H, W)"
+        raise ValueError(f"{name} should be channels-first, {form}, got {name}.shape={tuple(x.shape)}{hint}")
 
 
 def _check_augmentable(augment: Any, x: Any) -> None:

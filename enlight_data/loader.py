@@ -13,7 +13,7 @@ import math
 import warnings
 import weakref
 from collections.abc import Hashable, Mapping, Sequence
-from typing import Any, Callable, Generator, Iterator, Protocol
+from typing import Any, Callable, Generator, Iterator, Protocol, cast
 
 import torch
 from torch import Tensor
@@ -73,16 +73,21 @@ class Source(Protocol):
 
 
 def _rows_of(rows: Any, batch: int) -> tuple[int, int]:
-    """``(start, stop)`` of ``record(rows=...)``: a slice of step 1 inside a batch of ``batch`` rows."""
+    """``(start, stop)`` of ``record(rows=...)``: a slice of step 1 inside a batch of ``batch`` rows.
+
+    A negative bound counts from the batch's end, as in ``x[-8:]``; a bound outside the batch is refused rather
+    than clipped (a chunk that does not fit is a mistake, not fewer rows).
+    """
     if rows is None:
         return 0, batch
     if not isinstance(rows, slice) or rows.step not in (None, 1):
         raise TypeError(f"rows should be a slice of the batch's rows with step 1 (e.g. slice(0, 32)), got rows={rows!r}")
-    start = 0 if rows.start is None else check_int("rows.start", rows.start)
-    stop = batch if rows.stop is None else check_int("rows.stop", rows.stop)
-    if not 0 <= start < stop <= batch:  # type: ignore[operator]
+    start = 0 if rows.start is None else cast(int, check_int("rows.start", rows.start))
+    stop = batch if rows.stop is None else cast(int, check_int("rows.stop", rows.stop))
+    start, stop = (bound + batch if bound < 0 else bound for bound in (start, stop))
+    if not 0 <= start < stop <= batch:
         raise ValueError(f"rows should lie within the batch's {batch} rows and hold one at least, got rows={rows!r}")
-    return start, stop  # type: ignore[return-value]
+    return start, stop
 
 
 def _scale_split(schedule: Schedule, augment: Any) -> tuple[str, str, str] | None:
@@ -559,8 +564,8 @@ class EnlightLoader:
                 labels predicted right (``output > threshold`` against ``target > 0.5``, or
                 ``target != 0`` for integer targets). ``track(criterion, multi_label=True)`` sets it.
             rows: The rows of the batch these losses (and ``output``, ``target``) belong to, as a
-                slice (``slice(32, 64)`` for the second chunk of 32): for a batch split into chunks.
-                ``None``: the whole batch.
+                slice (``slice(32, 64)`` for the second chunk of 32; a negative bound counts from the end, as
+                in ``x[-32:]``): for a batch split into chunks. ``None``: the whole batch.
 
         Raises:
             RuntimeError: If there is no current batch (outside the loop over the loader).

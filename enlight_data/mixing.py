@@ -612,6 +612,9 @@ def _check_target(target: Tensor, num_classes: int, label_smoothing: float) -> t
 def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float = 0.0) -> Tensor:
     """Turn class indices, one-hot or soft rows into smoothed float32 rows of ``num_classes``.
 
+    A row is smoothed as ``row * (1 - s) + s / num_classes``; a single column (``num_classes=1``, one binary
+    score) towards 0.5, as ``row * (1 - s) + s / 2``.
+
     Raises:
         ValueError: For targets out of ``[0, num_classes)``, integer rows holding other values than 0 and
             1, or float rows holding a negative or non-finite value (all checked when the targets are on the
@@ -623,9 +626,9 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
     num_classes, label_smoothing = _check_target(target, num_classes, label_smoothing)
     if _is_indices(target):
         # Smoothing folded into the fill and the scattered value: two kernels, whatever the smoothing.
-        off = label_smoothing / num_classes
+        off, hot = _fused_kernels.smoothing_values(label_smoothing, num_classes)
         soft = torch.full((target.shape[0], num_classes), off, dtype=torch.float32, device=target.device)
-        return soft.scatter_(1, target.long().unsqueeze(1), 1.0 - label_smoothing + off)
+        return soft.scatter_(1, target.long().unsqueeze(1), hot)
     if target.dim() == 1:
         raise TypeError(
             f"target of shape (B,) should hold integer class indices, got target of dtype {target.dtype}; pass "
@@ -661,7 +664,7 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
             )
     soft = target.to(torch.float32)
     if label_smoothing > 0:
-        soft = soft * (1.0 - label_smoothing) + label_smoothing / num_classes
+        soft = soft * (1.0 - label_smoothing) + _fused_kernels.smoothing_values(label_smoothing, num_classes)[0]
     return soft
 
 

@@ -139,7 +139,9 @@ class Phase:
         mode: ``"elem"`` draws one λ per sample, ``"batch"`` one λ per batch.
         drop_high_loss: Fraction in [0, 1) of the samples with a recorded loss
             that are left out, highest loss first (High-Loss Removal).
-        label_smoothing: Label smoothing in [0, 1) applied to the soft targets.
+        label_smoothing: Label smoothing ``s`` in [0, 1) applied to the soft targets:
+            ``row * (1 - s) + s / num_classes``; with ``num_classes=1`` (one binary score)
+            towards 0.5, ``row * (1 - s) + s / 2``.
         augment_strength: Scales the batch augmentation's magnitudes and
             probabilities, in [0, 1] (1 = as configured); the phase's augmentation
             must then be a ``GpuAugment`` (checked by ``enlighten()``/``stream()``).

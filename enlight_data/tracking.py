@@ -44,6 +44,8 @@ class Recorder(Protocol):
 #   are not ``ignore_index`` (their count without weights; the default ignore_index, -100, included), and by the
 #   element count with probability targets;
 # - "mean" of the elementwise losses below is the mean over all elements (their ``weight`` rescales elements).
+# The value is the criterion's up to float rounding (the reduction of the unreduced losses sums them in another order
+# than the criterion's own kernel: a few units in the last place, e.g. 2.46951246 against 2.46951222).
 # Any other criterion (an unknown module or callable, or a reduction we do not know) is evaluated a second time for
 # the value it returns, which is then exactly its own.
 _CLASS_WEIGHTED = (nn.CrossEntropyLoss, nn.NLLLoss)
@@ -126,7 +128,8 @@ class TrackedLoss(nn.Module):
     Works with ``nn.CrossEntropyLoss`` (hard or soft targets), ``nn.BCEWithLogitsLoss``,
     any loss module with a ``reduction`` attribute, ``F.cross_entropy`` and any callable
     accepting ``reduction="none"``. The returned loss equals the criterion's own (same
-    reduction, same value; see NOTE [ Reducing the unreduced loss ]). Per-sample losses with
+    reduction; the same value up to float rounding, as the sum is taken in another order: see
+    NOTE [ Reducing the unreduced loss ]). Per-sample losses with
     extra dimensions (e.g. BCE's ``(B, C)`` or a sequence's ``(B, T)``) are averaged over
     them; with class-index targets, over the positions that are not ``ignore_index``. The output
     and target also give the training accuracy, except for regression losses (MSE, L1,

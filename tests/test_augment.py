@@ -510,7 +510,8 @@ def test_bad_strength_raises(strength, error, match):
 
 def test_bad_inputs_raise():
     aug = GpuAugment(8)
-    with pytest.raises(ValueError, match=r"x should be a \(B, C, H, W\) tensor with H, W > 0, got x.shape=\(3, 8, 8\)"):
+    with pytest.raises(ValueError, match=r"x should be a \(B, C, H, W\) tensor with H, W > 0, or a list of \(C, H, W\) "
+                                         r"images, got x.shape=\(3, 8, 8\) \(one image\? pass x.unsqueeze\(0\) or \[x\]\)"):
         aug(torch.zeros(3, 8, 8), generator=gen())
     with pytest.raises(TypeError, match=r"x should be uint8 or floating point, got x.dtype=torch.int64"):
         aug(torch.zeros(1, 3, 8, 8, dtype=torch.long), generator=gen())
@@ -526,7 +527,7 @@ def test_bad_inputs_raise():
     for bad in ([8.0, 0.0], [8.0, math.nan], [8.0, 2.5], [8.0, math.inf]):
         with pytest.raises(ValueError, match=r"widths should hold positive whole numbers \(pixels\), got widths="):
             aug.draw(2, 8, torch.tensor(bad), generator=gen())
-    with pytest.raises(ValueError, match=r"H, W > 0, got x.shape=\(2, 3, 0, 8\)"):
+    with pytest.raises(ValueError, match=r"H, W > 0, or a list of \(C, H, W\) images, got x.shape=\(2, 3, 0, 8\)"):
         aug(torch.zeros(2, 3, 0, 8), generator=gen())
     empty = [images(1, h=8, w=8)[0], torch.zeros(3, 5, 0, dtype=torch.uint8)]
     with pytest.raises(ValueError, match=r"H, W > 0, .*got x\[1\] of shape \(3, 5, 0\)"):
@@ -896,7 +897,7 @@ def test_a_later_phases_augmentation_checks_the_first_batchs_layout():
     import enlight_data as ed
 
     hwc = [(torch.randint(0, 256, (10, 12, 3), dtype=torch.uint8, generator=gen(i)), i % 3) for i in range(8)]
-    channels_last = r"x should be channels-first, \(B, C, H, W\) or \(C, H, W\), got x.shape=\(4, 10, 12, 3\)"
+    channels_last = r"x should be channels-first, \(B, C, H, W\), got x.shape=\(4, 10, 12, 3\)"
     for during, after, augment in [(ed.Phase(), ed.Phase(augment=GpuAugment(8)), None),
                                    (ed.Phase(augment=lambda x: x), ed.Phase(), GpuAugment(8)),
                                    (ed.Phase(), ed.Phase(augment=K.RandomHorizontalFlip()), None)]:
@@ -1240,7 +1241,7 @@ def test_channels_last_images_are_refused_naming_the_permute():
     hwc = images(2, h=16, w=12).permute(0, 2, 3, 1)
     with pytest.raises(ValueError, match=r"channels-first.*x.shape=\(2, 16, 12, 3\).*x.permute\(0, 3, 1, 2\)"):
         aug(hwc, generator=gen())
-    with pytest.raises(ValueError, match=r"x\[0\] should be channels-first.*x\[0\].shape=\(16, 12, 3\).*"
+    with pytest.raises(ValueError, match=r"x\[0\] should be channels-first, \(C, H, W\), got x\[0\].shape=\(16, 12, 3\).*"
                                          r"x\[0\].permute\(2, 0, 1\)"):
         aug(list(hwc), generator=gen())
     with pytest.raises(ValueError, match=r"x\[0\].shape=\(16, 12, 3\)"):  # not "the same C" of images apart

@@ -182,6 +182,25 @@ def test_to_soft_targets_forms_and_errors():
     assert torch.equal(to_soft_targets(torch.tensor([[0, 1, 1]]), 3), torch.tensor([[0.0, 1.0, 1.0]]))  # multi-hot
 
 
+def test_label_smoothing_of_one_binary_score_goes_towards_one_half():
+    # A single column (BCEWithLogitsLoss on (B, 1) outputs) is smoothed as two classes would be: 0 and 1 become s/2
+    # and 1 - s/2 (with s / num_classes, 0 became s and 1 stayed 1: one-sided).
+    rows = torch.tensor([[0.0], [1.0], [0.25]])
+    torch.testing.assert_close(to_soft_targets(rows, 1, label_smoothing=0.2), torch.tensor([[0.1], [0.9], [0.3]]))
+    torch.testing.assert_close(to_soft_targets(torch.zeros(2, dtype=torch.long), 1, label_smoothing=0.2),
+                               torch.full((2, 1), 0.9))
+    # Mixed: samples 0-3 are negatives, 4-7 positives, and sample i's partner is (i + 4) % 8, of the other label.
+    x = torch.arange(8.0).unsqueeze(1)
+    binary = (torch.arange(8) >= 4).float().unsqueeze(1)
+    xm, ym, mixed = mix_batch(x, binary, ed.Phase(mixup_alpha=1.0, label_smoothing=0.2), num_classes=1,
+                              generator=gen())
+    partner = x.roll(-4, 0)
+    lam = (xm - partner) / (x - partner)  # each sample's own weight, read off the mixed input
+    smoothed = binary * 0.8 + 0.1
+    assert mixed.all()
+    torch.testing.assert_close(ym, lam * smoothed + (1 - lam) * smoothed.roll(-4, 0))
+
+
 def test_mix_batch_checks_that_target_matches_the_batch():
     x, y = batch(b=4)
     for phase in (ed.Phase(mixup_alpha=1.0), ed.Phase(label_smoothing=0.1)):

@@ -379,7 +379,8 @@ def test_rows_are_checked_and_recorded_once():
             (slice(0, 8, 2), TypeError, "with step 1"),
             (slice(4, 9), ValueError, r"rows should lie within the batch's 8 rows and hold one at least, got"),
             (slice(5, 5), ValueError, "hold one at least"),
-            (slice(-2, None), ValueError, "lie within the batch's 8 rows"),
+            (slice(-9, None), ValueError, r"lie within the batch's 8 rows.*got rows=slice\(-9, None, None\)"),
+            (slice(6, -3), ValueError, "hold one at least"),  # rows 6 to 5
             (slice(0, 2.5), TypeError, "rows.stop should be an int"),
         ]:
             with pytest.raises(error, match=match):
@@ -400,9 +401,10 @@ def test_rows_are_checked_and_recorded_once():
         loader.record(torch.full((4,), 1.0), rows=slice(0, 4))
         with pytest.warns(UserWarning, match="called again for rows of the batch already recorded"):
             loader.record(torch.full((2,), 9.0), rows=slice(3, 5))  # row 3 is recorded: the call is ignored
-        loader.record(torch.full((4,), 2.0), rows=slice(4, 8))
+        loader.record(torch.full((2,), 2.0), rows=slice(4, -2))  # a negative bound counts from the end, as x[4:-2]
+        loader.record(torch.full((2,), 3.0), rows=slice(-2, None))
         loader.record(torch.full((8,), 9.0))  # every row recorded: ignored (warned once already)
-    assert loader.losses().tolist() == [1.0] * 4 + [2.0] * 4
+    assert loader.losses().tolist() == [1.0] * 4 + [2.0] * 2 + [3.0] * 2
 
 
 def test_a_checkpoint_between_chunks_warns_that_the_other_rows_go_unrecorded():
