@@ -615,6 +615,15 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
     A row is smoothed as ``row * (1 - s) + s / num_classes``; a single column (``num_classes=1``, one binary
     score) towards 0.5, as ``row * (1 - s) + s / 2``.
 
+    Args:
+        target: ``(B,)`` integer class indices, or ``(B, num_classes)`` rows (integer one-hot or multi-hot rows,
+            or non-negative float rows).
+        num_classes: The rows' width.
+        label_smoothing: ``s`` in ``[0, 1)``.
+
+    Returns:
+        ``(B, num_classes)`` float32 rows.
+
     Raises:
         ValueError: For targets out of ``[0, num_classes)``, integer rows holding other values than 0 and
             1, or float rows holding a negative or non-finite value (all checked when the targets are on the
