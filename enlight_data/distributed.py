@@ -1,10 +1,12 @@
-"""torch.distributed support: rank discovery and the once-per-epoch table sync.
+"""torch.distributed support: rank discovery, the check as a pass starts, and the once-per-epoch table sync.
 
 Every rank computes the same global order and takes a disjoint share of equal
 length (see :func:`enlight_data.sampler.shard`). Per-sample losses and the
 accuracy counters are combined across ranks once per epoch, at the epoch
 boundary, so removal sets and the accuracy-triggered end of the period are the
-same everywhere; there is no collective per step.
+same everywhere. Before a pass over an epoch hands out its first batch, the ranks
+compare their batch counts and orders (NOTE [ Checked before the first batch ]);
+there is no collective per step.
 
 NOTE [ Identical decisions on every rank ]
     A schedule decision (which samples to leave out, whether the period has
@@ -48,6 +50,7 @@ __all__ = [
     "agreement_digest",
     "check_sharding_still_holds",
     "made_before_process_group",
+    "pass_checker",
     "resolve_rank",
     "sync_table",
     "table_reducer",
@@ -232,13 +235,7 @@ def sync_table(
         raise ValueError(f"loss tables should have the same size on every rank, got sizes {sizes} by rank")
     agreed = [int(a) for a in headers[:, _AGREE].tolist()]
     if len(set(agreed)) != 1:
-        raise ValueError(
-            "ranks should read one global order per epoch (the same seed, data, sampling and schedule on every "
-            f"rank), got different ones: digests {agreed} by rank. Each rank's share then overlaps another's: pass "
-            "the same seed=, batch size and schedule on every rank (a removal fraction that differs by rank leaves "
-            "out different samples), and use a sampler with a generator attribute (which is seeded per epoch) "
-            "rather than one drawing from a per-rank random state"
-        )
+        raise _disagreement(agreed)
     exchanges = [_EXCHANGES[int(e)] for e in headers[:, _EXCHANGE].tolist()]
     if len(set(exchanges)) != 1:
         raise ValueError(
@@ -258,6 +255,61 @@ def sync_table(
     else:
         _sync_dense(total, count, device, group)
     return "sparse" if sparse else "dense"
+
+
+def _disagreement(digests: list[int]) -> ValueError:
+    """The error every rank raises when the ranks' agreement digests differ."""
+    return ValueError(
+        "ranks should read one global order per epoch (the same seed, data, sampling and schedule on every "
+        f"rank), got different ones: digests {digests} by rank. Each rank's share then overlaps another's: pass "
+        "the same seed=, batch size and schedule on every rank (a removal fraction that differs by rank leaves "
+        "out different samples), and use a sampler with a generator attribute (which is seeded per epoch) "
+        "rather than one drawing from a per-rank random state"
+    )
+
+
+def pass_checker(
+    group: "dist.ProcessGroup | None" = None, *, agreement: Callable[[], int]
+) -> Callable[[int, int], None]:
+    """The check an :class:`~enlight_data.EnlightLoader` of several ranks runs as each pass over an epoch starts.
+
+    NOTE [ Checked before the first batch ]
+    A rank given more batches than another (a batch size, ``drop_last``, dataset or removal fraction that differs
+    by rank) would wait forever in its extra step's collective, DDP's gradient all-reduce, and never reach the
+    epoch's end, where the table sync compares the ranks' orders. So before a pass hands out its first batch,
+    every rank all-gathers two int64s, the batches the pass will yield and the digest of the epoch's order and
+    the settings that make it (``agreement``), and all raise the same ``ValueError`` if they differ. This runs
+    at the pass's first ``next()``, not at ``iter()``: an iterator made and dropped unused (Lightning's probe)
+    makes no collective. One small exchange per pass, and one host read.
+
+    Args:
+        group: The process group (the default group when ``None``).
+        agreement: Called at each check for the digest every rank must share (see :func:`sync_table`).
+
+    Returns:
+        ``check(epoch, batches)``, which does nothing without an initialised process group (the table sync
+        warns then).
+    """
+
+    def check(epoch: int, batches: int) -> None:
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        device = _comm_device(group, torch.device("cpu"))
+        mine = torch.tensor([batches, agreement()], dtype=torch.int64, device=device)
+        every = torch.empty(dist.get_world_size(group), 2, dtype=torch.int64, device=device)
+        dist.all_gather(list(every.unbind(0)), mine, group=group)
+        counts, digests = every.cpu().t().tolist()
+        if len(set(counts)) != 1:
+            raise ValueError(
+                f"ranks should yield the same number of batches in each pass over an epoch, got {counts} by rank "
+                f"in epoch {epoch}: a rank with more would wait forever in its extra step's collective (DDP's "
+                "gradient all-reduce). Pass the same dataset, batch size, drop_last and schedule on every rank (a "
+                "removal fraction that differs by rank leaves out different samples)"
+            )
+        if len(set(digests)) != 1:
+            raise _disagreement(digests)
+
+    return check
 
 
 def _sync_dense(total: Tensor, count: Tensor, device: torch.device, group: "dist.ProcessGroup | None") -> None:

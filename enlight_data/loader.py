@@ -26,7 +26,9 @@ from ._validate import (
     channels_last_hint, check_augment, check_bool, check_device, check_int, check_real, check_seed,
 )
 from .context import MAX_EPOCH, SharedClock
-from .distributed import check_sharding_still_holds, made_before_process_group, resolve_rank, table_reducer
+from .distributed import (
+    check_sharding_still_holds, made_before_process_group, pass_checker, resolve_rank, table_reducer,
+)
 from .feedback import LossTable
 from .mapstyle import MapSource, check_loader
 from .mixing import _mix
@@ -219,6 +221,8 @@ class EnlightLoader:
             neither key is given).
         augment: The batch augmentation (a phase's ``augment`` replaces it).
         reduce: Combines the ranks' loss tables at each epoch's end (``None`` for one process).
+        check_pass: ``check(epoch, batches)``, run as each pass starts: the ranks' batch counts and orders agree
+            (``None`` for one process; NOTE [ Checked before the first batch ] in ``distributed.py``).
         made_before_group: Made for one process, its rank and world size left to a process group that did not
             exist yet: iterating it once a group of several does is refused (NOTE [ A loader made before
             init_process_group ] in ``distributed.py``).
@@ -243,6 +247,7 @@ class EnlightLoader:
         target_key: Any = None,
         augment: Callable[..., Tensor] | None = None,
         reduce: Callable[[LossTable], None] | None = None,
+        check_pass: Callable[[int, int], None] | None = None,
         made_before_group: bool = False,
     ) -> None:
         self.schedule = schedule
@@ -256,6 +261,7 @@ class EnlightLoader:
         self._source = source
         self._clock = clock
         self._reduce = reduce
+        self._check_pass = check_pass
         self._tracker = PeriodTracker(schedule.period)
         self._table = LossTable(source.num_samples)
         self._prefetch = Prefetcher(device) if device is not None else None
@@ -1133,6 +1139,8 @@ class EnlightLoader:
             pairs = self._prefetch(pairs)
         handed: list[Any] = [None]  # the current batch this iterator set last
         try:
+            if self._check_pass is not None:  # before the first batch (NOTE [ Checked before the first batch ])
+                self._check_pass(epoch, self._source.num_batches() - start)
             yield from self._batches(pairs, epoch, start, phase, augment, handed)
             self._ran_out = self._epoch == epoch
         except Exception:
@@ -1626,5 +1634,6 @@ def enlighten(
         target_key=target_key,
         augment=augment,
         reduce=table_reducer(group, agreement=source.agreement) if world_size > 1 else None,
+        check_pass=pass_checker(group, agreement=source.agreement) if world_size > 1 else None,
         made_before_group=alone,
     )

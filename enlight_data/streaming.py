@@ -43,7 +43,7 @@ from ._stack import caller_stacklevel
 from ._validate import check_bool, check_choice, check_int
 from ._workers import drop_dead_workers, drop_iterator
 from .context import SharedClock
-from .distributed import agreement_digest, made_before_process_group, resolve_rank, table_reducer
+from .distributed import agreement_digest, made_before_process_group, pass_checker, resolve_rank, table_reducer
 from .loader import EnlightLoader, check_arguments, check_soft_targets, resolve_device
 from .schedule import Schedule
 from .shards import (
@@ -577,7 +577,8 @@ class _ShardStream(IterableDataset):
                 return True
             first = exn.args[0] if len(exn.args) == 1 else str(exn)  # OSError: (errno, reason)
             key = _key_of(progress.fname) if progress.fname else progress.key
-            err = ShardError(f"shard {progress.url!r}, key {key!r}: cannot read: {type(exn).__name__}: {first}")
+            at = f", key {key!r}" if key else ""  # none yet: the shard failed before its first member
+            err = ShardError(f"shard {progress.url!r}{at}: cannot read: {type(exn).__name__}: {first}")
             if self.handler == "raise":
                 raise err from exn
             where = (progress.url, progress.fname)
@@ -1060,5 +1061,6 @@ def stream(
         seed=seed,
         augment=augment,
         reduce=table_reducer(group, agreement=src.agreement) if world_size > 1 else None,
+        check_pass=pass_checker(group, agreement=src.agreement) if world_size > 1 else None,
         made_before_group=alone,
     )

@@ -248,6 +248,23 @@ def _second_epoch_error(make: Callable[[], Any]) -> str | None:
     return None
 
 
+def _ddp_error(make: Callable[[], Any], epochs: int) -> str | None:
+    """The error of a loop with a collective at every step, as DDP's gradient all-reduce is, or None.
+
+    A rank with more batches than another would wait in its extra step's all-reduce forever (the spawner then
+    reports a deadlock): NOTE [ Checked before the first batch ].
+    """
+    try:
+        loader = make()
+        for _ in range(epochs):
+            for x, _ in loader:
+                dist.all_reduce(torch.ones(1))
+                loader.record(x[:, 0].float())
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _check_disagreement(world_size: int) -> dict[str, Any]:
     """Ranks that would read different global orders, or claim another rank or size, fail on every rank."""
     rank = dist.get_rank()
@@ -268,6 +285,12 @@ def _check_disagreement(world_size: int) -> dict[str, Any]:
         "stream removal per rank": None if index is None else _second_epoch_error(
             lambda: ed.stream(index, ed.high_loss_removal(3, fraction=0.25 * (rank + 1)), batch_size=8,
                               num_workers=0)),
+        # Batch counts that differ by rank, in a loop with DDP's all-reduce at every step: refused before the first
+        # batch of the pass (epoch 0's for the batch size, epoch 1's for the fraction), not left to hang.
+        "batch size per rank": _ddp_error(lambda: ed.enlighten(DataLoader(_data(24), batch_size=4 + 2 * rank),
+                                                               schedule), epochs=1),
+        "removal per rank": _ddp_error(lambda: ed.enlighten(loader(shuffle=True), ed.high_loss_removal(
+            2, fraction=0.25 * (rank + 1))), epochs=2),
         # Refused when built (rank 0's loader, accepted, is not run: its sync would wait for the others).
         "world_size": _first_epoch_error(lambda: ed.enlighten(loader(), schedule, world_size=world_size + 1),
                                          run=False),
@@ -682,17 +705,24 @@ def test_a_group_needs_an_initialised_process_group():
 
 @pytest.mark.slow  # spawns gloo ranks
 def test_ranks_that_would_read_different_orders_or_claim_another_rank_fail_on_every_rank(run2):
-    # Silently overlapping shares (some samples twice an epoch, others never) are refused: after the first epoch's
-    # sync for a seed or a custom sampler that differs by rank, at once for a rank or size the group does not have.
+    # Silently overlapping shares (some samples twice an epoch, others never) are refused: before the first batch for
+    # a seed or a custom sampler that differs by rank, at once for a rank or size the group does not have.
     results = [r["disagreement"] for r in run2]
     for rank, result in enumerate(results):
-        for case in ("seed per rank", "sampler per rank", "stream seed per rank", "stream removal per rank"):
+        for case in ("seed per rank", "sampler per rank", "stream seed per rank"):
             assert result[case] is not None and result[case].startswith(
                 "ranks should read one global order per epoch (the same seed, data, sampling and schedule on every "
                 "rank), got different ones: digests ["), (rank, case, result[case])
         # A schedule that removes different samples by rank is named as a cause, not only the seed and the sampler.
         assert "a removal fraction that differs by rank" in result["stream removal per rank"]
         assert result["same sampler"] is None  # the same draws on every rank: fine
+        assert result["batch size per rank"].startswith(
+            "ranks should yield the same number of batches in each pass over an epoch, got [3, 2] by rank in epoch 0: "
+            "a rank with more would wait forever in its extra step's collective (DDP's gradient all-reduce)")
+        assert result["removal per rank"].startswith(
+            "ranks should yield the same number of batches in each pass over an epoch, got [3, 2] by rank in epoch 1")
+        assert result["stream removal per rank"].startswith(
+            "ranks should yield the same number of batches in each pass over an epoch, got [5, 4] by rank in epoch 1")
         assert result["world_size"].startswith("world_size should be the process group's size 2 (the losses are "
                                                "combined over it) or 1 (a loader of its own on each process), got "
                                                "world_size=3")

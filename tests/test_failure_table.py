@@ -390,6 +390,30 @@ def _made_before_init():
     assert alone.epoch == -1 and not alone.history  # nothing was begun
 
 
+@check("rank-disagreement")
+def _rank_disagreement():
+    # Rank 0 of 2 whose peer would yield one more batch, or read another order (the collective patched; the real one
+    # is in test_distributed.py, on gloo ranks that run a step's all-reduce as DDP does).
+    from unittest import mock
+
+    data = _tensors(torch.zeros(24, 2), torch.zeros(24, dtype=torch.long))
+    for column, match in [(0, r"ranks should yield the same number of batches in each pass over an epoch, got "
+                                 r"\[3, 4\] by rank in epoch 0: a rank with more would wait forever"),
+                          (1, r"ranks should read one global order per epoch .*got different ones: digests \[")]:
+        def all_gather(outs, mine, group=None, column=column):
+            for out in outs:
+                out.copy_(mine)
+            outs[1][column] += 1  # the other rank's
+        loader = ed.enlighten(DataLoader(data, batch_size=4), ed.high_loss_removal(3, fraction=0.1), rank=0,
+                              world_size=2)
+        with mock.patch("torch.distributed.is_initialized", return_value=True), \
+                mock.patch("torch.distributed.get_world_size", return_value=2), \
+                mock.patch("torch.distributed.get_backend", return_value="gloo"), \
+                mock.patch("torch.distributed.all_gather", all_gather):
+            with pytest.raises(ValueError, match=match):
+                next(iter(loader))
+
+
 def _save(loader) -> dict:
     buf = io.BytesIO()
     torch.save(loader.state_dict(), buf)
