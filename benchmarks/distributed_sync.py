@@ -11,7 +11,9 @@ in alternating order), so drift on the machine hits both alike. Besides the
 sync, it times the local per-epoch table work (finalising the epoch, selecting
 the top 10%) and the local parts of a sparse sync (scanning the counts, adding
 the gathered rows), and from these and the measured gloo throughput estimates
-the cost on 8 ranks against an ImageNet epoch.
+the cost on 8 ranks against an ImageNet epoch. It also times the check each pass
+over an epoch makes before its first batch (two int64s per rank, all-gathered:
+NOTE [ Checked before the first batch ] in ``enlight_data/distributed.py``).
 
 Run: ``python benchmarks/distributed_sync.py [--quick]`` (``--world-size`` >= 2, ``--repeats`` >= 1). The results
 go to ``benchmarks/results/distributed_sync.json``, or ``benchmarks/results/quick/`` with ``--quick``.
@@ -38,7 +40,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import default_out  # noqa: E402
-from enlight_data.distributed import SPARSE_MIN_SIZE, sync_table  # noqa: E402
+from enlight_data.distributed import SPARSE_MIN_SIZE, pass_checker, sync_table  # noqa: E402
 from enlight_data.feedback import LossTable  # noqa: E402
 
 __all__ = ["main"]
@@ -145,8 +147,18 @@ def _worker(
                 row["local"] = _local_costs(table, records * world_size, 1 if quick else 3, table_work=not quick)
             results.append(row)
             del table
+        check = pass_checker(agreement=lambda: 12345)
+        checks = []
+        for rep in range(1 + 10 * repeats):
+            dist.barrier()
+            t0 = time.perf_counter()
+            check(rep, 100, torch.device("cpu"))
+            if rep:  # the first is the warm-up
+                checks.append(_slowest(time.perf_counter() - t0))
         if rank == 0:
-            Path(out_dir, "rows.json").write_text(json.dumps(results))
+            Path(out_dir, "rows.json").write_text(json.dumps(
+                {"rows": results, "pass_check": {"median_s": statistics.median(checks), "min_s": min(checks),
+                                                 "max_s": max(checks), "repeats": len(checks)}}))
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -154,7 +166,7 @@ def _worker(
 
 def _spawn(
     world_size: int, cases: list[dict[str, Any]], repeats: int, quick: bool, timeout: float
-) -> list[dict[str, Any]]:
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         ctx = mp.get_context("spawn")
         procs = [
@@ -172,7 +184,7 @@ def _spawn(
             p.join()
         if alive or any(p.exitcode for p in procs):
             raise RuntimeError(f"benchmark workers failed: exit codes {[p.exitcode for p in procs]}")
-        return json.loads(Path(tmp, "rows.json").read_text())
+        return json.loads(Path(tmp, "rows.json").read_text())  # type: ignore[no-any-return]
 
 
 def _volume(size: int, records_per_rank: int, world_size: int) -> dict[str, int]:
@@ -278,7 +290,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                       "local": True})
     load_before = list(os.getloadavg())  # other work on the machine inflates the times
     t0 = time.perf_counter()
-    rows = _spawn(world_size, cases, repeats, args.quick, timeout=600 if not args.quick else 120)
+    measured = _spawn(world_size, cases, repeats, args.quick, timeout=600 if not args.quick else 120)
+    rows = measured["rows"]
     wall = time.perf_counter() - t0
     estimates = _estimate(rows, world_size)
     result = {
@@ -297,9 +310,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "rows": rows,
         "volumes": [_volume(r["size"], r["records_per_rank"], world_size) | {"size": r["size"]} for r in rows],
         "estimate_8_ranks": estimates,
+        "pass_check": measured["pass_check"],
         "wall_s": wall,
     }
     _print(rows, estimates, world_size)
+    check = measured["pass_check"]
+    print(f"check before a pass's first batch: {1e3 * check['median_s']:.2f} ms median "
+          f"[{1e3 * check['min_s']:.2f}, {1e3 * check['max_s']:.2f}] of {check['repeats']}")
     out = args.out or default_out(NAME, args.quick)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

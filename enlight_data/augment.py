@@ -769,9 +769,13 @@ class GpuAugment:
         """
         if isinstance(x, Tensor):
             if x.ndim != 4 or x.shape[2] == 0 or x.shape[3] == 0:
+                hint = ""
+                if x.ndim == 3:  # one image, or a batch of one-channel images: the shape cannot tell
+                    hint = channels_last_hint("x", x.shape) or (
+                        ": a batch of one-channel images? pass x.unsqueeze(1); one image? pass [x] or x.unsqueeze(0)")
                 raise ValueError(
                     f"x should be a (B, C, H, W) tensor with H, W > 0, or a list of (C, H, W) images, got "
-                    f"x.shape={tuple(x.shape)}" + (" (one image? pass x.unsqueeze(0) or [x])" if x.ndim == 3 else "")
+                    f"x.shape={tuple(x.shape)}{hint}"
                 )
             self._check_input(x)
             _check_channels_first(x)

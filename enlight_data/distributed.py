@@ -270,7 +270,7 @@ def _disagreement(digests: list[int]) -> ValueError:
 
 def pass_checker(
     group: "dist.ProcessGroup | None" = None, *, agreement: Callable[[], int]
-) -> Callable[[int, int], None]:
+) -> Callable[[int, int, torch.device], None]:
     """The check an :class:`~enlight_data.EnlightLoader` of several ranks runs as each pass over an epoch starts.
 
     NOTE [ Checked before the first batch ]
@@ -280,21 +280,23 @@ def pass_checker(
     every rank all-gathers two int64s, the batches the pass will yield and the digest of the epoch's order and
     the settings that make it (``agreement``), and all raise the same ``ValueError`` if they differ. This runs
     at the pass's first ``next()``, not at ``iter()``: an iterator made and dropped unused (Lightning's probe)
-    makes no collective. One small exchange per pass, and one host read.
+    makes no collective. One small exchange per pass, and one host read. On an NCCL group it runs on the device
+    ``check`` is given where that is a CUDA device (the loader's ``device=``, else its table's), else on the
+    current CUDA device, as the sync of a CPU table and torch.distributed's object collectives do.
 
     Args:
         group: The process group (the default group when ``None``).
         agreement: Called at each check for the digest every rank must share (see :func:`sync_table`).
 
     Returns:
-        ``check(epoch, batches)``, which does nothing without an initialised process group (the table sync
-        warns then).
+        ``check(epoch, batches, device)``, which does nothing without an initialised process group (the table
+        sync warns then).
     """
 
-    def check(epoch: int, batches: int) -> None:
+    def check(epoch: int, batches: int, device: torch.device) -> None:
         if not (dist.is_available() and dist.is_initialized()):
             return
-        device = _comm_device(group, torch.device("cpu"))
+        device = _comm_device(group, device)
         mine = torch.tensor([batches, agreement()], dtype=torch.int64, device=device)
         every = torch.empty(dist.get_world_size(group), 2, dtype=torch.int64, device=device)
         dist.all_gather(list(every.unbind(0)), mine, group=group)

@@ -221,8 +221,8 @@ class EnlightLoader:
             neither key is given).
         augment: The batch augmentation (a phase's ``augment`` replaces it).
         reduce: Combines the ranks' loss tables at each epoch's end (``None`` for one process).
-        check_pass: ``check(epoch, batches)``, run as each pass starts: the ranks' batch counts and orders agree
-            (``None`` for one process; NOTE [ Checked before the first batch ] in ``distributed.py``).
+        check_pass: ``check(epoch, batches, device)``, run as each pass starts: the ranks' batch counts and orders
+            agree (``None`` for one process; NOTE [ Checked before the first batch ] in ``distributed.py``).
         made_before_group: Made for one process, its rank and world size left to a process group that did not
             exist yet: iterating it once a group of several does is refused (NOTE [ A loader made before
             init_process_group ] in ``distributed.py``).
@@ -247,7 +247,7 @@ class EnlightLoader:
         target_key: Any = None,
         augment: Callable[..., Tensor] | None = None,
         reduce: Callable[[LossTable], None] | None = None,
-        check_pass: Callable[[int, int], None] | None = None,
+        check_pass: Callable[[int, int, torch.device], None] | None = None,
         made_before_group: bool = False,
     ) -> None:
         self.schedule = schedule
@@ -1140,7 +1140,8 @@ class EnlightLoader:
         handed: list[Any] = [None]  # the current batch this iterator set last
         try:
             if self._check_pass is not None:  # before the first batch (NOTE [ Checked before the first batch ])
-                self._check_pass(epoch, self._source.num_batches() - start)
+                on = self.device if self.device is not None and self.device.type == "cuda" else self._table.device
+                self._check_pass(epoch, self._source.num_batches() - start, on)
             yield from self._batches(pairs, epoch, start, phase, augment, handed)
             self._ran_out = self._epoch == epoch
         except Exception:

@@ -511,8 +511,12 @@ def test_bad_strength_raises(strength, error, match):
 def test_bad_inputs_raise():
     aug = GpuAugment(8)
     with pytest.raises(ValueError, match=r"x should be a \(B, C, H, W\) tensor with H, W > 0, or a list of \(C, H, W\) "
-                                         r"images, got x.shape=\(3, 8, 8\) \(one image\? pass x.unsqueeze\(0\) or \[x\]\)"):
+                                         r"images, got x.shape=\(3, 8, 8\): a batch of one-channel images\? pass "
+                                         r"x.unsqueeze\(1\); one image\? pass \[x\] or x.unsqueeze\(0\)$"):
         aug(torch.zeros(3, 8, 8), generator=gen())
+    with pytest.raises(ValueError, match=r"got x.shape=\(16, 12, 3\), which looks channels-last \(C=3 last\): pass "
+                                         r"x.permute\(2, 0, 1\)$"):
+        aug(torch.zeros(16, 12, 3), generator=gen())  # one (H, W, C) image
     with pytest.raises(TypeError, match=r"x should be uint8 or floating point, got x.dtype=torch.int64"):
         aug(torch.zeros(1, 3, 8, 8, dtype=torch.long), generator=gen())
     with pytest.raises(TypeError, match=r"x should be a tensor or a non-empty list"):

@@ -167,7 +167,9 @@ def _stub_loader_overhead(monkeypatch):
 def _stub_distributed_sync(monkeypatch):
     import benchmarks.distributed_sync as bench
 
-    monkeypatch.setattr(bench, "_spawn", lambda *args, **kwargs: [])  # no processes: the JSON's plumbing only
+    check = {"median_s": 1e-4, "min_s": 1e-4, "max_s": 2e-4, "repeats": 10}
+    # No processes: the JSON's plumbing only.
+    monkeypatch.setattr(bench, "_spawn", lambda *args, **kwargs: {"rows": [], "pass_check": check})
     return bench, []
 
 

@@ -698,6 +698,21 @@ def test_a_data_parallel_group_shards_and_syncs_within_itself(run3):
     assert all("world_size should be group's size" in g["mismatch"] for g in groups)
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.needs_cuda)])
+def test_the_check_before_a_pass_runs_where_the_loader_or_its_table_is(device):
+    # On an NCCL group the check's tensors go to this device (the loader's device=, else the table's), not the current
+    # CUDA device of a job that passed device=f"cuda:{local_rank}" without torch.cuda.set_device.
+    loader = ed.enlighten(DataLoader(_data(8), batch_size=4), ed.high_loss_removal(1, fraction=0.25), rank=0,
+                          world_size=2, device=device)
+    seen = []
+    loader._check_pass = lambda epoch, batches, on: seen.append((epoch, batches, on))
+    for _ in range(2):
+        for x, _ in loader:
+            loader.record(x[:, 0].float())
+    assert seen == [(0, 1, torch.device(device, 0) if device == "cuda" else torch.device("cpu")),
+                    (1, 1, loader._table.device)]
+
+
 def test_a_group_needs_an_initialised_process_group():
     with pytest.raises(ValueError, match="group needs an initialised process group"):
         ed.enlighten(DataLoader(_data(8), batch_size=4), ed.Schedule(1), group=object())

@@ -279,7 +279,8 @@ def test_mix_kernel_gives_what_mix_params_and_blend_give():
         from enlight_data._mix_kernel import LABEL_BLOCK, blend, mix, mix_params
         g = torch.Generator().manual_seed(0)
         cases = [((6, 3, 12, 10), True, 1.0, 5, 0.1), ((7, 1, 1, 9), False, 0.5, 2 * LABEL_BLOCK + 1, 0.0),
-                 ((5, 2, 20, 3), True, 0.5, 3, 0.2), ((4, 3, 8, 8), False, 1.0, LABEL_BLOCK, 0.0)]
+                 ((5, 2, 20, 3), True, 0.5, 3, 0.2), ((4, 3, 8, 8), False, 1.0, LABEL_BLOCK, 0.0),
+                 ((6, 3, 8, 8), False, 1.0, 1, 0.2)]  # one binary score, smoothed towards 0.5
         for (b, c, h, w), cut, prob, classes, smoothing in cases:
             for n in (b, 1):
                 x = torch.rand(b, c, h, w, generator=g)
