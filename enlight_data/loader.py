@@ -173,6 +173,15 @@ def _alive(ref: weakref.ref[Tensor] | None) -> Tensor | None:
     return None if ref is None else ref()
 
 
+class _DefaultIgnore(int):
+    """torch's default ``ignore_index``, -100, as ``record()``'s default: told apart by identity from one given."""
+
+    __slots__ = ()
+
+
+_IGNORE_DEFAULT = _DefaultIgnore(-100)
+
+
 def _rows_error(name: str, value: Tensor, batch: int, rows: slice | None, start: int, stop: int) -> ValueError:
     """The error for a ``record()`` argument ``name`` whose first dimension is not the ``batch`` rows recorded.
 
@@ -187,6 +196,12 @@ def _rows_error(name: str, value: Tensor, batch: int, rows: slice | None, start:
     if name == "per_sample_loss" and shape and 0 < shape[0] < batch:  # a chunk, as gradient accumulation gives
         hint = (f"; for a chunk of the batch (gradient accumulation), pass the chunk's rows, e.g. "
                 f"rows=slice(0, {shape[0]})")
+    elif name == "per_sample_loss" and len(shape) == 1 and batch and shape[0] % batch == 0:
+        # A sequence loss flattened to (B * T,), as F.cross_entropy(logits.view(-1, V), labels.view(-1)) gives.
+        hint = (f"; a sequence's loss flattened to (B * T,)? give it as (B, T), loss.view({batch}, -1), with "
+                "target= of that shape (its ignore_index positions are left out of each sample's mean); with "
+                "track(), give the criterion the output as (B, C, T), logits.transpose(1, 2), and the target as "
+                "(B, T)")
     return ValueError(f"{name} should have the batch size {batch} as its first dimension, got shape {shape}{hint}")
 
 
@@ -524,11 +539,22 @@ class EnlightLoader:
                 while the schedule makes targets soft rows.
 
         Warns:
-            UserWarning: If the criterion smooths labels and the schedule does too.
+            UserWarning: If the criterion smooths labels and the schedule does too, or gives no training accuracy
+                (a regression loss) while the period ends on training accuracy.
         """
         tracked = TrackedLoss(criterion, self, multi_label=multi_label)
         check_criterion(criterion, soft_targets=self.schedule.soft_targets,
                         label_smoothing=max(p.label_smoothing for p in self.schedule.phases))
+        period = self.schedule.period
+        if not tracked.scores and period.until_accuracy is not None and not self._tracker.ended:
+            ending = "lasts to the run's end" if period.max_epochs is None else f"ends at max_epochs={period.max_epochs}"
+            warnings.warn(
+                f"criterion={tracked.name} gives no training accuracy (a regression loss), but the period ends on "
+                f"training accuracy (until_accuracy={period.until_accuracy}): it {ending}; end it on epochs instead, "
+                "ed.Period(epochs=...)",
+                UserWarning,
+                stacklevel=2,
+            )
         return tracked
 
     def record(
@@ -537,7 +563,7 @@ class EnlightLoader:
         *,
         output: Tensor | None = None,
         target: Tensor | None = None,
-        ignore_index: int | None = None,
+        ignore_index: int | None = _IGNORE_DEFAULT,
         threshold: float = 0.0,
         multi_label: bool = False,
         rows: slice | None = None,
@@ -557,11 +583,12 @@ class EnlightLoader:
                 ``output > threshold`` for a single score (``(B,)``, ``(B, 1)`` or ``(B, 1, ...)``:
                 binary classification or segmentation) and with ``multi_label``.
             target: The batch's targets (indices or soft rows; argmax of rows is used; for a single
-                logit, ``target > 0.5``).
-            ignore_index: A class-index target value that does not count (padding): the accuracy
-                of dense predictions (and a sequence's loss) is taken over the other positions, and a
-                sample with none left is not scored and its loss enters neither the table nor the
-                epoch's mean loss.
+                logit, ``target > 0.5``). Without ``output``, it only tells a sequence's positions at
+                ``ignore_index`` (no accuracy is scored).
+            ignore_index: A class-index target value that does not count (padding; -100, torch's
+                default, unless given): the accuracy of dense predictions (and a sequence's loss) is
+                taken over the other positions, and a sample with none left is not scored and its loss
+                enters neither the table nor the epoch's mean loss. ``None``: every position counts.
             threshold: The score above which a single score (or, with ``multi_label``, each
                 class's score) predicts the positive class: ``0.0`` for logits, ``0.5`` for
                 probabilities (``nn.BCELoss`` after a sigmoid). :func:`track` sets it.
@@ -577,7 +604,8 @@ class EnlightLoader:
             RuntimeError: If there is no current batch (outside the loop over the loader).
             TypeError: If ``per_sample_loss`` is not a floating-point tensor, ``output`` or ``target`` is not a
                 tensor, ``rows`` is not a slice of step 1, or an option has the wrong type.
-            ValueError: If only one of ``output`` and ``target`` is given, ``rows`` lies outside the batch,
+            ValueError: If ``output`` comes without ``target``, ``ignore_index`` is given without ``target``,
+                ``rows`` lies outside the batch,
                 a shape does not match the rows, or ``threshold`` is not finite.
         """
         if self._batch is None:
@@ -640,11 +668,26 @@ class EnlightLoader:
                 f"per_sample_loss should be a floating-point tensor (one loss per sample), got per_sample_loss of "
                 f"dtype {per_sample_loss.dtype}"
             )
-        if (output is None) != (target is None):
-            given, missing = ("output", "target") if target is None else ("target", "output")
+        if output is not None and target is None:
             raise ValueError(
-                f"output and target should be given together (they score the training accuracy), got {given}= "
-                f"without {missing}="
+                "output should come with target= (together they score the training accuracy), got output= without "
+                "target="
+            )
+        if target is None and ignore_index is not None and ignore_index is not _IGNORE_DEFAULT:
+            raise ValueError(
+                f"ignore_index should come with target= (the class-index targets, of the losses' shape for a "
+                f"sequence's positions), which tells the positions to leave out, got ignore_index={ignore_index} "
+                "without target="
+            )
+        if target is not None and not isinstance(target, Tensor):
+            raise TypeError(f"target should be a Tensor, got target of type {type(target).__name__}")
+        if output is None and target is not None and (
+            target.is_floating_point() or target.dim() < 2 or target.shape != per_sample_loss.shape
+        ):  # a target alone only masks a sequence's positions; one that cannot would silently score nothing
+            raise ValueError(
+                f"target= without output= only tells a sequence's positions at ignore_index (class indices of the "
+                f"losses' shape {tuple(per_sample_loss.shape)}), got target of shape {tuple(target.shape)} and dtype "
+                f"{target.dtype}; to score the training accuracy, pass output= too"
             )
         batch = indices.shape[0]
         losses = per_sample_loss.detach()
@@ -698,10 +741,13 @@ class EnlightLoader:
                 if target.dim() > 1 and target.shape == output.shape:
                     truth = target.argmax(1)
             if predicted.shape != truth.shape:
+                last = (" (classes along the last dimension? output should have them along dim 1, as "
+                        "F.cross_entropy takes it: pass output.movedim(-1, 1))"
+                        if output.dim() > 2 and tuple(output.shape[:-1]) == tuple(truth.shape) else "")
                 raise ValueError(
                     f"output and target should give predictions of one shape, got output of shape "
                     f"{tuple(output.shape)} (predictions {tuple(predicted.shape)}) and target of shape "
-                    f"{tuple(target.shape)} (labels {tuple(truth.shape)})"
+                    f"{tuple(target.shape)} (labels {tuple(truth.shape)}){last}"
                 )
             correct = predicted == truth.to(predicted.device)
             if ignore_index is not None and truth is target and not target.is_floating_point():

@@ -354,7 +354,8 @@ class PeriodTracker:
             warnings.warn(
                 f"epoch {epoch}: no training accuracy was scored, so the enlightenment period "
                 f"(until_accuracy={target}) cannot end on accuracy and {ending}; pass output= and target= "
-                "to loader.record(), or compute the loss with loader.track(criterion) (warned once)",
+                "to loader.record(), or compute the loss with loader.track(criterion); a regression loss gives no "
+                "accuracy: end its period on epochs, ed.Period(epochs=...) (warned once)",
                 RuntimeWarning,
                 stacklevel=4,  # observe <- _finish_epoch <- the epoch's iterator <- the training loop
             )

@@ -48,6 +48,8 @@ class Recorder(Protocol):
 # than the criterion's own kernel: a few units in the last place, e.g. 2.46951246 against 2.46951222).
 # Any other criterion (an unknown module or callable, or a reduction we do not know) is evaluated a second time for
 # the value it returns, which is then exactly its own.
+# torch's losses' default ignore_index, taken for a criterion whose own cannot be read.
+_TORCH_IGNORE_INDEX = -100
 _CLASS_WEIGHTED = (nn.CrossEntropyLoss, nn.NLLLoss)
 _CLASS_WEIGHTED_FNS = (F.cross_entropy, F.nll_loss)
 _ELEMENTWISE = (nn.BCEWithLogitsLoss, nn.BCELoss, nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.KLDivLoss)
@@ -165,7 +167,7 @@ class TrackedLoss(nn.Module):
         # Kept out of the module tree (``self.criterion`` is in it): no second copy in state_dict(), and the copy
         # shares the criterion's buffers anyway.
         self.__dict__["_module"] = None
-        self._unreduced: Callable[[Tensor, Tensor], Tensor] | None = None
+        self._unreduced: Callable[..., Tensor] | None = None
         if isinstance(base, nn.Module) and hasattr(base, "reduction"):
             self.__dict__["_module"] = base
             self.__dict__["_copy"] = copy.copy(base)
@@ -182,7 +184,8 @@ class TrackedLoss(nn.Module):
         ):
             self._settings = _defaults(criterion)
             fn = criterion.func if isinstance(criterion, functools.partial) else criterion
-            self._unreduced = lambda output, target: criterion(output, target, reduction="none")
+            self._unreduced = lambda output, target, *args, **kwargs: criterion(
+                output, target, *args, reduction="none", **kwargs)
             self._known = not isinstance(criterion, nn.Module) and fn in _CLASS_WEIGHTED_FNS + _ELEMENTWISE_FNS
             self._class_weighted = self._known and fn in _CLASS_WEIGHTED_FNS
             self._scores = fn not in _REGRESSION_FNS
@@ -196,6 +199,20 @@ class TrackedLoss(nn.Module):
             )
         self.criterion = criterion
         self._recorder = recorder
+
+    @property
+    def scores(self) -> bool:
+        """Whether the criterion's output and target give a training accuracy (not a regression loss's)."""
+        return self._scores
+
+    @property
+    def name(self) -> str:
+        """The criterion's name, for messages: its class's, or its function's."""
+        base = getattr(self.criterion, "_orig_mod", self.criterion)
+        if isinstance(base, nn.Module):
+            return type(base).__name__
+        fn = base.func if isinstance(base, functools.partial) else base
+        return str(getattr(fn, "__name__", type(fn).__name__))
 
     def _setting(self, name: str) -> Any:
         """The criterion's ``reduction``, ``weight`` or ``ignore_index`` as it is now (a module's may change)."""
@@ -212,23 +229,25 @@ class TrackedLoss(nn.Module):
         value = self._setting("reduction")
         return value if isinstance(value, str) else "?"
 
-    def _module_unreduced(self, output: Tensor, target: Tensor) -> Tensor:
+    def _module_unreduced(self, output: Tensor, target: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         unreduced, module = self._copy, self._module
         assert module is not None  # only called for a module criterion
         unreduced.__dict__.update(module.__dict__)  # the criterion's settings as they are now
         setattr(unreduced, "reduction", "none")  # noqa: B010 (nn.Module's attribute type is Tensor | Module)
-        return unreduced(output, target)
+        return unreduced(output, target, *args, **kwargs)
 
     def forward(  # noqa: A002 (``input`` as torch's losses name it)
-        self, input: Tensor, target: Tensor, *, rows: slice | None = None
+        self, input: Tensor, target: Tensor, *args: Any, rows: slice | None = None, **kwargs: Any
     ) -> Tensor:
         """The criterion's own loss of the batch; the per-sample losses (and accuracy) go to the recorder.
 
         Args:
             input: The model output.
             target: The batch's targets, as the criterion takes them.
+            *args: Further arguments of the criterion (``var`` of ``nn.GaussianNLLLoss``), passed on.
             rows: For a batch split into chunks (gradient accumulation): the rows of the batch this chunk
                 holds, e.g. ``slice(32, 64)`` (see ``EnlightLoader.record``). ``None``: the whole batch.
+            **kwargs: Further keyword arguments of the criterion, passed on.
 
         Returns:
             The criterion's value, reduced as the criterion reduces.
@@ -241,18 +260,23 @@ class TrackedLoss(nn.Module):
         # ``input`` as in torch's losses, so a call by keywords (``criterion(input=x, target=y)``) works too.
         output = input
         unreduced = self._unreduced
-        per_element = self._module_unreduced(output, target) if unreduced is None else unreduced(output, target)
+        per_element = (self._module_unreduced(output, target, *args, **kwargs) if unreduced is None
+                       else unreduced(output, target, *args, **kwargs))
         if not isinstance(per_element, Tensor) or per_element.dim() == 0:
             raise TypeError(
                 f"the criterion with reduction='none' should return per-sample losses of shape (B, ...), "
                 f"got {per_element!r:.80}"
             )
         ignore_index = self._setting("ignore_index")
+        if ignore_index is None and not self._known:
+            # A criterion whose ignore_index we cannot read (a function of one's own): torch's default, -100, which
+            # no class index can be, so a padded position's loss does not count in its sample's mean.
+            ignore_index = _TORCH_IGNORE_INDEX
         indexed = not target.is_floating_point() and isinstance(ignore_index, int) and not isinstance(
             ignore_index, bool
         )
         valid = target != ignore_index if indexed and per_element.shape == target.shape else None
-        per_sample = per_element.detach()
+        per_sample = per_element.detach().float()  # a bf16 loss's means in bf16 would tie samples at the cut
         if per_sample.dim() > 1:
             if valid is None:
                 per_sample = per_sample.flatten(1).mean(1)
@@ -265,14 +289,27 @@ class TrackedLoss(nn.Module):
             extra["multi_label"] = True
         if self._probabilities:
             extra["threshold"] = 0.5
-        if self._scores:
-            self._recorder.record(per_sample, output=output.detach(), target=target, **extra, **rows_given)
+        if self.scores:
+            scored = output.detach()
+            if (not self._known and scored.dim() > 2 and tuple(scored.shape[:-1]) == tuple(target.shape)
+                    and (scored.shape[0], *scored.shape[2:]) != tuple(target.shape)):
+                # A loss of one's own that takes classes last, (B, T, C) logits against (B, T) labels: the only
+                # reading of these shapes; accuracy takes classes along dim 1.
+                scored = scored.movedim(-1, 1)
+            self._recorder.record(per_sample, output=scored, target=target, **extra, **rows_given)
         else:
             self._recorder.record(per_sample, **rows_given)
-        return self._reduce(per_element, output, target, valid, ignore_index if indexed else None)
+        return self._reduce(per_element, output, target, valid, ignore_index if indexed else None, args, kwargs)
 
     def _reduce(
-        self, per_element: Tensor, output: Tensor, target: Tensor, valid: Tensor | None, ignore_index: int | None
+        self,
+        per_element: Tensor,
+        output: Tensor,
+        target: Tensor,
+        valid: Tensor | None,
+        ignore_index: int | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Tensor:
         """The criterion's own reduction of ``per_element``; see NOTE [ Reducing the unreduced loss ]."""
         reduction = self.reduction
@@ -283,7 +320,7 @@ class TrackedLoss(nn.Module):
         if reduction == "batchmean":
             return per_element.sum() / output.shape[0]
         if reduction != "mean" or not self._known:
-            return self.criterion(output, target)
+            return self.criterion(output, target, *args, **kwargs)
         if not self._class_weighted or target.is_floating_point():
             return per_element.mean()
         if valid is None:

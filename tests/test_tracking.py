@@ -170,11 +170,18 @@ def test_record_checks_threshold_and_multi_label():
             loader.record(torch.ones(2), output=torch.zeros(2, 4), target=t, multi_label=1)
         with pytest.raises(ValueError, match=r"target should have the output's shape \(2, 4\), got target of shape \(2,\)"):
             loader.record(torch.ones(2), output=torch.zeros(2, 4), target=t[:, 0], multi_label=True)
-        # One of output/target alone would silently score nothing (an accuracy period could then never end).
-        with pytest.raises(ValueError, match="output and target should be given together .* got output= without target="):
+        # One of output/target alone would silently score nothing (an accuracy period could then never end); a
+        # target alone only masks a sequence's padded positions.
+        with pytest.raises(ValueError, match="output should come with target= .* got output= without target="):
             loader.record(torch.ones(2), output=torch.zeros(2, 4))
-        with pytest.raises(ValueError, match="got target= without output="):
+        with pytest.raises(ValueError, match=r"target= without output= only tells a sequence's positions at "
+                                             r"ignore_index \(class indices of the losses' shape \(2,\)\), got target "
+                                             r"of shape \(2, 4\) and dtype torch.float32; to score the training "
+                                             r"accuracy, pass output= too"):
             loader.record(torch.ones(2), target=t)
+        with pytest.raises(ValueError, match=r"ignore_index should come with target= .* got ignore_index=0 without "
+                                             r"target="):
+            loader.record(torch.ones(2), ignore_index=0)
         # Labels passed as losses would be ranked as losses.
         with pytest.raises(TypeError, match="per_sample_loss should be a floating-point tensor .* got per_sample_loss "
                                             "of dtype torch.int64"):
@@ -565,3 +572,106 @@ def test_a_compiled_step_records_what_an_eager_one_does():
     eager, compiled = run(False), run(True)
     assert torch.allclose(eager[0], compiled[0]) and eager[1] == compiled[1]
     assert [removed for removed, _, _ in eager[1]] == [0, 12, 0]
+
+
+# ---------------------------------------------------------------------- sequences and other losses
+def _padded(seed=0):
+    """Four sequences of 6 tokens over 5 classes, the last positions of three padded with -100."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(4, 6, 5, generator=g)
+    labels = torch.randint(0, 5, (4, 6), generator=g)
+    for row, length in enumerate((6, 2, 4, 1)):
+        labels[row, length:] = -100
+    return logits, labels
+
+
+def _masked_means(per_position, labels):
+    valid = labels != -100
+    return torch.stack([per_position[i][valid[i]].mean() for i in range(len(labels))])
+
+
+def test_record_leaves_minus_100_padding_out_by_default_and_a_target_alone_masks():
+    # Without ignore_index=, record() leaves out torch's default -100 as track() does: a padded sequence's loss is
+    # the mean over its tokens (not a mean diluted by zeros, which would rank sequences by length), and its accuracy
+    # is over its tokens.
+    logits, labels = _padded()
+    per_position = F.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+    want = _masked_means(per_position, labels)
+    for kwargs in (dict(target=labels), dict(output=logits.transpose(1, 2), target=labels)):
+        loader = _loader(torch.zeros(4, 1), torch.arange(4))
+        for _ in loader:
+            loader.record(per_position, **kwargs)
+        torch.testing.assert_close(loader.losses(), want)
+        if "output" in kwargs:
+            right = (logits.argmax(2) == labels) & (labels != -100)
+            want_accuracy = (right.sum(1) / (labels != -100).sum(1)).mean().item()
+            assert loader.history[-1]["accuracy"] == pytest.approx(want_accuracy)
+    # ignore_index=None counts every position, as before.
+    loader = _loader(torch.zeros(4, 1), torch.arange(4))
+    for _ in loader:
+        loader.record(per_position, target=labels.clamp_min(0), ignore_index=None)
+    torch.testing.assert_close(loader.losses(), per_position.mean(1))
+
+
+def test_a_flattened_sequence_loss_or_classes_last_get_a_hint():
+    logits, labels = _padded()
+    loader = _loader(torch.zeros(4, 1), torch.arange(4))
+    for _ in loader:
+        flat = F.cross_entropy(logits.reshape(-1, 5), labels.reshape(-1), reduction="none")
+        with pytest.raises(ValueError, match=r"got shape \(24,\); a sequence's loss flattened to \(B \* T,\)\? give it "
+                                             r"as \(B, T\), loss.view\(4, -1\), with target= of that shape"):
+            loader.record(flat)
+        with pytest.raises(ValueError, match=r"got output of shape \(4, 6, 5\) .* \(classes along the last "
+                                             r"dimension\? .* pass output.movedim\(-1, 1\)\)"):
+            loader.record(flat.view(4, 6), output=logits, target=labels)
+
+
+def test_a_sequence_loss_of_ones_own_leaves_minus_100_out_of_each_mean():
+    def seq_ce(logits, labels, reduction="mean"):  # ignores -100 as torch does; track() cannot read that
+        return F.cross_entropy(logits.transpose(1, 2), labels, reduction=reduction)
+
+    logits, labels = _padded()
+    loader = _loader(torch.zeros(4, 1), torch.arange(4))
+    criterion = loader.track(seq_ce)
+    for _ in loader:
+        torch.testing.assert_close(criterion(logits, labels), seq_ce(logits, labels))
+    torch.testing.assert_close(loader.losses(), _masked_means(seq_ce(logits, labels, reduction="none"), labels))
+    # Its (B, T, C) logits are scored with classes last, over each sequence's tokens.
+    right = (logits.argmax(2) == labels) & (labels != -100)
+    assert loader.history[-1]["accuracy"] == pytest.approx((right.sum(1) / (labels != -100).sum(1)).mean().item())
+
+
+def test_a_bf16_loss_is_averaged_per_sample_in_float32():
+    # Rounded to bf16, many samples' means would tie, and the tie-break would pick the removed set.
+    g = torch.Generator().manual_seed(0)
+    output, target = torch.randn(64, 30, generator=g).bfloat16(), torch.randn(64, 30, generator=g).bfloat16()
+    loader = _loader(torch.zeros(64, 1), torch.arange(64))
+    criterion = loader.track(nn.MSELoss())
+    for _ in loader:
+        criterion(output, target)
+    want = F.mse_loss(output, target, reduction="none").float().mean(1)  # bf16 elements, averaged in float32
+    torch.testing.assert_close(loader.losses(), want, rtol=1e-6, atol=1e-6)
+    assert loader.losses().unique().numel() == 64
+
+
+def test_a_criterion_with_more_arguments_gets_them():
+    g = torch.Generator().manual_seed(0)
+    mean, target, var = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g), torch.rand(8, 3, generator=g)
+    loader = _loader(torch.zeros(8, 1), torch.arange(8))
+    criterion = loader.track(nn.GaussianNLLLoss())
+    for _ in loader:
+        torch.testing.assert_close(criterion(mean, target, var), nn.GaussianNLLLoss()(mean, target, var))
+    torch.testing.assert_close(loader.losses(), nn.GaussianNLLLoss(reduction="none")(mean, target, var).mean(1))
+
+
+def test_a_regression_loss_under_an_accuracy_period_is_warned_about():
+    loader = _loader(torch.zeros(8, 1), torch.zeros(8), ed.high_loss_removal(ed.Period(until_accuracy=0.5,
+                                                                                       max_epochs=4), fraction=0.1))
+    with pytest.warns(UserWarning, match=r"criterion=MSELoss gives no training accuracy \(a regression loss\), but the "
+                                         r"period ends on training accuracy \(until_accuracy=0.5\): it ends at "
+                                         r"max_epochs=4; end it on epochs instead"):
+        loader.track(nn.MSELoss())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loader.track(nn.CrossEntropyLoss())  # scores accuracy: nothing to say
+        _loader(torch.zeros(8, 1), torch.zeros(8)).track(nn.MSELoss())  # a period of epochs: nothing to say
