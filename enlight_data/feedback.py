@@ -349,7 +349,8 @@ class LossTable:
         Raises:
             TypeError: If ``state`` is not a dict.
             ValueError: If a key is missing, ``size`` is not an int or differs from this table's size,
-                or ``last``/``sum``/``count``/``stats`` is not a float tensor of the right shape.
+                ``last``/``sum``/``count``/``stats`` is not a float tensor of the right shape, or holds a value no
+                table can (an inf last loss, a non-finite sum or counter, a negative count).
         """
         if not isinstance(state, dict):
             raise TypeError(
@@ -382,6 +383,18 @@ class LossTable:
                     f"{prefix}[{key!r}] should be a float tensor of shape {shape}, got {prefix}[{key!r}] of shape "
                     f"{tuple(t.shape)} and dtype {t.dtype}"
                 )
+        # Values a table can hold (an edited or corrupted state would silently empty or poison the next removal):
+        # sums and counters finite, counts not negative, and a last loss that is finite or NaN (none recorded).
+        for key, bad, what in (
+            ("last", state["last"].isinf(), "finite or NaN (no loss)"),
+            ("sum", ~state["sum"].isfinite(), "finite"),
+            ("count", ~state["count"].isfinite() | (state["count"] < 0), "finite and >= 0"),
+            ("stats", ~state["stats"].isfinite(), "finite"),
+        ):
+            if bool(bad.any()):
+                at = bad.nonzero().flatten()[:5].tolist()
+                raise ValueError(f"{prefix}[{key!r}] should be {what}, got {state[key][bad][:5].tolist()} at "
+                                 f"positions {at}")
         dev = self._device
         self._stage.clear()
         self._last = state["last"].to(dev, torch.float32).clone()

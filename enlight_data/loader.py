@@ -173,6 +173,10 @@ def _alive(ref: weakref.ref[Tensor] | None) -> Tensor | None:
     return None if ref is None else ref()
 
 
+# Source settings a state of an earlier version may lack (NOTE [ A state's kind ]).
+_UNRECORDED_BEFORE = frozenset({"kind", "shuffle", "sampler", "pad"})
+
+
 class _DefaultIgnore(int):
     """torch's default ``ignore_index``, -100, as ``record()``'s default: told apart by identity from one given."""
 
@@ -1283,9 +1287,10 @@ class EnlightLoader:
         Taken mid-epoch, it resumes with the next batch of that epoch.
 
         Warns:
-            UserWarning: When taken between the chunks of a batch recorded with ``record(rows=...)``: the resumed
-                run goes on with the next batch, so the rows not yet recorded never will be. Save after a batch's
-                last chunk.
+            UserWarning: When taken between the chunks of a batch recorded with ``record(rows=...)``, or, in a pass
+                that records, after a batch was handed out and before its losses were: the resumed run goes on with
+                the next batch, so what was not yet recorded never will be. Save after the step (after a batch's
+                last chunk).
         """
         partial = self._partial if self._partial is not None and self._partial[0] is self._batch else None
         if partial is not None and self._recorded is not self._batch:
@@ -1293,6 +1298,14 @@ class EnlightLoader:
                 f"state_dict() was taken after {partial[2][0]} of the current batch's {len(partial[1])} rows were "
                 "recorded (record(rows=...)): a run resumed from it goes on with the next batch, so the other rows "
                 "are never recorded; save after the batch's last chunk",
+                UserWarning,
+                stacklevel=caller_stacklevel(),
+            )
+        elif self._batch is not None and self._recorded is not self._batch and self._pass_recorded:
+            warnings.warn(
+                f"state_dict() was taken after batch {self._position - 1} of epoch {self._epoch} was handed out and "
+                "before its losses were recorded: a run resumed from it goes on with the next batch, so this "
+                "batch's losses are never recorded; save after the step",
                 UserWarning,
                 stacklevel=caller_stacklevel(),
             )
@@ -1456,12 +1469,27 @@ class EnlightLoader:
             raise ValueError(
                 f"state['signature'] should be a dict with keys 'source' and 'schedule', got {theirs!r:.80}"
             )
+        # NOTE [ A state's kind ]
+        # enlighten()'s and stream()'s states share a layout but not an order: one loaded into the other would train
+        # some samples twice and others never. Their signatures name their kind, and besides the sampling settings
+        # that states of earlier versions did not record, a key the state lacks is a mismatch, not a pass.
+        kind = theirs.get("source", {}).get("kind") if isinstance(theirs.get("source"), dict) else None
+        if kind is not None and kind != mine["source"]["kind"]:
+            made = {"map": "enlighten()", "stream": "stream()"}
+            raise ValueError(
+                f"state does not match this loader: it is a state of {made.get(kind, repr(kind))}'s loader, and this "
+                f"is {made[mine['source']['kind']]}'s: their orders differ"
+            )
         for part in ("source", "schedule"):
             given = theirs.get(part)
             if not isinstance(given, dict):
                 raise ValueError(f"state['signature'][{part!r}] should be a dict, got {given!r:.80}")
+            extra = sorted(set(given) - set(mine[part]), key=str) if part == "source" else []
+            if extra:  # a setting this loader does not have: the other kind's (NOTE [ A state's kind ])
+                raise ValueError(f"state does not match this loader: source {extra[0]} is {given[extra[0]]!r:.80} in "
+                                 "the state and None here")
             for key, value in mine[part].items():
-                if key not in given and part == "source":
+                if key not in given and part == "source" and key in _UNRECORDED_BEFORE:
                     continue  # a state from a version that did not record it (sampling settings): unknown, not other
                 if key == "rank" and state.get("open") is False:
                     # NOTE [ Epoch-boundary checkpoints are rank-independent ]

@@ -313,6 +313,7 @@ class MapSource:
     def signature(self) -> dict[str, Any]:
         """Plain values a checkpoint must match."""
         return {
+            "kind": "map",  # a state from stream() reads another order (NOTE [ A state's kind ] in loader.py)
             "num_samples": self.num_samples,
             "batch_size": self.batch_size,
             "drop_last": self.drop_last,

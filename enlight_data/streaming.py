@@ -896,6 +896,7 @@ class StreamSource:
     def signature(self) -> dict[str, Any]:
         """Plain values a checkpoint must match (the order depends on all of them)."""
         return {
+            "kind": "stream",  # a state from enlighten()'s loader reads another order (NOTE [ A state's kind ])
             "num_samples": self.num_samples,
             "batch_size": self.batch_size,
             "world_size": self.world_size,

@@ -449,6 +449,11 @@ def _state_mismatch():
     ):
         with pytest.raises(ValueError, match=match):
             loader.load_state_dict(state)
+    # A stream()'s state (same size, batch size and seed) replays another order: NOTE [ A state's kind ].
+    other = _loader(_tensors(torch.zeros(12, 2), torch.zeros(12, dtype=torch.long)))
+    streamed = dict(state, signature={**state["signature"], "source": {**state["signature"]["source"], "kind": "stream"}})
+    with pytest.raises(ValueError, match=r"it is a state of stream\(\)'s loader, and this is enlighten\(\)'s"):
+        other.load_state_dict(streamed)
 
 
 @check("state-malformed")
@@ -461,6 +466,9 @@ def _state_malformed():
         loader.load_state_dict(dict(state, excluded=torch.tensor([99])))
     table = dict(state["table"], size="x")
     with pytest.raises(ValueError, match=r"state\['table'\]\['size'\] should be an int"):
+        loader.load_state_dict(dict(state, table=table))
+    table = dict(state["table"], count=state["table"]["count"] - 1)
+    with pytest.raises(ValueError, match=r"state\['table'\]\['count'\] should be finite and >= 0, got \[-1.0"):
         loader.load_state_dict(dict(state, table=table))
     for key, value in (("epoch", "1"), ("position", None), ("seen", 1.5), ("next_epoch", True)):
         with pytest.raises(ValueError, match=rf"state\['{key}'\] should be an int, got state\['{key}'\]="):

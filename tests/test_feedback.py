@@ -123,6 +123,15 @@ def good_state(size=4):
          r"state\['sum'\] should be a float tensor of shape \(4,\), got state\['sum'\] of shape \(3,\)"),
         (lambda s: {**s, "count": torch.zeros(4, dtype=torch.bool)}, ValueError,
          r"state\['count'\] should be a float tensor .* dtype torch.bool"),
+        # Values no table holds: an edited count of -1 emptied the table, a NaN sum poisoned every loss.
+        (lambda s: {**s, "count": torch.tensor([0.0, -1.0, 0.0, 0.0])}, ValueError,
+         r"state\['count'\] should be finite and >= 0, got \[-1.0\] at positions \[1\]"),
+        (lambda s: {**s, "sum": torch.tensor([0.0, 0.0, float("nan"), 0.0])}, ValueError,
+         r"state\['sum'\] should be finite, got \[nan\] at positions \[2\]"),
+        (lambda s: {**s, "stats": s["stats"].clone().fill_(float("inf"))}, ValueError,
+         r"state\['stats'\] should be finite, got \[inf, inf, inf, inf, inf\] at positions \[0, 1, 2, 3, 4\]"),
+        (lambda s: {**s, "last": torch.tensor([float("inf"), 0.0, 0.0, 0.0])}, ValueError,
+         r"state\['last'\] should be finite or NaN \(no loss\), got \[inf\] at positions \[0\]"),
     ],
 )
 def test_load_state_dict_checks_the_state_and_changes_nothing_when_it_refuses(change, error, match):

@@ -1493,3 +1493,28 @@ def test_a_presigned_urls_new_token_keeps_its_checkpoint(tmp_path):
     again = ed.stream([u + "?X-Amz-Signature=bbb" for u in urls], ed.Schedule(1), batch_size=4, num_workers=0)
     again.load_state_dict(first.state_dict())
     assert again.history == first.history
+
+
+def test_a_state_of_one_kind_of_loader_is_refused_by_the_other(tmp_path):
+    # NOTE [ A state's kind ]: same sample count, batch size and seed, other orders; loaded across, a resumed epoch
+    # trained some samples twice and others never.
+    data = TensorDataset(torch.arange(20).view(20, 1).float(), torch.zeros(20, dtype=torch.long))
+    schedule = ed.high_loss_removal(2, fraction=0.25)
+    mapped = ed.enlighten(torch.utils.data.DataLoader(data, batch_size=4, shuffle=True), schedule)
+    streamed = ed.stream(_index_of(tmp_path), schedule, batch_size=4, num_workers=0)
+    states = {}
+    for name, loader in (("map", mapped), ("stream", streamed)):
+        it = iter(loader)
+        next(it)
+        states[name] = loader.state_dict()
+    with pytest.raises(ValueError, match=r"state does not match this loader: it is a state of enlighten\(\)'s loader, "
+                                         r"and this is stream\(\)'s: their orders differ"):
+        streamed.load_state_dict(states["map"])
+    with pytest.raises(ValueError, match=r"it is a state of stream\(\)'s loader, and this is enlighten\(\)'s"):
+        mapped.load_state_dict(states["stream"])
+    # Without the kind (a state of an earlier version), the other loader's keys still tell them apart.
+    for name, loader in (("map", streamed), ("stream", mapped)):
+        del states[name]["signature"]["source"]["kind"]
+        with pytest.raises(ValueError, match=r"state does not match this loader: source \w+ is (None in the state|"
+                                             r".* in the state and None here)"):
+            loader.load_state_dict(states[name])

@@ -428,6 +428,27 @@ def test_a_checkpoint_between_chunks_warns_that_the_other_rows_go_unrecorded():
             loader.state_dict()
 
 
+def test_a_checkpoint_before_a_batchs_loss_is_recorded_warns_that_it_never_will_be():
+    loader = ed.enlighten(DataLoader(TensorDataset(torch.zeros(16, 2), torch.zeros(16)), batch_size=4),
+                          ed.high_loss_removal(2, fraction=0.25))
+    for step, _ in enumerate(loader):
+        if step == 2:  # at the top of the step, after two recorded steps
+            with pytest.warns(UserWarning, match=r"taken after batch 2 of epoch 0 was handed out and before its "
+                                                 r"losses were recorded") as caught:
+                loader.state_dict()
+            assert caught[0].filename == __file__
+        loader.record(torch.ones(4))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # after the step: nothing lost
+            loader.state_dict()
+    data = TensorDataset(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long))
+    unrecorded = ed.enlighten(DataLoader(data, batch_size=4), ed.mixup_pause(1, alpha=0.2), num_classes=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a loop that records nothing: nothing to lose
+        for _ in unrecorded:
+            unrecorded.state_dict()
+
+
 def test_fully_padded_samples_stay_out_of_the_epochs_mean_loss():
     # The criterion's own mean leaves ignored samples out, and so does history's mean_loss (no loss of 0 for them).
     g = torch.Generator().manual_seed(3)
