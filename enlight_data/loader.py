@@ -173,8 +173,9 @@ def _alive(ref: weakref.ref[Tensor] | None) -> Tensor | None:
     return None if ref is None else ref()
 
 
-# Source settings a state of an earlier version may lack (NOTE [ A state's kind ]).
-_UNRECORDED_BEFORE = frozenset({"kind", "shuffle", "sampler", "pad"})
+# Source settings a state of an earlier version may lack (NOTE [ A state's kind ]): the kind, the map-style sampling
+# settings and drop_last, and a stream's shard layout digest.
+_UNRECORDED_BEFORE = frozenset({"kind", "shuffle", "sampler", "pad", "drop_last", "shards"})
 
 
 class _DefaultIgnore(int):
@@ -308,6 +309,7 @@ class EnlightLoader:
         self._current_target: weakref.ref[Tensor] | None = None
         self._previous_target: weakref.ref[Tensor] | None = None
         self._warned_again = False
+        self._warned_unrecorded = False
         self._warned_ahead = False
         self._pass_recorded = False  # record() was called in the current pass over the epoch
         self._pass_ahead = False  # the pass's first record() came after more than one batch was handed out
@@ -1301,11 +1303,14 @@ class EnlightLoader:
                 UserWarning,
                 stacklevel=caller_stacklevel(),
             )
-        elif self._batch is not None and self._recorded is not self._batch and self._pass_recorded:
+        elif (self._batch is not None and self._recorded is not self._batch and self._pass_recorded
+              and not self._warned_unrecorded):
+            self._warned_unrecorded = True
             warnings.warn(
                 f"state_dict() was taken after batch {self._position - 1} of epoch {self._epoch} was handed out and "
                 "before its losses were recorded: a run resumed from it goes on with the next batch, so this "
-                "batch's losses are never recorded; save after the step",
+                "batch's losses are never recorded; save after the step. A loop that records only some batches can "
+                "ignore this (warned once)",
                 UserWarning,
                 stacklevel=caller_stacklevel(),
             )
@@ -1497,10 +1502,14 @@ class EnlightLoader:
                     # clock, so the usual "rank 0 saves, every rank loads" works there.
                     # Mid-epoch state holds this rank's own pending records: same rank only.
                     continue
-                if given.get(key) != value:
+                if key not in given:
                     raise ValueError(
-                        f"state does not match this loader: {part} {key} is {given.get(key)!r} "
-                        f"in the state and {value!r} here"
+                        f"state does not match this loader: {part} {key} is missing in the state and {value!r} here"
+                    )
+                if given[key] != value:
+                    raise ValueError(
+                        f"state does not match this loader: {part} {key} is {given[key]!r} in the state and {value!r} "
+                        "here"
                     )
         if state["seed"] != self.seed:
             raise ValueError(

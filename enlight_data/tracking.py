@@ -54,8 +54,8 @@ _CLASS_WEIGHTED = (nn.CrossEntropyLoss, nn.NLLLoss)
 _CLASS_WEIGHTED_FNS = (F.cross_entropy, F.nll_loss)
 _ELEMENTWISE = (nn.BCEWithLogitsLoss, nn.BCELoss, nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.KLDivLoss)
 # Regression losses: their output and target are no class scores, so they give no training accuracy.
-_REGRESSION = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
-_REGRESSION_FNS = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss)
+_REGRESSION = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss, nn.GaussianNLLLoss, nn.PoissonNLLLoss)
+_REGRESSION_FNS = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss, F.gaussian_nll_loss, F.poisson_nll_loss)
 _ELEMENTWISE_FNS = (
     F.binary_cross_entropy_with_logits, F.binary_cross_entropy, F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss,
     F.kl_div,
@@ -199,6 +199,7 @@ class TrackedLoss(nn.Module):
             )
         self.criterion = criterion
         self._recorder = recorder
+        self._warned_square = False
 
     @property
     def scores(self) -> bool:
@@ -267,7 +268,8 @@ class TrackedLoss(nn.Module):
                 f"the criterion with reduction='none' should return per-sample losses of shape (B, ...), "
                 f"got {per_element!r:.80}"
             )
-        ignore_index = self._setting("ignore_index")
+        # This call's own ignore_index (F.cross_entropy(..., ignore_index=0)) before the criterion's.
+        ignore_index = kwargs["ignore_index"] if "ignore_index" in kwargs else self._setting("ignore_index")
         if ignore_index is None and not self._known:
             # A criterion whose ignore_index we cannot read (a function of one's own): torch's default, -100, which
             # no class index can be, so a padded position's loss does not count in its sample's mean.
@@ -291,11 +293,22 @@ class TrackedLoss(nn.Module):
             extra["threshold"] = 0.5
         if self.scores:
             scored = output.detach()
-            if (not self._known and scored.dim() > 2 and tuple(scored.shape[:-1]) == tuple(target.shape)
-                    and (scored.shape[0], *scored.shape[2:]) != tuple(target.shape)):
+            last = not self._known and scored.dim() > 2 and tuple(scored.shape[:-1]) == tuple(target.shape)
+            first = (scored.shape[0], *scored.shape[2:]) == tuple(target.shape)
+            if last and not first:
                 # A loss of one's own that takes classes last, (B, T, C) logits against (B, T) labels: the only
                 # reading of these shapes; accuracy takes classes along dim 1.
                 scored = scored.movedim(-1, 1)
+            elif last and not self._warned_square:
+                self._warned_square = True
+                warnings.warn(
+                    f"the output of shape {tuple(scored.shape)} against targets of shape {tuple(target.shape)} may "
+                    "hold the classes along dim 1 or along the last dim; the training accuracy takes them along "
+                    "dim 1. For classes last, give the criterion the output as output.movedim(-1, 1), or record "
+                    "the losses with loader.record(..., output=output.movedim(-1, 1)) (warned once)",
+                    UserWarning,
+                    stacklevel=caller_stacklevel(),
+                )
             self._recorder.record(per_sample, output=scored, target=target, **extra, **rows_given)
         else:
             self._recorder.record(per_sample, **rows_given)
@@ -319,7 +332,8 @@ class TrackedLoss(nn.Module):
             return per_element.sum()
         if reduction == "batchmean":
             return per_element.sum() / output.shape[0]
-        if reduction != "mean" or not self._known:
+        if reduction != "mean" or not self._known or args or kwargs:
+            # Arguments of this call (a weight=, say) may change the mean: the criterion's own value.
             return self.criterion(output, target, *args, **kwargs)
         if not self._class_weighted or target.is_floating_point():
             return per_element.mean()

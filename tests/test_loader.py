@@ -442,7 +442,7 @@ def test_a_state_without_the_newer_sampling_keys_still_loads():
     it = iter(loader)
     next(it)
     state = loader.state_dict()
-    for key in ("kind", "shuffle", "sampler", "pad"):  # recorded since the checkpoint checks the sampling
+    for key in ("kind", "shuffle", "sampler", "pad", "drop_last"):  # recorded since the checkpoint checks them
         del state["signature"]["source"][key]
     resumed = make()
     resumed.load_state_dict(state)

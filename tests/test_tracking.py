@@ -434,9 +434,13 @@ def test_a_checkpoint_before_a_batchs_loss_is_recorded_warns_that_it_never_will_
     for step, _ in enumerate(loader):
         if step == 2:  # at the top of the step, after two recorded steps
             with pytest.warns(UserWarning, match=r"taken after batch 2 of epoch 0 was handed out and before its "
-                                                 r"losses were recorded") as caught:
+                                                 r"losses were recorded.*\(warned once\)") as caught:
                 loader.state_dict()
             assert caught[0].filename == __file__
+        if step == 3:  # once: a loop that records only some batches would hear it at every checkpoint
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                loader.state_dict()
         loader.record(torch.ones(4))
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # after the step: nothing lost
@@ -696,3 +700,45 @@ def test_a_regression_loss_under_an_accuracy_period_is_warned_about():
         warnings.simplefilter("error")
         loader.track(nn.CrossEntropyLoss())  # scores accuracy: nothing to say
         _loader(torch.zeros(8, 1), torch.zeros(8)).track(nn.MSELoss())  # a period of epochs: nothing to say
+
+
+def test_a_known_loss_called_with_its_own_weight_or_ignore_index_gives_its_own_value():
+    # Arguments of the call change what a known function's mean is: its value is its own, and a call's ignore_index
+    # is the one its padded positions are left out by.
+    logits, labels = _padded()
+    labels = labels.clamp_min(0)  # padding by 0 here
+    weight = torch.tensor([0.5, 1.0, 2.0, 1.0, 3.0])
+    loader = _loader(torch.zeros(4, 1), torch.arange(4))
+    criterion = loader.track(F.cross_entropy)
+    out = logits.transpose(1, 2)
+    for _ in loader:
+        torch.testing.assert_close(criterion(out, labels, weight=weight, ignore_index=0),
+                                   F.cross_entropy(out, labels, weight=weight, ignore_index=0))
+    want = _masked_means(F.cross_entropy(out, labels, weight=weight, ignore_index=0, reduction="none"),
+                         labels.masked_fill(labels == 0, -100))
+    torch.testing.assert_close(loader.losses(), want, equal_nan=True)  # NaN: a sample with no position left
+
+
+def test_a_gaussian_or_poisson_nll_gives_no_accuracy():
+    loader = _loader(torch.zeros(8, 1), torch.zeros(8), ed.high_loss_removal(ed.Period(until_accuracy=0.9,
+                                                                                       max_epochs=3), fraction=0.1))
+    for criterion in (nn.GaussianNLLLoss(), F.gaussian_nll_loss, nn.PoissonNLLLoss(), F.poisson_nll_loss):
+        with pytest.warns(UserWarning, match="gives no training accuracy"):
+            assert not loader.track(criterion).scores
+
+
+def test_square_outputs_of_a_loss_of_ones_own_are_warned_about_once():
+    # (B, T, C) with C == T: classes along dim 1 or the last dim; the accuracy takes dim 1, and says so.
+    def seq_ce(logits, labels, reduction="mean"):
+        return F.cross_entropy(logits.transpose(1, 2), labels, reduction=reduction)
+
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(4, 6, 6, generator=g), torch.randint(0, 6, (4, 6), generator=g)
+    loader = ed.enlighten(DataLoader(TensorDataset(torch.zeros(8, 1), torch.arange(8)), batch_size=4),
+                          ed.high_loss_removal(2, fraction=0.25))
+    criterion = loader.track(seq_ce)
+    with pytest.warns(UserWarning, match=r"the output of shape \(4, 6, 6\) against targets of shape \(4, 6\) may hold "
+                                         r"the classes along dim 1 or along the last dim") as caught:
+        for _ in loader:
+            criterion(logits, labels)
+    assert len([w for w in caught if "along the last dim" in str(w.message)]) == 1
