@@ -47,7 +47,8 @@ class Recorder(Protocol):
 # The value is the criterion's up to float rounding (the reduction of the unreduced losses sums them in another order
 # than the criterion's own kernel: a few units in the last place, e.g. 2.46951246 against 2.46951222).
 # Any other criterion (an unknown module or callable, or a reduction we do not know) is evaluated a second time for
-# the value it returns, which is then exactly its own.
+# the value it returns, which is then exactly its own; so is one called with arguments of its own (a weight=).
+
 # torch's losses' default ignore_index, taken for a criterion whose own cannot be read.
 _TORCH_IGNORE_INDEX = -100
 _CLASS_WEIGHTED = (nn.CrossEntropyLoss, nn.NLLLoss)
@@ -135,7 +136,7 @@ class TrackedLoss(nn.Module):
     extra dimensions (e.g. BCE's ``(B, C)`` or a sequence's ``(B, T)``) are averaged over
     them; with class-index targets, over the positions that are not ``ignore_index``. The output
     and target also give the training accuracy, except for regression losses (MSE, L1,
-    smooth L1, Huber): the argmax over classes (top-1, also for binary cross entropy on one-hot
+    smooth L1, Huber, Gaussian and Poisson NLL): the argmax over classes (top-1, also for binary cross entropy on one-hot
     or mixed rows), a single score's sign (``> 0.5`` for ``nn.BCELoss``'s probabilities), or with
     ``multi_label`` each class's own verdict (a sample's accuracy is the fraction of its labels right).
 
