@@ -312,6 +312,9 @@ def _no_accuracy():
                 loader.record(torch.ones(x.shape[0]))  # losses without output/target: nothing to score
     assert len([w for w in caught if "no training accuracy" in str(w.message)]) == 1
     assert loader.in_period
+    regression = _loader(_tensors(torch.zeros(8, 2), torch.zeros(8)), schedule)
+    with pytest.warns(UserWarning, match=r"criterion=MSELoss gives no training accuracy \(a regression loss\)"):
+        regression.track(torch.nn.MSELoss())
 
 
 @check("empty-epoch")
