@@ -350,7 +350,7 @@ class LossTable:
             TypeError: If ``state`` is not a dict.
             ValueError: If a key is missing, ``size`` is not an int or differs from this table's size,
                 ``last``/``sum``/``count``/``stats`` is not a float tensor of the right shape, or holds a value no
-                table can (a NaN sum or counter, a negative or non-finite count).
+                table can (a NaN sum, a negative or non-finite count or counter).
         """
         if not isinstance(state, dict):
             raise TypeError(
@@ -384,12 +384,16 @@ class LossTable:
                     f"{tuple(t.shape)} and dtype {t.dtype}"
                 )
         # Values a table can hold (an edited or corrupted state would silently empty or poison the next removal):
-        # no NaN in the sums and counters, and counts finite and not negative. A sum (and so a last loss) may be
-        # inf: finite losses of a sample drawn twice in an epoch can overflow float32 (see select_high_loss).
+        # no NaN in the sums, and counts and counters finite and not negative (the loss sum, counter 2, may be
+        # negative). A sum (and so a last loss) may be inf: finite losses of a sample drawn twice in an epoch can
+        # overflow float32 (see select_high_loss); the float64 counters cannot.
+        stats = state["stats"]
+        negative = stats < 0
+        negative[2] = False  # the epoch's loss sum: a loss of one's own may be negative
         for key, bad, what in (
             ("sum", state["sum"].isnan(), "a number (not NaN)"),
             ("count", ~state["count"].isfinite() | (state["count"] < 0), "finite and >= 0"),
-            ("stats", state["stats"].isnan(), "numbers (not NaN)"),
+            ("stats", ~stats.isfinite() | negative, "finite, and >= 0 but for the loss sum (position 2)"),
         ):
             if bool(bad.any()):
                 at = bad.nonzero().flatten()[:5].tolist()

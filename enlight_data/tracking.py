@@ -86,9 +86,7 @@ def check_criterion(criterion: Callable[..., Any], *, soft_targets: bool, label_
     fn = getattr(fn, "_torchdynamo_orig_callable", fn)  # a torch.compile'd function (a copy: known by its name)
     name = type(base).__name__ if isinstance(base, nn.Module) else getattr(fn, "__name__", repr(fn))
     # A subclass that keeps the class-index loss's own forward takes class indices only too.
-    index_only = any(isinstance(base, c) and type(base).forward is c.forward for c in _INDEX_ONLY) or any(
-        (getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)) == (f.__module__, f.__qualname__)
-        for f in _INDEX_ONLY_FNS)
+    index_only = _is_one_of(criterion, _INDEX_ONLY, _INDEX_ONLY_FNS)
     if soft_targets and index_only:
         raise TypeError(
             f"criterion should take soft target rows (B, num_classes), since the schedule mixes or smooths labels, "
@@ -114,6 +112,19 @@ def _accepts_reduction(fn: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):
         return False
     return "reduction" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _is_one_of(
+    criterion: Callable[..., Any], classes: tuple[type[nn.Module], ...], fns: tuple[Callable[..., Any], ...]
+) -> bool:
+    """Whether ``criterion`` is one of torch's losses ``classes`` (a subclass that keeps the loss's own ``forward``
+    included) or ``fns`` (a ``functools.partial`` of one, or a ``torch.compile``'d copy, known by its name)."""
+    base = getattr(criterion, "_orig_mod", criterion)  # a torch.compile'd module
+    fn = criterion.func if isinstance(criterion, functools.partial) else criterion
+    fn = getattr(fn, "_torchdynamo_orig_callable", fn)  # a torch.compile'd function (a copy: known by its name)
+    return any(isinstance(base, c) and type(base).forward is c.forward for c in classes) or any(
+        (getattr(fn, "__module__", None), getattr(fn, "__qualname__", None)) == (f.__module__, f.__qualname__)
+        for f in fns)
 
 
 def _defaults(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -201,6 +212,19 @@ class TrackedLoss(nn.Module):
         self.criterion = criterion
         self._recorder = recorder
         self._warned_square = False
+        # Classes along dim 1 for certain: torch's class-index losses, their subclasses that keep their forward, and
+        # the functions (compiled ones are known by name), as check_criterion tells them.
+        self._classes_first = self._known or _is_one_of(criterion, _CLASS_WEIGHTED, _CLASS_WEIGHTED_FNS)
+
+    def _call_arguments(self, output: Tensor, target: Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]
+                        ) -> dict[str, Any]:
+        """This call's own arguments by name: its keywords, and for a function its positional ones too."""
+        if not args or self._unreduced is None:
+            return kwargs
+        try:
+            return dict(inspect.signature(self.criterion).bind_partial(output, target, *args, **kwargs).arguments)
+        except (TypeError, ValueError):
+            return kwargs
 
     @property
     def scores(self) -> bool:
@@ -262,6 +286,8 @@ class TrackedLoss(nn.Module):
         # ``input`` as in torch's losses, so a call by keywords (``criterion(input=x, target=y)``) works too.
         output = input
         unreduced = self._unreduced
+        # A function's own reduction= in this call (a module takes none: the call fails as the module's would).
+        reduction = kwargs.pop("reduction", None) if unreduced is not None else None
         per_element = (self._module_unreduced(output, target, *args, **kwargs) if unreduced is None
                        else unreduced(output, target, *args, **kwargs))
         if not isinstance(per_element, Tensor) or per_element.dim() == 0:
@@ -269,8 +295,9 @@ class TrackedLoss(nn.Module):
                 f"the criterion with reduction='none' should return per-sample losses of shape (B, ...), "
                 f"got {per_element!r:.80}"
             )
-        # This call's own ignore_index (F.cross_entropy(..., ignore_index=0)) before the criterion's.
-        ignore_index = kwargs["ignore_index"] if "ignore_index" in kwargs else self._setting("ignore_index")
+        # This call's own ignore_index (F.cross_entropy(..., ignore_index=0), or by position) before the criterion's.
+        called = self._call_arguments(output, target, args, kwargs)
+        ignore_index = called["ignore_index"] if "ignore_index" in called else self._setting("ignore_index")
         if ignore_index is None and not self._known:
             # A criterion whose ignore_index we cannot read (a function of one's own): torch's default, -100, which
             # no class index can be, so a padded position's loss does not count in its sample's mean.
@@ -294,7 +321,7 @@ class TrackedLoss(nn.Module):
             extra["threshold"] = 0.5
         if self.scores:
             scored = output.detach()
-            last = not self._known and scored.dim() > 2 and tuple(scored.shape[:-1]) == tuple(target.shape)
+            last = not self._classes_first and scored.dim() > 2 and tuple(scored.shape[:-1]) == tuple(target.shape)
             first = (scored.shape[0], *scored.shape[2:]) == tuple(target.shape)
             if last and not first:
                 # A loss of one's own that takes classes last, (B, T, C) logits against (B, T) labels: the only
@@ -313,6 +340,8 @@ class TrackedLoss(nn.Module):
             self._recorder.record(per_sample, output=scored, target=target, **extra, **rows_given)
         else:
             self._recorder.record(per_sample, **rows_given)
+        if reduction is not None:
+            kwargs["reduction"] = reduction
         return self._reduce(per_element, output, target, valid, ignore_index if indexed else None, args, kwargs)
 
     def _reduce(
@@ -326,7 +355,7 @@ class TrackedLoss(nn.Module):
         kwargs: dict[str, Any],
     ) -> Tensor:
         """The criterion's own reduction of ``per_element``; see NOTE [ Reducing the unreduced loss ]."""
-        reduction = self.reduction
+        reduction = kwargs.get("reduction", self.reduction)
         if reduction == "none":
             return per_element
         if reduction == "sum":

@@ -129,13 +129,14 @@ def good_state(size=4):
         (lambda s: {**s, "sum": torch.tensor([0.0, 0.0, float("nan"), 0.0])}, ValueError,
          r"state\['sum'\] should be a number \(not NaN\), got \[nan\] at positions \[2\]"),
         (lambda s: {**s, "stats": s["stats"].clone().fill_(float("nan"))}, ValueError,
-         r"state\['stats'\] should be numbers \(not NaN\), got \[nan, nan, nan, nan, nan\] at positions "
-         r"\[0, 1, 2, 3, 4\]"),
+         r"state\['stats'\] should be finite, and >= 0 but for the loss sum \(position 2\), got \[nan, nan, nan, nan, "
+         r"nan\] at positions \[0, 1, 2, 3, 4\]"),
+        (lambda s: {**s, "stats": torch.tensor([0.0, -3.0, -1.0, 2.0, float("inf"), 2.0], dtype=torch.float64)},
+         ValueError, r"state\['stats'\] should be finite, .* got \[-3.0, inf\] at positions \[1, 4\]"),
         (lambda s: {**s, "count": torch.tensor([float("inf"), 0.0, 0.0, 0.0])}, ValueError,
          r"state\['count'\] should be finite and >= 0, got \[inf\] at positions \[0\]"),
     ],
 )
-
 def test_load_state_dict_checks_the_state_and_changes_nothing_when_it_refuses(change, error, match):
     t = LossTable(4)
     t.record(torch.tensor([1, 3]), torch.tensor([5.0, 6.0]))

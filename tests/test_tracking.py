@@ -742,3 +742,39 @@ def test_square_outputs_of_a_loss_of_ones_own_are_warned_about_once():
         for _ in loader:
             criterion(logits, labels)
     assert len([w for w in caught if "along the last dim" in str(w.message)]) == 1
+
+
+def test_a_call_by_position_or_with_its_own_reduction_is_the_functions_own():
+    logits, labels = _padded()
+    labels = labels.clamp_min(0)
+    out = logits.transpose(1, 2)
+    loader = _loader(torch.zeros(4, 1), torch.arange(4))
+    criterion = loader.track(F.cross_entropy)
+    for _ in loader:
+        # ignore_index by position (weight, size_average, ignore_index): its padded positions leave the means too.
+        torch.testing.assert_close(criterion(out, labels, None, None, 0), F.cross_entropy(out, labels, None, None, 0))
+    want = _masked_means(F.cross_entropy(out, labels, ignore_index=0, reduction="none"),
+                         labels.masked_fill(labels == 0, -100))
+    torch.testing.assert_close(loader.losses(), want, equal_nan=True)
+    for reduction in ("sum", "none"):  # this call's reduction, not the function's default
+        loader = _loader(torch.zeros(4, 1), torch.arange(4))
+        criterion = loader.track(F.cross_entropy)
+        for _ in loader:
+            torch.testing.assert_close(criterion(out, labels, reduction=reduction),
+                                       F.cross_entropy(out, labels, reduction=reduction))
+
+
+def test_square_outputs_of_torchs_class_losses_are_not_warned_about():
+    class MyCE(nn.CrossEntropyLoss):  # keeps CrossEntropyLoss's forward: classes along dim 1 for certain
+        pass
+
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(4, 6, 6, generator=g), torch.randint(0, 6, (4, 6), generator=g)
+    for criterion in (MyCE(), functools.partial(F.cross_entropy, label_smoothing=0.1)):
+        loader = ed.enlighten(DataLoader(TensorDataset(torch.zeros(4, 1), torch.arange(4)), batch_size=4),
+                              ed.high_loss_removal(2, fraction=0.25))
+        tracked = loader.track(criterion)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for _ in loader:
+                tracked(logits, labels)
