@@ -1478,7 +1478,8 @@ class EnlightLoader:
         # enlighten()'s and stream()'s states share a layout but not an order: one loaded into the other would train
         # some samples twice and others never. Their signatures name their kind, and besides the sampling settings
         # that states of earlier versions did not record, a key the state lacks is a mismatch, not a pass.
-        kind = theirs.get("source", {}).get("kind") if isinstance(theirs.get("source"), dict) else None
+        source = theirs.get("source")
+        kind = source.get("kind") if isinstance(source, dict) else None
         if kind is not None and kind != mine["source"]["kind"]:
             made = {"map": "enlighten()", "stream": "stream()"}
             raise ValueError(
