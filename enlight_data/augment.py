@@ -23,7 +23,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import _fused
 from ._inference import normal_tensors
@@ -1197,13 +1197,17 @@ def _crop_resize_flip_roi(x: Tensor, params: AugmentParams, size: tuple[int, int
 
 
 def _is_kornia_augmentation(obj: object) -> bool:
-    """Whether ``obj`` is an instance of a class from ``kornia.augmentation`` (a subclass of one included).
+    """Whether ``obj`` is an instance of a class from ``kornia.augmentation`` (a subclass of one included), or a
+    plain ``nn.Sequential`` of nothing else (``nn.Sequential(K.RandomResizedCrop(...), K.ColorJitter(...))``, as
+    Kornia's own examples chain them).
 
     By the class's module rather than a list of base classes: Kornia's augmentations, containers and auto-augment
     policies (``RandAugment``, ``TrivialAugment``, ``AutoAugment``) share no public base class, and all take only
     float images.
     """
-    return any(cls.__module__.startswith("kornia.augmentation") for cls in type(obj).__mro__)
+    if any(cls.__module__.startswith("kornia.augmentation") for cls in type(obj).__mro__):
+        return True
+    return isinstance(obj, nn.Sequential) and len(obj) > 0 and all(_is_kornia_augmentation(m) for m in obj)
 
 
 def _host_seed(generator: torch.Generator) -> int:

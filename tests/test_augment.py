@@ -644,6 +644,24 @@ def test_apply_augment_accepts_a_single_kornia_augmentation():
     torch.testing.assert_close(out, x.flip(-1).float() / 255)
 
 
+def test_a_plain_sequential_of_kornia_augmentations_is_kornia():
+    # nn.Sequential(K.…, K.…), as Kornia's own examples chain them: uint8 converted, the layout checked.
+    import kornia.augmentation as K
+
+    x = images(4, h=16, w=16)
+    chain = torch.nn.Sequential(K.RandomHorizontalFlip(p=1.0), K.RandomVerticalFlip(p=1.0))
+    torch.testing.assert_close(apply_augment(chain, x, generator=gen()), x.flip(-1, -2).float() / 255)
+    with pytest.raises(ValueError, match="channels"):
+        apply_augment(chain, x.permute(0, 2, 3, 1), generator=gen())
+    # A Sequential holding anything else (or nothing) is a plain callable: its input is its own to take.
+    seen = []
+    mixed = torch.nn.Sequential(K.RandomHorizontalFlip(p=1.0), torch.nn.Identity())
+    apply_augment(lambda t: seen.append(t.dtype) or t, x, generator=gen())
+    with pytest.raises(TypeError, match="uint8"):  # Kornia itself refuses the unconverted uint8 batch
+        apply_augment(mixed, x, generator=gen())
+    assert apply_augment(torch.nn.Sequential(), x, generator=gen()).dtype == torch.uint8 and seen == [torch.uint8]
+
+
 def test_apply_augment_calls_other_callables_with_x_only():
     seen = []
     out = apply_augment(lambda x: seen.append(x) or x + 1, torch.zeros(2, 3), generator=gen())
