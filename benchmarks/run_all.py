@@ -107,8 +107,9 @@ def _chart(rows: list[tuple[str, float, float, str]], path: Path) -> Path | None
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the benchmarks, each in its own process; write ``all.json`` and ``summary.png``; return the summary."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="every benchmark in its quick mode (minutes on a CPU)")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="every benchmark in its quick mode (under a minute each on a CPU)")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
     parser.add_argument("--reproduce", action="store_true", help="also run benchmarks/reproduce.py")
     parser.add_argument("--out", default=None,

@@ -175,6 +175,9 @@ class AugmentParams:
 
         Args:
             device: Where to move the parameters (that of the batch they are applied to).
+
+        Returns:
+            A new :class:`AugmentParams` on ``device`` (the same ``colour_ops``).
         """
         moved = {f.name: getattr(self, f.name).to(device) for f in _tensor_fields(self)}
         return AugmentParams(**moved, colour_ops=self.colour_ops)
@@ -218,7 +221,9 @@ def _tensor_fields(params: AugmentParams) -> tuple[Any, ...]:
 
 def _check_prob(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} should be a real number in [0, 1], got {name}={value!r}")
+        raise TypeError(
+            f"{name} should be a real number in [0, 1], got {name}={value!r} of type {type(value).__name__}"
+        )
     if not 0.0 <= float(value) <= 1.0:
         raise ValueError(f"{name} should be in [0, 1], got {name}={value}")
     return float(value)
@@ -241,7 +246,7 @@ def _check_range(name: str, value: Any, *, high: float) -> tuple[float, float]:
 
 def _check_nonneg(name: str, value: Any, *, high: float = math.inf) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise TypeError(f"{name} should be a real number, got {name}={value!r}")
+        raise TypeError(f"{name} should be a real number, got {name}={value!r} of type {type(value).__name__}")
     if not 0.0 <= float(value) <= high or not math.isfinite(value):
         bound = f"[0, {high:g}]" if math.isfinite(high) else "[0, inf), finite"
         raise ValueError(f"{name} should be in {bound}, got {name}={value}")
@@ -262,10 +267,11 @@ def _check_stats(name: str, value: Any) -> tuple[float, ...] | None:
     if (
         not isinstance(value, Sequence)
         or isinstance(value, str)
-        or len(value) == 0
         or any(isinstance(v, bool) or not isinstance(v, Real) for v in value)
     ):
         raise TypeError(f"{name} should be None or a non-empty sequence of real numbers, got {name}={value!r}")
+    if len(value) == 0:
+        raise ValueError(f"{name} should be None or a non-empty sequence of real numbers, got {name}={value!r}")
     if not all(math.isfinite(v) for v in value):
         raise ValueError(f"{name} should hold finite numbers, got {name}={tuple(value)}")
     return tuple(float(v) for v in value)
@@ -331,8 +337,9 @@ class GpuAugment:
             ``scale`` and ``ratio``, real numbers for the rest, a ``torch.dtype`` for ``out_dtype``, a bool for
             ``channels_last``).
         ValueError: If a setting is out of range (a non-positive ``size``, a probability outside ``[0, 1]``, a
-            negative jitter, ``hue`` above 0.5, ``mean`` without ``std`` or of another length, a ``mean`` outside
-            ``[0, 1]`` or a ``std`` outside ``(0, 1]`` (statistics on the 0-255 scale), a non-float ``out_dtype``).
+            negative jitter, ``hue`` above 0.5, an empty ``mean`` or ``std``, ``mean`` without ``std`` or of another
+            length, a ``mean`` outside ``[0, 1]`` or a ``std`` outside ``(0, 1]`` (statistics on the 0-255 scale), a
+            non-float ``out_dtype``).
 
     Example:
         >>> aug = GpuAugment(224, brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1,
@@ -742,8 +749,8 @@ class GpuAugment:
             ``(B, C, *size)`` tensor of dtype ``out_dtype``.
 
         Raises:
-            ValueError: If ``x`` has the wrong shape or requires grad (the augmentation is not differentiable: its
-                CUDA kernels have no backward), or ``strength`` is outside ``[0, 1]``.
+            ValueError: If ``x`` has the wrong shape, is an empty list, or requires grad (the augmentation is not
+                differentiable: its CUDA kernels have no backward), or ``strength`` is outside ``[0, 1]``.
             TypeError: If ``x`` is neither a tensor nor a list of tensors, or not uint8 or floating point,
                 ``generator`` is not a ``torch.Generator``, or ``strength`` not a real number.
         """
@@ -784,7 +791,8 @@ class GpuAugment:
         if not isinstance(x, Sequence) or isinstance(x, str):
             got = f"x of type {type(x).__name__}"
         elif len(x) == 0:
-            got = f"an empty {type(x).__name__}"
+            raise ValueError(f"x should be a tensor or a non-empty list of (C, H, W) tensors, got an empty "
+                             f"{type(x).__name__}")
         else:
             i = next((i for i, t in enumerate(x) if not isinstance(t, Tensor)), None)
             got = None if i is None else f"x[{i}] of type {type(x[i]).__name__}"

@@ -46,7 +46,7 @@ _STATE_KEYS = (
 _TABLE_KEYS = ("size", "last", "sum", "count", "stats")
 
 
-class Source(Protocol):
+class _Source(Protocol):
     """Where an :class:`EnlightLoader` gets each epoch's ``(indices, batch)`` pairs.
 
     Optional hooks, looked up with ``getattr``: ``end_epoch(epoch, batches) -> dict`` (extra history fields of a
@@ -256,7 +256,7 @@ class EnlightLoader:
     @normal_tensors
     def __init__(
         self,
-        source: Source,
+        source: _Source,
         schedule: Schedule,
         clock: SharedClock,
         *,
@@ -540,9 +540,12 @@ class EnlightLoader:
             multi_label: The targets are multi-hot rows (several labels per sample, binary cross
                 entropy): the training accuracy scores each label, not the argmax.
 
+        Returns:
+            A :class:`~enlight_data.TrackedLoss`: called as the criterion, it returns the same reduced loss.
+
         Raises:
-            TypeError: If the criterion cannot give per-sample losses, or takes class indices only (``nn.NLLLoss``)
-                while the schedule makes targets soft rows.
+            TypeError: If the criterion is a class rather than an instance, cannot give per-sample losses, or takes
+                class indices only (``nn.NLLLoss``) while the schedule makes targets soft rows.
 
         Warns:
             UserWarning: If the criterion smooths labels and the schedule does too, or gives no training accuracy
@@ -630,6 +633,41 @@ class EnlightLoader:
             raise RuntimeError(
                 f"record() (or a tracked loss) was given the previous batch's target: {_FETCHED_AHEAD}"
             )
+        # The arguments are checked before the call counts, a repeated call's too (which records nothing).
+        check_int("ignore_index", ignore_index, allow_none=True)
+        threshold = check_real("threshold", threshold)  # type: ignore[assignment]
+        multi_label = check_bool("multi_label", multi_label)
+        if not isinstance(per_sample_loss, Tensor):
+            raise TypeError(
+                f"per_sample_loss should be a Tensor, got per_sample_loss of type {type(per_sample_loss).__name__}"
+            )
+        if not per_sample_loss.is_floating_point():
+            raise TypeError(
+                f"per_sample_loss should be a floating-point tensor (one loss per sample), got per_sample_loss of "
+                f"dtype {per_sample_loss.dtype}"
+            )
+        if output is not None and target is None:
+            raise ValueError(
+                "output should come with target= (together they score the training accuracy), got output= without "
+                "target="
+            )
+        if target is None and ignore_index is not None and ignore_index is not _IGNORE_DEFAULT:
+            raise ValueError(
+                f"ignore_index should come with target= (the class-index targets, of the losses' shape for a "
+                f"sequence's positions), which tells the positions to leave out, got ignore_index={ignore_index} "
+                "without target="
+            )
+        for name, value in (("output", output), ("target", target)):
+            if value is not None and not isinstance(value, Tensor):
+                raise TypeError(f"{name} should be a Tensor, got {name} of type {type(value).__name__}")
+        if output is None and target is not None and (
+            target.is_floating_point() or target.dim() < 2 or target.shape != per_sample_loss.shape
+        ):  # a target alone only masks a sequence's positions; one that cannot would silently score nothing
+            raise ValueError(
+                f"target= without output= only tells a sequence's positions at ignore_index (class indices of the "
+                f"losses' shape {tuple(per_sample_loss.shape)}), got target of shape {tuple(target.shape)} and dtype "
+                f"{target.dtype}; to score the training accuracy, pass output= too"
+            )
         if not self._pass_recorded:
             self._pass_recorded = True
             handed = self._position - self._pass_start
@@ -662,39 +700,6 @@ class EnlightLoader:
         if (start, stop) != (0, int(indices.shape[0])):
             indices = indices[start:stop]
             mixed = None if mixed is None else mixed[start:stop]
-        check_int("ignore_index", ignore_index, allow_none=True)
-        threshold = check_real("threshold", threshold)  # type: ignore[assignment]
-        multi_label = check_bool("multi_label", multi_label)
-        if not isinstance(per_sample_loss, Tensor):
-            raise TypeError(
-                f"per_sample_loss should be a Tensor, got per_sample_loss of type {type(per_sample_loss).__name__}"
-            )
-        if not per_sample_loss.is_floating_point():
-            raise TypeError(
-                f"per_sample_loss should be a floating-point tensor (one loss per sample), got per_sample_loss of "
-                f"dtype {per_sample_loss.dtype}"
-            )
-        if output is not None and target is None:
-            raise ValueError(
-                "output should come with target= (together they score the training accuracy), got output= without "
-                "target="
-            )
-        if target is None and ignore_index is not None and ignore_index is not _IGNORE_DEFAULT:
-            raise ValueError(
-                f"ignore_index should come with target= (the class-index targets, of the losses' shape for a "
-                f"sequence's positions), which tells the positions to leave out, got ignore_index={ignore_index} "
-                "without target="
-            )
-        if target is not None and not isinstance(target, Tensor):
-            raise TypeError(f"target should be a Tensor, got target of type {type(target).__name__}")
-        if output is None and target is not None and (
-            target.is_floating_point() or target.dim() < 2 or target.shape != per_sample_loss.shape
-        ):  # a target alone only masks a sequence's positions; one that cannot would silently score nothing
-            raise ValueError(
-                f"target= without output= only tells a sequence's positions at ignore_index (class indices of the "
-                f"losses' shape {tuple(per_sample_loss.shape)}), got target of shape {tuple(target.shape)} and dtype "
-                f"{target.dtype}; to score the training accuracy, pass output= too"
-            )
         batch = indices.shape[0]
         losses = per_sample_loss.detach()
         if losses.dim() == 0 or losses.shape[0] != batch:
@@ -720,8 +725,6 @@ class EnlightLoader:
         keep = None if mixed is None else ~mixed
         if output is not None and target is not None:
             for name, value in (("output", output), ("target", target)):
-                if not isinstance(value, Tensor):
-                    raise TypeError(f"{name} should be a Tensor, got {name} of type {type(value).__name__}")
                 if value.dim() == 0 or value.shape[0] != batch:
                     raise _rows_error(name, value, batch, rows, start, stop)
             if output.dim() > 1 and output.shape[1] == 0:
@@ -1272,7 +1275,7 @@ class EnlightLoader:
         entry["recorded"] = int(stats["recorded"])
         entry["batches"] = self._position
         end_epoch = getattr(self._source, "end_epoch", None)
-        if end_epoch is not None:  # optional Source hook: extra history fields (e.g. skipped samples)
+        if end_epoch is not None:  # optional _Source hook: extra history fields (e.g. skipped samples)
             entry.update(end_epoch(self._epoch, self._position))
         self._tracker.observe(self._epoch, entry["accuracy"], trained=self._position > 0)
         if stats["nonfinite"]:
@@ -1345,7 +1348,7 @@ class EnlightLoader:
                 and not self._under_way() and self._position >= self._source.num_batches())
 
     def _position_state(self) -> dict[str, Any]:
-        """What the source needs to resume the open epoch exactly (optional Source hook; ``{}`` if none)."""
+        """What the source needs to resume the open epoch exactly (optional _Source hook; ``{}`` if none)."""
         hook = getattr(self._source, "position_state", None)
         return hook(self._position) if hook is not None and self._open else {}
 
@@ -1400,7 +1403,7 @@ class EnlightLoader:
                 )
         positions = state.get("source", {}) if is_open else {}  # a state without the key: from before it existed
         load_positions = getattr(self._source, "load_position_state", None)
-        if load_positions is not None:  # optional Source hook
+        if load_positions is not None:  # optional _Source hook
             load_positions(positions, epoch, mask, position)
         # A pass under way (a roll-back inside the loop) ends here, as a new iter() ends it: left open, it would go
         # on handing out the old run's batches and record their losses into the loaded table.
@@ -1606,6 +1609,8 @@ def resolve_device(device: torch.device | str | None) -> torch.device | None:
     if device is None:
         return None
     dev = check_device("device", device)
+    if dev.type == "meta":  # tensors without data: nothing to train on, and the generators cannot live there
+        raise ValueError(f"device should be a device that holds data (cpu, cuda, ...), got device={device!r}")
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0 or (dev.index is not None and dev.index >= count):

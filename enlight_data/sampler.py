@@ -73,8 +73,8 @@ class EnlightSampler(Sampler[int]):
     Raises:
         TypeError: If ``data_source`` has no ``len()``, ``base`` is neither ``None`` nor iterable, ``seed``,
             ``rank`` or ``world_size`` is not an int, or ``shuffle`` or ``pad`` not a bool.
-        ValueError: If ``world_size < 1`` or ``rank`` is outside ``[0, world_size)``; when an epoch begins, if
-            ``base`` yields an index outside the dataset.
+        ValueError: If ``data_source`` is empty, ``world_size < 1`` or ``rank`` is outside ``[0, world_size)``;
+            when an epoch begins, if ``base`` yields an index outside the dataset.
 
     Note:
         The sampler keeps no epoch counter of its own: the loader calls
@@ -102,6 +102,8 @@ class EnlightSampler(Sampler[int]):
         if base is not None and not isinstance(base, Iterable):
             raise TypeError(f"base should be a sampler (an iterable of indices) or None, got base={base!r}")
         self.num_samples = len(data_source)
+        if self.num_samples == 0:  # as RandomSampler: an epoch of nothing is a mistake upstream
+            raise ValueError("data_source should hold at least one sample, got len(data_source)=0")
         self.shuffle = check_bool("shuffle", shuffle)
         self.base = base
         self.seed: int = check_seed("seed", seed)
@@ -194,7 +196,8 @@ class EnlightSampler(Sampler[int]):
             epoch: The epoch (>= 0); the order is drawn from (seed, epoch).
             excluded: A bool mask of shape ``(len(data_source),)``, ``True`` for the
                 samples left out; ``None`` leaves out none.
-            start: Position in this rank's share to start from (>= 0).
+            start: Position in this rank's share to start from (>= 0; past its end: an empty pass, as a loader
+                resumed after an epoch's last, partial batch starts at whole batches times the batch size).
 
         Raises:
             TypeError: If ``excluded`` is not a bool tensor (an int64 tensor of indices
@@ -217,6 +220,9 @@ class EnlightSampler(Sampler[int]):
         Args:
             epoch: The epoch whose share to count (>= 0).
             excluded: Bool mask over the dataset (``True`` = left out), or ``None``.
+
+        Returns:
+            The number of samples, or ``None``.
 
         Raises:
             TypeError: If ``epoch`` is not an int, or ``excluded`` is not a bool tensor.

@@ -48,8 +48,8 @@ class Period:
     Args:
         epochs: The first ``epochs`` epochs (``0`` means no period at all).
         fraction: With ``total_epochs``: the first
-            ``max(1, floor(fraction * total_epochs + 0.5))`` epochs (half rounds up,
-            so 0.04 of 500 is 20).
+            ``max(1, floor(fraction * total_epochs + 0.5))`` epochs, computed exactly on the decimal written
+            (half rounds up: 0.04 of 500 is 20, and 0.145 of 100 is 15, where float arithmetic would give 14).
         total_epochs: The length of the whole run, only with ``fraction``.
         until_accuracy: The period lasts until an epoch's training accuracy
             reaches this value (in (0, 1]); it ends after that epoch and never restarts,
@@ -210,8 +210,8 @@ class Schedule:
         after: The phase in force after it.
 
     Raises:
-        TypeError: If ``period`` is neither an int nor a :class:`Period`, or ``during``/``after`` is not a
-            :class:`Phase`.
+        TypeError: If ``period`` is neither an int nor a :class:`Period`, ``during``/``after`` is not a
+            :class:`Phase`, or the phases are given by position (``Schedule(period, during=..., after=...)``).
         ValueError: If an int ``period`` is negative.
 
     Warns:
@@ -267,7 +267,12 @@ class Schedule:
         return self.during.soft_targets or self.after.soft_targets
 
     def signature(self) -> dict[str, Any]:
-        """Plain values that identify the schedule in a checkpoint."""
+        """Plain values that identify the schedule in a checkpoint.
+
+        Returns:
+            ``{"period": [...], "during": {...}, "after": {...}}``: the period's five settings, and each phase's
+            numbers and mode (not its augmentation), which a loaded state is compared with.
+        """
         def _phase(p: Phase) -> dict[str, Any]:
             return {k: getattr(p, k) for k in (
                 "mixup_alpha", "cutmix_alpha", "mix_prob", "switch_prob", "mode",

@@ -668,7 +668,7 @@ class _ShardStream(IterableDataset):
 
 
 class StreamSource:
-    """The Source protocol (see :class:`enlight_data.loader.Source`) over webdataset tar shards.
+    """The source protocol (see :class:`enlight_data.loader._Source`) over webdataset tar shards.
 
     Args:
         catalog: The shards and their sample ids (:func:`enlight_data.shards.load_catalog`).

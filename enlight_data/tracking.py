@@ -173,6 +173,9 @@ class TrackedLoss(nn.Module):
                 f"recorder should have a record() method (an EnlightLoader), got recorder of type "
                 f"{type(recorder).__name__}"
             )
+        if isinstance(criterion, type):  # called on a batch, nn.CrossEntropyLoss would make a module, not a loss
+            raise TypeError(f"criterion should be a loss (an instance or a function), got the class "
+                            f"{criterion.__name__}: pass {criterion.__name__}()")
         self._multi_label = check_bool("multi_label", multi_label)
         # A torch.compile'd module: its settings live on the module it wraps (a copy of the wrapper would share it).
         base = getattr(criterion, "_orig_mod", criterion)

@@ -398,6 +398,20 @@ def test_only_the_first_record_per_batch_counts():
     assert (loader.losses() < 1e-3).all()
 
 
+def test_a_repeated_record_still_checks_its_arguments():
+    # It records nothing, but its mistakes are the caller's to hear (they were accepted with the "again" warning).
+    loader = ed.enlighten(DataLoader(Counting(8, classes=4), batch_size=4), ed.high_loss_removal(2, fraction=0.25))
+    for x, y in loader:
+        loader.record(torch.ones(4))
+        with pytest.raises(TypeError, match="per_sample_loss should be a Tensor, got per_sample_loss of type list"):
+            loader.record([1.0, 2.0, 3.0, 4.0])
+        with pytest.raises(TypeError, match="output should be a Tensor, got output of type str"):
+            loader.record(torch.ones(4), output="logits", target=y)
+        with pytest.raises(ValueError, match="threshold should be finite"):
+            loader.record(torch.ones(4), threshold=float("nan"))
+        break
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_len_after_a_mid_epoch_resume_counts_the_whole_epoch(workers):
     # As torchdata's StatefulDataLoader: a loop that restores its own step counter (Lightning's restores the
@@ -883,15 +897,22 @@ def test_cuda_without_an_index_is_the_current_device_when_resolved(monkeypatch):
 
 
 def test_an_accelerator_this_machine_lacks_is_a_clear_error():
-    for device in ("mps", "xpu:0", "hpu", "meta"):
+    for device in ("mps", "xpu:0", "hpu"):
         try:
             torch.empty(0, device=device)
-            continue  # it is there (meta always is)
+            continue  # it is there
         except Exception:  # noqa: BLE001 (each backend says so its own way)
             pass
         with pytest.raises(ValueError, match=f"device should be an available device, got device='{device}', which"):
             ed.enlighten(DataLoader(Images(8), batch_size=4), ed.mixup_pause(1, alpha=1.0), num_classes=4,
                          device=device)
+
+
+def test_the_meta_device_is_refused():
+    # Accepted before, and the first batch failed deep in torch ("META device type not an accelerator").
+    with pytest.raises(ValueError, match=r"device should be a device that holds data \(cpu, cuda, ...\), got "
+                                         r"device='meta'"):
+        ed.enlighten(DataLoader(Images(8), batch_size=4), ed.mixup_pause(1, alpha=1.0), num_classes=4, device="meta")
 
 
 def test_numpy_arguments_give_a_state_that_loads_with_weights_only():
@@ -1600,10 +1621,14 @@ def test_mapping_batches_of_other_types_are_moved_and_keep_their_type():
         def __getitem__(self, i):
             return Encoding(input_ids=torch.full((3,), i), labels=torch.tensor(i % 2))
 
-    # (The meta device has no tensors to copy and no generators: it shows the move without mixing.)
-    loader = ed.enlighten(DataLoader(Tokens(), batch_size=4), ed.high_loss_removal(2, fraction=0.25), device="meta")
+    from enlight_data.transfer import move_to
+
+    # (The meta device, which a loader refuses, shows the move of every tensor where the CPU has no other device.)
+    moved = move_to(Tokens()[3], torch.device("meta"))
+    assert type(moved) is Encoding and moved["input_ids"].is_meta and moved["labels"].is_meta
+    loader = ed.enlighten(DataLoader(Tokens(), batch_size=4), ed.high_loss_removal(2, fraction=0.25), device="cpu")
     for batch in loader:
-        assert type(batch) is Encoding and batch["input_ids"].is_meta and batch["labels"].is_meta
+        assert type(batch) is Encoding and batch["input_ids"].shape == (4, 3)
     mixing = ed.enlighten(DataLoader(Tokens(), batch_size=4), ed.mixup_pause(0, alpha=0.2), num_classes=2,
                           device="cpu", input_key="input_ids", target_key="labels")
     for batch in mixing:

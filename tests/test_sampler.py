@@ -135,6 +135,11 @@ def test_begin_checks_epoch_and_start():
     assert list(s) == [] and len(s) == 0
 
 
+def test_an_empty_data_source_is_refused():
+    with pytest.raises(ValueError, match=r"data_source should hold at least one sample, got len\(data_source\)=0"):
+        EnlightSampler([])
+
+
 @pytest.mark.parametrize("world_size", [1, 2])  # the count without an order, and the one that draws it
 def test_length_for_checks_epoch_as_begin_does(world_size):
     s = EnlightSampler(DATA, world_size=world_size)

@@ -20,6 +20,7 @@ def test_period_forms_and_lengths():
     assert ed.Period(fraction=0.5, total_epochs=3).length == 2
     assert ed.Period(fraction=0.001, total_epochs=10).length == 1
     assert ed.Period(fraction=0.29, total_epochs=100).length == 29
+    assert ed.Period(fraction=0.145, total_epochs=100).length == 15  # 14.5 exactly, half up (float says 14.4999...)
     assert ed.Period(until_accuracy=0.5).length is None
 
 

@@ -189,6 +189,14 @@ def test_record_checks_threshold_and_multi_label():
         loader.record(torch.ones(2))
 
 
+def test_track_refuses_a_loss_class_for_an_instance():
+    # Without the parentheses the class "accepts" reduction= (its __init__ does), and the first step failed deep in
+    # torch ("Boolean value of Tensor ... is ambiguous").
+    with pytest.raises(TypeError, match=r"criterion should be a loss \(an instance or a function\), got the class "
+                                        r"CrossEntropyLoss: pass CrossEntropyLoss\(\)"):
+        TrackedLoss(nn.CrossEntropyLoss, Captured())
+
+
 def test_track_refuses_a_module_whose_forward_takes_no_reduction():
     class Plain(nn.Module):  # Module.__call__ takes **kwargs: its forward is what decides
         def forward(self, output, target):
