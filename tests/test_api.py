@@ -35,6 +35,16 @@ def test_contract_names_exist():
         assert name in ed.__all__
 
 
+def test_the_readme_api_table_names_every_public_name_and_no_other():
+    readme = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+    if not readme.exists():  # an installed package without its sources
+        pytest.skip("no README.md beside the tests")
+    text = readme.read_text(encoding="utf-8").split("## The public API at a glance", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1] for line in text.splitlines() if line.startswith("| `")]
+    named = {word.split("(")[0] for row in rows for word in row.replace(",", " ").split("`")[1::2]}
+    assert named == set(ed.__all__)
+
+
 def test_py_typed_is_shipped():
     assert (pathlib.Path(ed.__file__).parent / "py.typed").exists()
 
