@@ -972,7 +972,9 @@ def stream(
         group: The data-parallel process group: rank and world size come from it and the loss tables are
             combined over it (default: the whole world).
         handler: ``"raise"``: a corrupt shard or undecodable sample raises :class:`ShardError` naming the shard and
-            the key; ``"warn"``: it is skipped, counted in ``history[-1]["skipped"]`` and warned about once per epoch.
+            the key; ``"warn"``: it is skipped, counted in ``history[-1]["skipped"]`` and warned about once per epoch
+            (a shard that the start-up scan of a source without an index finds damaged keeps the samples before the
+            damage, warned about once, here; its lost tail is counted nowhere).
         persistent_workers: Keep the DataLoader workers across epochs (they read each epoch's plan from shared memory).
         num_ids: Hash every key into this many ids (:func:`~enlight_data.shards.hash_id`), so that a sample's id
             follows it (its shard file's name and key) to another shard list; colliding ids share a loss entry.

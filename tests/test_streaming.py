@@ -1077,6 +1077,7 @@ def test_a_foreign_shard_with_a_broken_header_is_an_error_not_a_shorter_shard(tm
         loader = ed.stream([a, b], ed.high_loss_removal(2, fraction=0.25), batch_size=4, num_workers=0,
                            handler="warn")
     assert sum(x.shape[0] for x, _ in loader) == 14
+    assert loader.history[-1]["skipped"] == 0  # the scan's loss is warned about once, at stream(), and counted nowhere
 
 
 def test_skips_of_an_epoch_left_early_do_not_count_in_the_next(tmp_path):
