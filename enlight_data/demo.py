@@ -492,6 +492,9 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m enlight_data d
     for name, r in results:
         removed = sum(int(h["removed"]) for h in r.history)
         print(f"{name:<20} {r.test_accuracy:>13.4f} {r.period_end_epoch:>5} ep {removed:>8} {r.seconds:>6.1f}s")
+    print("removed: samples left out, summed over the epochs (one left out in two epochs counts twice). High-Loss "
+          "Removal runs without Mixup, as the paper uses it where Mixup does not apply: its row measures removal "
+          "and no Mixup together.")
     if hlr_longer:
         print(f"High-Loss Removal ran a {hlr_period}-epoch period, not {period}: its first epoch records every "
               f"sample's loss and removal starts at epoch 1, so a period under {_HLR_MIN_PERIOD} epochs "

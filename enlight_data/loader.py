@@ -1277,13 +1277,34 @@ class EnlightLoader:
         end_epoch = getattr(self._source, "end_epoch", None)
         if end_epoch is not None:  # optional _Source hook: extra history fields (e.g. skipped samples)
             entry.update(end_epoch(self._epoch, self._position))
+        ending = self._tracker.end_epoch is None
         self._tracker.observe(self._epoch, entry["accuracy"], trained=self._position > 0)
+        if ending and self._tracker.end_epoch is not None:
+            self._warn_if_nothing_was_removed()
         if stats["nonfinite"]:
             warnings.warn(
                 f"epoch {self._epoch}: {int(stats['nonfinite'])} non-finite per-sample losses were not recorded",
                 RuntimeWarning,
                 stacklevel=3,
             )
+
+    def _warn_if_nothing_was_removed(self) -> None:
+        """An accuracy period that removes high-loss samples has just ended: say so if no epoch of it left out any
+        (typically: it ended after epoch 0, whose accuracy reached the threshold, before any epoch had losses to
+        rank), as High-Loss Removal with a 1-epoch period is warned about when made."""
+        if self.schedule.during.drop_high_loss == 0 or any(h["removed"] for h in self.history if h["in_period"]):
+            return
+        period, accuracy = self.schedule.period, self.history[-1]["accuracy"]
+        reached = "" if accuracy is None else f", training accuracy {accuracy:.4g}"
+        warnings.warn(
+            f"the enlightenment period (until_accuracy={period.until_accuracy}) ended after epoch {self._epoch}"
+            f"{reached}, and no epoch of it left out a sample: High-Loss Removal removed nothing in this run (it "
+            "ranks the losses of earlier epochs, so the period's first epoch removes none, and a fraction of few "
+            "recorded losses can round down to none); end the period on epochs, ed.Period(epochs=...), or on a "
+            "higher until_accuracy",
+            RuntimeWarning,
+            stacklevel=caller_stacklevel(),
+        )
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ def test_demo_quick_prints_a_table_and_leaves_global_state(capsys, forbid_global
     # The period is 1 epoch, but High-Loss Removal runs its 2-epoch minimum: the banner and the table say so.
     assert "period 1 epoch(s) (High-Loss Removal: 2, its 2-epoch minimum)" in out
     assert "High-Loss Removal ran a 2-epoch period, not 1" in out
+    assert "removed: samples left out, summed over the epochs" in out
     # The per-epoch phase log: the pause has no Mixup in its period, Mixup after it.
     assert re.search(r"\[Mixup Pause\] epoch\s+0 \| in period \| alpha 0\.00", out)
     assert re.search(r"\[Mixup Pause\] epoch\s+1 \| after\s+\| alpha 0\.40", out)

@@ -18,6 +18,7 @@ from typing import Callable
 
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, Subset, TensorDataset, WeightedRandomSampler
 
 import enlight_data as ed
@@ -300,6 +301,8 @@ def _device():
     missing = f"cuda:{torch.cuda.device_count()}"  # one past the last device (cuda:0 without CUDA)
     with pytest.raises(ValueError, match=f"device should be an available device, got device='{missing}'"):
         _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)), device=missing)
+    with pytest.raises(ValueError, match="device should be a device that holds data .* got device='meta'"):
+        _loader(_tensors(torch.zeros(8, 2), torch.zeros(8, dtype=torch.long)), device="meta")
 
 
 @check("no-accuracy")
@@ -346,6 +349,30 @@ def _noop_strategy():
     ]:
         with pytest.warns(UserWarning, match=match):
             make_schedule()
+
+
+@check("noop-removal-period")
+def _noop_removal_period():
+    x = torch.randn(32, 4)
+    y = (x[:, 0] > 0).long()
+
+    def run(sign):
+        loader = _loader(_tensors(x, y), ed.high_loss_removal(ed.Period(until_accuracy=0.5, max_epochs=3),
+                                                              fraction=0.25), num_classes=None)
+        criterion = loader.track(nn.CrossEntropyLoss())
+        for _ in range(3):
+            for xb, yb in loader:
+                criterion(sign * torch.stack([-xb[:, 0], xb[:, 0]], 1), yb)  # always right (1) or wrong (-1)
+        return loader
+
+    with pytest.warns(RuntimeWarning, match=r"\(until_accuracy=0.5\) ended after epoch 0, training accuracy 1, and "
+                                            r"no epoch of it left out a sample: High-Loss Removal removed nothing"):
+        loader = run(1)
+    assert [h["in_period"] for h in loader.history] == [True, False, False]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a period that removed (ended at max_epochs): nothing to say
+        loader = run(-1)
+    assert [h["removed"] for h in loader.history] == [0, 8, 8] and loader.next_epoch == 3
 
 
 @check("empty-dataset")
