@@ -422,20 +422,35 @@ def _period(period: int | Period) -> Period:
     return Period(epochs=check_int("period", period, minimum=0))
 
 
-def mixup_pause(period: int | Period, *, alpha: float, cutmix_alpha: float = 0.0) -> Schedule:
+def mixup_pause(
+    period: int | Period,
+    *,
+    alpha: float,
+    cutmix_alpha: float = 0.0,
+    mix_prob: float = 1.0,
+    switch_prob: float = 0.5,
+    mode: Literal["elem", "batch"] = "elem",
+    label_smoothing: float = 0.0,
+) -> Schedule:
     """Mixup Pause: no Mixup (or CutMix) during the period, ``alpha`` after it.
 
     Args:
         period: An int (the first N epochs) or a :class:`Period`.
         alpha: Mixup's α after the period (>= 0).
         cutmix_alpha: CutMix's α after the period (>= 0).
+        mix_prob: How the epochs after the period mix, as :class:`Phase` takes it.
+        switch_prob: As :class:`Phase` takes it (with both alphas > 0).
+        mode: As :class:`Phase` takes it (``"elem"``; timm's ``Mixup`` defaults to ``"batch"``).
+        label_smoothing: Smoothing of the targets in both phases (a DeiT-style recipe smooths throughout).
 
     Returns:
         The :class:`Schedule`.
 
     Raises:
-        TypeError: If ``period`` is neither an int nor a :class:`Period`, or a number is not a real number.
-        ValueError: If a value is out of range (a negative ``period``, an alpha neither 0 nor in ``[1e-6, 1e6]``).
+        TypeError: If ``period`` is neither an int nor a :class:`Period`, a number is not a real number, or ``mode``
+            not a str.
+        ValueError: If a value is out of range (a negative ``period``, an alpha neither 0 nor in ``[1e-6, 1e6]``, a
+            probability outside ``[0, 1]``, ``label_smoothing`` outside ``[0, 1)``, another ``mode``).
 
     Warns:
         UserWarning: When both alphas are 0 (no phase mixes, there is nothing to pause).
@@ -443,7 +458,12 @@ def mixup_pause(period: int | Period, *, alpha: float, cutmix_alpha: float = 0.0
     per = _period(period)
     alpha = _check_alpha("alpha", alpha)
     cutmix_alpha = _check_alpha("cutmix_alpha", cutmix_alpha)
-    schedule = Schedule(per, during=Phase(), after=Phase(mixup_alpha=alpha, cutmix_alpha=cutmix_alpha))
+    schedule = Schedule(
+        per,
+        during=Phase(label_smoothing=label_smoothing),
+        after=Phase(mixup_alpha=alpha, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob, switch_prob=switch_prob,
+                    mode=mode, label_smoothing=label_smoothing),
+    )
     if alpha == 0 and cutmix_alpha == 0:
         warnings.warn(
             f"mixup_pause with alpha={alpha} and cutmix_alpha={cutmix_alpha} pauses nothing: no phase mixes; "
@@ -454,20 +474,37 @@ def mixup_pause(period: int | Period, *, alpha: float, cutmix_alpha: float = 0.0
     return schedule
 
 
-def alpha_boost(period: int | Period, *, alpha: float, boost_alpha: float) -> Schedule:
+def alpha_boost(
+    period: int | Period,
+    *,
+    alpha: float,
+    boost_alpha: float,
+    cutmix_alpha: float = 0.0,
+    mix_prob: float = 1.0,
+    switch_prob: float = 0.5,
+    mode: Literal["elem", "batch"] = "elem",
+    label_smoothing: float = 0.0,
+) -> Schedule:
     """Alpha Boost: Mixup with ``boost_alpha`` during the period, ``alpha`` after it.
 
     Args:
         period: An int (the first N epochs) or a :class:`Period`.
         alpha: Mixup's α after the period (>= 0).
         boost_alpha: Mixup's α during the period (>= 0).
+        cutmix_alpha: CutMix's α in both phases (>= 0; the paper boosts Mixup's α only).
+        mix_prob: How both phases mix, as :class:`Phase` takes it.
+        switch_prob: As :class:`Phase` takes it (with CutMix too).
+        mode: As :class:`Phase` takes it (``"elem"``; timm's ``Mixup`` defaults to ``"batch"``).
+        label_smoothing: Smoothing of the targets in both phases.
 
     Returns:
         The :class:`Schedule`.
 
     Raises:
-        TypeError: If ``period`` is neither an int nor a :class:`Period`, or a number is not a real number.
-        ValueError: If a value is out of range (a negative ``period``, an alpha neither 0 nor in ``[1e-6, 1e6]``).
+        TypeError: If ``period`` is neither an int nor a :class:`Period`, a number is not a real number, or ``mode``
+            not a str.
+        ValueError: If a value is out of range (a negative ``period``, an alpha neither 0 nor in ``[1e-6, 1e6]``, a
+            probability outside ``[0, 1]``, ``label_smoothing`` outside ``[0, 1)``, another ``mode``).
 
     Warns:
         UserWarning: When ``boost_alpha`` equals ``alpha`` (nothing is boosted), or is below it (the period then
@@ -476,7 +513,12 @@ def alpha_boost(period: int | Period, *, alpha: float, boost_alpha: float) -> Sc
     per = _period(period)
     alpha = _check_alpha("alpha", alpha)
     boost_alpha = _check_alpha("boost_alpha", boost_alpha)
-    schedule = Schedule(per, during=Phase(mixup_alpha=boost_alpha), after=Phase(mixup_alpha=alpha))
+    during, after = (
+        Phase(mixup_alpha=a, cutmix_alpha=cutmix_alpha, mix_prob=mix_prob, switch_prob=switch_prob, mode=mode,
+              label_smoothing=label_smoothing)
+        for a in (boost_alpha, alpha)
+    )
+    schedule = Schedule(per, during=during, after=after)
     if boost_alpha == alpha:
         warnings.warn(
             f"alpha_boost with boost_alpha={boost_alpha} equal to alpha={alpha} boosts nothing: the same Mixup "

@@ -118,6 +118,20 @@ def test_presets():
     assert ed.Schedule(3, during=ed.Phase(label_smoothing=0.1), after=ed.Phase()).soft_targets
 
 
+def test_presets_take_the_mixing_settings_of_a_recipe():
+    # A DeiT-style recipe (Mixup 0.8, CutMix 1.0, smoothing 0.1, timm's per-batch mode) through the presets.
+    recipe = dict(cutmix_alpha=1.0, mix_prob=0.9, switch_prob=0.4, mode="batch", label_smoothing=0.1)
+    pause = ed.mixup_pause(5, alpha=0.8, **recipe)
+    assert pause.after == ed.Phase(mixup_alpha=0.8, **recipe)
+    assert pause.during == ed.Phase(label_smoothing=0.1)  # smoothing throughout; nothing mixes in the pause
+    boost = ed.alpha_boost(5, alpha=0.8, boost_alpha=2.0, **recipe)
+    assert boost.during == ed.Phase(mixup_alpha=2.0, **recipe) and boost.after == ed.Phase(mixup_alpha=0.8, **recipe)
+    with pytest.raises(ValueError, match="mode should be 'elem' or 'batch', got mode='pair'"):
+        ed.alpha_boost(5, alpha=0.2, boost_alpha=1.0, mode="pair")
+    with pytest.raises(ValueError, match=r"label_smoothing should be in \[0, 1\), got label_smoothing=1.0"):
+        ed.mixup_pause(5, alpha=0.2, label_smoothing=1.0)
+
+
 @pytest.mark.parametrize(
     "make, match",
     [
