@@ -1300,3 +1300,15 @@ def test_an_empty_batch_checks_mean_against_its_channels_as_a_full_one_does():
     for n in (0, 2):
         with pytest.raises(ValueError, match="mean and std should have 1 or C=2 values, got len\\(mean\\)=3"):
             aug(images(n, c=2, h=16, w=16), generator=gen())
+
+
+def test_strength_scales_every_jitter_range_symmetrically():
+    aug = GpuAugment(8, brightness=0.8, contrast=0.6, saturation=0.4, hue=0.2, jitter_prob=1.0)
+    p = aug.draw(4000, 16, 16, generator=torch.Generator().manual_seed(5), strength=0.5)
+    on = p.jitter
+    for values, lo, hi in ((p.brightness, 0.6, 1.4), (p.contrast, 0.7, 1.3), (p.saturation, 0.8, 1.2),
+                           (p.hue, -0.1, 0.1)):
+        v = values[on]
+        assert v.min() >= lo - 1e-6 and v.max() <= hi + 1e-6
+        assert v.min() < lo + 0.01 and v.max() > hi - 0.01
+    assert abs(p.hue[on].mean().item()) < 0.005  # uniform on [-0.1, 0.1]: centred on 0

@@ -379,3 +379,30 @@ def test_load_state_dict_takes_a_sum_that_overflowed():
     state = t.state_dict()
     assert state["last"][1].isinf()
     LossTable(4).load_state_dict(state)
+
+
+def test_discard_epoch_drops_records_still_staged():
+    # discard_epoch() must drop records not yet folded (fewer than 64 batches since the last fold).
+    t = LossTable(4)
+    t.record(torch.tensor([0, 1]), torch.tensor([1.0, 2.0]), correct=torch.tensor([True, False]))
+    t.discard_epoch()
+    assert t.losses().isnan().all()
+    stats = t.finalize_epoch()
+    assert stats == {"correct": 0.0, "scored": 0.0, "loss_sum": 0.0, "loss_count": 0.0, "nonfinite": 0.0,
+                     "recorded": 0.0}
+    assert t.losses().isnan().all()
+
+
+def test_finalize_epoch_returns_only_the_closed_epochs_counters():
+    # The counters restart with each epoch; the second epoch's stats do not include the first's.
+    t = LossTable(4)
+    t.record(torch.tensor([0, 1]), torch.tensor([1.0, 2.0]), correct=torch.tensor([True, True]))
+    first = t.finalize_epoch()
+    assert first["loss_sum"] == 3.0 and first["recorded"] == 2.0 and first["correct"] == 2.0
+    t.record(torch.tensor([2]), torch.tensor([5.0]), correct=torch.tensor([False]))
+    second = t.finalize_epoch()
+    assert second == {"correct": 0.0, "scored": 1.0, "loss_sum": 5.0, "loss_count": 1.0, "nonfinite": 0.0,
+                      "recorded": 1.0}
+    third = t.finalize_epoch()  # an epoch with no record
+    assert third["recorded"] == 0.0 and third["loss_count"] == 0.0 and third["scored"] == 0.0
+    assert torch.equal(t.losses()[:3], torch.tensor([1.0, 2.0, 5.0])) and math.isnan(t.losses()[3])

@@ -1699,3 +1699,48 @@ def test_a_loaded_state_forgets_this_processs_earlier_passes():
     loader.load_state_dict(fresh.state_dict())
     with pytest.raises(RuntimeError, match=r"inside the loop over the loader\. To score"):
         loader.record(torch.zeros(8))
+
+
+def _coded_images(n=16, classes=4):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 3, 12, 12), dtype=torch.uint8, generator=g)
+    return TensorDataset(x, torch.arange(n) % classes)
+
+
+def test_augmentation_is_drawn_anew_each_epoch():
+    # The same batch position in another epoch gets other crops/flips/jitter: draws come from (seed, epoch, step).
+    data = DataLoader(_coded_images(), batch_size=8, shuffle=False)
+    loader = ed.enlighten(data, ed.Schedule(0), num_classes=4,
+                          augment=ed.GpuAugment(8, scale=(0.2, 1.0), brightness=0.4, jitter_prob=1.0))
+    epochs = [[x.clone() for x, _ in loader] for _ in range(2)]
+    for a, b in zip(*epochs):
+        assert not torch.equal(a, b)
+    again = ed.enlighten(data, ed.Schedule(0), num_classes=4,
+                         augment=ed.GpuAugment(8, scale=(0.2, 1.0), brightness=0.4, jitter_prob=1.0))
+    for want in epochs:  # and reproducibly so
+        for a, (x, _) in zip(want, again):
+            assert torch.equal(a, x)
+
+
+def test_mixup_or_cutmix_is_chosen_per_batch():
+    # switch_prob picks Mixup or CutMix for each batch (a host draw from (seed, epoch, step)), not once per epoch.
+    data = DataLoader(_coded_images(n=256), batch_size=4, shuffle=False)
+    phase = ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0, switch_prob=0.5)
+    loader = ed.enlighten(data, ed.Schedule(0, after=phase), num_classes=4)
+    kinds = set()
+    for x, _ in loader:
+        # CutMix pastes whole pixels of the partner (integer values stay integers); Mixup blends (fractions).
+        kinds.add(bool((x == x.round()).all()))
+    assert kinds == {True, False}
+
+
+def test_a_single_score_at_the_threshold_predicts_the_negative_class():
+    # ``output > threshold`` (strictly, as BCE's decision at logit 0 / probability 0.5 is taken) is the positive
+    # class; a score exactly at the threshold is negative.
+    x = torch.zeros(8, 3)
+    y = torch.tensor([0, 0, 0, 0, 0, 0, 1, 1])
+    loader = ed.enlighten(DataLoader(TensorDataset(x, y), batch_size=8), ed.Schedule(0))
+    for threshold in (0.0, 0.5):
+        for _, target in loader:
+            loader.record(torch.ones(8), output=torch.full((8,), threshold), target=target, threshold=threshold)
+        assert loader.history[-1]["accuracy"] == 0.75  # the six negatives right, the two positives wrong

@@ -729,3 +729,22 @@ def test_a_share_too_small_to_move_lambda_leaves_the_sample_unmixed_and_exact():
         assert torch.equal(xm[clean], x[clean])
         unmixed_seen += int(clean.sum())
     assert unmixed_seen >= 10, unmixed_seen
+
+
+@pytest.mark.parametrize("b", [3, 5, 7])
+@pytest.mark.parametrize("phase", [ed.Phase(mixup_alpha=1.0), ed.Phase(cutmix_alpha=1.0),
+                                   ed.Phase(mixup_alpha=1.0, cutmix_alpha=1.0)])
+def test_odd_batches_pair_each_sample_with_the_one_half_a_batch_on(b, phase):
+    g = torch.Generator().manual_seed(0)
+    params = draw_mix(phase, b, 8, 8, generator=g)
+    assert params.shift == b // 2
+    x = torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1).expand(b, 1, 8, 8).contiguous()
+    mixed_x, soft, mixed = mix_batch(x, torch.arange(b), phase, num_classes=b,
+                                     generator=torch.Generator().manual_seed(1))
+    assert mixed.any()
+    for i in range(b):
+        partner = (i + b // 2) % b
+        allowed = {i, partner}
+        assert set(soft[i].nonzero().flatten().tolist()) <= allowed
+        lo, hi = min(i, partner), max(i, partner)
+        assert mixed_x[i].min() >= lo - 1e-5 and mixed_x[i].max() <= hi + 1e-5  # a blend of the pair only

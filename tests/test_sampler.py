@@ -198,3 +198,23 @@ def test_data_source_and_base_are_checked():
     sampler = EnlightSampler(DATA, base=Base())
     with pytest.raises(ValueError, match=r"got indices in \[-1, 1\] in epoch 1"):
         sampler.begin(1, None)
+
+
+class _NoGenerator:
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        return iter(range(self.n))
+
+    def __len__(self):
+        return self.n
+
+
+@pytest.mark.parametrize(("pad", "expected"), [(True, 4), (False, 3)])
+def test_length_of_a_custom_base_before_the_first_epoch_follows_pad(pad, expected):
+    data = list(range(10))
+    sampler = EnlightSampler(data, base=_NoGenerator(10), rank=0, world_size=3, pad=pad)
+    assert sampler.length_for(0) == expected
+    sampler.begin(0)
+    assert len(sampler) == expected  # what the drawn order gives

@@ -494,3 +494,15 @@ def test_a_schedule_warns_once_not_again_when_its_clock_is_pickled():
         warnings.simplefilter("error")  # workers get the clock (and a copy of the schedule without augment)
         clock = pickle.loads(pickle.dumps(SharedClock(schedule, 4)))
     assert clock.schedule.during.augment is None and clock.schedule.during.drop_high_loss == 0.1
+
+
+def test_an_ended_accuracy_period_keeps_its_end_epoch():
+    for period in (ed.Period(until_accuracy=0.5), ed.Period(until_accuracy=0.5, max_epochs=10)):
+        tracker = PeriodTracker(period)
+        tracker.observe(0, 0.2)
+        tracker.observe(1, 0.6)
+        assert tracker.end_epoch == 2 and tracker.ended
+        for epoch, acc in ((2, 0.9), (5, 0.99), (9, None)):
+            tracker.observe(epoch, acc)
+            assert tracker.end_epoch == 2
+        assert tracker.state_dict() == {"end_epoch": 2}

@@ -1528,3 +1528,39 @@ def test_a_state_of_one_kind_of_loader_is_refused_by_the_other(tmp_path):
     again = ed.stream(_index_of(tmp_path), schedule, batch_size=4, num_workers=0)
     again.load_state_dict(state)
     assert len(list(again)) == 4
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_samples_removed_inside_a_shard_are_not_streamed(tmp_path, workers):
+    # The other removal tests leave out whole shard tails, which no segment spans: samples removed between kept ones
+    # of one shard are dropped only by the reader's id check.
+    index = ed.write_shards(Tiles(48), str(tmp_path / "train-%04d.tar"), maxcount=8, image_format="png",
+                            progress=False)
+    loader = ed.stream(index, ed.high_loss_removal(3, fraction=0.25), batch_size=6, num_workers=workers,
+                       shuffle_buffer=8)
+    removed = set(range(0, 48, 4))  # every fourth id: the highest losses, scattered through every shard
+    for epoch in range(3):
+        seen = []
+        for x, _ in loader:
+            ids = x.reshape(x.shape[0], -1)[:, 0].round().long().tolist()
+            seen += ids
+            loader.record(torch.tensor([1.0 if i in removed else 0.0 for i in ids]))
+        if epoch:
+            assert loader.history[-1]["removed"] == 12
+            assert sorted(seen) == sorted(set(range(48)) - removed)
+        else:
+            assert sorted(seen) == list(range(48))
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_the_short_batch_of_a_stream_is_its_last_whatever_the_workers(tmp_path, workers):
+    # The logical worker that owns the epoch's last batch (batch nb - 1) is the one whose quota is short.
+    index = ed.write_shards(Tiles(46), str(tmp_path / "train-%04d.tar"), maxcount=8, image_format="png",
+                            progress=False)
+    loader = ed.stream(index, ed.Schedule(0), batch_size=6, num_workers=workers, shuffle_buffer=8)
+    sizes, seen = [], []
+    for x, _ in loader:
+        sizes.append(x.shape[0])
+        seen += x.reshape(x.shape[0], -1)[:, 0].round().long().tolist()
+    assert sizes == [6] * 7 + [4]
+    assert sorted(seen) == list(range(46))
