@@ -1215,7 +1215,8 @@ def _is_kornia_augmentation(obj: object) -> bool:
     """
     if any(cls.__module__.startswith("kornia.augmentation") for cls in type(obj).__mro__):
         return True
-    return isinstance(obj, nn.Sequential) and len(obj) > 0 and all(_is_kornia_augmentation(m) for m in obj)
+    # Exactly nn.Sequential: a subclass may have a forward of its own (one that converts uint8 itself, say).
+    return type(obj) is nn.Sequential and len(obj) > 0 and all(_is_kornia_augmentation(m) for m in obj)
 
 
 def _host_seed(generator: torch.Generator) -> int:
@@ -1279,9 +1280,9 @@ def apply_augment(
 
     Args:
         augment: A :class:`GpuAugment` (called with ``generator`` and ``strength``), a Kornia augmentation or
-            augmentation container (uint8 input is converted to float in ``[0, 1]``), or any other callable (called
-            as ``augment(x)``). All but a GpuAugment run under a seed drawn from ``generator`` (NOTE [ Kornia and
-            the global RNG ]).
+            augmentation container, or a plain ``nn.Sequential`` of them (uint8 input is converted to float in
+            ``[0, 1]``), or any other callable (called as ``augment(x)``). All but a GpuAugment run under a seed
+            drawn from ``generator`` (NOTE [ Kornia and the global RNG ]).
         x: The batch.
         generator: Source of randomness for this batch.
         strength: Augmentation strength in ``[0, 1]``; only :class:`GpuAugment` can scale its augmentation, so

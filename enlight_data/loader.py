@@ -668,6 +668,8 @@ class EnlightLoader:
                 f"losses' shape {tuple(per_sample_loss.shape)}), got target of shape {tuple(target.shape)} and dtype "
                 f"{target.dtype}; to score the training accuracy, pass output= too"
             )
+        indices, mixed = self._batch
+        start, stop = _rows_of(rows, int(indices.shape[0]))
         if not self._pass_recorded:
             self._pass_recorded = True
             handed = self._position - self._pass_start
@@ -681,8 +683,6 @@ class EnlightLoader:
                     UserWarning,
                     stacklevel=caller_stacklevel(),
                 )
-        indices, mixed = self._batch
-        start, stop = _rows_of(rows, int(indices.shape[0]))
         partial = self._partial if self._partial is not None and self._partial[0] is self._batch else None
         if self._recorded is self._batch or (partial is not None and any(partial[1][start:stop])):
             if not self._warned_again:
@@ -1289,19 +1289,29 @@ class EnlightLoader:
             )
 
     def _warn_if_nothing_was_removed(self) -> None:
-        """An accuracy period that removes high-loss samples has just ended: say so if no epoch of it left out any
-        (typically: it ended after epoch 0, whose accuracy reached the threshold, before any epoch had losses to
-        rank), as High-Loss Removal with a 1-epoch period is warned about when made."""
-        if self.schedule.during.drop_high_loss == 0 or any(h["removed"] for h in self.history if h["in_period"]):
+        """Warn, when an accuracy period that removes high-loss samples ends, if no epoch of it left out any.
+
+        Typically it ended after epoch 0, whose accuracy reached the threshold before any epoch had losses to rank.
+        Not said where removal goes on after the period, where no epoch ran in it, or for ``max_epochs=1``, which
+        :func:`~enlight_data.high_loss_removal` already warned about when made.
+        """
+        during, after, period = self.schedule.during, self.schedule.after, self.schedule.period
+        in_period = [h for h in self.history if h["in_period"]]
+        if (during.drop_high_loss == 0 or after.drop_high_loss > 0 or period.max_epochs == 1 or not in_period
+                or any(h["removed"] for h in in_period)):
             return
-        period, accuracy = self.schedule.period, self.history[-1]["accuracy"]
-        reached = "" if accuracy is None else f", training accuracy {accuracy:.4g}"
+        accuracy = self.history[-1]["accuracy"]
+        if self._tracker.reaches(accuracy):
+            why = f"after epoch {self._epoch}, whose training accuracy {accuracy:.4g} reached it"
+            advice = "a higher until_accuracy"
+        else:
+            why = f"at max_epochs={period.max_epochs}"
+            advice = "a larger max_epochs"
         warnings.warn(
-            f"the enlightenment period (until_accuracy={period.until_accuracy}) ended after epoch {self._epoch}"
-            f"{reached}, and no epoch of it left out a sample: High-Loss Removal removed nothing in this run (it "
-            "ranks the losses of earlier epochs, so the period's first epoch removes none, and a fraction of few "
-            "recorded losses can round down to none); end the period on epochs, ed.Period(epochs=...), or on a "
-            "higher until_accuracy",
+            f"the enlightenment period (until_accuracy={period.until_accuracy}) ended {why}, and no epoch of it left "
+            "out a sample: High-Loss Removal removed nothing in this run (it ranks the losses of earlier epochs, so "
+            "the period's first epoch removes none, and a fraction of few recorded losses can round down to none); "
+            f"end the period on epochs, ed.Period(epochs=...), or on {advice}",
             RuntimeWarning,
             stacklevel=caller_stacklevel(),
         )
@@ -1697,7 +1707,7 @@ def enlighten(
             a map-style dataset with a ``len()`` (use :func:`enlight_data.stream` for an ``IterableDataset``),
             ``schedule`` not a :class:`Schedule`, an unhashable ``input_key``/``target_key``, ...
         ValueError: If a value is out of range: an empty dataset, ``batch_size=None``, a ``device`` this
-            machine lacks, no ``num_classes`` for a schedule that mixes or smooths labels, a rank outside the
+            machine lacks (or ``"meta"``), no ``num_classes`` for a schedule that mixes or smooths labels, a rank outside the
             world, an ``augment_strength`` other than 1 without a :class:`GpuAugment`, ...
 
     Warns:

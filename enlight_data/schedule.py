@@ -364,11 +364,19 @@ class PeriodTracker:
                 RuntimeWarning,
                 stacklevel=4,  # observe <- _finish_epoch <- the epoch's iterator <- the training loop
             )
+        if self.reaches(accuracy) or (cap is not None and epoch + 1 >= cap):
+            self.end_epoch = epoch + 1 if cap is None else min(epoch + 1, cap)
+
+    def reaches(self, accuracy: float | None) -> bool:
+        """Whether an epoch's training ``accuracy`` (``None``: none scored) reaches the period's ``until_accuracy``.
+
+        Returns:
+            ``False`` for a fixed period, or an epoch without accuracy.
+        """
+        target = self.period.until_accuracy
         # Compared at float32 precision: a sample's fraction right (sequences, segmentation) is staged in float32,
         # so 7 of 10 positions right everywhere gives 0.699999988, which must reach until_accuracy=0.7.
-        reached = accuracy is not None and np.float32(accuracy) >= np.float32(target)
-        if reached or (cap is not None and epoch + 1 >= cap):
-            self.end_epoch = epoch + 1 if cap is None else min(epoch + 1, cap)
+        return target is not None and accuracy is not None and bool(np.float32(accuracy) >= np.float32(target))
 
     def state_dict(self) -> dict[str, Any]:
         """The latch as a plain int (``-1`` while an accuracy period lasts)."""
@@ -453,7 +461,7 @@ def mixup_pause(
             probability outside ``[0, 1]``, ``label_smoothing`` outside ``[0, 1)``, another ``mode``).
 
     Warns:
-        UserWarning: When both alphas are 0 (no phase mixes, there is nothing to pause).
+        UserWarning: When both alphas are 0, or ``mix_prob`` is 0 (no phase mixes, there is nothing to pause).
     """
     per = _period(period)
     alpha = _check_alpha("alpha", alpha)
@@ -468,6 +476,12 @@ def mixup_pause(
         warnings.warn(
             f"mixup_pause with alpha={alpha} and cutmix_alpha={cutmix_alpha} pauses nothing: no phase mixes; "
             "give alpha > 0 (Mixup) or cutmix_alpha > 0 (CutMix) for the epochs after the period",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif mix_prob == 0:
+        warnings.warn(
+            "mixup_pause with mix_prob=0 pauses nothing: no sample is mixed in any phase; give mix_prob > 0",
             UserWarning,
             stacklevel=2,
         )
@@ -507,8 +521,10 @@ def alpha_boost(
             probability outside ``[0, 1]``, ``label_smoothing`` outside ``[0, 1)``, another ``mode``).
 
     Warns:
-        UserWarning: When ``boost_alpha`` equals ``alpha`` (nothing is boosted), or is below it (the period then
-            mixes less than the rest of the run, which is not Alpha Boost; swapped arguments are the usual cause).
+        UserWarning: When nothing is boosted (``boost_alpha`` equals ``alpha``, ``mix_prob`` is 0, or CutMix takes
+            every batch: ``switch_prob=1`` with ``cutmix_alpha > 0``), or ``boost_alpha`` is below ``alpha`` (the
+            period then mixes less than the rest of the run, which is not Alpha Boost; swapped arguments are the
+            usual cause).
     """
     per = _period(period)
     alpha = _check_alpha("alpha", alpha)
@@ -519,7 +535,20 @@ def alpha_boost(
         for a in (boost_alpha, alpha)
     )
     schedule = Schedule(per, during=during, after=after)
-    if boost_alpha == alpha:
+    if mix_prob == 0:
+        warnings.warn(
+            "alpha_boost with mix_prob=0 boosts nothing: no sample is mixed in any phase; give mix_prob > 0",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif cutmix_alpha > 0 and switch_prob == 1 and boost_alpha > 0:
+        warnings.warn(
+            f"alpha_boost with cutmix_alpha={cutmix_alpha} and switch_prob=1 boosts nothing: every batch uses CutMix, "
+            "so Mixup's boost_alpha is never drawn; give switch_prob < 1",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif boost_alpha == alpha:
         warnings.warn(
             f"alpha_boost with boost_alpha={boost_alpha} equal to alpha={alpha} boosts nothing: the same Mixup "
             "runs in every epoch; give a boost_alpha different from alpha",

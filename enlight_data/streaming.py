@@ -973,8 +973,8 @@ def stream(
             combined over it (default: the whole world).
         handler: ``"raise"``: a corrupt shard or undecodable sample raises :class:`ShardError` naming the shard and
             the key; ``"warn"``: it is skipped, counted in ``history[-1]["skipped"]`` and warned about once per epoch
-            (a shard that the start-up scan of a source without an index finds damaged keeps the samples before the
-            damage, warned about once, here; its lost tail is counted nowhere).
+            (except a shard found damaged by this call's scan of a source without an index: it keeps the samples
+            before the damage, with one ``RuntimeWarning`` from this call, and its lost tail is counted nowhere).
         persistent_workers: Keep the DataLoader workers across epochs (they read each epoch's plan from shared memory).
         num_ids: Hash every key into this many ids (:func:`~enlight_data.shards.hash_id`), so that a sample's id
             follows it (its shard file's name and key) to another shard list; colliding ids share a loss entry.
@@ -993,7 +993,7 @@ def stream(
         TypeError: If an argument has the wrong type (each message names it), or ``source`` is not an index, a
             pattern or a list of URLs.
         ValueError: If a value is out of range or not one of the choices, ``device`` (or ``decode="gpu"``) names a
-            device this machine lacks, ``decode="gpu"`` has no ``augment``, a phase mixes or smooths labels and no
+            device this machine lacks (or ``"meta"``), ``decode="gpu"`` has no ``augment``, a phase mixes or smooths labels and no
             ``num_classes`` is known, ``num_ids`` is given with an index, or the index has missing or invalid fields.
         FileNotFoundError: If the index or a local shard does not exist (``IsADirectoryError`` for a folder).
         RuntimeError: If ``decode="gpu"`` and this torchvision cannot decode JPEG on the GPU.

@@ -654,13 +654,34 @@ def test_a_plain_sequential_of_kornia_augmentations_is_kornia():
     torch.testing.assert_close(apply_augment(chain, x, generator=gen()), x.flip(-1, -2).float() / 255)
     with pytest.raises(ValueError, match="channels"):
         apply_augment(chain, x.permute(0, 2, 3, 1), generator=gen())
-    # A Sequential holding anything else (or nothing) is a plain callable: its input is its own to take.
-    seen = []
-    mixed = torch.nn.Sequential(K.RandomHorizontalFlip(p=1.0), torch.nn.Identity())
-    apply_augment(lambda t: seen.append(t.dtype) or t, x, generator=gen())
-    with pytest.raises(TypeError, match="uint8"):  # Kornia itself refuses the unconverted uint8 batch
-        apply_augment(mixed, x, generator=gen())
-    assert apply_augment(torch.nn.Sequential(), x, generator=gen()).dtype == torch.uint8 and seen == [torch.uint8]
+    # A Sequential holding anything else (or nothing), or a subclass (its forward may convert for itself), is a
+    # plain callable: its input is its own to take, as it comes.
+    class Seen(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.dtypes = []
+
+        def forward(self, t):
+            self.dtypes.append(t.dtype)
+            return t.float()
+
+    class Own(torch.nn.Sequential):  # of Kornia modules only, with a forward that converts for itself
+        def __init__(self, *modules):
+            super().__init__(*modules)
+            self.dtypes = []
+
+        def forward(self, t):
+            self.dtypes.append(t.dtype)
+            return super().forward(t.float() / 255)
+
+    own = Own(K.RandomHorizontalFlip(p=1.0))
+    torch.testing.assert_close(apply_augment(own, x, generator=gen()), x.flip(-1).float() / 255)
+    assert own.dtypes == [torch.uint8]  # not converted twice
+    for make in (lambda s: torch.nn.Sequential(s, K.RandomHorizontalFlip(p=1.0)), lambda s: torch.nn.Sequential(s)):
+        seen = Seen()
+        apply_augment(make(seen), x, generator=gen())
+        assert seen.dtypes == [torch.uint8]
+    assert apply_augment(torch.nn.Sequential(), x, generator=gen()).dtype == torch.uint8
 
 
 def test_apply_augment_calls_other_callables_with_x_only():

@@ -346,6 +346,10 @@ def _noop_strategy():
         (lambda: ed.high_loss_removal(0, fraction=0.1), "removes nothing"),
         (lambda: ed.high_loss_removal(1, fraction=0.1), "removes nothing"),
         (lambda: ed.high_loss_removal(ed.Period(until_accuracy=0.5, max_epochs=1), fraction=0.1), "removes nothing"),
+        (lambda: ed.mixup_pause(5, alpha=0.8, mix_prob=0.0), "mix_prob=0 pauses nothing"),
+        (lambda: ed.alpha_boost(5, alpha=0.2, boost_alpha=1.0, mix_prob=0.0), "mix_prob=0 boosts nothing"),
+        (lambda: ed.alpha_boost(5, alpha=0.2, boost_alpha=1.0, cutmix_alpha=1.0, switch_prob=1.0),
+         "switch_prob=1 boosts nothing: every batch uses CutMix"),
     ]:
         with pytest.warns(UserWarning, match=match):
             make_schedule()
@@ -365,8 +369,9 @@ def _noop_removal_period():
                 criterion(sign * torch.stack([-xb[:, 0], xb[:, 0]], 1), yb)  # always right (1) or wrong (-1)
         return loader
 
-    with pytest.warns(RuntimeWarning, match=r"\(until_accuracy=0.5\) ended after epoch 0, training accuracy 1, and "
-                                            r"no epoch of it left out a sample: High-Loss Removal removed nothing"):
+    with pytest.warns(RuntimeWarning, match=r"\(until_accuracy=0.5\) ended after epoch 0, whose training accuracy 1 "
+                                            r"reached it, and no epoch of it left out a sample: High-Loss Removal "
+                                            r"removed nothing"):
         loader = run(1)
     assert [h["in_period"] for h in loader.history] == [True, False, False]
     with warnings.catch_warnings():

@@ -1729,8 +1729,11 @@ def test_mixup_or_cutmix_is_chosen_per_batch():
     loader = ed.enlighten(data, ed.Schedule(0, after=phase), num_classes=4)
     kinds = set()
     for x, _ in loader:
-        # CutMix pastes whole pixels of the partner (integer values stay integers); Mixup blends (fractions).
-        kinds.add(bool((x == x.round()).all()))
+        # CutMix pastes whole pixels of the partner (integer values stay integers); Mixup blends (fractions). One
+        # choice per batch: its samples are all of one kind (timm's "elem" mode would choose per sample).
+        integer = (x == x.round()).flatten(1).all(1)
+        assert integer.all() or not integer.any(), integer
+        kinds.add(bool(integer.all()))
     assert kinds == {True, False}
 
 
@@ -1744,3 +1747,33 @@ def test_a_single_score_at_the_threshold_predicts_the_negative_class():
         for _, target in loader:
             loader.record(torch.ones(8), output=torch.full((8,), threshold), target=target, threshold=threshold)
         assert loader.history[-1]["accuracy"] == 0.75  # the six negatives right, the two positives wrong
+
+
+def test_the_no_removal_warning_names_the_cause_and_keeps_quiet_where_removal_happens():
+    # The failure table's noop-removal-period row checks the usual case (the period ended after epoch 0).
+    x = torch.randn(3, 4)
+    y = (x[:, 0] > 0).long()
+
+    def said(schedule, *, first=None):
+        loader = ed.enlighten(DataLoader(TensorDataset(x, y), batch_size=2), schedule)
+        criterion = loader.track(nn.CrossEntropyLoss())
+        if first is not None:
+            loader.set_epoch(first)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                for xb, yb in loader:
+                    criterion(torch.stack([xb[:, 0], -xb[:, 0]], 1), yb)  # always wrong: the period runs to its cap
+        return [str(w.message) for w in caught if "removed nothing" in str(w.message)]
+
+    # Three samples: a quarter of them rounds down to none, so the capped period removed nothing.
+    (message,) = said(ed.high_loss_removal(ed.Period(until_accuracy=0.9, max_epochs=2), fraction=0.25))
+    assert "ended at max_epochs=2" in message and "or on a larger max_epochs" in message
+    # Removal goes on after the period; no epoch ran in the period; max_epochs=1 was warned about when made.
+    both = ed.Schedule(ed.Period(until_accuracy=0.9, max_epochs=2), during=ed.Phase(drop_high_loss=0.25),
+                       after=ed.Phase(drop_high_loss=0.25))
+    assert said(both) == []
+    assert said(ed.high_loss_removal(ed.Period(until_accuracy=0.9, max_epochs=2), fraction=0.25), first=5) == []
+    with pytest.warns(UserWarning, match="removes nothing"):
+        once = ed.high_loss_removal(ed.Period(until_accuracy=0.9, max_epochs=1), fraction=0.25)
+    assert said(once) == []
