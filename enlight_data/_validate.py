@@ -11,8 +11,17 @@ import torch
 
 __all__ = [
     "channels_last_hint", "check_augment", "check_bool", "check_choice", "check_device", "check_int", "check_no_grad",
-    "check_pixel_edges", "check_range", "check_real", "check_seed",
+    "check_pixel_edges", "check_range", "check_real", "check_seed", "comparable",
 ]
+
+# Unsigned integers wider than 8 bits: numpy's uint16/uint32/uint64 labels collate to them, and torch has few ops for
+# them (no aminmax, no < or >=).
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)
+
+
+def comparable(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as a tensor that range checks can compare: int64 for uint16/uint32/uint64 (a copy), else ``t`` itself."""
+    return t.long() if t.dtype in _WIDE_UNSIGNED else t
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...], *, other: str = "") -> str:

@@ -26,6 +26,7 @@ __all__ = ["EpochStats", "LossTable"]
 _CORRECT, _SCORED, _LOSS_SUM, _LOSS_COUNT, _NONFINITE, _RECORDED = range(6)
 _NUM_STATS = 6
 _FOLD_EVERY = 64
+_FLOAT32_MAX = torch.finfo(torch.float32).max
 # Index dtypes record() takes (copied into the int64 staging buffer). Bool and floats are refused:
 # a bool mask would become the indices 0/1, floats would be truncated.
 _INDEX_DTYPES = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
@@ -107,7 +108,8 @@ class LossTable:
         Args:
             indices: ``(B,)`` dataset indices of the batch, an int64, int32, int16, int8 or uint8 tensor
                 (the dtypes torch indexes with; not bool) with values in ``[0, size)``.
-            losses: ``(B,)`` per-sample losses (any float dtype, detached here).
+            losses: ``(B,)`` per-sample losses (any float dtype, detached here; kept as float32, a finite float64
+                loss beyond its range as float32's largest).
             keep: ``(B,)`` bool tensor, the samples whose loss enters the table (unmixed ones);
                 all when ``None``. Non-finite losses never enter it and are counted.
             correct: ``(B,)`` bool tensor, whether each prediction was right (for accuracy), or a float
@@ -182,6 +184,8 @@ class LossTable:
         every step (NOTE [ The cost of a record ] in ``loader.py``)."""
         if losses.device != self._device:
             self.to(losses.device)
+        if losses.dtype == torch.float64:  # the table holds float32: a finite loss beyond its range stays finite
+            losses = torch.where(losses.isfinite(), losses.clamp(-_FLOAT32_MAX, _FLOAT32_MAX), losses)
         # NOTE [ Deferred recording ]
         # A step copies the batch's ids, losses (and keep/correct flags) into staging buffers
         # made once (a slice copy each: nothing the step allocates outlives it, so the batches'

@@ -23,7 +23,7 @@ from ._rng import Stream, derive_seed
 from ._inference import normal_tensors
 from ._stack import caller_stacklevel
 from ._validate import (
-    channels_last_hint, check_augment, check_bool, check_device, check_int, check_real, check_seed,
+    channels_last_hint, check_augment, check_bool, check_device, check_int, check_real, check_seed, comparable,
 )
 from .context import MAX_EPOCH, SharedClock
 from .distributed import (
@@ -1105,11 +1105,12 @@ class EnlightLoader:
             x, y = self._split(batch, need_target=soft) if self._reads_batches else (None, self._target_of(batch))
             if self.num_classes is not None and isinstance(y, Tensor) and y.device.type == "cpu":
                 if y.dim() == 1 and not y.is_floating_point() and y.dtype != torch.bool and y.numel():
-                    lo, hi = (int(v) for v in torch.aminmax(y))
+                    labels = comparable(y)  # int64 where torch cannot compare (uint16 labels); y goes on as it came
+                    lo, hi = (int(v) for v in torch.aminmax(labels))
                     # Without soft targets a negative index may be the criterion's ignore_index (padding): the
                     # criterion judges it. Soft targets need a class for every sample.
                     if (lo < 0 and soft) or hi >= self.num_classes:
-                        bad = indices[((y < 0) if soft else False) | (y >= self.num_classes)][:5].tolist()
+                        bad = indices[((labels < 0) if soft else False) | (labels >= self.num_classes)][:5].tolist()
                         hint = (" (an ignore_index target cannot be mixed or smoothed into a soft row)"
                                 if lo < 0 and soft else "")
                         raise ValueError(

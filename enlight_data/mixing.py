@@ -16,7 +16,9 @@ import torch
 from torch import Tensor
 
 from . import _fused as _fused_kernels
-from ._validate import channels_last_hint, check_device, check_int, check_no_grad, check_pixel_edges, check_range
+from ._validate import (
+    channels_last_hint, check_device, check_int, check_no_grad, check_pixel_edges, check_range, comparable,
+)
 from .schedule import Phase
 
 __all__ = ["MixParams", "apply_mix", "draw_mix", "mix_batch", "mix_size", "to_soft_targets"]
@@ -600,7 +602,7 @@ def _check_target(target: Tensor, num_classes: int, label_smoothing: float) -> t
     num_classes = cast(int, check_int("num_classes", num_classes, minimum=1))
     label_smoothing = cast(float, check_range("label_smoothing", label_smoothing, 0.0, 1.0, high_open=True))
     if _is_indices(target) and target.device.type == "cpu" and target.numel():
-        lo, hi = (int(v) for v in torch.aminmax(target))
+        lo, hi = (int(v) for v in torch.aminmax(comparable(target)))
         if lo < 0 or hi >= num_classes:
             raise ValueError(
                 f"target should hold class indices in [0, {num_classes}) (num_classes={num_classes}), "
@@ -657,7 +659,7 @@ def to_soft_targets(target: Tensor, num_classes: int, *, label_smoothing: float 
         )
     if not target.is_floating_point() and target.device.type == "cpu" and target.numel():
         # Integer rows are one-hot or multi-hot; anything else is likely indices with a trailing dimension.
-        lo, hi = (int(v) for v in torch.aminmax(target))
+        lo, hi = (int(v) for v in torch.aminmax(comparable(target)))
         if lo < 0 or hi > 1:
             raise ValueError(
                 f"integer target rows should hold only 0 and 1 (one-hot or multi-hot), got values in [{lo}, {hi}] "

@@ -406,3 +406,15 @@ def test_finalize_epoch_returns_only_the_closed_epochs_counters():
     third = t.finalize_epoch()  # an epoch with no record
     assert third["recorded"] == 0.0 and third["loss_count"] == 0.0 and third["scored"] == 0.0
     assert torch.equal(t.losses()[:3], torch.tensor([1.0, 2.0, 5.0])) and math.isnan(t.losses()[3])
+
+
+def test_finite_float64_losses_beyond_float32_stay_finite():
+    # The table holds float32: a float64 loss of 1e39 overflowed to inf and was reported as non-finite, left out of
+    # the table, so the sample with the highest loss could never be removed.
+    t = LossTable(4)
+    t.record(torch.arange(4), torch.tensor([1.0, 1e39, -1e39, math.inf], dtype=torch.float64))
+    stats = t.finalize_epoch()
+    big = torch.finfo(torch.float32).max
+    assert stats["nonfinite"] == 1.0 and stats["recorded"] == 3.0
+    assert t.losses()[:3].tolist() == [1.0, big, -big] and math.isnan(t.losses()[3])
+    assert t.select_high_loss(0.5).tolist() == [1]  # floor(0.5 * 3) = 1: the largest

@@ -1777,3 +1777,25 @@ def test_the_no_removal_warning_names_the_cause_and_keeps_quiet_where_removal_ha
     with pytest.warns(UserWarning, match="removes nothing"):
         once = ed.high_loss_removal(ed.Period(until_accuracy=0.9, max_epochs=1), fraction=0.25)
     assert said(once) == []
+
+
+@pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64])
+def test_labels_of_wide_unsigned_dtypes_are_checked_and_mixed(dtype):
+    # numpy uint16 label arrays collate to torch.uint16, which has no aminmax or <: the range check crashed in torch.
+    x = torch.rand(8, 3, 4, 4)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]).to(dtype)
+    mixing = ed.enlighten(DataLoader(TensorDataset(x, labels), batch_size=4), ed.mixup_pause(0, alpha=1.0),
+                          num_classes=3)
+    rows = torch.cat([y for _, y in mixing])
+    assert rows.shape == (8, 3) and torch.allclose(rows.sum(1), torch.ones(8))
+    removal = ed.enlighten(DataLoader(TensorDataset(x, labels), batch_size=4), ed.high_loss_removal(2, fraction=0.25),
+                           num_classes=3)
+    assert [y.dtype for _, y in removal] == [dtype, dtype]  # passed on as they came
+    bad = labels.clone()
+    bad[5] = 7
+    with pytest.raises(ValueError, match=r"targets should be in \[0, 3\) \(num_classes=3\), got values in \[0, 7\] "
+                                         r"at dataset indices \[5\]"):
+        list(ed.enlighten(DataLoader(TensorDataset(x, bad), batch_size=8), ed.mixup_pause(0, alpha=1.0),
+                          num_classes=3))
+    with pytest.raises(ValueError, match=r"target should hold class indices in \[0, 3\) .* got values in \[0, 7\]"):
+        ed.mix_batch(x, bad, ed.Phase(mixup_alpha=1.0), num_classes=3, generator=torch.Generator())
