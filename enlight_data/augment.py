@@ -1205,9 +1205,9 @@ def _crop_resize_flip_roi(x: Tensor, params: AugmentParams, size: tuple[int, int
 
 
 def _is_kornia_augmentation(obj: object) -> bool:
-    """Whether ``obj`` is an instance of a class from ``kornia.augmentation`` (a subclass of one included), or a
-    plain ``nn.Sequential`` of nothing else (``nn.Sequential(K.RandomResizedCrop(...), K.ColorJitter(...))``, as
-    Kornia's own examples chain them).
+    """Whether ``obj`` is an instance of a class from ``kornia.augmentation`` (a subclass of one included), or an
+    ``nn.Sequential`` (with its own ``forward``) of nothing else (``nn.Sequential(K.RandomResizedCrop(...),
+    K.ColorJitter(...))``, as Kornia's own examples chain them).
 
     By the class's module rather than a list of base classes: Kornia's augmentations, containers and auto-augment
     policies (``RandAugment``, ``TrivialAugment``, ``AutoAugment``) share no public base class, and all take only
@@ -1215,8 +1215,9 @@ def _is_kornia_augmentation(obj: object) -> bool:
     """
     if any(cls.__module__.startswith("kornia.augmentation") for cls in type(obj).__mro__):
         return True
-    # Exactly nn.Sequential: a subclass may have a forward of its own (one that converts uint8 itself, say).
-    return type(obj) is nn.Sequential and len(obj) > 0 and all(_is_kornia_augmentation(m) for m in obj)
+    # nn.Sequential's own forward: a subclass with a forward of its own may convert uint8 itself.
+    return (isinstance(obj, nn.Sequential) and type(obj).forward is nn.Sequential.forward and len(obj) > 0
+            and all(_is_kornia_augmentation(m) for m in obj))
 
 
 def _host_seed(generator: torch.Generator) -> int:

@@ -108,8 +108,8 @@ class LossTable:
         Args:
             indices: ``(B,)`` dataset indices of the batch, an int64, int32, int16, int8 or uint8 tensor
                 (the dtypes torch indexes with; not bool) with values in ``[0, size)``.
-            losses: ``(B,)`` per-sample losses (any float dtype, detached here; kept as float32, a finite float64
-                loss beyond its range as float32's largest).
+            losses: ``(B,)`` per-sample losses (any float dtype, detached here; kept as float32, a finite
+                float64 loss beyond its range as its largest or lowest finite value).
             keep: ``(B,)`` bool tensor, the samples whose loss enters the table (unmixed ones);
                 all when ``None``. Non-finite losses never enter it and are counted.
             correct: ``(B,)`` bool tensor, whether each prediction was right (for accuracy), or a float
@@ -184,8 +184,8 @@ class LossTable:
         every step (NOTE [ The cost of a record ] in ``loader.py``)."""
         if losses.device != self._device:
             self.to(losses.device)
-        if losses.dtype == torch.float64:  # the table holds float32: a finite loss beyond its range stays finite
-            losses = torch.where(losses.isfinite(), losses.clamp(-_FLOAT32_MAX, _FLOAT32_MAX), losses)
+        if losses.dtype == torch.float64:  # the staging copy makes float32 of any other dtype
+            losses = _float32_losses(losses)
         # NOTE [ Deferred recording ]
         # A step copies the batch's ids, losses (and keep/correct flags) into staging buffers
         # made once (a slice copy each: nothing the step allocates outlives it, so the batches'
@@ -420,6 +420,21 @@ def _level(keep: Tensor | None, counted: Tensor | None) -> Tensor | None:
         return torch.where(cast(Tensor, counted), 2, 0).to(torch.int8)
     level = keep.to(torch.int8) + 1
     return level if counted is None else level.where(counted.to(level.device), 0)
+
+
+def _float32_losses(losses: Tensor) -> Tensor:
+    """``losses`` as float32, the table's dtype: a finite float64 loss beyond float32's range becomes its largest
+    (or lowest) finite value, not an infinity, which the table would count as non-finite and leave out.
+
+    Args:
+        losses: Per-sample losses of a floating-point dtype.
+
+    Returns:
+        A float32 tensor (``losses`` itself if it is one).
+    """
+    if losses.dtype == torch.float64:
+        losses = torch.where(losses.isfinite(), losses.clamp(-_FLOAT32_MAX, _FLOAT32_MAX), losses)
+    return losses.float()
 
 
 class _Stage:

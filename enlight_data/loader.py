@@ -633,7 +633,7 @@ class EnlightLoader:
             raise RuntimeError(
                 f"record() (or a tracked loss) was given the previous batch's target: {_FETCHED_AHEAD}"
             )
-        # The arguments are checked before the call counts, a repeated call's too (which records nothing).
+        # The arguments' types are checked before the call counts, a repeated call's too (which records nothing).
         check_int("ignore_index", ignore_index, allow_none=True)
         threshold = check_real("threshold", threshold)  # type: ignore[assignment]
         multi_label = check_bool("multi_label", multi_label)
@@ -709,14 +709,15 @@ class EnlightLoader:
                              f"{tuple(losses.shape)}")
         counted = None  # the samples with a position that counts; None: all of them
         if losses.dim() > 1:
-            losses = losses.flatten(1).float()
+            losses = losses.flatten(1)  # means in float32 (bf16 would tie), float64 kept: the table clamps it
+            losses = losses if losses.dtype == torch.float64 else losses.float()
             if (
                 ignore_index is not None
                 and isinstance(target, Tensor)
                 and not target.is_floating_point()
                 and target.shape == per_sample_loss.shape
             ):  # a sequence's loss: the mean over its positions that count (padding's loss is no loss)
-                positions = (target != ignore_index).to(losses.device).flatten(1)
+                positions = (comparable(target) != ignore_index).to(losses.device).flatten(1)
                 losses = losses.where(positions, 0.0).sum(1) / positions.sum(1).clamp_min(1)
                 counted = positions.any(1)  # a sample with none has no loss (not one of 0)
             else:
@@ -758,8 +759,10 @@ class EnlightLoader:
                     f"{tuple(output.shape)} (predictions {tuple(predicted.shape)}) and target of shape "
                     f"{tuple(target.shape)} (labels {tuple(truth.shape)}){last}"
                 )
+            indexed = truth is target and not target.is_floating_point()
+            truth = comparable(truth)  # uint16 labels: torch compares them with nothing but their own dtype
             correct = predicted == truth.to(predicted.device)
-            if ignore_index is not None and truth is target and not target.is_floating_point():
+            if ignore_index is not None and indexed:
                 # Positions at ignore_index do not count; a sample with none left has no verdict (NaN).
                 scored = (truth != ignore_index).to(correct.device)
                 if correct.dim() > 1:
@@ -1293,16 +1296,15 @@ class EnlightLoader:
         """Warn, when an accuracy period that removes high-loss samples ends, if no epoch of it left out any.
 
         Typically it ended after epoch 0, whose accuracy reached the threshold before any epoch had losses to rank.
-        Not said where removal goes on after the period, where no epoch ran in it, or for ``max_epochs=1``, which
-        :func:`~enlight_data.high_loss_removal` already warned about when made.
+        Not said where removal goes on after the period, or where no epoch ran in it.
         """
         during, after, period = self.schedule.during, self.schedule.after, self.schedule.period
         in_period = [h for h in self.history if h["in_period"]]
-        if (during.drop_high_loss == 0 or after.drop_high_loss > 0 or period.max_epochs == 1 or not in_period
-                or any(h["removed"] for h in in_period)):
+        if during.drop_high_loss == 0 or after.drop_high_loss > 0 or not in_period or any(
+                h["removed"] for h in in_period):
             return
-        accuracy = self.history[-1]["accuracy"]
-        if self._tracker.reaches(accuracy):
+        last, accuracy = self.history[-1], self.history[-1]["accuracy"]
+        if last["in_period"] and self._tracker.reaches(accuracy):
             why = f"after epoch {self._epoch}, whose training accuracy {accuracy:.4g} reached it"
             advice = "a higher until_accuracy"
         else:
@@ -1708,8 +1710,8 @@ def enlighten(
             a map-style dataset with a ``len()`` (use :func:`enlight_data.stream` for an ``IterableDataset``),
             ``schedule`` not a :class:`Schedule`, an unhashable ``input_key``/``target_key``, ...
         ValueError: If a value is out of range: an empty dataset, ``batch_size=None``, a ``device`` this
-            machine lacks (or ``"meta"``), no ``num_classes`` for a schedule that mixes or smooths labels, a rank outside the
-            world, an ``augment_strength`` other than 1 without a :class:`GpuAugment`, ...
+            machine lacks (or ``"meta"``), no ``num_classes`` for a schedule that mixes or smooths labels, a rank
+            outside the world, an ``augment_strength`` other than 1 without a :class:`GpuAugment`, ...
 
     Warns:
         UserWarning: At the first batch, when its input is uint8 and one phase's augmentation is a

@@ -541,7 +541,7 @@ def alpha_boost(
             UserWarning,
             stacklevel=2,
         )
-    elif cutmix_alpha > 0 and switch_prob == 1 and boost_alpha > 0:
+    elif cutmix_alpha > 0 and switch_prob == 1:
         warnings.warn(
             f"alpha_boost with cutmix_alpha={cutmix_alpha} and switch_prob=1 boosts nothing: every batch uses CutMix, "
             "so Mixup's boost_alpha is never drawn; give switch_prob < 1",

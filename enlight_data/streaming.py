@@ -993,8 +993,9 @@ def stream(
         TypeError: If an argument has the wrong type (each message names it), or ``source`` is not an index, a
             pattern or a list of URLs.
         ValueError: If a value is out of range or not one of the choices, ``device`` (or ``decode="gpu"``) names a
-            device this machine lacks (or ``"meta"``), ``decode="gpu"`` has no ``augment``, a phase mixes or smooths labels and no
-            ``num_classes`` is known, ``num_ids`` is given with an index, or the index has missing or invalid fields.
+            device this machine lacks (or ``"meta"``), ``decode="gpu"`` has no ``augment``, a phase mixes or smooths
+            labels and no ``num_classes`` is known, ``num_ids`` is given with an index, or the index has missing or
+            invalid fields.
         FileNotFoundError: If the index or a local shard does not exist (``IsADirectoryError`` for a folder).
         RuntimeError: If ``decode="gpu"`` and this torchvision cannot decode JPEG on the GPU.
         ShardError: While iterating, for a corrupt shard or undecodable sample with ``handler="raise"`` (an index

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ._stack import caller_stacklevel
-from ._validate import check_bool
+from ._validate import check_bool, comparable
 
 __all__ = ["Recorder", "TrackedLoss", "check_criterion"]
 
@@ -308,8 +308,9 @@ class TrackedLoss(nn.Module):
         indexed = not target.is_floating_point() and isinstance(ignore_index, int) and not isinstance(
             ignore_index, bool
         )
-        valid = target != ignore_index if indexed and per_element.shape == target.shape else None
-        per_sample = per_element.detach().float()  # a bf16 loss's means in bf16 would tie samples at the cut
+        valid = comparable(target) != ignore_index if indexed and per_element.shape == target.shape else None
+        per_sample = per_element.detach()  # means in float32 (bf16 would tie samples at the cut); float64 kept
+        per_sample = per_sample if per_sample.dtype == torch.float64 else per_sample.float()
         if per_sample.dim() > 1:
             if valid is None:
                 per_sample = per_sample.flatten(1).mean(1)

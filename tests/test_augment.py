@@ -654,7 +654,7 @@ def test_a_plain_sequential_of_kornia_augmentations_is_kornia():
     torch.testing.assert_close(apply_augment(chain, x, generator=gen()), x.flip(-1, -2).float() / 255)
     with pytest.raises(ValueError, match="channels"):
         apply_augment(chain, x.permute(0, 2, 3, 1), generator=gen())
-    # A Sequential holding anything else (or nothing), or a subclass (its forward may convert for itself), is a
+    # A Sequential holding anything else (or nothing), or a subclass with a forward of its own, is a
     # plain callable: its input is its own to take, as it comes.
     class Seen(torch.nn.Module):
         def __init__(self):
@@ -677,6 +677,12 @@ def test_a_plain_sequential_of_kornia_augmentations_is_kornia():
     own = Own(K.RandomHorizontalFlip(p=1.0))
     torch.testing.assert_close(apply_augment(own, x, generator=gen()), x.flip(-1).float() / 255)
     assert own.dtypes == [torch.uint8]  # not converted twice
+
+    class Named(torch.nn.Sequential):  # a subclass for its name only: nn.Sequential's forward, Kornia inside
+        pass
+
+    torch.testing.assert_close(apply_augment(Named(K.RandomHorizontalFlip(p=1.0)), x, generator=gen()),
+                               x.flip(-1).float() / 255)
     for make in (lambda s: torch.nn.Sequential(s, K.RandomHorizontalFlip(p=1.0)), lambda s: torch.nn.Sequential(s)):
         seen = Seen()
         apply_augment(make(seen), x, generator=gen())

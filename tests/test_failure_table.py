@@ -350,6 +350,8 @@ def _noop_strategy():
         (lambda: ed.alpha_boost(5, alpha=0.2, boost_alpha=1.0, mix_prob=0.0), "mix_prob=0 boosts nothing"),
         (lambda: ed.alpha_boost(5, alpha=0.2, boost_alpha=1.0, cutmix_alpha=1.0, switch_prob=1.0),
          "switch_prob=1 boosts nothing: every batch uses CutMix"),
+        (lambda: ed.alpha_boost(5, alpha=1.0, boost_alpha=0.0, cutmix_alpha=1.0, switch_prob=1.0),
+         "switch_prob=1 boosts nothing: every batch uses CutMix"),
     ]:
         with pytest.warns(UserWarning, match=match):
             make_schedule()

@@ -1749,7 +1749,7 @@ def test_a_single_score_at_the_threshold_predicts_the_negative_class():
         assert loader.history[-1]["accuracy"] == 0.75  # the six negatives right, the two positives wrong
 
 
-def test_the_no_removal_warning_names_the_cause_and_keeps_quiet_where_removal_happens():
+def test_the_no_removal_warning_names_the_cause_and_when_it_keeps_quiet():
     # The failure table's noop-removal-period row checks the usual case (the period ended after epoch 0).
     x = torch.randn(3, 4)
     y = (x[:, 0] > 0).long()
@@ -1769,14 +1769,25 @@ def test_the_no_removal_warning_names_the_cause_and_keeps_quiet_where_removal_ha
     # Three samples: a quarter of them rounds down to none, so the capped period removed nothing.
     (message,) = said(ed.high_loss_removal(ed.Period(until_accuracy=0.9, max_epochs=2), fraction=0.25))
     assert "ended at max_epochs=2" in message and "or on a larger max_epochs" in message
-    # Removal goes on after the period; no epoch ran in the period; max_epochs=1 was warned about when made.
+    # Removal goes on after the period (here it too rounds down to none); no epoch ran in the period.
     both = ed.Schedule(ed.Period(until_accuracy=0.9, max_epochs=2), during=ed.Phase(drop_high_loss=0.25),
                        after=ed.Phase(drop_high_loss=0.25))
     assert said(both) == []
     assert said(ed.high_loss_removal(ed.Period(until_accuracy=0.9, max_epochs=2), fraction=0.25), first=5) == []
-    with pytest.warns(UserWarning, match="removes nothing"):
-        once = ed.high_loss_removal(ed.Period(until_accuracy=0.9, max_epochs=1), fraction=0.25)
-    assert said(once) == []
+    # An epoch past the cap (set_epoch jumped there) that reaches the accuracy did not end the period: the cap did.
+    loader = ed.enlighten(DataLoader(TensorDataset(x, y), batch_size=2),
+                          ed.high_loss_removal(ed.Period(until_accuracy=0.5, max_epochs=3), fraction=0.25))
+    criterion = loader.track(nn.CrossEntropyLoss())
+    with pytest.warns(RuntimeWarning, match=r"ended at max_epochs=3, and no epoch"):
+        for epoch, sign in ((0, -1), (5, 1)):  # wrong in epoch 0 (in the period), right in epoch 5
+            loader.set_epoch(epoch)
+            for xb, yb in loader:
+                criterion(sign * torch.stack([-xb[:, 0], xb[:, 0]], 1), yb)
+    assert [h["in_period"] for h in loader.history] == [True, False] and loader.history[-1]["accuracy"] == 1.0
+    # A hand-built max_epochs=1 schedule is warned about nowhere else.
+    once = ed.Schedule(ed.Period(until_accuracy=0.9, max_epochs=1), during=ed.Phase(drop_high_loss=0.25))
+    (message,) = said(once)
+    assert "ended at max_epochs=1" in message
 
 
 @pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64])
@@ -1791,6 +1802,9 @@ def test_labels_of_wide_unsigned_dtypes_are_checked_and_mixed(dtype):
     removal = ed.enlighten(DataLoader(TensorDataset(x, labels), batch_size=4), ed.high_loss_removal(2, fraction=0.25),
                            num_classes=3)
     assert [y.dtype for _, y in removal] == [dtype, dtype]  # passed on as they came
+    for _, y in removal:  # and scored, also against torch's ignore_index
+        removal.record(torch.ones(4), output=F.one_hot(y.long(), 3).float(), target=y)
+    assert removal.history[-1]["accuracy"] == 1.0 and removal.history[-1]["recorded"] == 8
     bad = labels.clone()
     bad[5] = 7
     with pytest.raises(ValueError, match=r"targets should be in \[0, 3\) \(num_classes=3\), got values in \[0, 7\] "
@@ -1799,3 +1813,24 @@ def test_labels_of_wide_unsigned_dtypes_are_checked_and_mixed(dtype):
                           num_classes=3))
     with pytest.raises(ValueError, match=r"target should hold class indices in \[0, 3\) .* got values in \[0, 7\]"):
         ed.mix_batch(x, bad, ed.Phase(mixup_alpha=1.0), num_classes=3, generator=torch.Generator())
+
+
+def test_finite_float64_losses_beyond_float32_stay_finite_on_every_recording_path():
+    # The table holds float32: 1e39 overflowed to inf, and the sample with the highest loss was never removed.
+    big = torch.finfo(torch.float32).max
+    x = torch.zeros(4, 2)
+    y = torch.tensor([0, 1, 0, 1])
+
+    def table_after(step):
+        loader = ed.enlighten(DataLoader(TensorDataset(x, y), batch_size=4), ed.high_loss_removal(2, fraction=0.25))
+        for _, yb in loader:
+            step(loader, yb)
+        assert loader.history[-1]["nonfinite"] == 0
+        return loader.losses()
+
+    losses = torch.tensor([1.0, 1e39, 2.0, 3.0], dtype=torch.float64)
+    assert table_after(lambda loader, yb: loader.record(losses))[1] == big
+    assert table_after(lambda loader, yb: loader.record(losses[:, None].expand(4, 3)))[1] == big  # (B, T) losses
+    tracked = lambda output, target, reduction="mean": F.mse_loss(output, target, reduction=reduction)  # noqa: E731
+    assert table_after(lambda loader, yb: loader.track(tracked)(losses.sqrt()[:, None], torch.zeros(4, 1,
+                                                                dtype=torch.float64)))[1] == big
