@@ -311,6 +311,7 @@ class EnlightLoader:
         self._warned_again = False
         self._warned_unrecorded = False
         self._warned_ahead = False
+        self._warned_no_removal = False  # the period ended without a removal (warned once)
         self._pass_recorded = False  # record() was called in the current pass over the epoch
         self._pass_ahead = False  # the pass's first record() came after more than one batch was handed out
         self._ran_out = False  # the current pass's iterator ended after its last batch
@@ -1283,7 +1284,8 @@ class EnlightLoader:
             entry.update(end_epoch(self._epoch, self._position))
         ending = self._tracker.end_epoch is None
         self._tracker.observe(self._epoch, entry["accuracy"], trained=self._position > 0)
-        if ending and self._tracker.end_epoch is not None:
+        length = self.schedule.period.length  # a fixed period ends with its last epoch; an accuracy one by its latch
+        if (ending and self._tracker.end_epoch is not None) or (length is not None and self._epoch == length - 1):
             self._warn_if_nothing_was_removed()
         if stats["nonfinite"]:
             warnings.warn(
@@ -1293,28 +1295,34 @@ class EnlightLoader:
             )
 
     def _warn_if_nothing_was_removed(self) -> None:
-        """Warn, when an accuracy period that removes high-loss samples ends, if no epoch of it left out any.
+        """Warn once, when a period that removes high-loss samples ends, if no epoch of it left out any.
 
-        Typically it ended after epoch 0, whose accuracy reached the threshold before any epoch had losses to rank.
-        Not said where removal goes on after the period, or where no epoch ran in it.
+        Typically an accuracy period ended after epoch 0, whose accuracy reached the threshold before any epoch had
+        losses to rank, or a fixed period is one epoch long. Not said where removal goes on after the period, where
+        no epoch ran in it, or where no loss entered the table in it (a loop that samples without recording).
         """
         during, after, period = self.schedule.during, self.schedule.after, self.schedule.period
         in_period = [h for h in self.history if h["in_period"]]
-        if during.drop_high_loss == 0 or after.drop_high_loss > 0 or not in_period or any(
-                h["removed"] for h in in_period):
+        if (self._warned_no_removal or during.drop_high_loss == 0 or after.drop_high_loss > 0
+                or not any(h["recorded"] for h in in_period) or any(h["removed"] for h in in_period)):
             return
+        self._warned_no_removal = True
         last, accuracy = self.history[-1], self.history[-1]["accuracy"]
-        if last["in_period"] and self._tracker.reaches(accuracy):
-            why = f"after epoch {self._epoch}, whose training accuracy {accuracy:.4g} reached it"
-            advice = "a higher until_accuracy"
+        if period.until_accuracy is None:
+            ended = f"the enlightenment period of {period.length} epoch(s) ended after epoch {self._epoch}"
+            advice = "make the period longer"
+        elif last["in_period"] and self._tracker.reaches(accuracy):
+            ended = (f"the enlightenment period (until_accuracy={period.until_accuracy}) ended after epoch "
+                     f"{self._epoch}, whose training accuracy {accuracy:.4g} reached it")
+            advice = "end the period on epochs, ed.Period(epochs=...), or on a higher until_accuracy"
         else:
-            why = f"at max_epochs={period.max_epochs}"
-            advice = "a larger max_epochs"
+            ended = (f"the enlightenment period (until_accuracy={period.until_accuracy}) ended at "
+                     f"max_epochs={period.max_epochs}")
+            advice = "end the period on epochs, ed.Period(epochs=...), or on a larger max_epochs"
         warnings.warn(
-            f"the enlightenment period (until_accuracy={period.until_accuracy}) ended {why}, and no epoch of it left "
-            "out a sample: High-Loss Removal removed nothing in this run (it ranks the losses of earlier epochs, so "
-            "the period's first epoch removes none, and a fraction of few recorded losses can round down to none); "
-            f"end the period on epochs, ed.Period(epochs=...), or on {advice}",
+            f"{ended}, and no epoch of it left out a sample: High-Loss Removal removed nothing in this run (it ranks "
+            "the losses of earlier epochs, so the period's first epoch removes none, and a fraction of few recorded "
+            f"losses can round down to none); {advice}",
             RuntimeWarning,
             stacklevel=caller_stacklevel(),
         )

@@ -1784,10 +1784,14 @@ def test_the_no_removal_warning_names_the_cause_and_when_it_keeps_quiet():
             for xb, yb in loader:
                 criterion(sign * torch.stack([-xb[:, 0], xb[:, 0]], 1), yb)
     assert [h["in_period"] for h in loader.history] == [True, False] and loader.history[-1]["accuracy"] == 1.0
-    # A hand-built max_epochs=1 schedule is warned about nowhere else.
+    # A hand-built max_epochs=1 schedule, or 1-epoch fixed one, is warned about nowhere else.
     once = ed.Schedule(ed.Period(until_accuracy=0.9, max_epochs=1), during=ed.Phase(drop_high_loss=0.25))
     (message,) = said(once)
     assert "ended at max_epochs=1" in message
+    (message,) = said(ed.Schedule(1, during=ed.Phase(drop_high_loss=0.25)))
+    assert "the enlightenment period of 1 epoch(s) ended after epoch 0, and no epoch" in message
+    assert "make the period longer" in message
+    assert said(ed.Schedule(0, during=ed.Phase(drop_high_loss=0.25))) == []  # no epoch in the period
 
 
 @pytest.mark.parametrize("dtype", [torch.uint16, torch.uint32, torch.uint64])
